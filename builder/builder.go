@@ -1,0 +1,103 @@
+// Package builder runs a generator on one cloud: launch, wait for SSH, run the
+// script, stop, snapshot, tag — and always clean up, in reverse, on a fresh context.
+package builder
+
+import (
+	"time"
+
+	"github.com/imagegen/imagegen/builder/spec"
+	"github.com/imagegen/imagegen/clouds"
+	"github.com/imagegen/imagegen/internal/secret"
+)
+
+// State is the state of one cloud's part of a build (and, summed up, of a build).
+type State string
+
+const (
+	StateQueued    State = "queued"
+	StateWaiting   State = "waiting" // a password: ask cloud waiting for its password
+	StateRunning   State = "running"
+	StateSucceeded State = "succeeded"
+	StateFailed    State = "failed"
+	StateCanceled  State = "canceled"
+)
+
+// Final reports whether s is an end state.
+func (s State) Final() bool {
+	return s == StateSucceeded || s == StateFailed || s == StateCanceled
+}
+
+// Phase is a step of the pipeline, as shown in progress and timings.
+type Phase string
+
+const (
+	PhaseKey      Phase = "generating keys"
+	PhaseLaunch   Phase = "launching"
+	PhaseSSH      Phase = "waiting for SSH"
+	PhaseScript   Phase = "running script"
+	PhaseStop     Phase = "stopping"
+	PhaseSnapshot Phase = "saving image"
+	PhaseCleanup  Phase = "cleaning up"
+	PhaseDone     Phase = "done"
+)
+
+// Job is one generator on one cloud.
+type Job struct {
+	Build     string       // build id: the imagegen:build tag
+	CloudName string       // the cloud's name in the server config
+	Cloud     clouds.Cloud // opened for this build
+	Spec      *spec.Spec
+	Repo      string // provenance: "owner/name", or a local path for imagegen build
+	Commit    string // provenance: full sha, or "" when unknown
+
+	SSHTimeout     time.Duration   // waiting for SSH; default 15 min
+	CleanupTimeout time.Duration   // cleanup's own context; default 10 min
+	Secrets        []secret.String // redacted from every log line
+	Observer       Observer        // may be nil
+}
+
+// Result is how one cloud's part of a build ended.
+type Result struct {
+	Cloud     string            `json:"cloud"`
+	State     State             `json:"state"`
+	BaseImage string            `json:"base_image"`
+	Image     *clouds.Image     `json:"image,omitempty"` // the new image; nil when none was made
+	ExitCode  int               `json:"exit_code"`       // the script's exit code; -1 when it did not finish
+	Error     string            `json:"error,omitempty"` // why it failed, secrets redacted
+	Started   time.Time         `json:"started"`
+	Finished  time.Time         `json:"finished"`
+	Phases    []PhaseTiming     `json:"phases,omitempty"`
+	LogTail   []string          `json:"log_tail,omitempty"`  // the last lines of the script's output on failure
+	Leftovers []clouds.Resource `json:"leftovers,omitempty"` // what cleanup could not remove (the sweep will)
+	Err       error             `json:"-"`                   // the error itself, for errors.Is / clouds.KindOf
+}
+
+// PhaseTiming is how long a phase took.
+type PhaseTiming struct {
+	Phase    Phase         `json:"phase"`
+	Started  time.Time     `json:"started"`
+	Duration time.Duration `json:"duration"`
+}
+
+// Observer sees a build as it runs. Calls for one cloud come from one goroutine,
+// in order; calls for different clouds may be concurrent.
+type Observer interface {
+	Phase(cloud string, p Phase, at time.Time)
+	Line(l LogLine)
+}
+
+// LogLine is one line of a build log: the script's output, imagegen's own
+// messages, or the VM's console. Text is already redacted.
+type LogLine struct {
+	Time   time.Time `json:"time"`
+	Cloud  string    `json:"cloud"`
+	Stream string    `json:"stream"` // StreamStdout, StreamStderr, StreamImagegen, StreamConsole
+	Text   string    `json:"text"`
+}
+
+const (
+	StreamStdout   = "stdout"
+	StreamStderr   = "stderr"
+	StreamImagegen = "imagegen"
+	StreamConsole  = "console"
+)

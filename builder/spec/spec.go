@@ -1,0 +1,69 @@
+// Package spec reads generator specs (.imagegen/<name>.yaml): parses them,
+// validates them with file:line:col errors, and computes their provenance digest.
+package spec
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Dir is where generator specs live in a repository.
+const Dir = ".imagegen"
+
+// MaxFileSize is the largest spec or script file accepted.
+const MaxFileSize = 1 << 20
+
+// Spec is one generator.
+type Spec struct {
+	Name       string               // defaults to the file name without .yaml
+	Script     string               // the script's text (read from ScriptFile when that is set)
+	ScriptFile string               // the path in the repository the script came from, if any
+	Branches   []string             // empty: the repository's default branch
+	Clouds     map[string]CloudSpec // keyed by cloud name from the server config
+	File       string               // the spec's path, as given to Parse
+	Digest     string               // hex sha256 of the normalized spec and script: imagegen:script-sha256
+}
+
+// CloudSpec is a generator's settings for one cloud.
+type CloudSpec struct {
+	Image   string // base image; optional only for clouds that make no image (type ssh)
+	SSHUser string
+	Size    string // flavor / instance type; "" means the cloud's default
+}
+
+// CloudNames returns the spec's cloud names, sorted.
+func (s *Spec) CloudNames() []string {
+	names := make([]string, 0, len(s.Clouds))
+	for n := range s.Clouds {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Error is one problem in a spec, at a position.
+type Error struct {
+	File string
+	Line int // 1-based; 0 when the problem has no position (file too large)
+	Col  int
+	Msg  string
+}
+
+func (e Error) Error() string {
+	if e.Line == 0 {
+		return fmt.Sprintf("%s: %s", e.File, e.Msg)
+	}
+	return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Col, e.Msg)
+}
+
+// Errors is every problem found in one or more specs, in file and line order.
+type Errors []Error
+
+func (es Errors) Error() string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}

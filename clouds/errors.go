@@ -1,0 +1,198 @@
+package clouds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+)
+
+// Kind classifies a cloud error: Transient errors are retried with backoff,
+// every other kind fails the build at once with a message that says which.
+type Kind string
+
+const (
+	KindUnknown   Kind = ""          // unclassified: treated as permanent
+	KindTransient Kind = "transient" // 429, 5xx, timeouts, conflicts that clear
+	KindAuth      Kind = "auth"      // bad credentials, missing permission
+	KindQuota     Kind = "quota"     // quota or limit exceeded
+	KindCapacity  Kind = "capacity"  // the cloud has no room for the request now
+	KindNotFound  Kind = "not-found" // the thing named does not exist (image, flavor, network)
+	KindInvalid   Kind = "invalid"   // the request is wrong (bad input)
+	KindFailed    Kind = "failed"    // the cloud put the resource in an error state
+)
+
+// Error is a classified cloud error.
+type Error struct {
+	Kind       Kind
+	Op         string        // what was being done: "launch server", "create image"
+	Code       string        // the cloud's own code: "InstanceLimitExceeded", "413"
+	Hint       string        // what the user can do about it
+	RetryAfter time.Duration // from Retry-After, when the cloud said
+	Err        error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	if e.Op != "" {
+		b.WriteString(e.Op)
+		b.WriteString(": ")
+	}
+	if e.Kind != KindUnknown && e.Kind != KindTransient {
+		b.WriteString(string(e.Kind))
+		b.WriteString(": ")
+	}
+	if e.Code != "" {
+		b.WriteString(e.Code)
+		b.WriteString(": ")
+	}
+	if e.Err != nil {
+		b.WriteString(e.Err.Error())
+	}
+	if e.Hint != "" {
+		b.WriteString(" (")
+		b.WriteString(e.Hint)
+		b.WriteString(")")
+	}
+	return strings.TrimSuffix(b.String(), ": ")
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf returns a classified error wrapping fmt.Errorf(format, args...).
+func Errorf(kind Kind, op, format string, args ...any) error {
+	return &Error{Kind: kind, Op: op, Err: fmt.Errorf(format, args...)}
+}
+
+// ErrNotFound is wrapped by drivers for "already gone"; Terminate treats it as success.
+var ErrNotFound = &Error{Kind: KindNotFound, Err: errors.New("not found")}
+
+// KindOf classifies err: a wrapped *Error's kind, transient for network
+// timeouts and refused connections, KindUnknown otherwise. A canceled context
+// is never transient.
+func KindOf(err error) Kind {
+	if err == nil {
+		return KindUnknown
+	}
+	if errors.Is(err, context.Canceled) {
+		return KindUnknown
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return KindTransient
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return KindTransient
+	}
+	return KindUnknown
+}
+
+// IsTransient reports whether err is worth retrying.
+func IsTransient(err error) bool { return KindOf(err) == KindTransient }
+
+// IsNotFound reports whether err says the thing does not exist.
+func IsNotFound(err error) bool { return KindOf(err) == KindNotFound }
+
+// Backoff is a retry and polling policy: waits grow from Initial by Factor up
+// to Max; Attempts (0: unlimited, bounded by ctx) limits the number of tries.
+type Backoff struct {
+	Initial  time.Duration
+	Max      time.Duration
+	Factor   float64
+	Attempts int
+}
+
+// DefaultRetry retries transient API errors.
+var DefaultRetry = Backoff{Initial: 500 * time.Millisecond, Max: 10 * time.Second, Factor: 2, Attempts: 8}
+
+// DefaultPoll polls for state changes: quick at first, then every few seconds,
+// so imagegen notices a ready resource within seconds without flooding the API.
+var DefaultPoll = Backoff{Initial: 250 * time.Millisecond, Max: 3 * time.Second, Factor: 1.5}
+
+// Delay returns the wait before try n (0-based).
+func (b Backoff) Delay(n int) time.Duration {
+	d := b.Initial
+	if d <= 0 {
+		d = 100 * time.Millisecond
+	}
+	f := b.Factor
+	if f < 1 {
+		f = 1
+	}
+	for i := 0; i < n; i++ {
+		d = time.Duration(float64(d) * f)
+		if b.Max > 0 && d >= b.Max {
+			return b.Max
+		}
+	}
+	if b.Max > 0 && d > b.Max {
+		d = b.Max
+	}
+	return d
+}
+
+// Retry calls fn until it succeeds, returns a non-transient error, runs out of
+// attempts, or ctx ends. A Retry-After the cloud gave is honoured.
+func Retry(ctx context.Context, b Backoff, fn func(context.Context) error) error {
+	for n := 0; ; n++ {
+		err := fn(ctx)
+		if err == nil || !IsTransient(err) {
+			return err
+		}
+		if b.Attempts > 0 && n+1 >= b.Attempts {
+			return fmt.Errorf("gave up after %d tries: %w", n+1, err)
+		}
+		d := b.Delay(n)
+		var e *Error
+		if errors.As(err, &e) && e.RetryAfter > d {
+			d = e.RetryAfter
+		}
+		if serr := sleep(ctx, d); serr != nil {
+			return fmt.Errorf("%w (last error: %w)", serr, err)
+		}
+	}
+}
+
+// Poll calls check until it reports done, returns an error, or ctx ends.
+// Transient errors from check are tolerated (up to b.Attempts in a row, when set).
+func Poll(ctx context.Context, b Backoff, check func(context.Context) (bool, error)) error {
+	fails := 0
+	for n := 0; ; n++ {
+		done, err := check(ctx)
+		switch {
+		case err != nil && IsTransient(err):
+			fails++
+			if b.Attempts > 0 && fails >= b.Attempts {
+				return fmt.Errorf("gave up after %d transient errors in a row: %w", fails, err)
+			}
+		case err != nil:
+			return err
+		case done:
+			return nil
+		default:
+			fails = 0
+		}
+		if err := sleep(ctx, b.Delay(n)); err != nil {
+			return err
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+

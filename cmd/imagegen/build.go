@@ -1,0 +1,10 @@
+package main
+
+import (
+	"context"
+	"errors"
+)
+
+func runBuild(_ context.Context, _ *env, _ []string) error {
+	return errors.New("build: not built yet")
+}

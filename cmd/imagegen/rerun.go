@@ -1,0 +1,10 @@
+package main
+
+import (
+	"context"
+	"errors"
+)
+
+func runRerun(_ context.Context, _ *env, _ []string) error {
+	return errors.New("rerun: not built yet")
+}

@@ -1,0 +1,375 @@
+// Package config loads the operator's server config (imagegen.yaml): expands
+// ${ENV}, reads secrets from files, validates once at start with errors naming the key.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"reflect"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/imagegen/imagegen/clouds"
+	"github.com/imagegen/imagegen/internal/secret"
+)
+
+// Config is the server config. It is loaded once and passed down; nothing
+// reads the file or the environment after Load.
+type Config struct {
+	File    string `yaml:"-"`
+	Listen  string `yaml:"listen"`   // default ":8080"
+	BaseURL string `yaml:"base_url"` // how users reach this server, for links on GitHub; default http://localhost<listen>
+	Redis   string `yaml:"redis"`    // redis:// URL; default redis://127.0.0.1:6379/0
+
+	GitHub GitHub `yaml:"github"`
+	Build  Build  `yaml:"build"`
+
+	// APITokens are bearer tokens for the API's mutating routes.
+	APITokens []secret.String `yaml:"api_tokens"`
+	// EncryptionKey encrypts passwords in tasks (32 bytes, base64 or hex);
+	// when empty, a key is generated at start (passwords then do not survive a restart).
+	EncryptionKey secret.String `yaml:"encryption_key"`
+
+	// Clouds are the configured clouds, by name. Decoded by their drivers.
+	Clouds map[string]*clouds.Entry `yaml:"-"`
+	// CloudsNode is kept for the loader only.
+	CloudsNode yaml.Node `yaml:"clouds"`
+}
+
+// GitHub is how imagegen talks to GitHub.
+type GitHub struct {
+	AppID             int64         `yaml:"app_id"`
+	PrivateKeyFile    string        `yaml:"private_key_file"`
+	PrivateKey        secret.String `yaml:"-"` // read from PrivateKeyFile at load
+	Token             secret.String `yaml:"token"`
+	TokenFile         string        `yaml:"token_file"`
+	WebhookSecret     secret.String `yaml:"webhook_secret"`
+	WebhookSecretFile string        `yaml:"webhook_secret_file"`
+	APIURL            string        `yaml:"api_url"` // default https://api.github.com/
+}
+
+// Build holds limits for builds.
+type Build struct {
+	SSHTimeout     time.Duration `yaml:"ssh_timeout"`     // default 15m
+	Timeout        time.Duration `yaml:"timeout"`         // one cloud's build; default 2h
+	CleanupTimeout time.Duration `yaml:"cleanup_timeout"` // default 10m
+	Concurrency    int           `yaml:"concurrency"`     // builds one worker runs at once; default 10
+	LogLimit       int           `yaml:"log_limit"`       // bytes of log kept per cloud (the tail); default 4 MiB
+	Retention      time.Duration `yaml:"retention"`       // how long build records are kept; default 2160h (90 days)
+}
+
+// Defaults for values the config leaves out.
+const (
+	DefaultListen = ":8080"
+	DefaultRedis  = "redis://127.0.0.1:6379/0"
+	DefaultAPIURL = "https://api.github.com/"
+)
+
+// Load reads, expands and validates the config at path, with each cloud
+// checked by its driver in reg.
+func Load(path string, reg *clouds.Registry) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(data, path, reg, os.LookupEnv)
+}
+
+// Parse is Load on bytes, with the environment given as lookup.
+func Parse(data []byte, file string, reg *clouds.Registry, lookup func(string) (string, bool)) (*Config, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	if len(doc.Content) == 0 {
+		return nil, fmt.Errorf("%s: the config is empty", file)
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("%s:%d:%d: the config must be a mapping", file, root.Line, root.Column)
+	}
+	var errs []error
+	expand(root, file, lookup, &errs)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	checkKeys(root, reflect.TypeOf(Config{}), file, "", &errs)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	cfg := &Config{File: file}
+	if err := root.Decode(cfg); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	if err := cfg.finish(reg); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func (c *Config) finish(reg *clouds.Registry) error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s: %s", c.File, key, fmt.Sprintf(format, args...)))
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.BaseURL == "" {
+		host := c.Listen
+		if strings.HasPrefix(host, ":") {
+			host = "localhost" + host
+		}
+		c.BaseURL = "http://" + host
+	}
+	c.BaseURL = strings.TrimSuffix(c.BaseURL, "/")
+	if u, err := url.Parse(c.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+		bad("base_url", "%q is not an http(s) URL", c.BaseURL)
+	}
+	if c.Redis == "" {
+		c.Redis = DefaultRedis
+	}
+	if u, err := url.Parse(c.Redis); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "redis-socket") {
+		bad("redis", "%q is not a redis:// URL (e.g. %s)", c.Redis, DefaultRedis)
+	}
+
+	g := &c.GitHub
+	if g.APIURL == "" {
+		g.APIURL = DefaultAPIURL
+	}
+	if !strings.HasSuffix(g.APIURL, "/") {
+		g.APIURL += "/"
+	}
+	if u, err := url.Parse(g.APIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+		bad("github.api_url", "%q is not an http(s) URL", g.APIURL)
+	}
+	readSecretFile := func(key, path string, dst *secret.String) {
+		if path == "" {
+			return
+		}
+		if !dst.IsZero() {
+			bad(key, "set both %s and %s_file: keep one", strings.TrimSuffix(key, "_file"), strings.TrimSuffix(key, "_file"))
+			return
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			bad(key, "%v", err)
+			return
+		}
+		*dst = secret.New(strings.TrimSpace(string(b)))
+	}
+	readSecretFile("github.webhook_secret_file", g.WebhookSecretFile, &g.WebhookSecret)
+	readSecretFile("github.token_file", g.TokenFile, &g.Token)
+	if g.PrivateKeyFile != "" {
+		b, err := os.ReadFile(g.PrivateKeyFile)
+		if err != nil {
+			bad("github.private_key_file", "%v", err)
+		} else {
+			g.PrivateKey = secret.New(string(b))
+		}
+	}
+	if g.AppID != 0 && g.PrivateKeyFile == "" {
+		bad("github.private_key_file", "app_id is set, so the App's private key file is needed")
+	}
+	if g.AppID == 0 && g.PrivateKeyFile != "" {
+		bad("github.app_id", "private_key_file is set, so the App's id is needed")
+	}
+	if g.AppID != 0 && !g.Token.IsZero() {
+		bad("github", "set either app_id (a GitHub App) or token, not both")
+	}
+
+	b := &c.Build
+	if b.SSHTimeout == 0 {
+		b.SSHTimeout = 15 * time.Minute
+	}
+	if b.Timeout == 0 {
+		b.Timeout = 2 * time.Hour
+	}
+	if b.CleanupTimeout == 0 {
+		b.CleanupTimeout = 10 * time.Minute
+	}
+	if b.Concurrency == 0 {
+		b.Concurrency = 10
+	}
+	if b.LogLimit == 0 {
+		b.LogLimit = 4 << 20
+	}
+	if b.Retention == 0 {
+		b.Retention = 90 * 24 * time.Hour
+	}
+	for key, d := range map[string]time.Duration{"build.ssh_timeout": b.SSHTimeout, "build.timeout": b.Timeout, "build.cleanup_timeout": b.CleanupTimeout, "build.retention": b.Retention} {
+		if d < 0 {
+			bad(key, "must be positive, got %s", d)
+		}
+	}
+	if b.Concurrency < 0 {
+		bad("build.concurrency", "must be positive, got %d", b.Concurrency)
+	}
+	for i, t := range c.APITokens {
+		if len(t.Reveal()) < 16 {
+			bad(fmt.Sprintf("api_tokens[%d]", i), "is shorter than 16 characters: use a long random token (openssl rand -hex 32)")
+		}
+	}
+
+	c.Clouds = map[string]*clouds.Entry{}
+	n := &c.CloudsNode
+	if n.Kind != 0 && n.Kind != yaml.MappingNode {
+		bad("clouds", "must be a mapping of cloud name to its settings")
+	}
+	for i := 0; n.Kind == yaml.MappingNode && i+1 < len(n.Content); i += 2 {
+		name, body := n.Content[i].Value, n.Content[i+1]
+		at := fmt.Sprintf("%s:%d:%d", c.File, n.Content[i].Line, n.Content[i].Column)
+		if !validCloudName.MatchString(name) {
+			errs = append(errs, fmt.Errorf("%s: clouds.%s: a cloud name is letters, digits, '-' and '_', starting with a letter", at, name))
+			continue
+		}
+		if body.Kind != yaml.MappingNode {
+			errs = append(errs, fmt.Errorf("%s: clouds.%s: must be a mapping with at least a type", at, name))
+			continue
+		}
+		cc := clouds.Config{Name: name, Node: body, File: c.File}
+		for j := 0; j+1 < len(body.Content); j += 2 {
+			switch body.Content[j].Value {
+			case "type":
+				cc.Type = body.Content[j+1].Value
+			case "password":
+				cc.Password = body.Content[j+1].Value
+			}
+		}
+		if cc.Type == "" {
+			errs = append(errs, fmt.Errorf("%s: clouds.%s.type is missing (one of: %s)", at, name, strings.Join(reg.Types(), ", ")))
+			continue
+		}
+		if cc.Password != "" && cc.Password != clouds.PasswordAsk {
+			errs = append(errs, fmt.Errorf("%s: clouds.%s.password: the only value is %q (each build brings the password); put stored credentials where the driver reads them (clouds.yaml, the AWS credential chain)", at, name, clouds.PasswordAsk))
+			continue
+		}
+		e, err := reg.Configure(cc)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: clouds.%s: %w", at, name, err))
+			continue
+		}
+		c.Clouds[name] = e
+	}
+	return errors.Join(errs...)
+}
+
+var validCloudName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]*$`)
+
+// CloudNames returns the configured clouds' names, sorted.
+func (c *Config) CloudNames() []string {
+	names := make([]string, 0, len(c.Clouds))
+	for n := range c.Clouds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// CheckService checks what serve and worker need beyond what build needs.
+func (c *Config) CheckService() error {
+	var errs []error
+	if c.GitHub.WebhookSecret.IsZero() {
+		errs = append(errs, fmt.Errorf("%s: github.webhook_secret is empty: set it (e.g. webhook_secret: ${IMAGEGEN_WEBHOOK_SECRET}) to the secret configured on the GitHub webhook; imagegen never accepts unsigned deliveries", c.File))
+	}
+	if c.GitHub.AppID == 0 && c.GitHub.Token.IsZero() {
+		errs = append(errs, fmt.Errorf("%s: github: set app_id and private_key_file (a GitHub App, needed for check runs) or token (statuses only)", c.File))
+	}
+	return errors.Join(errs...)
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
+
+// expand replaces ${NAME} and ${NAME:-default} in every scalar value (never in keys).
+func expand(n *yaml.Node, file string, lookup func(string) (string, bool), errs *[]error) {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if !strings.Contains(n.Value, "${") {
+			return
+		}
+		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
+			m := envRef.FindStringSubmatch(ref)
+			if v, ok := lookup(m[1]); ok && v != "" {
+				return v
+			}
+			if m[2] != "" {
+				return m[3]
+			}
+			*errs = append(*errs, fmt.Errorf("%s:%d:%d: environment variable %s is not set (referenced as %s)", file, n.Line, n.Column, m[1], ref))
+			return ""
+		})
+		// A plain scalar is resolved again after expansion, so app_id: ${APP_ID}
+		// decodes as a number; a quoted one stays a string.
+		if n.Style == 0 {
+			n.Tag = ""
+		}
+	case yaml.MappingNode:
+		for i := 1; i < len(n.Content); i += 2 {
+			expand(n.Content[i], file, lookup, errs)
+		}
+	default:
+		for _, c := range n.Content {
+			expand(c, file, lookup, errs)
+		}
+	}
+}
+
+// checkKeys refuses keys the config does not define, naming the known ones.
+func checkKeys(n *yaml.Node, t reflect.Type, file, path string, errs *[]error) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == reflect.TypeOf(yaml.Node{}) {
+		return
+	}
+	switch {
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		fields := map[string]reflect.Type{}
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name == "-" || name == "" || !f.IsExported() {
+				continue
+			}
+			fields[name] = f.Type
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			ft, ok := fields[k.Value]
+			if !ok {
+				known := make([]string, 0, len(fields))
+				for name := range fields {
+					known = append(known, name)
+				}
+				sort.Strings(known)
+				*errs = append(*errs, fmt.Errorf("%s:%d:%d: unknown key %q%s (known: %s)", file, k.Line, k.Column, k.Value, inPath(path), strings.Join(known, ", ")))
+				continue
+			}
+			checkKeys(n.Content[i+1], ft, file, join(path, k.Value), errs)
+		}
+	case (t.Kind() == reflect.Slice) && n.Kind == yaml.SequenceNode:
+		for _, c := range n.Content {
+			checkKeys(c, t.Elem(), file, path, errs)
+		}
+	}
+}
+
+func inPath(p string) string {
+	if p == "" {
+		return ""
+	}
+	return " in " + p
+}
+
+func join(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "." + b
+}
