@@ -1,0 +1,228 @@
+package clouds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+var errTransient = &Error{Kind: KindTransient, Op: "list servers", Code: "503", Err: errors.New("busy")}
+
+func TestKindOf(t *testing.T) {
+	_, dialErr := net.Dial("tcp", "127.0.0.1:1") // nothing listens on port 1: a real *net.OpError
+	tests := []struct {
+		name string
+		err  error
+		want Kind
+	}{
+		{"nil", nil, KindUnknown},
+		{"plain", errors.New("x"), KindUnknown},
+		{"classified", &Error{Kind: KindQuota}, KindQuota},
+		{"wrapped", fmt.Errorf("launch: %w", &Error{Kind: KindAuth}), KindAuth},
+		{"not found sentinel", fmt.Errorf("server 1: %w", ErrNotFound), KindNotFound},
+		{"canceled", context.Canceled, KindUnknown},
+		{"canceled wrapping transient", fmt.Errorf("%w: %w", context.Canceled, errTransient), KindUnknown},
+		{"deadline", context.DeadlineExceeded, KindTransient}, // a net.Error with Timeout() true
+		{"os timeout", os.ErrDeadlineExceeded, KindTransient},
+		{"refused", dialErr, KindTransient},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := KindOf(tt.err); got != tt.want {
+				t.Errorf("KindOf(%v) = %q, want %q", tt.err, got, tt.want)
+			}
+		})
+	}
+	if !IsTransient(errTransient) || IsTransient(ErrNotFound) || !IsNotFound(ErrNotFound) {
+		t.Error("IsTransient / IsNotFound disagree with KindOf")
+	}
+}
+
+func TestErrorMessage(t *testing.T) {
+	tests := []struct {
+		err  *Error
+		want string
+	}{
+		{&Error{Kind: KindQuota, Op: "launch server", Code: "InstanceLimitExceeded", Err: errors.New("too many"), Hint: "ask for more"},
+			"launch server: quota: InstanceLimitExceeded: too many (ask for more)"},
+		{&Error{Kind: KindTransient, Op: "list", Err: errors.New("busy")}, "list: busy"},
+		{&Error{Kind: KindAuth, Op: "open"}, "open: auth"},
+		{&Error{}, ""},
+	}
+	for _, tt := range tests {
+		if got := tt.err.Error(); got != tt.want {
+			t.Errorf("Error() = %q, want %q", got, tt.want)
+		}
+	}
+	if e := Errorf(KindInvalid, "op", "bad %d", 3); e.Error() != "op: invalid: bad 3" || KindOf(e) != KindInvalid {
+		t.Errorf("Errorf = %v", e)
+	}
+}
+
+func TestDelay(t *testing.T) {
+	ms := time.Millisecond
+	tests := []struct {
+		name string
+		b    Backoff
+		n    int
+		want time.Duration
+	}{
+		{"first", Backoff{Initial: 10 * ms, Max: time.Second, Factor: 2}, 0, 10 * ms},
+		{"grows", Backoff{Initial: 10 * ms, Max: time.Second, Factor: 2}, 3, 80 * ms},
+		{"caps", Backoff{Initial: 10 * ms, Max: 50 * ms, Factor: 2}, 3, 50 * ms},
+		{"caps for huge n", Backoff{Initial: 10 * ms, Max: 50 * ms, Factor: 2}, 1 << 20, 50 * ms},
+		{"initial above max", Backoff{Initial: time.Second, Max: 50 * ms, Factor: 2}, 0, 50 * ms},
+		{"no max", Backoff{Initial: ms, Factor: 10}, 3, time.Second},
+		{"factor below 1 is 1", Backoff{Initial: 10 * ms, Factor: 0.5}, 5, 10 * ms},
+		{"zero initial", Backoff{}, 0, 100 * ms},
+		{"default poll caps", DefaultPoll, 100, 3 * time.Second},
+		{"default retry caps", DefaultRetry, 100, 10 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.b.Delay(tt.n); got != tt.want {
+				t.Errorf("Delay(%d) = %v, want %v", tt.n, got, tt.want)
+			}
+		})
+	}
+}
+
+var fastBackoff = Backoff{Initial: time.Millisecond, Max: 2 * time.Millisecond, Factor: 2}
+
+func TestRetry(t *testing.T) {
+	permanent := &Error{Kind: KindQuota, Err: errors.New("quota")}
+	tests := []struct {
+		name      string
+		attempts  int
+		errs      []error // returned by successive calls; nil after the list
+		wantCalls int
+		wantErr   error
+	}{
+		{"success", 0, nil, 1, nil},
+		{"transient then success", 0, []error{errTransient, errTransient}, 3, nil},
+		{"permanent stops", 0, []error{errTransient, permanent, errTransient}, 2, permanent},
+		{"unknown stops", 0, []error{errors.New("?")}, 1, nil},
+		{"attempts run out", 3, []error{errTransient, errTransient, errTransient, errTransient}, 3, errTransient},
+		{"canceled is not retried", 0, []error{context.Canceled}, 1, context.Canceled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			calls := 0
+			b := fastBackoff
+			b.Attempts = tt.attempts
+			err := Retry(context.Background(), b, func(context.Context) error {
+				calls++
+				if calls <= len(tt.errs) {
+					return tt.errs[calls-1]
+				}
+				return nil
+			})
+			if calls != tt.wantCalls {
+				t.Errorf("calls = %d, want %d", calls, tt.wantCalls)
+			}
+			switch {
+			case tt.wantErr != nil && !errors.Is(err, tt.wantErr):
+				t.Errorf("err = %v, want %v", err, tt.wantErr)
+			case tt.wantErr == nil && tt.wantCalls == len(tt.errs)+1 && err != nil:
+				t.Errorf("err = %v, want nil", err)
+			case tt.wantErr == nil && tt.wantCalls == len(tt.errs) && err == nil:
+				t.Errorf("err = nil, want the last error")
+			}
+		})
+	}
+}
+
+func TestRetryHonoursRetryAfter(t *testing.T) {
+	tooFast := &Error{Kind: KindTransient, Code: "429", RetryAfter: 80 * time.Millisecond, Err: errors.New("slow down")}
+	calls := 0
+	var gap time.Duration
+	var last time.Time
+	err := Retry(context.Background(), fastBackoff, func(context.Context) error {
+		calls++
+		if calls == 2 {
+			gap = time.Since(last)
+			return nil
+		}
+		last = time.Now()
+		return tooFast
+	})
+	if err != nil || calls != 2 {
+		t.Fatalf("Retry = %v after %d calls", err, calls)
+	}
+	if gap < 80*time.Millisecond {
+		t.Fatalf("retried after %v; Retry-After said 80ms", gap)
+	}
+}
+
+func TestRetryStopsOnContext(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := Retry(ctx, Backoff{Initial: time.Hour}, func(context.Context) error { return errTransient })
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("Retry took %v after its context ended", took)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, errTransient) {
+		t.Fatalf("err = %v, want the deadline and the last error", err)
+	}
+}
+
+func TestPoll(t *testing.T) {
+	permanent := &Error{Kind: KindFailed, Err: errors.New("error state")}
+	type step struct {
+		done bool
+		err  error
+	}
+	tests := []struct {
+		name      string
+		attempts  int
+		steps     []step // after the list: done
+		wantCalls int
+		wantErr   error
+		wantFail  bool
+	}{
+		{"done at once", 0, nil, 1, nil, false},
+		{"done after waiting", 0, []step{{}, {}, {}}, 4, nil, false},
+		{"transient tolerated", 3, []step{{err: errTransient}, {err: errTransient}, {}, {err: errTransient}, {err: errTransient}}, 6, nil, false},
+		{"transient in a row gives up", 3, []step{{err: errTransient}, {err: errTransient}, {err: errTransient}, {}}, 3, errTransient, true},
+		{"permanent stops", 0, []step{{}, {err: permanent}, {}}, 2, permanent, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := fastBackoff
+			b.Attempts = tt.attempts
+			calls := 0
+			err := Poll(context.Background(), b, func(context.Context) (bool, error) {
+				calls++
+				if calls <= len(tt.steps) {
+					s := tt.steps[calls-1]
+					return s.done, s.err
+				}
+				return true, nil
+			})
+			if calls != tt.wantCalls {
+				t.Errorf("calls = %d, want %d", calls, tt.wantCalls)
+			}
+			if (err != nil) != tt.wantFail || (tt.wantErr != nil && !errors.Is(err, tt.wantErr)) {
+				t.Errorf("err = %v, want %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestPollStopsOnContext(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := Poll(ctx, Backoff{Initial: time.Hour}, func(context.Context) (bool, error) { return false, nil })
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("Poll took %v after its context ended", took)
+	}
+}

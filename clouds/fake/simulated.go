@@ -1,0 +1,180 @@
+package fake
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"gopkg.in/yaml.v3"
+
+	"github.com/imagegen/imagegen/clouds"
+)
+
+// Type is the server config's cloud type for the simulated cloud: a fake
+// Cloud that launches nothing, for load tests and trying the service.
+const Type = "simulated"
+
+// simConfig is a simulated cloud's entry in the server config.
+type simConfig struct {
+	LaunchDelay       time.Duration `yaml:"launch_delay"`
+	SSHDelay          time.Duration `yaml:"ssh_delay"`
+	StopDelay         time.Duration `yaml:"stop_delay"`
+	SnapshotDelay     time.Duration `yaml:"snapshot_delay"`
+	FailRate          float64       `yaml:"fail_rate"`
+	PermanentFailRate float64       `yaml:"permanent_fail_rate"`
+	SSH               *sshConfig    `yaml:"ssh"`
+}
+
+// sshConfig names a local sshd that stands in for every launched instance,
+// so the generator's script really runs.
+type sshConfig struct {
+	Host           string `yaml:"host"`
+	Port           int    `yaml:"port"`
+	User           string `yaml:"user"` // overrides the spec's ssh_user: a local sshd rarely has "ubuntu"
+	PrivateKeyFile string `yaml:"private_key_file"`
+	HostKey        string `yaml:"host_key"` // authorized_keys line; empty: the pipeline trusts the first key
+}
+
+var sshKeys = []string{"host", "port", "user", "private_key_file", "host_key"}
+
+// Configure reads a simulated cloud's keys. It reads ssh.private_key_file (a
+// local file) but reaches no network.
+func Configure(cfg clouds.Config) (clouds.Opener, error) {
+	if err := checkSSHKeys(cfg); err != nil {
+		return nil, err
+	}
+	var sc simConfig
+	if err := clouds.DecodeStrict(cfg, &sc); err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"launch_delay", sc.LaunchDelay}, {"ssh_delay", sc.SSHDelay}, {"stop_delay", sc.StopDelay}, {"snapshot_delay", sc.SnapshotDelay}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s: %s must not be negative", cfg.File, d.key))
+		}
+	}
+	for _, r := range []struct {
+		key string
+		v   float64
+	}{{"fail_rate", sc.FailRate}, {"permanent_fail_rate", sc.PermanentFailRate}} {
+		if r.v < 0 || r.v > 1 {
+			errs = append(errs, fmt.Errorf("%s: %s is a fraction between 0 and 1, not %g", cfg.File, r.key, r.v))
+		}
+	}
+	if sc.FailRate+sc.PermanentFailRate > 1 {
+		errs = append(errs, fmt.Errorf("%s: fail_rate + permanent_fail_rate exceeds 1", cfg.File))
+	}
+	opts := Options{
+		LaunchDelay:       sc.LaunchDelay,
+		SSHDelay:          sc.SSHDelay,
+		StopDelay:         sc.StopDelay,
+		SnapshotDelay:     sc.SnapshotDelay,
+		FailRate:          sc.FailRate,
+		PermanentFailRate: sc.PermanentFailRate,
+	}
+	if sc.SSH != nil {
+		ep, err := sc.SSH.endpoint(cfg.File)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		opts.SSH = ep
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return &opener{cloud: New(opts), ask: cfg.Password == clouds.PasswordAsk}, nil
+}
+
+// checkSSHKeys refuses unknown keys inside ssh:, which DecodeStrict (top
+// level only) lets through.
+func checkSSHKeys(cfg clouds.Config) error {
+	if cfg.Node == nil || cfg.Node.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(cfg.Node.Content); i += 2 {
+		if cfg.Node.Content[i].Value != "ssh" {
+			continue
+		}
+		n := cfg.Node.Content[i+1]
+		if n.Kind != yaml.MappingNode {
+			return fmt.Errorf("%s:%d:%d: cloud %q: ssh must be a mapping (%s)", cfg.File, n.Line, n.Column, cfg.Name, strings.Join(sshKeys, ", "))
+		}
+		for j := 0; j+1 < len(n.Content); j += 2 {
+			k := n.Content[j]
+			if !slices.Contains(sshKeys, k.Value) {
+				return fmt.Errorf("%s:%d:%d: cloud %q: unknown key %q in ssh (known: %s)", cfg.File, k.Line, k.Column, cfg.Name, k.Value, strings.Join(sshKeys, ", "))
+			}
+		}
+	}
+	return nil
+}
+
+func (s *sshConfig) endpoint(file string) (*clouds.Endpoint, error) {
+	if s.Host == "" {
+		return nil, fmt.Errorf("%s: ssh.host is required", file)
+	}
+	port := s.Port
+	if port == 0 {
+		port = 22
+	}
+	if port < 0 || port > 65535 {
+		return nil, fmt.Errorf("%s: ssh.port %d is not a port", file, s.Port)
+	}
+	if s.PrivateKeyFile == "" {
+		return nil, fmt.Errorf("%s: ssh.private_key_file is required (the key that logs in to the local sshd)", file)
+	}
+	pem, err := os.ReadFile(s.PrivateKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s: ssh.private_key_file: %w", file, err)
+	}
+	signer, err := ssh.ParsePrivateKey(pem)
+	if err != nil {
+		// The error never contains the key itself, only what is wrong with it.
+		return nil, fmt.Errorf("%s: ssh.private_key_file %s: %w", file, s.PrivateKeyFile, err)
+	}
+	ep := &clouds.Endpoint{Addr: net.JoinHostPort(s.Host, strconv.Itoa(port)), User: s.User, Signer: signer}
+	if s.HostKey != "" {
+		pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(s.HostKey))
+		if err != nil {
+			return nil, fmt.Errorf("%s: ssh.host_key: %w", file, err)
+		}
+		ep.HostKeys = []string{strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pk)))}
+		ep.HostKeySource = "config"
+	}
+	return ep, nil
+}
+
+// opener hands every build the same Cloud, so servers and images persist
+// across the builds a worker runs, as on a real cloud.
+type opener struct {
+	cloud *Cloud
+	ask   bool
+}
+
+// Open implements clouds.Opener. A password: ask simulated cloud wants some
+// password, so the re-run flow can be tried; any non-empty one is accepted.
+func (o *opener) Open(ctx context.Context, cred clouds.Credentials) (clouds.Cloud, error) {
+	if o.ask && cred.Password.IsZero() {
+		return nil, &clouds.Error{Kind: clouds.KindAuth, Op: "open", Err: errors.New("this cloud asks for a password and none was given")}
+	}
+	return o.cloud, nil
+}
+
+// CloudOf returns the shared Cloud of a simulated cloud's Opener (for tests
+// and load runs that inspect it); nil when op is not one.
+func CloudOf(op clouds.Opener) *Cloud {
+	if o, ok := op.(*opener); ok {
+		return o.cloud
+	}
+	return nil
+}
