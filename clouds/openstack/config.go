@@ -1,0 +1,260 @@
+// Package openstack builds images on OpenStack clouds (Keystone, Nova, Glance v2,
+// Neutron) with gophercloud, reading credentials from the standard clouds.yaml.
+package openstack
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+	gopenstack "github.com/gophercloud/gophercloud/v2/openstack"
+	osclouds "github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
+
+	"github.com/imagegen/imagegen/clouds"
+)
+
+// Type is the server config's type for this driver.
+const Type = "openstack"
+
+// Defaults for the timeouts a config may leave out.
+const (
+	DefaultSSHPort        = 22
+	DefaultBootTimeout    = 20 * time.Minute
+	DefaultStopTimeout    = 10 * time.Minute
+	DefaultImageTimeout   = 60 * time.Minute
+	DefaultDeleteTimeout  = 10 * time.Minute
+	DefaultConsoleTimeout = 2 * time.Minute
+	DefaultRequestTimeout = 60 * time.Second
+)
+
+// Config is a cloud entry of type openstack in the server config.
+type Config struct {
+	// Cloud names the clouds.yaml entry (required).
+	Cloud string `yaml:"cloud"`
+	// CloudsFile is an explicit clouds.yaml path; without it OS_CLIENT_CONFIG_FILE
+	// and the usual locations (./, ~/.config/openstack/, /etc/openstack/) are searched.
+	CloudsFile string `yaml:"clouds_file"`
+	// Region overrides clouds.yaml's region_name.
+	Region string `yaml:"region"`
+	// Network is the name or id of the network servers attach to; empty lets Nova choose.
+	Network string `yaml:"network"`
+	// Flavor is the default size, by name or id, for specs that give none.
+	Flavor string `yaml:"flavor"`
+	// FloatingIPPool is the external network (name or id) to take a floating IP
+	// from, for when the server's own network is not reachable from imagegen.
+	FloatingIPPool   string   `yaml:"floating_ip_pool"`
+	SecurityGroups   []string `yaml:"security_groups"`
+	AvailabilityZone string   `yaml:"availability_zone"`
+	UseConfigDrive   bool     `yaml:"use_config_drive"`
+	// VolumeSize, in GB, boots from a new volume of that size instead of local disk.
+	VolumeSize int `yaml:"volume_size"`
+	// SSHPort is the port imagegen connects to; default 22.
+	SSHPort int `yaml:"ssh_port"`
+	// InjectHostKey installs the build's generated host key through cloud-init
+	// (default true). Set false for images whose cloud-init cannot: the host
+	// keys are then read from the console log.
+	InjectHostKey *bool `yaml:"inject_host_key"`
+
+	BootTimeout    time.Duration `yaml:"boot_timeout"`    // waiting for ACTIVE
+	StopTimeout    time.Duration `yaml:"stop_timeout"`    // waiting for SHUTOFF
+	ImageTimeout   time.Duration `yaml:"image_timeout"`   // waiting for the image to be active
+	DeleteTimeout  time.Duration `yaml:"delete_timeout"`  // waiting for a deleted server to be gone
+	ConsoleTimeout time.Duration `yaml:"console_timeout"` // reading host keys from the console log
+	RequestTimeout time.Duration `yaml:"request_timeout"` // one API request
+}
+
+// Options tune the driver for tests; the zero value means the defaults.
+type Options struct {
+	Poll  clouds.Backoff // polling for state changes; default clouds.DefaultPoll capped at 3s
+	Retry clouds.Backoff // retrying transient API errors; default clouds.DefaultRetry capped at 3s
+	// ImageNotFoundTries is how many 404s in a row Glance may answer for a new
+	// image before the snapshot fails; default 5.
+	ImageNotFoundTries int
+	// HTTPClient replaces the default client (its Timeout is then its own).
+	HTTPClient *http.Client
+	// Logger gets the driver's own messages outside any build; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Configure reads a cloud entry of type openstack: its keys, then its clouds.yaml
+// entry. It reads files but never the network.
+func Configure(cfg clouds.Config) (clouds.Opener, error) {
+	var c Config
+	if err := clouds.DecodeStrict(cfg, &c); err != nil {
+		return nil, err
+	}
+	return New(cfg.Name, c, cfg.Password == clouds.PasswordAsk, Options{})
+}
+
+// Opener is a validated openstack cloud config.
+type Opener struct {
+	name     string
+	cfg      Config
+	ask      bool
+	auth     gophercloud.AuthOptions
+	endpoint gophercloud.EndpointOpts
+	tls      *tls.Config
+	opts     Options
+}
+
+// New validates c (named name in the server config) and reads its clouds.yaml
+// entry. ask means the password comes with each build: one in clouds.yaml is ignored.
+func New(name string, c Config, ask bool, opts Options) (*Opener, error) {
+	if c.Cloud == "" {
+		return nil, errors.New(`"cloud" is required: the name of an entry in clouds.yaml`)
+	}
+	if c.VolumeSize < 0 {
+		return nil, fmt.Errorf("volume_size %d: must be a positive number of GB", c.VolumeSize)
+	}
+	if c.SSHPort == 0 {
+		c.SSHPort = DefaultSSHPort
+	}
+	if c.SSHPort < 0 || c.SSHPort > 65535 {
+		return nil, fmt.Errorf("ssh_port %d: not a port", c.SSHPort)
+	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+		key string
+	}{
+		{&c.BootTimeout, DefaultBootTimeout, "boot_timeout"},
+		{&c.StopTimeout, DefaultStopTimeout, "stop_timeout"},
+		{&c.ImageTimeout, DefaultImageTimeout, "image_timeout"},
+		{&c.DeleteTimeout, DefaultDeleteTimeout, "delete_timeout"},
+		{&c.ConsoleTimeout, DefaultConsoleTimeout, "console_timeout"},
+		{&c.RequestTimeout, DefaultRequestTimeout, "request_timeout"},
+	} {
+		if *d.v < 0 {
+			return nil, fmt.Errorf("%s %s: must be positive", d.key, *d.v)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	popts := []osclouds.ParseOption{osclouds.WithCloudName(c.Cloud)}
+	if c.CloudsFile != "" {
+		popts = append(popts, osclouds.WithLocations(c.CloudsFile))
+	}
+	if c.Region != "" {
+		popts = append(popts, osclouds.WithRegion(c.Region))
+	}
+	ao, eo, tlsConfig, err := osclouds.Parse(popts...)
+	if err != nil {
+		return nil, fmt.Errorf("clouds.yaml entry %q: %w", c.Cloud, err)
+	}
+	if ao.IdentityEndpoint == "" {
+		return nil, fmt.Errorf("clouds.yaml entry %q has no auth.auth_url", c.Cloud)
+	}
+	if ask {
+		// password: ask: whatever clouds.yaml or secure.yaml say, the password
+		// is the one the build brings.
+		ao.Password = ""
+	}
+	// Builds outlive tokens (image uploads take an hour on slow clouds).
+	ao.AllowReauth = true
+	if opts.Poll == (clouds.Backoff{}) {
+		opts.Poll = clouds.DefaultPoll
+	}
+	if opts.Retry == (clouds.Backoff{}) {
+		opts.Retry = clouds.DefaultRetry
+		opts.Retry.Max = 3 * time.Second
+	}
+	if opts.ImageNotFoundTries == 0 {
+		opts.ImageNotFoundTries = 5
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Opener{name: name, cfg: c, ask: ask, auth: ao, endpoint: eo, tls: tlsConfig, opts: opts}, nil
+}
+
+// Config returns the validated config, defaults filled in.
+func (o *Opener) Config() Config { return o.cfg }
+
+// Open logs in to the cloud (with cred.Password for a password: ask cloud)
+// and finds its compute, image and network endpoints.
+func (o *Opener) Open(ctx context.Context, cred clouds.Credentials) (clouds.Cloud, error) {
+	ao := o.auth
+	if o.ask {
+		if cred.Password.IsZero() {
+			return nil, &clouds.Error{Kind: clouds.KindAuth, Op: "open " + o.name,
+				Err: errors.New("this cloud is password: ask and the build brought no password")}
+		}
+		ao.Password = cred.Password.Reveal()
+	} else if !cred.Password.IsZero() {
+		ao.Password = cred.Password.Reveal()
+	}
+	if ao.Password == "" && ao.TokenID == "" && ao.ApplicationCredentialSecret == "" {
+		return nil, &clouds.Error{Kind: clouds.KindAuth, Op: "open " + o.name,
+			Err:  fmt.Errorf("clouds.yaml entry %q has no password, token or application credential", o.cfg.Cloud),
+			Hint: "add one to clouds.yaml or secure.yaml, or mark the cloud password: ask"}
+	}
+	var pc *gophercloud.ProviderClient
+	err := clouds.Retry(ctx, o.opts.Retry, func(ctx context.Context) error {
+		var err error
+		pc, err = gopenstack.NewClient(ao.IdentityEndpoint)
+		if err != nil {
+			return &clouds.Error{Kind: clouds.KindInvalid, Op: "log in", Err: err}
+		}
+		pc.HTTPClient = o.httpClient()
+		pc.UseTokenLock()
+		return classify("log in to "+ao.IdentityEndpoint, gopenstack.Authenticate(ctx, pc, ao))
+	})
+	if err != nil {
+		return nil, err
+	}
+	c := &Cloud{name: o.name, cfg: o.cfg, opts: o.opts}
+	eo := o.endpoint
+	for _, s := range []struct {
+		what string
+		dst  **gophercloud.ServiceClient
+		mk   func(*gophercloud.ProviderClient, gophercloud.EndpointOpts) (*gophercloud.ServiceClient, error)
+	}{
+		{"compute (Nova)", &c.compute, gopenstack.NewComputeV2},
+		{"image (Glance v2)", &c.image, gopenstack.NewImageV2},
+		{"network (Neutron)", &c.network, gopenstack.NewNetworkV2},
+	} {
+		err := clouds.Retry(ctx, o.opts.Retry, func(context.Context) error {
+			sc, err := s.mk(pc, eo)
+			if err != nil {
+				return classify("find the "+s.what+" endpoint in region "+fmt.Sprintf("%q", eo.Region), err)
+			}
+			*s.dst = sc
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if o.cfg.VolumeSize > 0 {
+		// Boot from volume needs Cinder to upload the volume as the image.
+		err := clouds.Retry(ctx, o.opts.Retry, func(context.Context) error {
+			sc, err := gopenstack.NewBlockStorageV3(pc, eo)
+			if err != nil {
+				return classify(fmt.Sprintf("find the block-storage (Cinder v3) endpoint in region %q", eo.Region), err)
+			}
+			c.volume = sc
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func (o *Opener) httpClient() http.Client {
+	if o.opts.HTTPClient != nil {
+		return *o.opts.HTTPClient
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if o.tls != nil {
+		tr.TLSClientConfig = o.tls
+	}
+	return http.Client{Transport: tr, Timeout: o.cfg.RequestTimeout}
+}

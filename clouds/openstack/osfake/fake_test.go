@@ -1,0 +1,64 @@
+package osfake
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// TestRefusesWhatTheRealAPIRefuses: the fake's schema checks are real, so a
+// driver whose bodies the fake accepts sends what Nova, Neutron and Keystone accept.
+func TestRefusesWhatTheRealAPIRefuses(t *testing.T) {
+	f := New(Options{})
+	defer f.Close()
+	post := func(path, token, body string) (*http.Response, string) {
+		req, _ := http.NewRequest("POST", f.URL()+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("X-Auth-Token", token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b)
+	}
+	auth := `{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"demo","domain":{"name":"Default"},"password":"secret"}}},"scope":{"project":{"name":"demo","domain":{"name":"Default"}}}}}`
+	resp, _ := post("/identity/v3/auth/tokens", "", auth)
+	tok := resp.Header.Get("X-Subject-Token")
+	if resp.StatusCode != 201 || tok == "" {
+		t.Fatalf("login: %d", resp.StatusCode)
+	}
+	long := strings.Repeat("x", 256)
+	tests := []struct {
+		name, path, token, body string
+		status                  int
+		rejected                bool // recorded as a body the real API refuses
+	}{
+		{"good server", "/RegionOne/compute/v2.1/servers", tok, `{"server":{"name":"a","imageRef":"` + BaseImageID + `","flavorRef":"1"}}`, 202, false},
+		{"unknown server field", "/RegionOne/compute/v2.1/servers", tok, `{"server":{"name":"a","imageref":"x","flavorRef":"1"}}`, 400, true},
+		{"metadata too long", "/RegionOne/compute/v2.1/servers", tok, `{"server":{"name":"a","imageRef":"` + BaseImageID + `","flavorRef":"1","metadata":{"k":"` + long + `"}}}`, 400, true},
+		{"user data not base64", "/RegionOne/compute/v2.1/servers", tok, `{"server":{"name":"a","imageRef":"` + BaseImageID + `","flavorRef":"1","user_data":"#cloud-config"}}`, 400, true},
+		{"missing flavor", "/RegionOne/compute/v2.1/servers", tok, `{"server":{"name":"a","imageRef":"` + BaseImageID + `","flavorRef":"99"}}`, 400, false},
+		{"bad key", "/RegionOne/compute/v2.1/os-keypairs", tok, `{"keypair":{"name":"k","public_key":"ssh-rsa nope"}}`, 400, true},
+		{"no token", "/RegionOne/compute/v2.1/os-keypairs", "", `{}`, 401, false},
+		{"wrong password", "/identity/v3/auth/tokens", "", strings.Replace(auth, `"secret"`, `"nope"`, 1), 401, false},
+		{"fip on a tenant network", "/RegionOne/network/v2.0/floatingips", tok, `{"floatingip":{"floating_network_id":"0d7b5e1c-0000-4000-8000-000000000001"}}`, 400, false},
+		{"unknown fip field", "/RegionOne/network/v2.0/floatingips", tok, `{"floatingip":{"floating_network_id":"x","pool":"public"}}`, 400, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(f.Rejected())
+			resp, body := post(tc.path, tc.token, tc.body)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, body)
+			}
+			if got := len(f.Rejected()) > before; got != tc.rejected {
+				t.Errorf("recorded as refused: %v, want %v (%s)", got, tc.rejected, body)
+			}
+		})
+	}
+}
