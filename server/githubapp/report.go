@@ -1,0 +1,293 @@
+package githubapp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/go-github/v60/github"
+)
+
+// GitHub's limits on what imagegen writes.
+const (
+	MaxDescription = 140   // a commit status description, characters
+	MaxOutput      = 65535 // a check run's output summary or text, characters
+)
+
+// Status is a commit status.
+type Status struct {
+	State       string // pending | success | failure | error
+	Context     string // imagegen/<generator>/<cloud>
+	Description string // truncated to MaxDescription characters by SetStatus
+	TargetURL   string
+}
+
+// Commit status states.
+const (
+	StatePending = "pending"
+	StateSuccess = "success"
+	StateFailure = "failure"
+	StateError   = "error"
+)
+
+// CheckRun is a check run as imagegen writes it.
+type CheckRun struct {
+	ID          int64  // set by GitHub; ignored by CreateCheckRun
+	Name        string // imagegen: <generator>
+	HeadSHA     string
+	Status      string // queued | in_progress | completed; completed is implied by a Conclusion
+	Conclusion  string // success | failure | cancelled | neutral | action_required | skipped | timed_out
+	Title       string // output title; defaults to Name when there is output
+	Summary     string // markdown; truncated under MaxOutput with a note
+	Text        string // markdown; truncated under MaxOutput with a note
+	DetailsURL  string
+	ExternalID  string
+	StartedAt   time.Time
+	CompletedAt time.Time // defaults to now when the run is completed
+}
+
+// Check run statuses and conclusions.
+const (
+	CheckQueued     = "queued"
+	CheckInProgress = "in_progress"
+	CheckCompleted  = "completed"
+
+	ConclusionSuccess        = "success"
+	ConclusionFailure        = "failure"
+	ConclusionCancelled      = "cancelled"
+	ConclusionNeutral        = "neutral"
+	ConclusionActionRequired = "action_required"
+)
+
+// ErrNeedsApp is returned by the check run calls in token mode.
+var ErrNeedsApp = errors.New("check runs need a GitHub App (github.app_id and private_key_file); a token can only set commit statuses")
+
+// SetStatus sets a commit status on sha. The description is cut to
+// MaxDescription characters (ending in …), as GitHub refuses longer ones.
+func (c *Client) SetStatus(ctx context.Context, repo Repo, sha string, s Status) error {
+	rs := &github.RepoStatus{
+		State:       github.String(s.State),
+		Context:     optional(s.Context),
+		Description: optional(TruncateDescription(s.Description)),
+		TargetURL:   optional(s.TargetURL),
+	}
+	op := fmt.Sprintf("set status %s=%s on %s@%s", s.Context, s.State, repo, short(sha))
+	return c.do(ctx, op, func(ctx context.Context) error {
+		_, _, err := c.gh.Repositories.CreateStatus(ctx, repo.Owner, repo.Name, sha, rs)
+		return err
+	})
+}
+
+// CreateCheckRun creates a check run and returns its id.
+func (c *Client) CreateCheckRun(ctx context.Context, repo Repo, cr CheckRun) (int64, error) {
+	op := fmt.Sprintf("create check run %q on %s@%s", cr.Name, repo, short(cr.HeadSHA))
+	if !c.isApp {
+		return 0, &Error{Op: op, Err: ErrNeedsApp}
+	}
+	status, conclusion, completedAt := checkState(cr)
+	opts := github.CreateCheckRunOptions{
+		Name:        cr.Name,
+		HeadSHA:     cr.HeadSHA,
+		DetailsURL:  optional(cr.DetailsURL),
+		ExternalID:  optional(cr.ExternalID),
+		Status:      status,
+		Conclusion:  conclusion,
+		StartedAt:   timestamp(cr.StartedAt),
+		CompletedAt: completedAt,
+		Output:      output(cr),
+	}
+	var id int64
+	err := c.do(ctx, op, func(ctx context.Context) error {
+		run, _, err := c.gh.Checks.CreateCheckRun(ctx, repo.Owner, repo.Name, opts)
+		if err == nil {
+			id = run.GetID()
+		}
+		return err
+	})
+	return id, err
+}
+
+// UpdateCheckRun updates check run id. Empty fields are left as they are;
+// the output is replaced when Title, Summary or Text is set.
+func (c *Client) UpdateCheckRun(ctx context.Context, repo Repo, id int64, cr CheckRun) error {
+	if !c.isApp {
+		return &Error{Op: fmt.Sprintf("update check run %d on %s", id, repo), Err: ErrNeedsApp}
+	}
+	if cr.Name == "" {
+		// go-github always sends the name, and an empty one would rename the run.
+		err := c.do(ctx, fmt.Sprintf("get check run %d on %s", id, repo), func(ctx context.Context) error {
+			run, _, err := c.gh.Checks.GetCheckRun(ctx, repo.Owner, repo.Name, id)
+			if err == nil {
+				cr.Name = run.GetName()
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	op := fmt.Sprintf("update check run %d %q on %s", id, cr.Name, repo)
+	status, conclusion, completedAt := checkState(cr)
+	opts := github.UpdateCheckRunOptions{
+		Name:        cr.Name,
+		DetailsURL:  optional(cr.DetailsURL),
+		ExternalID:  optional(cr.ExternalID),
+		Status:      status,
+		Conclusion:  conclusion,
+		CompletedAt: completedAt,
+		Output:      output(cr),
+	}
+	return c.do(ctx, op, func(ctx context.Context) error {
+		_, _, err := c.gh.Checks.UpdateCheckRun(ctx, repo.Owner, repo.Name, id, opts)
+		return err
+	})
+}
+
+// checkState fills what GitHub requires together: a conclusion means
+// completed, and completed needs a completion time.
+func checkState(cr CheckRun) (status, conclusion *string, completedAt *github.Timestamp) {
+	s := cr.Status
+	if cr.Conclusion != "" {
+		s = CheckCompleted
+	}
+	if s == CheckCompleted {
+		at := cr.CompletedAt
+		if at.IsZero() {
+			at = time.Now()
+		}
+		completedAt = &github.Timestamp{Time: at}
+	}
+	return optional(s), optional(cr.Conclusion), completedAt
+}
+
+func output(cr CheckRun) *github.CheckRunOutput {
+	if cr.Title == "" && cr.Summary == "" && cr.Text == "" {
+		return nil
+	}
+	title, summary := cr.Title, cr.Summary
+	if title == "" {
+		title = cr.Name
+	}
+	if summary == "" {
+		// GitHub requires a summary whenever there is output.
+		summary = title
+	}
+	return &github.CheckRunOutput{
+		Title:   github.String(title),
+		Summary: github.String(TruncateOutput(summary)),
+		Text:    optional(TruncateOutput(cr.Text)),
+	}
+}
+
+// TruncateDescription cuts s to MaxDescription characters, ending in … when cut.
+func TruncateDescription(s string) string {
+	if utf8.RuneCountInString(s) <= MaxDescription {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:MaxDescription-1]) + "…"
+}
+
+// TruncateOutput cuts s under MaxOutput characters with a note saying so.
+// It counts bytes, so the result is under the limit however GitHub counts.
+func TruncateOutput(s string) string {
+	if len(s) <= MaxOutput {
+		return s
+	}
+	note := fmt.Sprintf("\n\n… (truncated: %d more characters; see the details link for the rest)",
+		utf8.RuneCountInString(s)) // an upper bound, computed before the cut
+	cut := MaxOutput - len(note)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	rest := utf8.RuneCountInString(s[cut:])
+	note = fmt.Sprintf("\n\n… (truncated: %d more characters; see the details link for the rest)", rest)
+	return s[:cut] + note
+}
+
+// ErrTooManyFiles is wrapped by ChangedFiles when GitHub's compare answer hit
+// its cap on listed files, so the list may be incomplete.
+var ErrTooManyFiles = errors.New("the comparison lists GitHub's maximum of 300 files; the list may be incomplete")
+
+// ErrNoBase is returned by ChangedFiles when base is the all-zero SHA of a
+// push that created the branch: there is nothing to compare with.
+var ErrNoBase = errors.New("no base commit (the push created the ref)")
+
+// compareFileCap is how many files GitHub lists in one comparison at most.
+const compareFileCap = 300
+
+// ChangedFiles lists the paths that differ between base and head (both
+// names of renamed files), sorted. Use it when a push payload cannot be
+// trusted to list them: more than 20 commits, or a forced push. When GitHub's
+// cap was hit it returns what it got together with an error wrapping
+// ErrTooManyFiles: the caller should then treat every generator as changed.
+// The compare API pages through commits and lists the files (at most 300)
+// with each page; every page is read and the files merged, so a version of
+// the API that spreads files over pages loses none.
+func (c *Client) ChangedFiles(ctx context.Context, repo Repo, base, head string) ([]string, error) {
+	if strings.Trim(base, "0") == "" {
+		return nil, &Error{Op: fmt.Sprintf("compare %s on %s", short(head), repo), Err: ErrNoBase}
+	}
+	op := fmt.Sprintf("compare %s...%s on %s", short(base), short(head), repo)
+	seen := map[string]bool{}
+	capped := false
+	for page := 1; page != 0; {
+		var cmp *github.CommitsComparison
+		var resp *github.Response
+		err := c.do(ctx, fmt.Sprintf("%s (page %d)", op, page), func(ctx context.Context) error {
+			var err error
+			cmp, resp, err = c.gh.Repositories.CompareCommits(ctx, repo.Owner, repo.Name, base, head,
+				&github.ListOptions{Page: page, PerPage: 100})
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if len(cmp.Files) >= compareFileCap {
+			capped = true
+		}
+		for _, f := range cmp.Files {
+			seen[f.GetFilename()] = true
+			if p := f.GetPreviousFilename(); p != "" {
+				seen[p] = true
+			}
+		}
+		page = resp.NextPage
+	}
+	files := make([]string, 0, len(seen))
+	for f := range seen {
+		if f != "" {
+			files = append(files, f)
+		}
+	}
+	slices.Sort(files)
+	if capped {
+		return files, &Error{Op: op, Err: ErrTooManyFiles}
+	}
+	return files, nil
+}
+
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func timestamp(t time.Time) *github.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return &github.Timestamp{Time: t}
+}
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}
