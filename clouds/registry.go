@@ -22,7 +22,7 @@ type Config struct {
 	Name     string     // the key in the clouds map: what specs name
 	Type     string     // the driver: openstack, ec2, qemu, ssh, simulated
 	Password string     // "" or PasswordAsk
-	Node     *yaml.Node // the entry's mapping, for the driver to decode with DecodeStrict
+	Node     *yaml.Node `json:"-"` // the entry's mapping, for the driver to decode with DecodeStrict
 	File     string     // the config file, for error positions
 }
 

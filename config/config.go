@@ -39,7 +39,8 @@ type Config struct {
 	// Clouds are the configured clouds, by name. Decoded by their drivers.
 	Clouds map[string]*clouds.Entry `yaml:"-"`
 	// CloudsNode is kept for the loader only.
-	CloudsNode yaml.Node `yaml:"clouds"`
+	// It is not marshaled: a driver's raw settings may hold expanded ${ENV} values.
+	CloudsNode yaml.Node `yaml:"clouds" json:"-"`
 }
 
 // GitHub is how imagegen talks to GitHub.
@@ -203,13 +204,20 @@ func (c *Config) finish(reg *clouds.Registry) error {
 	if b.Retention == 0 {
 		b.Retention = 90 * 24 * time.Hour
 	}
-	for key, d := range map[string]time.Duration{"build.ssh_timeout": b.SSHTimeout, "build.timeout": b.Timeout, "build.cleanup_timeout": b.CleanupTimeout, "build.retention": b.Retention} {
-		if d < 0 {
-			bad(key, "must be positive, got %s", d)
+	// A slice, not a map: errors come out in the same order every time.
+	for _, kd := range []struct {
+		key string
+		d   time.Duration
+	}{{"build.ssh_timeout", b.SSHTimeout}, {"build.timeout", b.Timeout}, {"build.cleanup_timeout", b.CleanupTimeout}, {"build.retention", b.Retention}} {
+		if kd.d < 0 {
+			bad(kd.key, "must be positive, got %s", kd.d)
 		}
 	}
 	if b.Concurrency < 0 {
 		bad("build.concurrency", "must be positive, got %d", b.Concurrency)
+	}
+	if b.LogLimit < 0 {
+		bad("build.log_limit", "must be positive, got %d", b.LogLimit)
 	}
 	for i, t := range c.APITokens {
 		if len(t.Reveal()) < 16 {
@@ -252,12 +260,33 @@ func (c *Config) finish(reg *clouds.Registry) error {
 		}
 		e, err := reg.Configure(cc)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: clouds.%s: %w", at, name, err))
+			// A driver error that names its own position (clouds.DecodeStrict's
+			// unknown keys) goes out as is: the file:line:col an editor jumps
+			// to is then the key at fault, not the cloud's name.
+			if inner := errors.Unwrap(err); inner != nil && positioned(c.File, inner) {
+				errs = append(errs, inner)
+			} else {
+				errs = append(errs, fmt.Errorf("%s: clouds.%s: %w", at, name, err))
+			}
 			continue
 		}
 		c.Clouds[name] = e
 	}
 	return errors.Join(errs...)
+}
+
+// positioned reports whether err's message starts with file:line:col.
+func positioned(file string, err error) bool {
+	rest, ok := strings.CutPrefix(err.Error(), file+":")
+	if !ok {
+		return false
+	}
+	line, rest, ok := strings.Cut(rest, ":")
+	if !ok || line == "" || strings.Trim(line, "0123456789") != "" {
+		return false
+	}
+	col, _, ok := strings.Cut(rest, ":")
+	return ok && col != "" && strings.Trim(col, "0123456789") == ""
 }
 
 var validCloudName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]*$`)

@@ -23,6 +23,13 @@ type Spec struct {
 	Clouds     map[string]CloudSpec // keyed by cloud name from the server config
 	File       string               // the spec's path, as given to Parse
 	Digest     string               // hex sha256 of the normalized spec and script: imagegen:script-sha256
+
+	namePos pos // where the name was set (1:1 when it comes from the file name)
+}
+
+// nameAt says where the spec's name was set, for duplicate-name errors.
+func (s *Spec) nameAt() string {
+	return fmt.Sprintf("%s:%d:%d", s.File, s.namePos.line, s.namePos.col)
 }
 
 // CloudSpec is a generator's settings for one cloud.

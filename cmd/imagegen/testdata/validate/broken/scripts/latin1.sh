@@ -1,0 +1,2 @@
+echo f
+# café
