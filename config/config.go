@@ -29,6 +29,7 @@ type Config struct {
 
 	GitHub GitHub `yaml:"github"`
 	Build  Build  `yaml:"build"`
+	Pages  Pages  `yaml:"pages"`
 
 	// APITokens are bearer tokens for the API's mutating routes.
 	APITokens []secret.String `yaml:"api_tokens"`
@@ -63,6 +64,15 @@ type Build struct {
 	Concurrency    int           `yaml:"concurrency"`     // builds one worker runs at once; default 10
 	LogLimit       int           `yaml:"log_limit"`       // bytes of log kept per cloud (the tail); default 4 MiB
 	Retention      time.Duration `yaml:"retention"`       // how long build records are kept; default 2160h (90 days)
+}
+
+// Pages configures the build pages in the browser.
+type Pages struct {
+	// LinkKey signs the expiring links placed on GitHub; when empty, a key
+	// derived from EncryptionKey is used, and with neither, links are unsigned.
+	LinkKey secret.String `yaml:"link_key"`
+	// LinkTTL is how long a signed link opens its page; default build.retention.
+	LinkTTL time.Duration `yaml:"link_ttl"`
 }
 
 // Defaults for values the config leaves out.
@@ -204,11 +214,14 @@ func (c *Config) finish(reg *clouds.Registry) error {
 	if b.Retention == 0 {
 		b.Retention = 90 * 24 * time.Hour
 	}
+	if c.Pages.LinkTTL == 0 && b.Retention > 0 {
+		c.Pages.LinkTTL = b.Retention
+	}
 	// A slice, not a map: errors come out in the same order every time.
 	for _, kd := range []struct {
 		key string
 		d   time.Duration
-	}{{"build.ssh_timeout", b.SSHTimeout}, {"build.timeout", b.Timeout}, {"build.cleanup_timeout", b.CleanupTimeout}, {"build.retention", b.Retention}} {
+	}{{"build.ssh_timeout", b.SSHTimeout}, {"build.timeout", b.Timeout}, {"build.cleanup_timeout", b.CleanupTimeout}, {"build.retention", b.Retention}, {"pages.link_ttl", c.Pages.LinkTTL}} {
 		if kd.d < 0 {
 			bad(kd.key, "must be positive, got %s", kd.d)
 		}
@@ -303,14 +316,24 @@ func (c *Config) CloudNames() []string {
 
 // CheckService checks what serve and worker need beyond what build needs.
 func (c *Config) CheckService() error {
-	var errs []error
 	if c.GitHub.WebhookSecret.IsZero() {
-		errs = append(errs, fmt.Errorf("%s: github.webhook_secret is empty: set it (e.g. webhook_secret: ${IMAGEGEN_WEBHOOK_SECRET}) to the secret configured on the GitHub webhook; imagegen never accepts unsigned deliveries", c.File))
+		return fmt.Errorf("%s: github.webhook_secret is empty: set it (e.g. webhook_secret: ${IMAGEGEN_WEBHOOK_SECRET}) to the secret configured on the GitHub webhook; imagegen never accepts unsigned deliveries", c.File)
 	}
+	return nil
+}
+
+// Warnings lists what the service can run without but a user should know.
+func (c *Config) Warnings() []string {
+	var w []string
 	if c.GitHub.AppID == 0 && c.GitHub.Token.IsZero() {
-		errs = append(errs, fmt.Errorf("%s: github: set app_id and private_key_file (a GitHub App, needed for check runs) or token (statuses only)", c.File))
+		w = append(w, "github: no app_id or token: imagegen reads public repositories only and reports no statuses or check runs (set app_id and private_key_file for a GitHub App, or token for statuses only)")
+	} else if c.GitHub.AppID == 0 {
+		w = append(w, "github: token mode: commit statuses only; check runs need a GitHub App (app_id, private_key_file)")
 	}
-	return errors.Join(errs...)
+	if len(c.APITokens) == 0 {
+		w = append(w, "api_tokens is empty: the re-run API refuses every request")
+	}
+	return w
 }
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)

@@ -2,9 +2,361 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/builder/spec"
+	"github.com/imagegen/imagegen/clouds"
+	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/internal/secret"
 )
 
-func runBuild(_ context.Context, _ *env, _ []string) error {
-	return errors.New("build: not built yet")
+// cloudFlags is build's repeatable --cloud flag.
+type cloudFlags []string
+
+func (l *cloudFlags) String() string     { return strings.Join(*l, ",") }
+func (l *cloudFlags) Set(v string) error { *l = append(*l, v); return nil }
+
+// runBuild builds one generator now on its clouds (or those named with
+// --cloud), printing progress on stderr and a table of results on stdout.
+func runBuild(ctx context.Context, e *env, args []string) error {
+	fl := flag.NewFlagSet("build", flag.ContinueOnError)
+	fl.SetOutput(e.stderr)
+	configFile := fl.String("config", "", "server config `FILE` (required): the clouds")
+	var only cloudFlags
+	fl.Var(&only, "cloud", "build only on cloud `NAME` (repeatable; default: every cloud of the spec)")
+	fl.Usage = func() {
+		fmt.Fprintln(e.stderr, "usage: imagegen build --config FILE [--cloud NAME]... SPEC")
+		fmt.Fprintln(e.stderr, "Builds one generator now, without Redis or GitHub, and prints a table of the new images.")
+		fl.PrintDefaults()
+	}
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return exitCode(2)
+	}
+	if *configFile == "" || fl.NArg() != 1 {
+		fl.Usage()
+		return exitCode(2)
+	}
+	cfg, err := config.Load(*configFile, registry())
+	if err != nil {
+		return err
+	}
+
+	src, err := loadSpec(ctx, fl.Arg(0), cfg)
+	if err != nil {
+		var es spec.Errors
+		if errors.As(err, &es) {
+			for _, se := range es {
+				fmt.Fprintln(e.stderr, se.Error())
+			}
+			return exitCode(1)
+		}
+		return err
+	}
+	s := src.spec
+	if src.dirty {
+		fmt.Fprintf(e.stderr, "warning: the working tree of %s has uncommitted changes: the images are tagged with commit %s, which is not exactly what is built\n", src.root, src.commit)
+	}
+
+	names, err := selectClouds(s, cfg, only)
+	if err != nil {
+		return err
+	}
+
+	buildID := newBuildID()
+	var (
+		jobs    []builder.Job
+		secrets []secret.String
+	)
+	for _, name := range names {
+		entry := cfg.Clouds[name]
+		var cred clouds.Credentials
+		if entry.AsksPassword() {
+			pw, err := askPassword(e, name)
+			if err != nil {
+				return err
+			}
+			cred.Password = pw
+			secrets = append(secrets, pw)
+		}
+		c, err := entry.Open(ctx, cred)
+		if err != nil {
+			return fmt.Errorf("cloud %s: %w", name, err)
+		}
+		jobs = append(jobs, builder.Job{
+			Build:          buildID,
+			CloudName:      name,
+			Cloud:          c,
+			Spec:           s,
+			Repo:           src.repo,
+			Commit:         src.commit,
+			SSHTimeout:     cfg.Build.SSHTimeout,
+			CleanupTimeout: cfg.Build.CleanupTimeout,
+		})
+	}
+	prog := &progress{w: e.stderr, start: time.Now(), phase: map[string]phaseAt{}}
+	for i := range jobs {
+		jobs[i].Secrets = secrets
+		jobs[i].Observer = prog
+	}
+
+	fmt.Fprintf(e.stderr, "building %s (build %s) on %s\n", s.Name, buildID, strings.Join(names, ", "))
+	stopTicker := prog.tick(ctx, 10*time.Second)
+	// Ctrl-C cancels every cloud's build; each still cleans up before Run returns.
+	announce := context.AfterFunc(ctx, func() {
+		prog.printf("interrupted: canceling the build and cleaning up what it made (this can take a while)\n")
+	})
+	bctx, cancel := context.WithTimeout(ctx, cfg.Build.Timeout)
+	results := builder.RunAll(bctx, jobs)
+	cancel()
+	announce()
+	stopTicker()
+
+	printTable(e.stdout, results)
+	failed := false
+	for _, r := range results {
+		if r.State != builder.StateSucceeded {
+			failed = true
+			fmt.Fprintf(e.stderr, "%s: %s: %s\n", r.Cloud, r.State, r.Error)
+		}
+		for _, lo := range r.Leftovers {
+			fmt.Fprintf(e.stderr, "%s: left behind %s %s (%s): remove it by hand or let the sweep do it\n", r.Cloud, lo.Kind, lo.ID, lo.Name)
+		}
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(e.stderr, "interrupted: the build was canceled; cleanup has run")
+	}
+	if failed {
+		return exitCode(1)
+	}
+	return nil
+}
+
+// source is a spec read from a local repository, with its provenance.
+type source struct {
+	spec   *spec.Spec
+	root   string // the repository's directory
+	repo   string // provenance: origin's URL, else root
+	commit string // HEAD, "" outside git
+	dirty  bool
+}
+
+func loadSpec(ctx context.Context, path string, cfg *config.Config) (*source, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return nil, fmt.Errorf("spec: %w", err)
+	}
+	dir := filepath.Dir(abs)
+	src := &source{}
+	if top, err := git(ctx, dir, "rev-parse", "--show-toplevel"); err == nil && top != "" {
+		src.root = top
+		if c, err := git(ctx, dir, "rev-parse", "HEAD"); err == nil {
+			src.commit = c
+		}
+		if u, err := git(ctx, dir, "remote", "get-url", "origin"); err == nil && u != "" {
+			src.repo = u
+		}
+		if st, err := git(ctx, dir, "status", "--porcelain"); err == nil && st != "" && src.commit != "" {
+			src.dirty = true
+		}
+	} else {
+		src.root = repoRoot(dir)
+	}
+	if src.repo == "" {
+		src.repo = src.root
+	}
+	// git prints the resolved path; resolve ours the same way so Rel works.
+	if r, err := filepath.EvalSymlinks(src.root); err == nil {
+		src.root = r
+	}
+	if a, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = a
+	}
+	rel, err := filepath.Rel(src.root, abs)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return nil, fmt.Errorf("spec %s is outside its repository %s", path, src.root)
+	}
+	repo, err := spec.OpenRepo(src.root)
+	if err != nil {
+		return nil, err
+	}
+	s, err := spec.Parse(repo, filepath.ToSlash(rel), specOptions(cfg.Clouds))
+	if err != nil {
+		var es spec.Errors
+		if errors.As(err, &es) {
+			for i := range es {
+				es[i].File = filepath.Join(src.root, filepath.FromSlash(es[i].File))
+			}
+			return nil, es
+		}
+		return nil, err
+	}
+	src.spec = s
+	return src, nil
+}
+
+func git(ctx context.Context, dir string, args ...string) (string, error) {
+	out, err := exec.CommandContext(ctx, "git", append([]string{"-C", dir}, args...)...).Output()
+	return strings.TrimSpace(string(out)), err
+}
+
+// selectClouds returns the clouds to build on: the spec's, or those named.
+func selectClouds(s *spec.Spec, cfg *config.Config, only []string) ([]string, error) {
+	all := s.CloudNames()
+	names := all
+	if len(only) > 0 {
+		names = nil
+		for _, n := range only {
+			if !slices.Contains(all, n) {
+				return nil, fmt.Errorf("--cloud %s: generator %s does not build on it (its clouds: %s)", n, s.Name, strings.Join(all, ", "))
+			}
+			if !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+	}
+	for _, n := range names {
+		if cfg.Clouds[n] == nil {
+			return nil, fmt.Errorf("cloud %s is in the spec but not in %s (configured: %s)", n, cfg.File, strings.Join(cfg.CloudNames(), ", "))
+		}
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("generator %s names no clouds", s.Name)
+	}
+	return names, nil
+}
+
+// passwordEnv is the variable a password: ask cloud's password is read from
+// when stdin is not a terminal.
+func passwordEnv(cloud string) string {
+	return "IMAGEGEN_PASSWORD_" + strings.ToUpper(strings.ReplaceAll(cloud, "-", "_"))
+}
+
+func askPassword(e *env, cloud string) (secret.String, error) {
+	if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprintf(e.stderr, "password for cloud %s: ", cloud)
+		b, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(e.stderr)
+		if err != nil {
+			return secret.String{}, fmt.Errorf("read the password for %s: %w", cloud, err)
+		}
+		if len(b) == 0 {
+			return secret.String{}, fmt.Errorf("cloud %s: empty password", cloud)
+		}
+		return secret.New(string(b)), nil
+	}
+	v := passwordEnv(cloud)
+	if pw, ok := e.lookup(v); ok && pw != "" {
+		return secret.New(pw), nil
+	}
+	return secret.String{}, fmt.Errorf("cloud %s asks for a password: stdin is not a terminal to prompt on, so set %s", cloud, v)
+}
+
+func newBuildID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return "local-" + time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
+}
+
+// progress prints every cloud's phases and log lines on stderr, one line
+// each, prefixed with the cloud's name.
+type progress struct {
+	w     io.Writer
+	start time.Time
+
+	mu    sync.Mutex
+	phase map[string]phaseAt
+}
+
+type phaseAt struct {
+	p  builder.Phase
+	at time.Time
+}
+
+func (p *progress) printf(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.w, format, args...)
+}
+
+func (p *progress) Phase(cloud string, ph builder.Phase, at time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.phase[cloud] = phaseAt{ph, at}
+	fmt.Fprintf(p.w, "[%s] %s (%s)\n", cloud, ph, at.Sub(p.start).Round(time.Second))
+}
+
+func (p *progress) Line(l builder.LogLine) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.w, "[%s] %s\n", l.Cloud, l.Text)
+}
+
+// tick reminds the user, every interval, what each cloud has been doing for
+// how long, so a long step does not look like a hang.
+func (p *progress) tick(ctx context.Context, every time.Duration) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				p.mu.Lock()
+				clouds := make([]string, 0, len(p.phase))
+				for c := range p.phase {
+					clouds = append(clouds, c)
+				}
+				slices.Sort(clouds)
+				for _, c := range clouds {
+					ph := p.phase[c]
+					if ph.p == builder.PhaseDone {
+						continue
+					}
+					fmt.Fprintf(p.w, "[%s] %s (%s)\n", c, ph.p, now.Sub(ph.at).Round(time.Second))
+				}
+				p.mu.Unlock()
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+func printTable(w io.Writer, results []builder.Result) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLOUD\tSTATE\tIMAGE ID\tIMAGE NAME\tDURATION")
+	for _, r := range results {
+		id, name := "-", "-"
+		if r.Image != nil {
+			id, name = r.Image.ID, r.Image.Name
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Cloud, r.State, id, name, r.Finished.Sub(r.Started).Round(time.Second))
+	}
+	_ = tw.Flush()
 }

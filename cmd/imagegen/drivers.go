@@ -1,9 +1,19 @@
 package main
 
-import "github.com/imagegen/imagegen/clouds"
+import (
+	"github.com/imagegen/imagegen/clouds"
+	"github.com/imagegen/imagegen/clouds/fake"
+	"github.com/imagegen/imagegen/clouds/openstack"
+	"github.com/imagegen/imagegen/clouds/qemu"
+	"github.com/imagegen/imagegen/clouds/sshhost"
+)
 
 // registry lists every cloud driver the binary offers.
 func registry() *clouds.Registry {
 	r := clouds.NewRegistry()
+	r.Register(sshhost.Type, sshhost.Configure)
+	r.Register(fake.Type, fake.Configure)
+	r.Register(openstack.Type, openstack.Configure)
+	r.Register(qemu.Type, qemu.Configure)
 	return r
 }

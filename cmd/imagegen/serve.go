@@ -3,8 +3,143 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/imagegen/imagegen/clouds"
+	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/queue"
+	"github.com/imagegen/imagegen/server"
+	"github.com/imagegen/imagegen/server/githubapp"
 )
 
-func runServe(_ context.Context, _ *env, _ []string) error {
-	return errors.New("serve: not built yet")
+func runServe(ctx context.Context, e *env, args []string) error {
+	return serveCmd(ctx, e, args, registry())
+}
+
+// serveCmd is runServe with the cloud registry given, so tests can add fakes.
+func serveCmd(ctx context.Context, e *env, args []string, reg *clouds.Registry) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	cfgPath := fs.String("config", "", "the server config (imagegen.yaml)")
+	noWorker := fs.Bool("no-worker", false, "serve HTTP only; run builds in separate imagegen worker processes (they need the same encryption_key)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return exitCode(2)
+	}
+	cfg, err := loadServiceConfig(*cfgPath, reg)
+	if err != nil {
+		return err
+	}
+	log := newLogger(e.stderr)
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
+	}
+	if *noWorker && cfg.EncryptionKey.IsZero() {
+		log.Warn("encryption_key is not set: passwords sent to this server cannot be opened by workers in other processes; set encryption_key (openssl rand -hex 32) on serve and every worker")
+	}
+	svc, err := openService(ctx, cfg, log, !*noWorker)
+	if err != nil {
+		return err
+	}
+	defer svc.close()
+
+	srv, err := server.New(server.Options{Config: cfg, Queue: svc.q, Logger: log, Registry: svc.reg})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	var w *queue.Worker
+	if !*noWorker {
+		w = svc.q.NewWorker()
+		if err := w.Start(); err != nil {
+			ln.Close()
+			return fmt.Errorf("start worker: %w", err)
+		}
+		log.Info("worker started", "concurrency", cfg.Build.Concurrency)
+	}
+	err = srv.Serve(ctx, ln)
+	// The HTTP side has drained; now stop the builds (cleanup still runs).
+	if w != nil {
+		w.Shutdown()
+	}
+	log.Info("stopped")
+	return err
+}
+
+func loadServiceConfig(path string, reg *clouds.Registry) (*config.Config, error) {
+	if path == "" {
+		return nil, errors.New("--config FILE is required")
+	}
+	cfg, err := config.Load(path, reg)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.CheckService(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func newLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+// service is what serve and worker share: Redis, the queue, GitHub, metrics.
+type service struct {
+	rdb redis.UniversalClient
+	q   *queue.Service
+	reg *prometheus.Registry
+}
+
+func (s *service) close() {
+	s.q.Close()
+	s.rdb.Close()
+}
+
+// openService connects to Redis (failing early when it does not answer) and
+// builds the queue; withGitHub adds the GitHub client a worker needs.
+func openService(ctx context.Context, cfg *config.Config, log *slog.Logger, withGitHub bool) (*service, error) {
+	opt, err := asynq.ParseRedisURI(cfg.Redis)
+	if err != nil {
+		return nil, fmt.Errorf("%s: redis: %w", cfg.File, err)
+	}
+	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return nil, fmt.Errorf("%s: redis: unsupported URL %q", cfg.File, cfg.Redis)
+	}
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("redis at %s: %w", cfg.Redis, err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	o := queue.Options{Config: cfg, Redis: rdb, Logger: log, Metrics: queue.NewMetrics(reg), Deliveries: server.HandleDelivery}
+	if withGitHub {
+		f, err := githubapp.New(cfg.GitHub, githubapp.Options{Logger: log.With("component", "github")})
+		if err != nil {
+			rdb.Close()
+			return nil, err
+		}
+		o.GitHub = server.GitHub(f)
+	}
+	q, err := queue.New(o)
+	if err != nil {
+		rdb.Close()
+		return nil, err
+	}
+	return &service{rdb: rdb, q: q, reg: reg}, nil
 }

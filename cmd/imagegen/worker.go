@@ -3,8 +3,103 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/imagegen/imagegen/clouds"
 )
 
-func runWorker(_ context.Context, _ *env, _ []string) error {
-	return errors.New("worker: not built yet")
+func runWorker(ctx context.Context, e *env, args []string) error {
+	return workerCmd(ctx, e, args, registry())
+}
+
+// workerCmd runs a worker until ctx ends (SIGTERM), then shuts it down:
+// running builds are canceled, clean up, and are retried by another worker.
+func workerCmd(ctx context.Context, e *env, args []string, reg *clouds.Registry) error {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	cfgPath := fs.String("config", "", "the server config (imagegen.yaml); encryption_key must match serve's")
+	metricsAddr := fs.String("metrics-listen", "", "serve /metrics, /healthz and /readyz for this worker on `ADDR` (e.g. :9090); off when empty")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return exitCode(2)
+	}
+	cfg, err := loadServiceConfig(*cfgPath, reg)
+	if err != nil {
+		return err
+	}
+	log := newLogger(e.stderr)
+	if cfg.EncryptionKey.IsZero() {
+		log.Warn("encryption_key is not set: this worker cannot open passwords sealed by another process; set the same encryption_key on serve and every worker")
+	}
+	svc, err := openService(ctx, cfg, log, true)
+	if err != nil {
+		return err
+	}
+	defer svc.close()
+	w := svc.q.NewWorker()
+	if err := w.Start(); err != nil {
+		return fmt.Errorf("start worker: %w", err)
+	}
+	log.Info("worker started", "concurrency", cfg.Build.Concurrency, "redis", redactURL(cfg.Redis))
+	var hs *http.Server
+	if *metricsAddr != "" {
+		ln, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			w.Shutdown()
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		hs = &http.Server{Handler: workerHTTP(svc), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+		go func() {
+			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server", "err", err)
+			}
+		}()
+		log.Info("metrics listening", "addr", ln.Addr().String())
+	}
+	<-ctx.Done()
+	if hs != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = hs.Shutdown(sctx)
+		cancel()
+	}
+	log.Info("shutting down")
+	w.Shutdown()
+	log.Info("stopped")
+	return nil
+}
+
+// workerHTTP serves a worker's metrics (builds by cloud and state, their
+// durations, Go runtime) and its health, for Prometheus and Kubernetes probes.
+func workerHTTP(svc *service) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(svc.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := svc.q.Ping(ctx); err != nil {
+			http.Error(w, "redis unreachable", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}
+
+// redactURL drops a password from a redis:// URL for logging.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return u.Redacted()
 }

@@ -138,7 +138,14 @@ func New(cfg config.GitHub, opts Options) (*Factory, error) {
 		gh.UserAgent = userAgent
 		f.tok = f.newClient(gh)
 	default:
-		return nil, errors.New("github: set app_id and private_key_file (a GitHub App, needed for check runs) or token (statuses only)")
+		// No credentials: public repositories are still readable (at GitHub's
+		// anonymous rate limit), and nothing is reported back. For trying
+		// imagegen out; serve warns about it at start.
+		gh := github.NewClient(&http.Client{Transport: f.transport(), Timeout: f.hc.Timeout})
+		gh.BaseURL = u
+		gh.UserAgent = userAgent
+		f.tok = f.newClient(gh)
+		f.tok.anonymous = true
 	}
 	return f, nil
 }
@@ -239,8 +246,13 @@ type Client struct {
 	gh           *github.Client
 	f            *Factory
 	isApp        bool
+	anonymous    bool // no credentials: statuses are logged, not sent
 	installation int64
 }
+
+// IsAnonymous reports whether the factory has no GitHub credentials: it
+// reads public repositories and reports nothing.
+func (f *Factory) IsAnonymous() bool { return f.key == nil && f.cfg.Token.IsZero() }
 
 // IsApp reports whether the client can create check runs.
 func (c *Client) IsApp() bool { return c.isApp }

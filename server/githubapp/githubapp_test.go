@@ -92,7 +92,6 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		cfg  config.GitHub
 		want string
 	}{
-		{"nothing", config.GitHub{APIURL: s.URL()}, "set app_id"},
 		{"both", config.GitHub{AppID: 1, PrivateKey: app.PrivateKey, Token: secret.New("tok-123456"), APIURL: s.URL()}, "not both"},
 		{"no key", config.GitHub{AppID: 1, APIURL: s.URL()}, "private key is empty"},
 		{"bad key", config.GitHub{AppID: 1, PrivateKey: secret.New("-----BEGIN RSA PRIVATE KEY-----\nnope\n-----END RSA PRIVATE KEY-----\n"), PrivateKeyFile: "/k.pem", APIURL: s.URL()}, "/k.pem"},

@@ -76,6 +76,10 @@ func (c *Client) SetStatus(ctx context.Context, repo Repo, sha string, s Status)
 		TargetURL:   optional(s.TargetURL),
 	}
 	op := fmt.Sprintf("set status %s=%s on %s@%s", s.Context, s.State, repo, short(sha))
+	if c.anonymous {
+		c.f.log.InfoContext(ctx, "not reported to GitHub: no credentials configured (github.app_id or github.token)", "status", s.Context, "state", s.State, "repo", repo.String(), "sha", sha)
+		return nil
+	}
 	return c.do(ctx, op, func(ctx context.Context) error {
 		_, _, err := c.gh.Repositories.CreateStatus(ctx, repo.Owner, repo.Name, sha, rs)
 		return err

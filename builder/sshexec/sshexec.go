@@ -1,0 +1,479 @@
+// Package sshexec is the build's SSH provisioner: it waits for a VM's SSH server,
+// pins its host key, uploads the generator script and streams its output line by line.
+package sshexec
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// Defaults for Config's zero values.
+const (
+	DefaultTimeout     = 15 * time.Minute
+	DefaultRetryEvery  = 2 * time.Second
+	DefaultDialTimeout = 10 * time.Second
+	// MaxLine is the longest line passed on whole; longer lines are split, so
+	// a script printing megabytes without a newline cannot exhaust memory.
+	MaxLine = 64 << 10
+	// TailLines is how many lines of output a failed script's error carries.
+	TailLines = 20
+)
+
+// Config says how to reach one SSH server.
+type Config struct {
+	Addr   string // host:port
+	User   string
+	Signer ssh.Signer
+
+	// HostKeys are authorized_keys lines; the server must present one of them.
+	// Empty: trust the first key seen (and log that), then pin it.
+	HostKeys      []string
+	HostKeySource string // where HostKeys came from, for messages
+
+	Timeout     time.Duration // how long to wait for SSH to answer; default 15 min
+	RetryEvery  time.Duration // wait between attempts; default (and at most) 2 s
+	DialTimeout time.Duration // one attempt's TCP + handshake limit; default 10 s
+
+	Log *slog.Logger // may be nil
+	// Progress is called after each failed attempt with the time waited so far.
+	Progress func(elapsed time.Duration, lastErr error)
+}
+
+// HostKeyError is a server presenting a host key other than the pinned ones.
+// It is never retried: it means the wrong machine, or a man in the middle.
+type HostKeyError struct {
+	Addr     string
+	Source   string
+	Expected []string // fingerprints
+	Offered  string   // fingerprint
+}
+
+func (e *HostKeyError) Error() string {
+	src := ""
+	if e.Source != "" {
+		src = " (from " + e.Source + ")"
+	}
+	return fmt.Sprintf("host key mismatch on %s: expected %s%s, the server offered %s", e.Addr, strings.Join(e.Expected, " or "), src, e.Offered)
+}
+
+// Client is a connection to a build's VM.
+type Client struct {
+	c   *ssh.Client
+	log *slog.Logger
+}
+
+// Connect dials cfg.Addr until the SSH server answers and lets cfg.User in,
+// or cfg.Timeout passes, or ctx ends. A host key mismatch fails at once.
+func Connect(ctx context.Context, cfg Config) (*Client, error) {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.RetryEvery <= 0 || cfg.RetryEvery > DefaultRetryEvery {
+		cfg.RetryEvery = DefaultRetryEvery
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Signer == nil {
+		return nil, errors.New("ssh: no private key to log in with")
+	}
+	hk, err := newHostKeyChecker(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	cc := &ssh.ClientConfig{
+		User:            cfg.User,
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(cfg.Signer)},
+		HostKeyCallback: hk.check,
+		Timeout:         cfg.DialTimeout,
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		c, err := dial(ctx, cfg.Addr, cc, cfg.DialTimeout)
+		if err == nil {
+			log.Info("SSH is up", "addr", cfg.Addr, "user", cfg.User, "waited", time.Since(start).Round(time.Second).String(), "attempts", attempt)
+			return &Client{c: c, log: log}, nil
+		}
+		var hke *HostKeyError
+		if errors.As(err, &hke) {
+			return nil, hke
+		}
+		if ctx.Err() != nil {
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return nil, fmt.Errorf("SSH on %s did not answer within %s (last error: %w)", cfg.Addr, cfg.Timeout, err)
+			}
+			return nil, fmt.Errorf("waiting for SSH on %s: %w", cfg.Addr, ctx.Err())
+		}
+		if cfg.Progress != nil {
+			cfg.Progress(time.Since(start), err)
+		}
+		log.Debug("SSH not ready", "addr", cfg.Addr, "attempt", attempt, "err", err)
+		t := time.NewTimer(cfg.RetryEvery)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return nil, fmt.Errorf("SSH on %s did not answer within %s (last error: %w)", cfg.Addr, cfg.Timeout, err)
+			}
+			return nil, fmt.Errorf("waiting for SSH on %s: %w", cfg.Addr, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// dial makes one attempt, abandoning the handshake when ctx ends.
+func dial(ctx context.Context, addr string, cc *ssh.ClientConfig, timeout time.Duration) (*ssh.Client, error) {
+	d := net.Dialer{Timeout: timeout}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	// The handshake has no context: a deadline bounds it, and closing the
+	// connection when ctx ends interrupts it.
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	sc, chans, reqs, err := ssh.NewClientConn(conn, addr, cc)
+	if !stop() {
+		if err == nil {
+			sc.Close()
+		}
+		return nil, ctx.Err()
+	}
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return ssh.NewClient(sc, chans, reqs), nil
+}
+
+type hostKeyChecker struct {
+	addr   string
+	source string
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	allowed []ssh.PublicKey
+	tofu    bool
+}
+
+func newHostKeyChecker(cfg Config, log *slog.Logger) (*hostKeyChecker, error) {
+	h := &hostKeyChecker{addr: cfg.Addr, source: cfg.HostKeySource, log: log}
+	for _, line := range cfg.HostKeys {
+		k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+		if err != nil {
+			return nil, fmt.Errorf("ssh: host key %q from %s: %w", abbreviate(line), orUnknown(cfg.HostKeySource), err)
+		}
+		h.allowed = append(h.allowed, k)
+	}
+	h.tofu = len(h.allowed) == 0
+	return h, nil
+}
+
+func (h *hostKeyChecker) check(_ string, _ net.Addr, key ssh.PublicKey) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.allowed) == 0 && h.tofu {
+		// Nothing to pin: the cloud could not tell us the key. Trust this
+		// one, and only this one, for the rest of the build.
+		h.allowed = []ssh.PublicKey{key}
+		h.log.Warn("trusting the SSH host key on first use: the cloud gave no host key to pin",
+			"addr", h.addr, "fingerprint", ssh.FingerprintSHA256(key), "type", key.Type())
+		return nil
+	}
+	for _, k := range h.allowed {
+		if bytes.Equal(k.Marshal(), key.Marshal()) {
+			return nil
+		}
+	}
+	e := &HostKeyError{Addr: h.addr, Source: h.source, Offered: key.Type() + " " + ssh.FingerprintSHA256(key)}
+	if h.tofu {
+		e.Source = "first use"
+	}
+	for _, k := range h.allowed {
+		e.Expected = append(e.Expected, k.Type()+" "+ssh.FingerprintSHA256(k))
+	}
+	return e
+}
+
+// Close ends the connection.
+func (c *Client) Close() error { return c.c.Close() }
+
+// Line is one line of a command's output.
+type Line struct {
+	Time   time.Time
+	Stream string // "stdout" or "stderr"
+	Text   string
+}
+
+// ExitError is a script that ended with a non-zero exit code.
+type ExitError struct {
+	Code   int      // -1 when it was killed by a signal
+	Signal string   // the signal, if any
+	Tail   []string // the last lines of its output, both streams, in arrival order
+}
+
+func (e *ExitError) Error() string {
+	how := fmt.Sprintf("exited with code %d", e.Code)
+	if e.Signal != "" {
+		how = "was killed by signal " + e.Signal
+	}
+	if len(e.Tail) == 0 {
+		return "the script " + how
+	}
+	return fmt.Sprintf("the script %s; its last %d lines:\n%s", how, len(e.Tail), strings.Join(e.Tail, "\n"))
+}
+
+// RunScript uploads script to /tmp/imagegen-<name>.sh, runs it with bash -e
+// as the logged-in user, and calls out for every line of its output (calls
+// for one stream are in order; the two streams may interleave). It returns
+// the exit code; a non-zero exit is also an *ExitError carrying the last lines.
+// When ctx ends it returns at once, and the script's process group is killed.
+func (c *Client) RunScript(ctx context.Context, name, script string, out func(Line)) (int, error) {
+	path := "/tmp/imagegen-" + safeName(name) + ".sh"
+	if err := c.upload(ctx, path, script); err != nil {
+		return -1, fmt.Errorf("upload the script: %w", err)
+	}
+	return c.run(ctx, scriptCommand(path), out)
+}
+
+// scriptCommand runs the script in its own process group, with a watchdog
+// that kills the group when the session's stdin closes: OpenSSH servers
+// often ignore signal requests, and closing a channel does not stop the
+// processes behind it. The script's own stdin is /dev/null, so a script that
+// reads input (apt without -y) does not hang.
+func scriptCommand(path string) string {
+	return strings.Join([]string{
+		// A background job's stdin is /dev/null unless redirected: keep the session's as fd 3.
+		`exec 3<&0`,
+		`if command -v setsid >/dev/null 2>&1; then setsid bash -e ` + path + ` </dev/null 3<&- & else bash -e ` + path + ` </dev/null 3<&- & fi`,
+		`p=$!`,
+		`(cat <&3 >/dev/null 2>&1; kill -KILL -$p 2>/dev/null || kill -KILL $p 2>/dev/null) >/dev/null 2>&1 &`,
+		`exec 3<&-`,
+		`wait $p; rc=$?`,
+		`rm -f ` + path,
+		`exit $rc`,
+	}, "\n")
+}
+
+// Run runs one command and reports its output like RunScript.
+func (c *Client) Run(ctx context.Context, cmd string, out func(Line)) (int, error) {
+	return c.run(ctx, cmd, out)
+}
+
+func (c *Client) upload(ctx context.Context, path, script string) error {
+	sess, err := c.c.NewSession()
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	stop := context.AfterFunc(ctx, func() { sess.Close() })
+	defer stop()
+	sess.Stdin = strings.NewReader(script)
+	var stderr limitedBuffer
+	sess.Stderr = &stderr
+	err = sess.Run(fmt.Sprintf("umask 077 && cat > %s", path))
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+func (c *Client) run(ctx context.Context, cmd string, out func(Line)) (int, error) {
+	sess, err := c.c.NewSession()
+	if err != nil {
+		return -1, err
+	}
+	stdin, err := sess.StdinPipe()
+	if err != nil {
+		sess.Close()
+		return -1, err
+	}
+	stdout, err := sess.StdoutPipe()
+	if err != nil {
+		sess.Close()
+		return -1, err
+	}
+	stderr, err := sess.StderrPipe()
+	if err != nil {
+		sess.Close()
+		return -1, err
+	}
+	if err := sess.Start(cmd); err != nil {
+		sess.Close()
+		return -1, err
+	}
+
+	tail := newTail(TailLines)
+	var mu sync.Mutex // serializes out and tail across the two streams
+	canceled := false // set under mu: no line reaches out after run returns
+	emit := func(stream string) func(string) {
+		return func(text string) {
+			mu.Lock()
+			defer mu.Unlock()
+			if canceled {
+				return
+			}
+			tail.add(text)
+			if out != nil {
+				out(Line{Time: time.Now(), Stream: stream, Text: text})
+			}
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		var wg sync.WaitGroup
+		wg.Go(func() { readLines(stdout, emit("stdout")) })
+		wg.Go(func() { readLines(stderr, emit("stderr")) })
+		wg.Wait()
+		done <- sess.Wait()
+	}()
+
+	select {
+	case err = <-done:
+		stdin.Close()
+		sess.Close()
+	case <-ctx.Done():
+		// Closing stdin fires the watchdog; the signal is for servers that
+		// honour it; closing the session lets the reader goroutines end.
+		// Return now: a server may hold the channel open until the
+		// processes behind it exit.
+		mu.Lock()
+		canceled = true
+		mu.Unlock()
+		stdin.Close()
+		_ = sess.Signal(ssh.SIGKILL)
+		sess.Close()
+		return -1, ctx.Err()
+	}
+
+	var ee *ssh.ExitError
+	switch {
+	case err == nil:
+		return 0, nil
+	case errors.As(err, &ee):
+		mu.Lock()
+		x := &ExitError{Code: ee.ExitStatus(), Tail: tail.lines()}
+		mu.Unlock()
+		if ee.Signal() != "" {
+			x.Code, x.Signal = -1, ee.Signal()
+		}
+		return x.Code, x
+	default:
+		var missing *ssh.ExitMissingError
+		if errors.As(err, &missing) {
+			return -1, fmt.Errorf("the connection ended before the script reported its exit code (did the VM reboot?): %w", err)
+		}
+		return -1, err
+	}
+}
+
+// readLines calls emit for every line of r, splitting lines longer than MaxLine.
+// Its memory is bounded by MaxLine whatever r carries.
+func readLines(r io.Reader, emit func(string)) {
+	br := bufio.NewReaderSize(r, MaxLine)
+	for {
+		b, err := br.ReadSlice('\n')
+		if len(b) > 0 {
+			text := string(bytes.TrimRight(b, "\r\n"))
+			if err == nil || err == bufio.ErrBufferFull || text != "" {
+				emit(text)
+			}
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil {
+			// Drain so the remote side is never blocked on a full window.
+			_, _ = io.Copy(io.Discard, r)
+			return
+		}
+	}
+}
+
+type tailRing struct {
+	buf  []string
+	next int
+	full bool
+}
+
+func newTail(n int) *tailRing { return &tailRing{buf: make([]string, n)} }
+
+func (t *tailRing) add(s string) {
+	t.buf[t.next] = s
+	t.next = (t.next + 1) % len(t.buf)
+	if t.next == 0 {
+		t.full = true
+	}
+}
+
+func (t *tailRing) lines() []string {
+	if !t.full {
+		return append([]string(nil), t.buf[:t.next]...)
+	}
+	return append(append([]string(nil), t.buf[t.next:]...), t.buf[:t.next]...)
+}
+
+// limitedBuffer keeps the first 4 KiB written: enough for an error message.
+type limitedBuffer struct{ b bytes.Buffer }
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := 4096 - l.b.Len(); room > 0 {
+		l.b.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
+
+func (l *limitedBuffer) String() string { return l.b.String() }
+
+// safeName keeps a build id usable in a shell word and a file name.
+func safeName(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	if b.Len() == 0 {
+		return "build"
+	}
+	return b.String()
+}
+
+func abbreviate(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "..."
+	}
+	return s
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "the cloud"
+	}
+	return s
+}

@@ -1,0 +1,246 @@
+package qemu
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"gopkg.in/yaml.v3"
+
+	"github.com/imagegen/imagegen/clouds"
+	"github.com/imagegen/imagegen/internal/secret"
+)
+
+// repoRoot is the module's root, found from the package directory.
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found above the test's directory")
+		}
+		dir = parent
+	}
+}
+
+var (
+	testImageOnce sync.Once
+	testImagePath string
+	testImageErr  error
+)
+
+// needQEMU skips when QEMU is not installed: the only reason these tests may skip.
+func needQEMU(t testing.TB) {
+	t.Helper()
+	for _, b := range []string{"qemu-system-x86_64", "qemu-img"} {
+		if _, err := exec.LookPath(b); err != nil {
+			t.Skipf("%s not installed (%v): the QEMU tests need Debian's qemu-system-x86 and qemu-utils (scripts/install-deps.sh test)", b, err)
+		}
+	}
+}
+
+// testImage returns the tiny base image's disk, built once by
+// scripts/make-test-image.sh and cached in .cache/testimage/<hash of the script
+// and its files and the host's kernels>, so a changed script rebuilds it.
+func testImage(t testing.TB) string {
+	t.Helper()
+	needQEMU(t)
+	testImageOnce.Do(func() { testImagePath, testImageErr = buildTestImage(repoRoot(t)) })
+	if testImageErr != nil {
+		t.Fatalf("make the test image: %v", testImageErr)
+	}
+	return testImagePath
+}
+
+func buildTestImage(root string) (string, error) {
+	h := sha256.New()
+	inputs := []string{filepath.Join(root, "scripts", "make-test-image.sh")}
+	more, _ := filepath.Glob(filepath.Join(root, "scripts", "testimage", "*"))
+	sort.Strings(more)
+	for _, p := range append(inputs, more...) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00", filepath.Base(p), len(b))
+		h.Write(b)
+	}
+	kernels, _ := filepath.Glob("/boot/vmlinuz-*")
+	fmt.Fprint(h, strings.Join(kernels, ","))
+	dir := filepath.Join(root, ".cache", "testimage", hex.EncodeToString(h.Sum(nil))[:16])
+	disk := filepath.Join(dir, "tiny.qcow2")
+	if _, err := os.Stat(disk); err == nil {
+		return disk, nil
+	}
+	tmp := dir + ".tmp"
+	_ = os.RemoveAll(tmp)
+	out, err := exec.Command("sh", filepath.Join(root, "scripts", "make-test-image.sh"), tmp).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("scripts/make-test-image.sh: %w\n%s", err, out)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return "", err
+	}
+	// Images made by older versions of the script are of no further use.
+	old, _ := filepath.Glob(filepath.Join(filepath.Dir(dir), "*"))
+	for _, o := range old {
+		if o != dir {
+			_ = os.RemoveAll(o)
+		}
+	}
+	return disk, nil
+}
+
+// keys is a build's SSH material, made as the pipeline makes it.
+type keys struct {
+	signer     ssh.Signer
+	authorized string
+	hostKey    clouds.HostKey
+	hostPub    ssh.PublicKey
+}
+
+func newKeys(t testing.TB) keys {
+	t.Helper()
+	_, cpriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(cpriv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hpub, hpriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, err := ssh.MarshalPrivateKey(hpriv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := ssh.NewPublicKey(hpub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys{
+		signer:     signer,
+		authorized: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))),
+		hostKey: clouds.HostKey{
+			PrivatePEM: secret.New(string(pem.EncodeToMemory(blk))),
+			Public:     strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp))),
+		},
+		hostPub: sp,
+	}
+}
+
+// newTestCloud configures a qemu cloud on dir from YAML text.
+func newTestCloud(t testing.TB, text string) *Cloud {
+	t.Helper()
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(text), &doc); err != nil {
+		t.Fatal(err)
+	}
+	op, err := Configure(clouds.Config{Name: "local", Type: Type, Node: doc.Content[0], File: "test.yaml"})
+	if err != nil {
+		t.Fatalf("Configure: %v", err)
+	}
+	return op.(*Cloud)
+}
+
+// testLog is a build log that goes to the test's output.
+func testLog(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// consoleBuf collects the guest console for failure messages.
+type consoleBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (c *consoleBuf) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.b.Write(p)
+}
+
+func (c *consoleBuf) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.b.String()
+}
+
+// dialGuest logs in with the build's key, pinning the injected host key.
+func dialGuest(t testing.TB, ep *clouds.Endpoint, user string, k keys) *ssh.Client {
+	t.Helper()
+	if len(ep.HostKeys) != 1 || ep.HostKeys[0] != k.hostKey.Public || ep.HostKeySource != "injected" {
+		t.Fatalf("endpoint host keys %q from %q; want the injected %q", ep.HostKeys, ep.HostKeySource, k.hostKey.Public)
+	}
+	cfg := &ssh.ClientConfig{
+		User:            user,
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(k.signer)},
+		HostKeyCallback: ssh.FixedHostKey(k.hostPub),
+		Timeout:         10 * time.Second,
+	}
+	c, err := ssh.Dial("tcp", ep.Addr, cfg)
+	if err != nil {
+		t.Fatalf("ssh to %s with the pinned host key: %v", ep.Addr, err)
+	}
+	return c
+}
+
+func run(t testing.TB, c *ssh.Client, cmd string) (string, error) {
+	t.Helper()
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out, err := s.CombinedOutput(cmd)
+	return string(out), err
+}
+
+// poweroff asks the guest to power off, as the pipeline does; the session
+// may end abruptly as the guest goes down.
+func poweroff(t testing.TB, c *ssh.Client) {
+	t.Helper()
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Start("poweroff")
+	done := make(chan struct{})
+	go func() { _ = s.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
+	c.Close()
+}

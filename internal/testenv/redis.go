@@ -1,0 +1,241 @@
+// Package testenv starts real services for tests: a throwaway redis-server on
+// 127.0.0.1 with its own directory, killed when the test ends.
+package testenv
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis is a redis-server started for one test.
+type Redis struct {
+	Addr string // 127.0.0.1:port
+	URL  string // redis://127.0.0.1:port/0
+
+	bin  string
+	dir  string
+	port int
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+}
+
+// StartRedis starts redis-server on a free port of 127.0.0.1, with AOF on (so
+// Restart keeps the data, as a production Redis would) and RDB snapshots off.
+// The test fails when redis-server is not installed: the suite needs a real one
+// (scripts/install-deps.sh installs it).
+func StartRedis(t testing.TB) *Redis {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server not found (%v): install it with scripts/install-deps.sh test (Debian package redis-server)", err)
+	}
+	r := &Redis{bin: bin, dir: t.TempDir()}
+	r.start(t, 0)
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// start runs redis-server; port 0 picks a free one. Picking a port and binding
+// it are two steps, so a port taken in between is retried a few times.
+func (r *Redis) start(t testing.TB, port int) {
+	t.Helper()
+	var lastErr error
+	for try := 0; try < 5; try++ {
+		p := port
+		if p == 0 {
+			var err error
+			if p, err = freeRedisPort(); err != nil {
+				t.Fatalf("find a free port: %v", err)
+			}
+		}
+		if lastErr = r.run(p); lastErr == nil {
+			return
+		}
+		if port != 0 {
+			break
+		}
+	}
+	t.Fatalf("start redis-server: %v", lastErr)
+}
+
+func (r *Redis) run(port int) error {
+	logFile := filepath.Join(r.dir, "redis.log")
+	cmd := exec.Command(r.bin,
+		"--bind", "127.0.0.1",
+		"--port", strconv.Itoa(port),
+		"--dir", r.dir,
+		"--save", "",
+		"--appendonly", "yes",
+		"--logfile", logFile,
+		"--daemonize", "no",
+	)
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-exited:
+			return fmt.Errorf("redis-server exited (%v): %s", err, tail(logFile))
+		default:
+		}
+		if ping(addr) == nil {
+			r.mu.Lock()
+			r.cmd, r.port = cmd, port
+			r.Addr = addr
+			r.URL = "redis://" + addr + "/0"
+			r.mu.Unlock()
+			go func() { <-exited }()
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = cmd.Process.Kill()
+	<-exited
+	return fmt.Errorf("redis-server on %s did not answer PING within 10s: %s", addr, tail(logFile))
+}
+
+// Stop kills the server. Safe to call twice.
+func (r *Redis) Stop() {
+	r.mu.Lock()
+	cmd := r.cmd
+	r.cmd = nil
+	r.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	// Wait for the port to close, so a Restart can bind it again.
+	for i := 0; i < 200 && ping(r.Addr) == nil; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Restart stops the server and starts it again on the same port and directory;
+// data written before survives through the append-only file.
+func (r *Redis) Restart(t testing.TB) {
+	t.Helper()
+	r.Stop()
+	r.start(t, r.port)
+}
+
+// ping speaks just enough RESP to know the server answers.
+func ping(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+PONG") {
+		return fmt.Errorf("PING answered %q", strings.TrimSpace(line))
+	}
+	return nil
+}
+
+func freeRedisPort() (int, error) {
+	var lc net.ListenConfig
+	l, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func tail(file string) string {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "(no log)"
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 5 {
+		lines = lines[len(lines)-5:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+// Find reads every key of every type (strings, hashes, lists, sets, sorted
+// sets, streams) and returns the keys whose name or content holds needle, and
+// how many keys of each type it read. Tests use it to prove a secret never
+// reached Redis. A key of a type it cannot read fails the test.
+func (r *Redis) Find(t testing.TB, needle string) (hits []string, types map[string]int) {
+	t.Helper()
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer c.Close()
+	keys, err := c.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatalf("redis KEYS: %v", err)
+	}
+	types = map[string]int{}
+	for _, k := range keys {
+		typ, err := c.Type(ctx, k).Result()
+		if err != nil {
+			t.Fatalf("redis TYPE %s: %v", k, err)
+		}
+		types[typ]++
+		vals := []string{k}
+		switch typ {
+		case "string":
+			v, err := c.Get(ctx, k).Result()
+			if err == nil {
+				vals = append(vals, v)
+			}
+		case "hash":
+			m, _ := c.HGetAll(ctx, k).Result()
+			for f, v := range m {
+				vals = append(vals, f, v)
+			}
+		case "list":
+			l, _ := c.LRange(ctx, k, 0, -1).Result()
+			vals = append(vals, l...)
+		case "set":
+			l, _ := c.SMembers(ctx, k).Result()
+			vals = append(vals, l...)
+		case "zset":
+			l, _ := c.ZRange(ctx, k, 0, -1).Result()
+			vals = append(vals, l...)
+		case "stream":
+			msgs, _ := c.XRange(ctx, k, "-", "+").Result()
+			for _, m := range msgs {
+				for f, v := range m.Values {
+					vals = append(vals, f, fmt.Sprint(v))
+				}
+			}
+		case "none": // expired between KEYS and TYPE
+		default:
+			t.Errorf("redis key %s has type %s, which Find cannot read", k, typ)
+		}
+		for _, v := range vals {
+			if strings.Contains(v, needle) {
+				hits = append(hits, k+" ("+typ+")")
+				break
+			}
+		}
+	}
+	return hits, types
+}

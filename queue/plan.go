@@ -1,0 +1,242 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/builder/spec"
+)
+
+// zeroSHA is the "before" of a push that created the branch.
+const zeroSHA = "0000000000000000000000000000000000000000"
+
+// Plan decides which generators a push changed and starts their builds:
+// records a Build per generator, creates its check run and pending statuses,
+// and enqueues one build task per cloud (a password: ask cloud waits instead).
+// It is safe to run twice for one push: build ids derive from the delivery.
+func (s *Service) Plan(ctx context.Context, p Push) error {
+	log := s.log.With("delivery", p.Delivery, "repo", p.Repo, "sha", p.After, "ref", p.Ref)
+	branch, ok := strings.CutPrefix(p.Ref, "refs/heads/")
+	switch {
+	case p.Deleted || p.After == zeroSHA:
+		log.Info("push ignored: branch deleted")
+		return nil
+	case !ok:
+		log.Info("push ignored: not a branch")
+		return nil
+	}
+	gh, err := s.gh.Repo(ctx, p.Installation)
+	if err != nil {
+		return fmt.Errorf("github client: %w", err)
+	}
+	repo := gh.FS(ctx, p.Repo, p.After)
+	files, err := specFiles(repo)
+	if err != nil {
+		return fmt.Errorf("list %s at %s: %w", spec.Dir, p.After, err)
+	}
+	all := p.Created || p.Before == zeroSHA || p.Before == ""
+	changed := map[string]bool{}
+	if !all {
+		names := p.Changed
+		if p.Incomplete {
+			if names, err = gh.ChangedFiles(ctx, p.Repo, p.Before, p.After); err != nil {
+				return fmt.Errorf("compare %s...%s: %w", p.Before, p.After, err)
+			}
+		}
+		for _, n := range names {
+			changed[n] = true
+		}
+	}
+	// The parser checks cloud names against the config, and needs to know
+	// which clouds make images (type ssh does not, so image is optional there).
+	known := map[string]bool{}
+	for name, e := range s.cfg.Clouds {
+		known[name] = e.Type != "ssh"
+	}
+	for _, file := range files {
+		flog := log.With("file", file)
+		// Read first, so a GitHub failure is retried rather than reported as
+		// an invalid spec.
+		data, err := fs.ReadFile(repo, file)
+		if err != nil {
+			return fmt.Errorf("read %s at %s: %w", file, p.After, err)
+		}
+		sp, err := spec.ParseBytes(repo, file, data, spec.Options{Clouds: known})
+		var serrs spec.Errors
+		switch {
+		case errors.As(err, &serrs):
+			if !all && !changed[file] {
+				flog.Info("spec invalid but not changed by this push; not reported again")
+				continue
+			}
+			flog.Warn("spec invalid", "err", err)
+			if err := s.reportSpecErrors(ctx, gh, p, file, serrs); err != nil {
+				return err
+			}
+			continue
+		case err != nil:
+			return fmt.Errorf("read %s: %w", file, err)
+		}
+		flog = flog.With("generator", sp.Name)
+		branches := sp.Branches
+		if len(branches) == 0 {
+			branches = []string{p.DefaultBranch}
+		}
+		if !slices.Contains(branches, branch) {
+			flog.Info("generator skipped: branch not in its branches", "branch", branch, "branches", branches)
+			continue
+		}
+		why := ""
+		switch {
+		case all:
+			why = "first push of the branch"
+		case changed[file]:
+			why = "spec changed"
+		case sp.ScriptFile != "" && changed[sp.ScriptFile]:
+			why = "script changed"
+		default:
+			last, ok, err := s.store.LastClouds(ctx, p.Repo, sp.Name)
+			if err != nil {
+				return err
+			}
+			if ok && !slices.Equal(last, sp.CloudNames()) {
+				why = "cloud list changed"
+			}
+		}
+		if why == "" {
+			flog.Debug("generator unchanged")
+			continue
+		}
+		flog.Info("building generator", "why", why)
+		if err := s.startBuild(ctx, gh, p, sp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// specFiles lists the spec files in a repository; none when .imagegen is absent.
+func specFiles(repo fs.FS) ([]string, error) {
+	entries, err := fs.ReadDir(repo, spec.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var files []string
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		if ext := path.Ext(e.Name()); ext == ".yaml" || ext == ".yml" {
+			files = append(files, path.Join(spec.Dir, e.Name()))
+		}
+	}
+	sort.Strings(files)
+	return files, nil
+}
+
+func (s *Service) startBuild(ctx context.Context, gh RepoClient, p Push, sp *spec.Spec) error {
+	now := time.Now().UTC()
+	b := &Build{
+		ID:           planID(p.Delivery, sp.Name),
+		Repo:         p.Repo,
+		Commit:       p.After,
+		Ref:          p.Ref,
+		Generator:    sp.Name,
+		SpecFile:     sp.File,
+		Digest:       sp.Digest,
+		Created:      now,
+		Delivery:     p.Delivery,
+		Installation: p.Installation,
+		Clouds:       map[string]*CloudRecord{},
+	}
+	for _, name := range sp.CloudNames() {
+		c := &CloudRecord{Cloud: name, State: builder.StateQueued, BaseImage: sp.Clouds[name].Image, Queued: now}
+		entry := s.cfg.Clouds[name]
+		switch {
+		case entry == nil:
+			c.State, c.Error, c.Finished = builder.StateFailed, fmt.Sprintf("cloud %q is not in this server's config", name), now
+		case entry.AsksPassword():
+			c.State, c.AsksPassword = builder.StateWaiting, true
+		}
+		b.Clouds[name] = c
+	}
+	created, err := s.store.Create(ctx, b, sp)
+	if err != nil {
+		return err
+	}
+	if !created {
+		// A retried plan: carry on from what is recorded.
+		if b, _, err = s.store.Get(ctx, b.ID); err != nil {
+			return err
+		}
+	}
+	if err := s.store.SetLastClouds(ctx, p.Repo, sp.Name, sp.CloudNames()); err != nil {
+		return err
+	}
+	log := s.log.With("build", b.ID, "generator", b.Generator, "repo", b.Repo, "sha", b.Commit)
+	log.Info("build recorded", "clouds", b.CloudNames(), "new", created)
+	if err := s.reportAll(ctx, gh, b.ID); err != nil {
+		return err
+	}
+	for _, name := range b.CloudNames() {
+		if b.Clouds[name].State != builder.StateQueued {
+			continue
+		}
+		if err := s.enqueueBuild(ctx, b.ID, name, noPassword); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reportSpecErrors fails the generator's check run with the spec's errors
+// (a token, which cannot make check runs, gets a failed commit status instead).
+func (s *Service) reportSpecErrors(ctx context.Context, gh RepoClient, p Push, file string, errs spec.Errors) error {
+	gen := strings.TrimSuffix(path.Base(file), path.Ext(file))
+	var sum strings.Builder
+	fmt.Fprintf(&sum, "`%s` at `%s` is not a valid generator spec:\n\n```\n", file, shortSHA(p.After))
+	for i, e := range errs {
+		line := e.Error() + "\n"
+		if sum.Len()+len(line) > MaxCheckRunText-200 {
+			fmt.Fprintf(&sum, "… and %d more\n", len(errs)-i)
+			break
+		}
+		sum.WriteString(line)
+	}
+	sum.WriteString("```\n\nRun `imagegen validate` to check specs before pushing.\n")
+	now := time.Now().UTC()
+	if gh.CheckRuns() {
+		_, err := gh.CreateCheckRun(ctx, p.Repo, CheckRun{
+			Name:        CheckRunName(gen),
+			HeadSHA:     p.After,
+			Status:      "completed",
+			Conclusion:  "failure",
+			Title:       fmt.Sprintf("invalid spec: %d %s", len(errs), plural(len(errs), "error", "errors")),
+			Summary:     sum.String(),
+			StartedAt:   now,
+			CompletedAt: now,
+		})
+		if err != nil {
+			return fmt.Errorf("report spec errors in %s: %w", file, err)
+		}
+		return nil
+	}
+	desc := "invalid spec"
+	if len(errs) > 0 {
+		desc = "invalid spec: " + errs[0].Error()
+	}
+	return gh.SetStatus(ctx, p.Repo, p.After, Status{
+		State: "failure", Context: "imagegen/" + gen, Description: truncate(desc, MaxStatusDescription),
+	})
+}

@@ -1,0 +1,520 @@
+package queue
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/builder/spec"
+)
+
+// ErrNotFound says a build does not exist (or has expired).
+var ErrNotFound = errors.New("not found")
+
+// Build is the record of one generator built at one commit.
+type Build struct {
+	ID           string                  `json:"id"`
+	Repo         string                  `json:"repo"`
+	Commit       string                  `json:"commit"`
+	Ref          string                  `json:"ref,omitempty"`
+	Generator    string                  `json:"generator"`
+	SpecFile     string                  `json:"spec_file"`
+	Digest       string                  `json:"script_sha256"`
+	Created      time.Time               `json:"created"`
+	Delivery     string                  `json:"delivery,omitempty"`
+	RerunOf      string                  `json:"rerun_of,omitempty"`
+	Installation int64                   `json:"installation,omitempty"`
+	CheckRunID   int64                   `json:"check_run_id,omitempty"`
+	State        builder.State           `json:"state"` // summed up from the clouds
+	Clouds       map[string]*CloudRecord `json:"clouds"`
+}
+
+// CloudRecord is one cloud's part of a build.
+type CloudRecord struct {
+	Cloud        string                `json:"cloud"`
+	State        builder.State         `json:"state"`
+	AsksPassword bool                  `json:"asks_password,omitempty"`
+	BaseImage    string                `json:"base_image"`
+	ImageID      string                `json:"image_id,omitempty"`
+	ImageName    string                `json:"image_name,omitempty"`
+	Phase        builder.Phase         `json:"phase,omitempty"`
+	Attempts     int                   `json:"attempts"`
+	Queued       time.Time             `json:"queued"`
+	Started      time.Time             `json:"started,omitzero"`
+	Finished     time.Time             `json:"finished,omitzero"`
+	Phases       []builder.PhaseTiming `json:"phases,omitempty"`
+	ExitCode     int                   `json:"exit_code,omitempty"`
+	Error        string                `json:"error,omitempty"`
+	Leftovers    int                   `json:"leftovers,omitempty"` // resources cleanup could not remove
+}
+
+// Duration is how long the cloud's part ran (so far).
+func (c *CloudRecord) Duration(now time.Time) time.Duration {
+	switch {
+	case c.Started.IsZero():
+		return 0
+	case c.Finished.IsZero():
+		return now.Sub(c.Started)
+	default:
+		return c.Finished.Sub(c.Started)
+	}
+}
+
+// CloudNames returns the build's clouds, sorted.
+func (b *Build) CloudNames() []string {
+	names := make([]string, 0, len(b.Clouds))
+	for n := range b.Clouds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// summarize sets b.State from its clouds: failed when any failed, running while
+// any runs or is queued, waiting when the rest is done but some wait for a password.
+func (b *Build) summarize() {
+	counts := map[builder.State]int{}
+	for _, c := range b.Clouds {
+		counts[c.State]++
+	}
+	switch {
+	case counts[builder.StateRunning] > 0:
+		b.State = builder.StateRunning
+	case counts[builder.StateQueued] > 0:
+		if counts[builder.StateSucceeded]+counts[builder.StateFailed]+counts[builder.StateCanceled] > 0 {
+			b.State = builder.StateRunning
+		} else {
+			b.State = builder.StateQueued
+		}
+	case counts[builder.StateWaiting] > 0:
+		b.State = builder.StateWaiting
+	case counts[builder.StateFailed] > 0:
+		b.State = builder.StateFailed
+	case counts[builder.StateCanceled] > 0:
+		b.State = builder.StateCanceled
+	default:
+		b.State = builder.StateSucceeded
+	}
+}
+
+// LineageEntry is one image built for a generator.
+type LineageEntry struct {
+	Build     string    `json:"build"`
+	Repo      string    `json:"repo"`
+	Generator string    `json:"generator"`
+	Cloud     string    `json:"cloud"`
+	Commit    string    `json:"commit"`
+	Digest    string    `json:"script_sha256"`
+	BaseImage string    `json:"base_image"`
+	ImageID   string    `json:"image_id"`
+	ImageName string    `json:"image_name"`
+	Created   time.Time `json:"created"`
+}
+
+// LogEntry is a stored build log line.
+type LogEntry = builder.LogLine
+
+// Store keeps build records, logs and lineage in Redis. Every key expires
+// after the retention, refreshed when written.
+//
+// A build is one hash: "meta" and "spec" hold JSON, and each cloud has its own
+// field "cloud:<name>", so clouds finishing at once never overwrite each other.
+type Store struct {
+	rdb       redis.UniversalClient
+	retention time.Duration
+	logLimit  int
+}
+
+// NewStore returns a Store; logLimit is the bytes of log kept per build × cloud (the tail).
+func NewStore(rdb redis.UniversalClient, retention time.Duration, logLimit int) *Store {
+	if retention <= 0 {
+		retention = 90 * 24 * time.Hour
+	}
+	if logLimit <= 0 {
+		logLimit = 4 << 20
+	}
+	return &Store{rdb: rdb, retention: retention, logLimit: logLimit}
+}
+
+const prefix = "imagegen:"
+
+func buildKey(id string) string          { return prefix + "build:" + id }
+func logKey(id, cloud string) string     { return prefix + "log:" + id + ":" + cloud }
+func logMetaKey(id, cloud string) string { return prefix + "logmeta:" + id + ":" + cloud }
+func lineageKey(repo, gen string) string { return prefix + "lineage:" + repo + ":" + gen }
+func generatorKey(repo, gen string) string {
+	return prefix + "generator:" + repo + ":" + gen
+}
+func lockKey(name string) string { return prefix + "lock:" + name }
+
+const buildsIndex = prefix + "builds"
+
+// NewID returns a random build id.
+func NewID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Create stores a new build with its spec. It returns false, and changes
+// nothing, when a build with that id exists (a retried plan).
+func (s *Store) Create(ctx context.Context, b *Build, sp *spec.Spec) (bool, error) {
+	b.summarize()
+	meta, err := json.Marshal(metaOf(b))
+	if err != nil {
+		return false, fmt.Errorf("encode build: %w", err)
+	}
+	sj, err := json.Marshal(sp)
+	if err != nil {
+		return false, fmt.Errorf("encode spec: %w", err)
+	}
+	key := buildKey(b.ID)
+	ok, err := s.rdb.HSetNX(ctx, key, "meta", meta).Result()
+	if err != nil {
+		return false, fmt.Errorf("create build %s: %w", b.ID, err)
+	}
+	if !ok {
+		return false, nil
+	}
+	fields := []any{"spec", sj}
+	for name, c := range b.Clouds {
+		cj, err := json.Marshal(c)
+		if err != nil {
+			return false, fmt.Errorf("encode cloud: %w", err)
+		}
+		fields = append(fields, "cloud:"+name, cj)
+	}
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, key, fields...)
+		p.Expire(ctx, key, s.retention)
+		p.ZAdd(ctx, buildsIndex, redis.Z{Score: float64(b.Created.UnixNano()), Member: b.ID})
+		p.ZRemRangeByScore(ctx, buildsIndex, "-inf", fmt.Sprint(time.Now().Add(-s.retention).UnixNano()))
+		p.Expire(ctx, buildsIndex, s.retention)
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("create build %s: %w", b.ID, err)
+	}
+	return true, nil
+}
+
+// metaOf is b without its clouds (they have their own fields).
+func metaOf(b *Build) *Build {
+	m := *b
+	m.Clouds = nil
+	return &m
+}
+
+// Get returns the build and its spec.
+func (s *Store) Get(ctx context.Context, id string) (*Build, *spec.Spec, error) {
+	if id == "" || strings.ContainsAny(id, ":* ") {
+		return nil, nil, ErrNotFound
+	}
+	h, err := s.rdb.HGetAll(ctx, buildKey(id)).Result()
+	if err != nil {
+		return nil, nil, fmt.Errorf("read build %s: %w", id, err)
+	}
+	return decodeBuild(id, h)
+}
+
+func decodeBuild(id string, h map[string]string) (*Build, *spec.Spec, error) {
+	if h["meta"] == "" {
+		return nil, nil, fmt.Errorf("build %s: %w", id, ErrNotFound)
+	}
+	var b Build
+	if err := json.Unmarshal([]byte(h["meta"]), &b); err != nil {
+		return nil, nil, fmt.Errorf("decode build %s: %w", id, err)
+	}
+	b.Clouds = map[string]*CloudRecord{}
+	for k, v := range h {
+		name, ok := strings.CutPrefix(k, "cloud:")
+		if !ok {
+			continue
+		}
+		var c CloudRecord
+		if err := json.Unmarshal([]byte(v), &c); err != nil {
+			return nil, nil, fmt.Errorf("decode build %s cloud %s: %w", id, name, err)
+		}
+		b.Clouds[name] = &c
+	}
+	b.summarize()
+	var sp *spec.Spec
+	if h["spec"] != "" {
+		sp = new(spec.Spec)
+		if err := json.Unmarshal([]byte(h["spec"]), sp); err != nil {
+			return nil, nil, fmt.Errorf("decode build %s spec: %w", id, err)
+		}
+	}
+	return &b, sp, nil
+}
+
+// UpdateMeta changes the build's own fields (not its clouds) atomically.
+func (s *Store) UpdateMeta(ctx context.Context, id string, fn func(*Build)) error {
+	return s.update(ctx, id, "meta", func(raw string) (any, error) {
+		var b Build
+		if err := json.Unmarshal([]byte(raw), &b); err != nil {
+			return nil, err
+		}
+		fn(&b)
+		return metaOf(&b), nil
+	})
+}
+
+// UpdateCloud changes one cloud's record atomically and returns it as written.
+func (s *Store) UpdateCloud(ctx context.Context, id, cloud string, fn func(*CloudRecord)) (*CloudRecord, error) {
+	var out CloudRecord
+	err := s.update(ctx, id, "cloud:"+cloud, func(raw string) (any, error) {
+		if err := json.Unmarshal([]byte(raw), &out); err != nil {
+			return nil, err
+		}
+		fn(&out)
+		return &out, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// update is a WATCH/MULTI read-modify-write of one hash field, retried when
+// another writer got there first.
+func (s *Store) update(ctx context.Context, id, field string, fn func(raw string) (any, error)) error {
+	key := buildKey(id)
+	for try := 0; try < 50; try++ {
+		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
+			raw, err := tx.HGet(ctx, key, field).Result()
+			if errors.Is(err, redis.Nil) {
+				return fmt.Errorf("build %s %s: %w", id, field, ErrNotFound)
+			}
+			if err != nil {
+				return err
+			}
+			v, err := fn(raw)
+			if err != nil {
+				return fmt.Errorf("build %s %s: %w", id, field, err)
+			}
+			j, err := json.Marshal(v)
+			if err != nil {
+				return err
+			}
+			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.HSet(ctx, key, field, j)
+				p.Expire(ctx, key, s.retention)
+				return nil
+			})
+			return err
+		}, key)
+		if errors.Is(err, redis.TxFailedErr) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("update build %s: %w", id, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("update build %s: too much contention", id)
+}
+
+// ListOptions filter List.
+type ListOptions struct {
+	Repo      string
+	Generator string
+	Limit     int // default 50
+}
+
+// List returns builds, newest first.
+func (s *Store) List(ctx context.Context, o ListOptions) ([]*Build, error) {
+	if o.Limit <= 0 || o.Limit > 500 {
+		o.Limit = 50
+	}
+	var out []*Build
+	const page = 100
+	for start := int64(0); len(out) < o.Limit; start += page {
+		ids, err := s.rdb.ZRevRange(ctx, buildsIndex, start, start+page-1).Result()
+		if err != nil {
+			return nil, fmt.Errorf("list builds: %w", err)
+		}
+		if len(ids) == 0 {
+			break
+		}
+		for _, id := range ids {
+			b, _, err := s.Get(ctx, id)
+			if errors.Is(err, ErrNotFound) {
+				continue // expired
+			}
+			if err != nil {
+				return nil, err
+			}
+			if (o.Repo != "" && b.Repo != o.Repo) || (o.Generator != "" && b.Generator != o.Generator) {
+				continue
+			}
+			out = append(out, b)
+			if len(out) == o.Limit {
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// appendLog pushes a line and drops the oldest lines while the log is over
+// its byte limit, in one step, so concurrent writers cannot overshoot.
+var appendLog = redis.NewScript(`
+local n = redis.call('RPUSH', KEYS[1], ARGV[1])
+local size = redis.call('HINCRBY', KEYS[2], 'bytes', string.len(ARGV[1]))
+local limit = tonumber(ARGV[2])
+while size > limit and n > 1 do
+  local old = redis.call('LPOP', KEYS[1])
+  size = redis.call('HINCRBY', KEYS[2], 'bytes', -string.len(old))
+  redis.call('HINCRBY', KEYS[2], 'dropped', 1)
+  n = n - 1
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return n
+`)
+
+// AppendLog adds one (already redacted) line to a build × cloud log.
+func (s *Store) AppendLog(ctx context.Context, id, cloud string, l LogEntry) error {
+	j, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	err = appendLog.Run(ctx, s.rdb, []string{logKey(id, cloud), logMetaKey(id, cloud)},
+		j, s.logLimit, s.retention.Milliseconds()).Err()
+	if err != nil {
+		return fmt.Errorf("append log %s/%s: %w", id, cloud, err)
+	}
+	return nil
+}
+
+// Log returns a build × cloud log and how many lines were dropped from its start.
+func (s *Store) Log(ctx context.Context, id, cloud string) ([]LogEntry, int, error) {
+	raw, err := s.rdb.LRange(ctx, logKey(id, cloud), 0, -1).Result()
+	if err != nil {
+		return nil, 0, fmt.Errorf("read log %s/%s: %w", id, cloud, err)
+	}
+	out := make([]LogEntry, 0, len(raw))
+	for _, r := range raw {
+		var l LogEntry
+		if err := json.Unmarshal([]byte(r), &l); err != nil {
+			return nil, 0, fmt.Errorf("decode log line: %w", err)
+		}
+		out = append(out, l)
+	}
+	dropped, err := s.rdb.HGet(ctx, logMetaKey(id, cloud), "dropped").Int()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, 0, fmt.Errorf("read log %s/%s: %w", id, cloud, err)
+	}
+	return out, dropped, nil
+}
+
+// AddImage records a new image in its generator's lineage.
+func (s *Store) AddImage(ctx context.Context, e LineageEntry) error {
+	j, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	key := lineageKey(e.Repo, e.Generator)
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, key, redis.Z{Score: float64(e.Created.UnixNano()), Member: j})
+		p.ZRemRangeByScore(ctx, key, "-inf", fmt.Sprint(time.Now().Add(-s.retention).UnixNano()))
+		p.Expire(ctx, key, s.retention)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record image: %w", err)
+	}
+	return nil
+}
+
+// Images returns the lineage of a generator, newest first.
+func (s *Store) Images(ctx context.Context, repo, generator string) ([]LineageEntry, error) {
+	raw, err := s.rdb.ZRevRange(ctx, lineageKey(repo, generator), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read lineage: %w", err)
+	}
+	out := make([]LineageEntry, 0, len(raw))
+	for _, r := range raw {
+		var e LineageEntry
+		if err := json.Unmarshal([]byte(r), &e); err != nil {
+			return nil, fmt.Errorf("decode lineage: %w", err)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// LastClouds returns the cloud list of the generator's last planned build.
+func (s *Store) LastClouds(ctx context.Context, repo, generator string) ([]string, bool, error) {
+	raw, err := s.rdb.HGet(ctx, generatorKey(repo, generator), "clouds").Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("read generator %s: %w", generator, err)
+	}
+	var names []string
+	if err := json.Unmarshal([]byte(raw), &names); err != nil {
+		return nil, false, fmt.Errorf("decode generator %s: %w", generator, err)
+	}
+	return names, true, nil
+}
+
+// SetLastClouds records the cloud list a generator was last planned with.
+func (s *Store) SetLastClouds(ctx context.Context, repo, generator string, names []string) error {
+	j, _ := json.Marshal(names)
+	key := generatorKey(repo, generator)
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, key, "clouds", j)
+		p.Expire(ctx, key, s.retention)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record generator %s: %w", generator, err)
+	}
+	return nil
+}
+
+// unlock deletes the lock only when it is still ours.
+var unlock = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
+
+// Lock takes a short Redis lock (expiring after ttl, so a dead holder cannot
+// block forever), polling until ctx ends. It serializes the read-then-report
+// of a build's check run across workers.
+func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (func(), error) {
+	token := NewID()
+	key := lockKey(name)
+	for wait := 5 * time.Millisecond; ; {
+		ok, err := s.rdb.SetNX(ctx, key, token, ttl).Result()
+		if err != nil {
+			return nil, fmt.Errorf("lock %s: %w", name, err)
+		}
+		if ok {
+			return func() {
+				_ = unlock.Run(context.WithoutCancel(ctx), s.rdb, []string{key}, token).Err()
+			}, nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("lock %s: %w", name, ctx.Err())
+		case <-t.C:
+		}
+		if wait < 100*time.Millisecond {
+			wait *= 2
+		}
+	}
+}

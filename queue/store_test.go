@@ -1,0 +1,246 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/builder/spec"
+	"github.com/imagegen/imagegen/internal/secret"
+	"github.com/imagegen/imagegen/internal/testenv"
+)
+
+func newStore(t *testing.T, retention time.Duration, logLimit int) (*Store, *redis.Client) {
+	t.Helper()
+	r := testenv.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	return NewStore(rdb, retention, logLimit), rdb
+}
+
+func twoCloudBuild(id string) (*Build, *spec.Spec) {
+	now := time.Now().UTC()
+	b := &Build{ID: id, Repo: "octo/images", Commit: "abc", Generator: "dstat", Created: now, Installation: 7,
+		Clouds: map[string]*CloudRecord{
+			"a": {Cloud: "a", State: builder.StateQueued, Queued: now},
+			"b": {Cloud: "b", State: builder.StateQueued, Queued: now},
+		}}
+	sp := &spec.Spec{Name: "dstat", Script: "echo hi", Clouds: map[string]spec.CloudSpec{"a": {Image: "x"}, "b": {Image: "y"}}, File: ".imagegen/dstat.yaml", Digest: "d1"}
+	return b, sp
+}
+
+func TestStoreCreateGetRetention(t *testing.T) {
+	s, rdb := newStore(t, time.Hour, 0)
+	ctx := context.Background()
+	b, sp := twoCloudBuild("b1")
+	if ok, err := s.Create(ctx, b, sp); !ok || err != nil {
+		t.Fatalf("create: %v %v", ok, err)
+	}
+	if ok, err := s.Create(ctx, b, sp); ok || err != nil {
+		t.Fatalf("second create: %v %v; want false, nil", ok, err)
+	}
+	got, gsp, err := s.Get(ctx, "b1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Installation != 7 || got.State != builder.StateQueued || len(got.Clouds) != 2 || gsp.Script != "echo hi" || gsp.Clouds["b"].Image != "y" {
+		t.Errorf("got %+v spec %+v", got, gsp)
+	}
+	ttl, _ := rdb.TTL(ctx, buildKey("b1")).Result()
+	if ttl <= 0 || ttl > time.Hour {
+		t.Errorf("build TTL %v; want the retention (1h)", ttl)
+	}
+	if _, _, err := s.Get(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("missing build: %v", err)
+	}
+	if _, _, err := s.Get(ctx, "a:b"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("id with a colon: %v", err)
+	}
+}
+
+// Clouds finishing at once must not overwrite each other's records.
+func TestStoreConcurrentCloudUpdates(t *testing.T) {
+	s, _ := newStore(t, time.Hour, 0)
+	ctx := context.Background()
+	b, sp := twoCloudBuild("b2")
+	if _, err := s.Create(ctx, b, sp); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, c := range []string{"a", "b"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				if _, err := s.UpdateCloud(ctx, "b2", c, func(r *CloudRecord) { r.Attempts++ }); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			if err := s.UpdateMeta(ctx, "b2", func(m *Build) { m.CheckRunID++ }); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	got, _, _ := s.Get(ctx, "b2")
+	if got.Clouds["a"].Attempts != 50 || got.Clouds["b"].Attempts != 50 || got.CheckRunID != 2 {
+		t.Errorf("attempts a=%d b=%d check run %d; want 50, 50, 2", got.Clouds["a"].Attempts, got.Clouds["b"].Attempts, got.CheckRunID)
+	}
+}
+
+func TestStoreLogKeepsTail(t *testing.T) {
+	s, _ := newStore(t, time.Hour, 1000)
+	ctx := context.Background()
+	for i := 0; i < 100; i++ {
+		if err := s.AppendLog(ctx, "b3", "a", LogEntry{Cloud: "a", Stream: "stdout", Text: fmt.Sprintf("line %03d %s", i, strings.Repeat("x", 40))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lines, dropped, err := s.Log(ctx, "b3", "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) == 0 || dropped == 0 || len(lines)+dropped != 100 {
+		t.Fatalf("%d lines, %d dropped; want the tail of 100", len(lines), dropped)
+	}
+	if !strings.HasPrefix(lines[len(lines)-1].Text, "line 099") {
+		t.Errorf("last line %q; want line 099", lines[len(lines)-1].Text)
+	}
+	size := 0
+	for _, l := range lines {
+		size += len(l.Text) + 60 // JSON overhead is about this
+	}
+	if size > 1000+200 {
+		t.Errorf("kept about %d bytes; limit 1000", size)
+	}
+}
+
+func TestStoreListAndLineage(t *testing.T) {
+	s, _ := newStore(t, time.Hour, 0)
+	ctx := context.Background()
+	for i, id := range []string{"old", "mid", "new"} {
+		b, sp := twoCloudBuild(id)
+		b.Created = time.Now().Add(time.Duration(i) * time.Second)
+		if id == "mid" {
+			b.Generator = "other"
+		}
+		if _, err := s.Create(ctx, b, sp); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AddImage(ctx, LineageEntry{Build: id, Repo: "octo/images", Generator: "dstat", Cloud: "a", ImageID: "img-" + id, Created: b.Created}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		opts ListOptions
+		want string
+	}{
+		{ListOptions{}, "[new mid old]"},
+		{ListOptions{Generator: "dstat"}, "[new old]"},
+		{ListOptions{Limit: 1}, "[new]"},
+		{ListOptions{Repo: "someone/else"}, "[]"},
+	}
+	for _, tc := range tests {
+		bs, err := s.List(ctx, tc.opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, b := range bs {
+			ids = append(ids, b.ID)
+		}
+		if got := fmt.Sprint(ids); got != tc.want {
+			t.Errorf("List(%+v) = %s; want %s", tc.opts, got, tc.want)
+		}
+	}
+	imgs, err := s.Images(ctx, "octo/images", "dstat")
+	if err != nil || len(imgs) != 3 || imgs[0].ImageID != "img-new" || imgs[2].ImageID != "img-old" {
+		t.Errorf("lineage %+v %v; want newest first", imgs, err)
+	}
+}
+
+func TestLockSerializes(t *testing.T) {
+	s, _ := newStore(t, time.Hour, 0)
+	ctx := context.Background()
+	var mu sync.Mutex
+	inside, maxInside := 0, 0
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			unlock, err := s.Lock(ctx, "x", time.Minute)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			inside++
+			maxInside = max(maxInside, inside)
+			mu.Unlock()
+			time.Sleep(5 * time.Millisecond)
+			mu.Lock()
+			inside--
+			mu.Unlock()
+			unlock()
+		}()
+	}
+	wg.Wait()
+	if maxInside != 1 {
+		t.Errorf("%d holders at once", maxInside)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	unlock, _ := s.Lock(ctx, "held", time.Minute)
+	defer unlock()
+	if _, err := s.Lock(cctx, "held", time.Minute); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("lock held elsewhere: %v; want the deadline", err)
+	}
+}
+
+func TestSealer(t *testing.T) {
+	hexKey := strings.Repeat("0f", 32)
+	a, err := NewSealer(secret.New(hexKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64, _ := NewSealer(secret.New("Dw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8=")) // the same 32 bytes
+	other, _ := NewSealer(secret.String{})
+	sealed, err := a.Seal(secret.New("pw-1234"), "b1/c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(sealed), "pw-1234") {
+		t.Fatal("sealed text holds the password")
+	}
+	tests := []struct {
+		name   string
+		s      *Sealer
+		ctx    string
+		wantOK bool
+	}{
+		{"same key and context", a, "b1/c1", true},
+		{"same key in base64", b64, "b1/c1", true},
+		{"another build", a, "b2/c1", false},
+		{"another key", other, "b1/c1", false},
+	}
+	for _, tc := range tests {
+		pw, err := tc.s.Open(sealed, tc.ctx)
+		if ok := err == nil && pw.Reveal() == "pw-1234"; ok != tc.wantOK {
+			t.Errorf("%s: %q %v; want ok=%v", tc.name, pw.Reveal(), err, tc.wantOK)
+		}
+	}
+	for _, bad := range []string{"short", strings.Repeat("z", 64)} {
+		if _, err := NewSealer(secret.New(bad)); err == nil {
+			t.Errorf("key %q accepted", bad)
+		}
+	}
+}

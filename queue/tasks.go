@@ -1,0 +1,102 @@
+// Package queue is imagegen's Redis side: the asynq task types and payloads, the
+// worker that plans and runs builds, and the build records, logs and image lineage.
+package queue
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+// Task types. The webhook handler makes a delivery durable; a worker turns a
+// push into a plan, and a plan into one build task per generator × cloud.
+const (
+	TypeDelivery = "imagegen:delivery"
+	TypePlan     = "imagegen:plan"
+	TypeBuild    = "imagegen:build"
+)
+
+// QueueName is the asynq queue imagegen uses, so another asynq application
+// sharing the Redis does not take imagegen's tasks.
+const QueueName = "imagegen"
+
+// DeliveryRetention keeps a finished delivery task in Redis so that GitHub's
+// redelivery of the same X-GitHub-Delivery within this time enqueues nothing.
+const DeliveryRetention = 72 * time.Hour
+
+// Delivery is a GitHub webhook delivery, kept raw: parsing it needs GitHub's
+// types, which live in the server.
+type Delivery struct {
+	ID    string          `json:"id"`    // X-GitHub-Delivery
+	Event string          `json:"event"` // X-GitHub-Event
+	Body  json.RawMessage `json:"body"`
+}
+
+// NewDeliveryTask makes d durable; the task id is the delivery id, so a
+// redelivery fails to enqueue with asynq.ErrTaskIDConflict.
+func NewDeliveryTask(d Delivery) (*asynq.Task, error) {
+	if d.ID == "" {
+		return nil, fmt.Errorf("delivery without an id")
+	}
+	b, err := json.Marshal(d)
+	if err != nil {
+		return nil, fmt.Errorf("encode delivery: %w", err)
+	}
+	return asynq.NewTask(TypeDelivery, b,
+		asynq.TaskID("delivery:"+d.ID), asynq.Queue(QueueName),
+		asynq.MaxRetry(8), asynq.Timeout(5*time.Minute), asynq.Retention(DeliveryRetention)), nil
+}
+
+// Push is what planning needs from a push event, free of GitHub's types.
+type Push struct {
+	Delivery      string   `json:"delivery"`
+	Repo          string   `json:"repo"` // owner/name
+	Installation  int64    `json:"installation,omitempty"`
+	Ref           string   `json:"ref"` // refs/heads/main
+	Before        string   `json:"before"`
+	After         string   `json:"after"`
+	Created       bool     `json:"created"`
+	Deleted       bool     `json:"deleted"`
+	Forced        bool     `json:"forced"`
+	DefaultBranch string   `json:"default_branch"`
+	Changed       []string `json:"changed"` // files added, modified or removed by the push's commits
+	// Incomplete says Changed may miss files (GitHub lists at most 20 commits
+	// in a push), so the planner asks the compare API instead.
+	Incomplete bool `json:"incomplete,omitempty"`
+}
+
+// NewPlanTask plans one push; keyed by the delivery, so a retried delivery
+// task does not plan twice.
+func NewPlanTask(p Push) (*asynq.Task, error) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encode push: %w", err)
+	}
+	return asynq.NewTask(TypePlan, b,
+		asynq.TaskID("plan:"+p.Delivery), asynq.Queue(QueueName),
+		asynq.MaxRetry(8), asynq.Timeout(10*time.Minute)), nil
+}
+
+// BuildTask runs one generator on one cloud.
+type BuildTask struct {
+	Build string `json:"build"`
+	Cloud string `json:"cloud"`
+	// Password is the cloud's password sealed with the service's key
+	// (password: ask clouds only). The task carrying it has no retention and
+	// is deleted when it ends, whatever the outcome.
+	Password []byte `json:"password,omitempty"`
+}
+
+// NewBuildTask makes the task for t; timeout bounds the handler (the build
+// plus its cleanup).
+func NewBuildTask(t BuildTask, timeout time.Duration) (*asynq.Task, error) {
+	b, err := json.Marshal(t)
+	if err != nil {
+		return nil, fmt.Errorf("encode build task: %w", err)
+	}
+	return asynq.NewTask(TypeBuild, b,
+		asynq.TaskID("build:"+t.Build+":"+t.Cloud), asynq.Queue(QueueName),
+		asynq.MaxRetry(3), asynq.Timeout(timeout)), nil
+}

@@ -1,0 +1,156 @@
+package server
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/imagegen/imagegen/internal/secret"
+	"github.com/imagegen/imagegen/queue"
+)
+
+func (s *Server) listBuilds(c echo.Context) error {
+	limit := 50
+	if v := c.QueryParam("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 || n > 500 {
+			return echo.NewHTTPError(http.StatusBadRequest, "limit must be a number from 1 to 500")
+		}
+		limit = n
+	}
+	bs, err := s.q.Store().List(c.Request().Context(), queue.ListOptions{
+		Repo: c.QueryParam("repo"), Generator: c.QueryParam("generator"), Limit: limit,
+	})
+	if err != nil {
+		return err
+	}
+	if bs == nil {
+		bs = []*queue.Build{}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"builds": bs})
+}
+
+func (s *Server) build(c echo.Context) (*queue.Build, error) {
+	b, _, err := s.q.Store().Get(c.Request().Context(), c.Param("id"))
+	if errors.Is(err, queue.ErrNotFound) {
+		return nil, echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("no build %q (builds are kept for %s)", c.Param("id"), s.cfg.Build.Retention))
+	}
+	return b, err
+}
+
+func (s *Server) getBuild(c echo.Context) error {
+	b, err := s.build(c)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, b)
+}
+
+// getLog serves one cloud's log as text ("time [stream] text" lines), or as
+// JSON lines with ?format=json.
+func (s *Server) getLog(c echo.Context) error {
+	b, err := s.build(c)
+	if err != nil {
+		return err
+	}
+	cloud := c.QueryParam("cloud")
+	if cloud == "" && len(b.Clouds) == 1 {
+		cloud = b.CloudNames()[0]
+	}
+	if b.Clouds[cloud] == nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("?cloud= must name one of the build's clouds: %s", strings.Join(b.CloudNames(), ", ")))
+	}
+	lines, dropped, err := s.q.Store().Log(c.Request().Context(), b.ID, cloud)
+	if err != nil {
+		return err
+	}
+	if c.QueryParam("format") == "json" {
+		if lines == nil {
+			lines = []queue.LogEntry{}
+		}
+		return c.JSON(http.StatusOK, map[string]any{"build": b.ID, "cloud": cloud, "dropped_lines": dropped, "lines": lines})
+	}
+	var out strings.Builder
+	if dropped > 0 {
+		fmt.Fprintf(&out, "[imagegen] %d earlier lines dropped (build.log_limit keeps the tail)\n", dropped)
+	}
+	for _, l := range lines {
+		fmt.Fprintf(&out, "%s [%s] %s\n", l.Time.UTC().Format("2006-01-02T15:04:05.000Z"), l.Stream, l.Text)
+	}
+	return c.String(http.StatusOK, out.String())
+}
+
+func (s *Server) images(c echo.Context) error {
+	repo, gen := c.QueryParam("repo"), c.QueryParam("generator")
+	if repo == "" || gen == "" {
+		return echo.NewHTTPError(http.StatusBadRequest, "repo and generator are required: /api/v1/images?repo=OWNER/NAME&generator=NAME")
+	}
+	imgs, err := s.q.Store().Images(c.Request().Context(), repo, gen)
+	if err != nil {
+		return err
+	}
+	if imgs == nil {
+		imgs = []queue.LineageEntry{}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"repo": repo, "generator": gen, "images": imgs})
+}
+
+// requireToken checks the bearer token against every configured one in
+// constant time.
+func (s *Server) requireToken(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if len(s.cfg.APITokens) == 0 {
+			return echo.NewHTTPError(http.StatusForbidden, "this server has no api_tokens configured, so the API's mutating routes are off")
+		}
+		got, ok := strings.CutPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
+		if !ok || got == "" {
+			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="imagegen"`)
+			return echo.NewHTTPError(http.StatusUnauthorized, "missing Authorization: Bearer TOKEN")
+		}
+		match := 0
+		for _, t := range s.cfg.APITokens {
+			match |= subtle.ConstantTimeCompare([]byte(got), []byte(t.Reveal()))
+		}
+		if match != 1 {
+			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="imagegen", error="invalid_token"`)
+			return echo.NewHTTPError(http.StatusUnauthorized, "invalid token")
+		}
+		return next(c)
+	}
+}
+
+// RerunRequest is the body of POST /api/v1/builds/{id}/rerun.
+type RerunRequest struct {
+	Clouds    []string                 `json:"clouds"`
+	Passwords map[string]secret.String `json:"passwords"`
+}
+
+func (s *Server) rerun(c echo.Context) error {
+	var req RerunRequest
+	dec := json.NewDecoder(c.Request().Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		// Never echo the body: it may hold a password.
+		return echo.NewHTTPError(http.StatusBadRequest, `the body must be JSON: {"clouds": ["NAME"], "passwords": {"NAME": "..."}}`)
+	}
+	id, err := s.q.Rerun(c.Request().Context(), c.Param("id"), queue.RerunRequest{Clouds: req.Clouds, Passwords: req.Passwords})
+	var rerr *queue.RequestError
+	switch {
+	case errors.Is(err, queue.ErrNotFound):
+		return echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("no build %q", c.Param("id")))
+	case errors.As(err, &rerr):
+		return echo.NewHTTPError(http.StatusBadRequest, rerr.Msg)
+	case err != nil:
+		return err
+	case id == "":
+		return echo.NewHTTPError(http.StatusBadRequest, "nothing to re-run")
+	}
+	logOf(c).Info("re-run accepted", "build", id, "rerun_of", c.Param("id"))
+	return c.JSON(http.StatusAccepted, map[string]string{"build": id, "url": queue.BuildURL(s.cfg.BaseURL, id)})
+}

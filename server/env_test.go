@@ -1,0 +1,263 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/imagegen/imagegen/clouds"
+	"github.com/imagegen/imagegen/clouds/fake"
+	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/queue"
+	"github.com/imagegen/imagegen/server"
+	"github.com/imagegen/imagegen/server/githubapp"
+	"github.com/imagegen/imagegen/server/githubapp/githubtest"
+)
+
+const (
+	webhookSecret = "whsec-test-0123456789abcdef"
+	apiToken      = "api-token-0123456789abcdef0123"
+	exampleRepo   = "Codertocat/Hello-World" // the octokit push examples' repository
+)
+
+// syncBuffer collects the service's JSON logs, for the "no secret in the logs" checks.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// testEnv is one imagegen service (HTTP + optional worker) against a real
+// redis-server and the fake GitHub.
+type testEnv struct {
+	t      *testing.T
+	redis  *testenv.Redis
+	rdb    *redis.Client
+	gh     *githubtest.Server
+	cfg    *config.Config
+	q      *queue.Service
+	http   *httptest.Server
+	logs   *syncBuffer
+	worker *queue.Worker
+}
+
+type envOptions struct {
+	noWorker bool
+	token    bool   // GitHub token mode instead of the App
+	clouds   string // YAML of the clouds map; default: two simulated clouds
+}
+
+const defaultClouds = `
+  sim-a: {type: simulated, launch_delay: 20ms, ssh_delay: 10ms, snapshot_delay: 20ms}
+  sim-b: {type: simulated, launch_delay: 30ms, snapshot_delay: 10ms}
+  locked: {type: simulated, launch_delay: 10ms, password: ask}
+`
+
+func newEnv(t *testing.T, o envOptions) *testEnv {
+	t.Helper()
+	e := &testEnv{t: t, redis: testenv.StartRedis(t), gh: githubtest.NewServer(t), logs: &syncBuffer{}}
+	// Few retries: TestHealth stops Redis and wants a quick answer.
+	e.rdb = redis.NewClient(&redis.Options{Addr: e.redis.Addr, DialerRetries: 1, MaxRetries: -1})
+	t.Cleanup(func() { e.rdb.Close() })
+	if o.clouds == "" {
+		o.clouds = defaultClouds
+	}
+	var gh string
+	if o.token {
+		gh = fmt.Sprintf("  token: %s\n", e.gh.TokenConfig().Token.Reveal())
+	} else {
+		ac := e.gh.AppConfig(t)
+		gh = fmt.Sprintf("  app_id: %d\n  private_key_file: %s\n", ac.AppID, ac.PrivateKeyFile)
+	}
+	yml := fmt.Sprintf(`listen: 127.0.0.1:0
+base_url: https://imagegen.example.org
+redis: %s
+github:
+%s  webhook_secret: %s
+  api_url: %s
+api_tokens: [%s]
+encryption_key: %s
+build: {timeout: 1m, cleanup_timeout: 20s, concurrency: 4, log_limit: 4096}
+clouds:%s`, e.redis.URL, gh, webhookSecret, e.gh.URL(), apiToken, strings.Repeat("ab", 32), o.clouds)
+	file := filepath.Join(t.TempDir(), "imagegen.yaml")
+	if err := os.WriteFile(file, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reg := clouds.NewRegistry()
+	reg.Register(fake.Type, fake.Configure)
+	cfg, err := config.Load(file, reg)
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	if err := cfg.CheckService(); err != nil {
+		t.Fatal(err)
+	}
+	e.cfg = cfg
+	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	f, err := githubapp.New(cfg.GitHub, githubapp.Options{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	promReg := prometheus.NewRegistry()
+	e.q, err = queue.New(queue.Options{
+		Config: cfg, Redis: e.rdb, GitHub: server.GitHub(f), Logger: log,
+		Metrics: queue.NewMetrics(promReg), Deliveries: server.HandleDelivery,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.q.Close() })
+	srv, err := server.New(server.Options{Config: cfg, Queue: e.q, Logger: log, Registry: promReg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.http = httptest.NewServer(srv.Handler())
+	t.Cleanup(e.http.Close)
+	if !o.noWorker {
+		e.worker = e.q.NewWorker()
+		if err := e.worker.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(e.worker.Shutdown)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("service logs:\n%s", e.logs.String())
+		}
+	})
+	return e
+}
+
+// spec puts a generator spec into the example repository at sha.
+func (e *testEnv) spec(sha, file, body string) {
+	e.gh.SetFile(exampleRepo, sha, file, []byte(body))
+}
+
+// deliver posts a signed delivery.
+func (e *testEnv) deliver(event, id string, body []byte) (int, string) {
+	e.t.Helper()
+	resp := githubtest.Delivery(e.t, e.http.URL+"/webhook", event, id, []byte(webhookSecret), body)
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// pushExample is the octokit example of a push creating refs/heads/master,
+// sent by a GitHub App installation.
+func pushExample(t *testing.T) (body []byte, sha string) {
+	t.Helper()
+	body = githubtest.Example(t, "push", func(m map[string]any) bool {
+		return m["ref"] == "refs/heads/master" && m["created"] == true && m["installation"] != nil
+	})
+	var m struct {
+		After string `json:"after"`
+	}
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatal(err)
+	}
+	return body, m.After
+}
+
+// editJSON decodes body, lets fn change it, and encodes it again.
+func editJSON(t *testing.T, body []byte, fn func(m map[string]any)) []byte {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatal(err)
+	}
+	fn(m)
+	out, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// waitFor polls cond until it holds or 30 s pass.
+func (e *testEnv) waitFor(what string, cond func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// checkRun returns the check run with the given name, if any.
+func (e *testEnv) checkRun(name string) (githubapp.CheckRun, bool) {
+	for _, cr := range e.gh.CheckRuns(exampleRepo) {
+		if cr.Name == name {
+			return cr, true
+		}
+	}
+	return githubapp.CheckRun{}, false
+}
+
+// checkRuns returns every check run with the given name.
+func (e *testEnv) checkRunsNamed(name string) []githubapp.CheckRun {
+	var out []githubapp.CheckRun
+	for _, cr := range e.gh.CheckRuns(exampleRepo) {
+		if cr.Name == name {
+			out = append(out, cr)
+		}
+	}
+	return out
+}
+
+func (e *testEnv) getJSON(path string, v any) int {
+	e.t.Helper()
+	resp, err := http.Get(e.http.URL + path)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if v != nil {
+		_ = json.NewDecoder(resp.Body).Decode(v)
+	}
+	return resp.StatusCode
+}
+
+func (e *testEnv) post(path, token string, body any) (int, map[string]string) {
+	e.t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, e.http.URL+path, bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]string
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
