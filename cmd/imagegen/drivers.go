@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/imagegen/imagegen/clouds"
+	"github.com/imagegen/imagegen/clouds/ec2"
 	"github.com/imagegen/imagegen/clouds/fake"
 	"github.com/imagegen/imagegen/clouds/openstack"
 	"github.com/imagegen/imagegen/clouds/qemu"
@@ -13,6 +14,7 @@ func registry() *clouds.Registry {
 	r := clouds.NewRegistry()
 	r.Register(sshhost.Type, sshhost.Configure)
 	r.Register(fake.Type, fake.Configure)
+	r.Register(ec2.Type, ec2.Configure)
 	r.Register(openstack.Type, openstack.Configure)
 	r.Register(qemu.Type, qemu.Configure)
 	return r

@@ -1,0 +1,305 @@
+// Package ec2 builds images on Amazon EC2 and EC2-compatible clouds (by endpoint)
+// with aws-sdk-go-v2, taking credentials from the SDK's default chain.
+package ec2
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/smithy-go"
+
+	"github.com/imagegen/imagegen/clouds"
+)
+
+// Type is the server config's type for this driver.
+const Type = "ec2"
+
+// Defaults for what a config may leave out.
+const (
+	DefaultSSHPort        = 22
+	DefaultInstanceType   = "t3.micro"
+	DefaultCheckIPURL     = "https://checkip.amazonaws.com/"
+	DefaultBootTimeout    = 15 * time.Minute
+	DefaultStopTimeout    = 10 * time.Minute
+	DefaultImageTimeout   = 60 * time.Minute
+	DefaultDeleteTimeout  = 10 * time.Minute
+	DefaultConsoleTimeout = 3 * time.Minute
+	DefaultRequestTimeout = 60 * time.Second
+	DefaultPollInterval   = 3 * time.Second
+	DefaultMaxAttempts    = 10
+)
+
+// Config is a cloud entry of type ec2 in the server config.
+type Config struct {
+	// Region is the AWS region, or any name an EC2-compatible cloud signs with (required).
+	Region string `yaml:"region"`
+	// Endpoint is the EC2 API URL of an EC2-compatible cloud (the client's BaseEndpoint);
+	// empty means AWS's own endpoint for Region.
+	Endpoint string `yaml:"endpoint"`
+	// Profile names a shared config/credentials profile (~/.aws/config).
+	Profile string `yaml:"profile"`
+	// AccessKeyID pairs with the secret key a password: ask build brings; without it
+	// the default chain's access key id is used.
+	AccessKeyID string `yaml:"access_key_id"`
+
+	SubnetID         string   `yaml:"subnet_id"`
+	SecurityGroupIDs []string `yaml:"security_group_ids"`
+	// InstanceType is the default size for specs that give none.
+	InstanceType string `yaml:"instance_type"`
+	// AssociatePublicIP, when set, launches through a network interface that
+	// asks for (or refuses) a public address, whatever the subnet's default.
+	AssociatePublicIP  *bool  `yaml:"associate_public_ip"`
+	IAMInstanceProfile string `yaml:"iam_instance_profile"` // name or ARN
+	VolumeSize         int32  `yaml:"volume_size"`          // root volume, GiB
+	VolumeType         string `yaml:"volume_type"`          // gp3, gp2, io1, ...
+	// UsePrivateIP connects to the private address even when there is a public one
+	// (workers inside the VPC).
+	UsePrivateIP bool `yaml:"use_private_ip"`
+	// SSHPort is the port imagegen connects to and the temporary group opens.
+	SSHPort int `yaml:"ssh_port"`
+	// SSHCIDRs are the address ranges the temporary security group lets SSH in
+	// from. Without them the worker's public address is asked of CheckIPURL.
+	SSHCIDRs   []string `yaml:"ssh_cidrs"`
+	CheckIPURL string   `yaml:"checkip_url"`
+	// StopInstance stops the instance before CreateImage (default true). When
+	// false, CreateImage reboots it, so the disk is still consistent.
+	StopInstance *bool `yaml:"stop_instance"`
+
+	BootTimeout    time.Duration `yaml:"boot_timeout"`    // waiting for running
+	StopTimeout    time.Duration `yaml:"stop_timeout"`    // waiting for stopped
+	ImageTimeout   time.Duration `yaml:"image_timeout"`   // waiting for the image to be available
+	DeleteTimeout  time.Duration `yaml:"delete_timeout"`  // termination, DependencyViolation on the group
+	ConsoleTimeout time.Duration `yaml:"console_timeout"` // host keys on the console
+	RequestTimeout time.Duration `yaml:"request_timeout"` // one API request
+	// PollInterval is the longest wait between two looks at a changing resource;
+	// the SDK waiters' 15 s default wastes minutes per build.
+	PollInterval time.Duration `yaml:"poll_interval"`
+	// MaxAttempts bounds the SDK's retries of throttled and 5xx requests.
+	MaxAttempts int `yaml:"max_attempts"`
+}
+
+// Options tune the driver for tests; the zero value means the defaults.
+type Options struct {
+	Poll  clouds.Backoff // polling; default clouds.DefaultPoll capped at PollInterval
+	Retry clouds.Backoff // retrying DependencyViolation and other transient errors
+	// MaxBackoff caps the SDK retryer's wait between attempts; default 20s.
+	MaxBackoff time.Duration
+	// NoRetryQuota lifts the SDK's client-side retry token bucket.
+	NoRetryQuota bool
+	// Credentials replaces the default chain (for tests).
+	Credentials aws.CredentialsProvider
+	// HTTPClient replaces the default client.
+	HTTPClient *http.Client
+	Logger     *slog.Logger
+}
+
+var (
+	// awsRegion is the shape of AWS's own region names, for catching a typo or a
+	// research cloud's region given without its endpoint.
+	awsRegion  = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-\d+$`)
+	keyName    = regexp.MustCompile(`^[\x20-\x7e]{1,255}$`)
+	volumeType = map[string]bool{"standard": true, "gp2": true, "gp3": true, "io1": true, "io2": true, "st1": true, "sc1": true}
+)
+
+// Configure reads a cloud entry of type ec2. It never reaches the network.
+func Configure(cfg clouds.Config) (clouds.Opener, error) {
+	var c Config
+	if err := clouds.DecodeStrict(cfg, &c); err != nil {
+		return nil, err
+	}
+	return New(cfg.Name, c, cfg.Password == clouds.PasswordAsk, Options{})
+}
+
+// Opener is a validated ec2 cloud config.
+type Opener struct {
+	name string
+	cfg  Config
+	ask  bool
+	opts Options
+}
+
+// New validates c (named name in the server config). ask means the secret
+// access key comes with each build.
+func New(name string, c Config, ask bool, opts Options) (*Opener, error) {
+	if c.Region == "" {
+		return nil, errors.New(`"region" is required (an AWS region, or the region name an EC2-compatible cloud signs with)`)
+	}
+	if c.Endpoint == "" && !awsRegion.MatchString(c.Region) {
+		return nil, fmt.Errorf("region %q is not an AWS region: for an EC2-compatible cloud set endpoint too", c.Region)
+	}
+	if c.Endpoint != "" {
+		u, err := url.Parse(c.Endpoint)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return nil, fmt.Errorf("endpoint %q: want an http(s) URL", c.Endpoint)
+		}
+	}
+	if c.InstanceType == "" {
+		c.InstanceType = DefaultInstanceType
+	}
+	if c.VolumeSize < 0 {
+		return nil, fmt.Errorf("volume_size %d: must be a positive number of GiB", c.VolumeSize)
+	}
+	if c.VolumeType != "" && !volumeType[c.VolumeType] {
+		return nil, fmt.Errorf("volume_type %q: want one of standard, gp2, gp3, io1, io2, st1, sc1", c.VolumeType)
+	}
+	if c.SSHPort == 0 {
+		c.SSHPort = DefaultSSHPort
+	}
+	if c.SSHPort < 0 || c.SSHPort > 65535 {
+		return nil, fmt.Errorf("ssh_port %d: not a port", c.SSHPort)
+	}
+	for _, cidr := range c.SSHCIDRs {
+		if _, _, err := net.ParseCIDR(cidr); err != nil {
+			return nil, fmt.Errorf("ssh_cidrs: %w", err)
+		}
+	}
+	if len(c.SSHCIDRs) > 0 && len(c.SecurityGroupIDs) > 0 {
+		return nil, errors.New("ssh_cidrs and security_group_ids exclude each other: ssh_cidrs shape the temporary group made when no group is given")
+	}
+	if c.CheckIPURL == "" {
+		c.CheckIPURL = DefaultCheckIPURL
+	}
+	if u, err := url.Parse(c.CheckIPURL); err != nil || u.Host == "" {
+		return nil, fmt.Errorf("checkip_url %q: want an http(s) URL", c.CheckIPURL)
+	}
+	if c.StopInstance == nil {
+		t := true
+		c.StopInstance = &t
+	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+		key string
+	}{
+		{&c.BootTimeout, DefaultBootTimeout, "boot_timeout"},
+		{&c.StopTimeout, DefaultStopTimeout, "stop_timeout"},
+		{&c.ImageTimeout, DefaultImageTimeout, "image_timeout"},
+		{&c.DeleteTimeout, DefaultDeleteTimeout, "delete_timeout"},
+		{&c.ConsoleTimeout, DefaultConsoleTimeout, "console_timeout"},
+		{&c.RequestTimeout, DefaultRequestTimeout, "request_timeout"},
+		{&c.PollInterval, DefaultPollInterval, "poll_interval"},
+	} {
+		if *d.v < 0 {
+			return nil, fmt.Errorf("%s %s: must be positive", d.key, *d.v)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if c.MaxAttempts < 0 {
+		return nil, fmt.Errorf("max_attempts %d: must be positive", c.MaxAttempts)
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = DefaultMaxAttempts
+	}
+	if opts.Poll == (clouds.Backoff{}) {
+		opts.Poll = clouds.DefaultPoll
+		opts.Poll.Max = c.PollInterval
+	}
+	if opts.Retry == (clouds.Backoff{}) {
+		opts.Retry = clouds.Backoff{Initial: time.Second, Max: c.PollInterval, Factor: 1.5, Attempts: 6}
+	}
+	if opts.MaxBackoff == 0 {
+		opts.MaxBackoff = 20 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Opener{name: name, cfg: c, ask: ask, opts: opts}, nil
+}
+
+// Config returns the validated config, defaults filled in.
+func (o *Opener) Config() Config { return o.cfg }
+
+// Open builds the EC2 client: credentials from the default chain (or the
+// build's secret key for a password: ask cloud). It reaches no EC2 API.
+func (o *Opener) Open(ctx context.Context, cred clouds.Credentials) (clouds.Cloud, error) {
+	op := "open " + o.name
+	lo := []func(*awsconfig.LoadOptions) error{
+		awsconfig.WithRegion(o.cfg.Region),
+		awsconfig.WithRetryer(o.retryer),
+	}
+	if o.cfg.Profile != "" {
+		lo = append(lo, awsconfig.WithSharedConfigProfile(o.cfg.Profile))
+	}
+	if o.opts.HTTPClient != nil {
+		lo = append(lo, awsconfig.WithHTTPClient(o.opts.HTTPClient))
+	} else {
+		lo = append(lo, awsconfig.WithHTTPClient(awshttp.NewBuildableClient().WithTimeout(o.cfg.RequestTimeout)))
+	}
+	if o.opts.Credentials != nil {
+		lo = append(lo, awsconfig.WithCredentialsProvider(o.opts.Credentials))
+	}
+	if o.ask {
+		if cred.Password.IsZero() {
+			return nil, &clouds.Error{Kind: clouds.KindAuth, Op: op,
+				Err: errors.New("this cloud is password: ask and the build brought no secret access key")}
+		}
+		akid := o.cfg.AccessKeyID
+		if akid == "" {
+			// The chain may know the key id (AWS_ACCESS_KEY_ID, a profile) while
+			// the secret stays with the user.
+			base, err := awsconfig.LoadDefaultConfig(ctx, lo...)
+			if err != nil {
+				return nil, &clouds.Error{Kind: clouds.KindAuth, Op: op, Err: err}
+			}
+			if base.Credentials != nil {
+				if c, err := base.Credentials.Retrieve(ctx); err == nil {
+					akid = c.AccessKeyID
+				}
+			}
+			if akid == "" {
+				return nil, &clouds.Error{Kind: clouds.KindAuth, Op: op, Err: errors.New("no access key id to pair with the build's secret key"),
+					Hint: "set access_key_id in the cloud config or AWS_ACCESS_KEY_ID"}
+			}
+		}
+		lo = append(lo, awsconfig.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(akid, cred.Password.Reveal(), "")))
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, lo...)
+	if err != nil {
+		return nil, &clouds.Error{Kind: clouds.KindAuth, Op: op, Err: fmt.Errorf("AWS config: %w", err),
+			Hint: "check profile, the shared config files and the AWS_* environment"}
+	}
+	client := ec2.NewFromConfig(awsCfg, func(eo *ec2.Options) {
+		if o.cfg.Endpoint != "" {
+			eo.BaseEndpoint = aws.String(o.cfg.Endpoint)
+		}
+	})
+	return newCloud(o.name, o.cfg, o.opts, client), nil
+}
+
+// retryer is the SDK's standard retryer, tuned: more attempts for throttling
+// storms, and no retry of the errors no retry fixes (EC2 answers
+// InsufficientInstanceCapacity with a 500, which the SDK would retry).
+func (o *Opener) retryer() aws.Retryer {
+	return retry.NewStandard(func(so *retry.StandardOptions) {
+		so.MaxAttempts = o.cfg.MaxAttempts
+		so.MaxBackoff = o.opts.MaxBackoff
+		if o.opts.NoRetryQuota {
+			so.RateLimiter = ratelimit.None
+		}
+		so.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
+			var ae smithy.APIError
+			if errors.As(err, &ae) {
+				if _, ok := permanent[ae.ErrorCode()]; ok {
+					return aws.FalseTernary
+				}
+			}
+			return aws.UnknownTernary
+		})}, so.Retryables...)
+	})
+}

@@ -1,0 +1,72 @@
+package ec2_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imagegen/imagegen/clouds/ec2"
+)
+
+func TestConfigure(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string
+		wantErr string // substring; "" means valid
+		check   func(t *testing.T, c ec2.Config)
+	}{
+		{
+			name: "AWS region, defaults",
+			yaml: `{type: ec2, region: us-east-1}`,
+			check: func(t *testing.T, c ec2.Config) {
+				if c.InstanceType != ec2.DefaultInstanceType || c.SSHPort != 22 || !*c.StopInstance ||
+					c.ImageTimeout != 60*time.Minute || c.PollInterval != 3*time.Second || c.CheckIPURL != ec2.DefaultCheckIPURL {
+					t.Errorf("defaults not filled in: %+v", c)
+				}
+			},
+		},
+		{
+			name: "every key",
+			yaml: `{type: ec2, region: eu-west-1, profile: lab, subnet_id: subnet-1, security_group_ids: [sg-1, sg-2],
+				instance_type: m5.large, associate_public_ip: false, iam_instance_profile: builder, volume_size: 30,
+				volume_type: gp3, ssh_port: 2222, stop_instance: false, image_timeout: 90m, poll_interval: 1s,
+				max_attempts: 4, use_private_ip: true}`,
+			check: func(t *testing.T, c ec2.Config) {
+				if c.InstanceType != "m5.large" || *c.AssociatePublicIP || c.VolumeSize != 30 || c.SSHPort != 2222 ||
+					*c.StopInstance || c.ImageTimeout != 90*time.Minute || len(c.SecurityGroupIDs) != 2 || c.MaxAttempts != 4 {
+					t.Errorf("keys not read: %+v", c)
+				}
+			},
+		},
+		{name: "EC2-compatible cloud", yaml: `{type: ec2, region: nimbus, endpoint: "https://nimbus.example.org:8444"}`},
+		{name: "password ask", yaml: `{type: ec2, region: nimbus, endpoint: "https://nimbus.example.org:8444", password: ask, access_key_id: AKID}`},
+		{name: "no region", yaml: `{type: ec2}`, wantErr: `"region" is required`},
+		{name: "made-up region without endpoint", yaml: `{type: ec2, region: nimbus}`, wantErr: "set endpoint"},
+		{name: "endpoint not a URL", yaml: `{type: ec2, region: nimbus, endpoint: "nimbus:8444"}`, wantErr: "http(s) URL"},
+		{name: "unknown key", yaml: "{type: ec2, region: us-east-1,\n flavor: m1.small}", wantErr: `imagegen.yaml:2:2: cloud "c": unknown key "flavor"`},
+		{name: "bad volume type", yaml: `{type: ec2, region: us-east-1, volume_type: ssd}`, wantErr: "volume_type"},
+		{name: "negative volume", yaml: `{type: ec2, region: us-east-1, volume_size: -1}`, wantErr: "volume_size"},
+		{name: "bad port", yaml: `{type: ec2, region: us-east-1, ssh_port: 70000}`, wantErr: "ssh_port"},
+		{name: "bad cidr", yaml: `{type: ec2, region: us-east-1, ssh_cidrs: [10.0.0.0]}`, wantErr: "ssh_cidrs"},
+		{name: "cidrs with groups", yaml: `{type: ec2, region: us-east-1, ssh_cidrs: [10.0.0.0/8], security_group_ids: [sg-1]}`, wantErr: "exclude each other"},
+		{name: "bad duration", yaml: `{type: ec2, region: us-east-1, boot_timeout: soon}`, wantErr: "line 1: cannot unmarshal !!str `soon`"},
+		{name: "negative duration", yaml: `{type: ec2, region: us-east-1, delete_timeout: -1s}`, wantErr: "delete_timeout"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			op, err := configureYAML(t, "c", tc.yaml)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Configure: %v, want an error containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Configure: %v", err)
+			}
+			if tc.check != nil {
+				tc.check(t, op.(*ec2.Opener).Config())
+			}
+		})
+	}
+}

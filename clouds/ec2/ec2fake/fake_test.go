@@ -1,0 +1,133 @@
+package ec2fake_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
+
+	"github.com/imagegen/imagegen/clouds/ec2/ec2fake"
+)
+
+func client(f *ec2fake.Fake) *ec2.Client {
+	return ec2.New(ec2.Options{
+		Region:           "test-1",
+		BaseEndpoint:     aws.String(f.URL),
+		Credentials:      credentials.NewStaticCredentialsProvider("AKIDFAKE", "secret", ""),
+		RetryMaxAttempts: 1,
+	})
+}
+
+// TestProtocolEdges: what the fake refuses, in EC2's error XML.
+func TestProtocolEdges(t *testing.T) {
+	f := ec2fake.New(ec2fake.Options{})
+	defer f.Close()
+	tests := []struct {
+		name     string
+		method   string
+		form     url.Values
+		auth     string
+		wantCode string
+		status   int
+	}{
+		{"unsigned", http.MethodPost, url.Values{"Action": {"DescribeImages"}, "Version": {"2016-11-15"}}, "", "AuthFailure", 401},
+		{"GET", http.MethodGet, nil, "", "InvalidAction", 400},
+		{"unknown action", http.MethodPost, url.Values{"Action": {"LaunchRocket"}, "Version": {"2016-11-15"}},
+			"AWS4-HMAC-SHA256 Credential=AKID/20260101/test-1/ec2/aws4_request, SignedHeaders=host, Signature=00", "InvalidAction", 400},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, f.URL, strings.NewReader(tc.form.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			if tc.auth != "" {
+				req.Header.Set("Authorization", tc.auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.status || !strings.Contains(string(body), "<Code>"+tc.wantCode+"</Code>") {
+				t.Fatalf("%d %s, want %d with code %s", resp.StatusCode, body, tc.status, tc.wantCode)
+			}
+		})
+	}
+}
+
+// TestWithTheSDK: the SDK parses the fake's answers, its faults count down,
+// states change over time, and RunInstances is idempotent by ClientToken.
+func TestWithTheSDK(t *testing.T) {
+	const boot = 500 * time.Millisecond
+	f := ec2fake.New(ec2fake.Options{BootDelay: boot})
+	defer f.Close()
+	c := client(f)
+	ctx := context.Background()
+
+	f.Inject(ec2fake.Fault{Action: "DescribeImages", Code: "RequestLimitExceeded", Status: 503, Times: 2})
+	for i, want := range []string{"RequestLimitExceeded", "RequestLimitExceeded", ""} {
+		_, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{ec2fake.BaseImage}})
+		var ae smithy.APIError
+		got := ""
+		if errors.As(err, &ae) {
+			got = ae.ErrorCode()
+		} else if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if got != want {
+			t.Fatalf("call %d: code %q, want %q", i, got, want)
+		}
+	}
+
+	in := &ec2.RunInstancesInput{ImageId: aws.String(ec2fake.BaseImage), MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+		ClientToken: aws.String("token-1"), InstanceType: types.InstanceTypeT3Micro,
+		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeInstance, Tags: []types.Tag{{Key: aws.String("imagegen:build"), Value: aws.String("b1")}}}}}
+	launched := time.Now()
+	first, err := c.RunInstances(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := c.RunInstances(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := aws.ToString(first.Instances[0].InstanceId)
+	if aws.ToString(again.Instances[0].InstanceId) != id || len(f.Live()) != 1 {
+		t.Fatalf("the same ClientToken made two instances: %s, %s", id, aws.ToString(again.Instances[0].InstanceId))
+	}
+	state := func() types.InstanceStateName {
+		out, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.Reservations[0].Instances[0].State.Name
+	}
+	// Running exactly when the boot delay has passed, not before.
+	deadline := launched.Add(10 * time.Second)
+	for s := state(); s != types.InstanceStateNameRunning; s = state() {
+		if s != types.InstanceStateNamePending || time.Now().After(deadline) {
+			t.Fatalf("state %s, want pending then running", s)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if took := time.Since(launched); took < boot {
+		t.Fatalf("running after %v, before the boot delay %v", took, boot)
+	}
+	out, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{Filters: []types.Filter{{Name: aws.String("tag:imagegen:build"), Values: []string{"b2"}}}})
+	if err != nil || len(out.Reservations) != 0 {
+		t.Fatalf("a filter on another build found %v, %v", out, err)
+	}
+	if live := f.Live(); len(live) != 1 || live[0].Build != "b1" {
+		t.Fatalf("Live %v, want the instance of b1", live)
+	}
+}
