@@ -18,6 +18,7 @@ import (
 
 	"github.com/imagegen/imagegen/config"
 	"github.com/imagegen/imagegen/queue"
+	"github.com/imagegen/imagegen/server/pages"
 )
 
 // MaxWebhookBody is GitHub's own cap on a delivery's payload.
@@ -84,6 +85,10 @@ func New(o Options) (*Server, error) {
 		}
 	}
 	s.echo = s.routes()
+	// The build pages in the browser (/builds, /generators, /login, /assets).
+	if err := pages.Register(s.echo, pages.Options{Config: o.Config, Queue: o.Queue, Logger: o.Logger}); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 

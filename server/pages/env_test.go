@@ -1,0 +1,287 @@
+package pages_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/builder/spec"
+	"github.com/imagegen/imagegen/clouds"
+	"github.com/imagegen/imagegen/clouds/fake"
+	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/queue"
+	"github.com/imagegen/imagegen/server"
+	"github.com/imagegen/imagegen/server/pages"
+)
+
+const (
+	apiToken      = "api-token-0123456789abcdef0123"
+	webhookSecret = "whsec-test-0123456789abcdef"
+	linkKey       = "link-key-for-tests-0123456789"
+	testRepo      = "octo-org/images"
+	testSHA       = "3f786850e387550fdab836ed7e6dc881de23001b"
+)
+
+// syncBuffer collects the service's logs, to check no secret reaches them.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// env is the imagegen server (with its pages) on a real redis-server.
+type env struct {
+	t      *testing.T
+	rdb    *redis.Client
+	cfg    *config.Config
+	q      *queue.Service
+	store  *queue.Store
+	http   *httptest.Server
+	logs   *syncBuffer
+	signer *pages.Signer
+}
+
+type envOptions struct {
+	noLinkKey bool // neither pages.link_key nor encryption_key
+	logLimit  int
+	baseURL   string // default http://imagegen.example.org (cookies then not Secure, as the test server is http)
+}
+
+func newEnv(t *testing.T, o envOptions) *env {
+	t.Helper()
+	r := testenv.StartRedis(t)
+	e := &env{t: t, logs: &syncBuffer{}}
+	e.rdb = redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { e.rdb.Close() })
+	keys := fmt.Sprintf("pages: {link_key: %s, link_ttl: 1h}\nencryption_key: %s\n", linkKey, strings.Repeat("cd", 32))
+	if o.noLinkKey {
+		keys = ""
+	}
+	if o.baseURL == "" {
+		o.baseURL = "http://imagegen.example.org"
+	}
+	if o.logLimit == 0 {
+		o.logLimit = 1 << 20
+	}
+	yml := fmt.Sprintf(`listen: 127.0.0.1:0
+base_url: %s
+redis: %s
+github: {token: ghp_test0123456789, webhook_secret: %s}
+api_tokens: [%s]
+%sbuild: {log_limit: %d}
+clouds:
+  sim-a: {type: simulated}
+  sim-b: {type: simulated}
+  locked: {type: simulated, password: ask}
+`, o.baseURL, r.URL, webhookSecret, apiToken, keys, o.logLimit)
+	file := filepath.Join(t.TempDir(), "imagegen.yaml")
+	if err := os.WriteFile(file, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reg := clouds.NewRegistry()
+	reg.Register(fake.Type, fake.Configure)
+	cfg, err := config.Load(file, reg)
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	e.cfg = cfg
+	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e.q, err = queue.New(queue.Options{Config: cfg, Redis: e.rdb, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.q.Close() })
+	e.store = e.q.Store()
+	// The real server, so the test also covers how it registers the pages.
+	srv, err := server.New(server.Options{Config: cfg, Queue: e.q, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.http = httptest.NewServer(srv.Handler())
+	t.Cleanup(e.http.Close)
+	e.signer = pages.NewSigner(cfg)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("service logs:\n%s", e.logs.String())
+		}
+	})
+	return e
+}
+
+// rec describes a build to record; clouds map name → how far it got.
+type rec struct {
+	id, repo, generator, commit string
+	created                     time.Time
+	clouds                      map[string]*queue.CloudRecord
+}
+
+// record writes a build through the queue's store, as the planner does.
+func (e *env) record(r rec) *queue.Build {
+	e.t.Helper()
+	if r.repo == "" {
+		r.repo = testRepo
+	}
+	if r.generator == "" {
+		r.generator = "dstat"
+	}
+	if r.commit == "" {
+		r.commit = testSHA
+	}
+	if r.created.IsZero() {
+		r.created = time.Now().UTC()
+	}
+	sp := &spec.Spec{Name: r.generator, File: ".imagegen/" + r.generator + ".yaml", Script: "echo hi", Clouds: map[string]spec.CloudSpec{}}
+	sp.Digest = "9a0364b9e99bb480dd25e1f0284c8555e0b0f0f8a5f7c8e5d1b8c9a0364b9e99"
+	b := &queue.Build{
+		ID: r.id, Repo: r.repo, Commit: r.commit, Ref: "refs/heads/main", Generator: r.generator,
+		SpecFile: sp.File, Digest: sp.Digest, Created: r.created, Clouds: r.clouds,
+	}
+	for name, c := range r.clouds {
+		c.Cloud = name
+		if c.BaseImage == "" {
+			c.BaseImage = "base-" + name
+		}
+		if c.Queued.IsZero() {
+			c.Queued = r.created
+		}
+		sp.Clouds[name] = spec.CloudSpec{Image: c.BaseImage, SSHUser: "ubuntu"}
+	}
+	if b.ID == "" {
+		b.ID = queue.NewID()
+	}
+	ok, err := e.store.Create(context.Background(), b, sp)
+	if err != nil || !ok {
+		e.t.Fatalf("create build: %v %v", ok, err)
+	}
+	return b
+}
+
+func (e *env) update(id, cloud string, fn func(*queue.CloudRecord)) {
+	e.t.Helper()
+	if _, err := e.store.UpdateCloud(context.Background(), id, cloud, fn); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) logLine(id, cloud, stream, text string) {
+	e.t.Helper()
+	if err := e.store.AppendLog(context.Background(), id, cloud, queue.LogEntry{Time: time.Now().UTC(), Cloud: cloud, Stream: stream, Text: text}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// succeed finishes a cloud with an image, as the worker does, lineage included.
+func (e *env) succeed(b *queue.Build, cloud, imageID, imageName string, finished time.Time) {
+	e.t.Helper()
+	e.update(b.ID, cloud, func(c *queue.CloudRecord) {
+		c.State, c.ImageID, c.ImageName, c.Phase = builder.StateSucceeded, imageID, imageName, ""
+		if c.Started.IsZero() {
+			c.Started = finished.Add(-90 * time.Second)
+		}
+		c.Finished = finished
+	})
+	if err := e.store.AddImage(context.Background(), queue.LineageEntry{
+		Build: b.ID, Repo: b.Repo, Generator: b.Generator, Cloud: cloud, Commit: b.Commit, Digest: b.Digest,
+		BaseImage: "base-" + cloud, ImageID: imageID, ImageName: imageName, Created: finished,
+	}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+type response struct {
+	code   int
+	body   string
+	header http.Header
+}
+
+// do sends a request; opts set headers ("Authorization: ...").
+func (e *env) do(client *http.Client, method, path string, body io.Reader, headers ...string) response {
+	e.t.Helper()
+	if client == nil {
+		client = noRedirect()
+	}
+	req, err := http.NewRequestWithContext(context.Background(), method, e.http.URL+path, body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, h := range headers {
+		k, v, _ := strings.Cut(h, ": ")
+		req.Header.Set(k, v)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return response{code: resp.StatusCode, body: string(b), header: resp.Header}
+}
+
+// get is an authorized GET (bearer API token).
+func (e *env) get(path string) response {
+	e.t.Helper()
+	return e.do(nil, http.MethodGet, path, nil, "Authorization: Bearer "+apiToken)
+}
+
+func noRedirect() *http.Client {
+	return &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// browser is a client with a cookie jar, as a browser keeps cookies.
+func browser(t *testing.T) *http.Client {
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := noRedirect()
+	c.Jar = jar
+	return c
+}
+
+// mustContain checks every want is in the body.
+func mustContain(t *testing.T, what, body string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(body, w) {
+			t.Errorf("%s: missing %q", what, w)
+		}
+	}
+	if t.Failed() {
+		t.Logf("%s body:\n%s", what, body)
+	}
+}
+
+func mustNotContain(t *testing.T, what, body string, bad ...string) {
+	t.Helper()
+	for _, b := range bad {
+		if strings.Contains(body, b) {
+			t.Errorf("%s: must not contain %q", what, b)
+		}
+	}
+}
