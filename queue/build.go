@@ -253,7 +253,7 @@ func (s *Service) report(ctx context.Context, gh RepoClient, id string, cloudNam
 	var errs []error
 	for _, name := range cloudNames {
 		if c := b.Clouds[name]; c != nil {
-			if err := gh.SetStatus(ctx, b.Repo, b.Commit, cloudStatus(b, c, s.cfg.BaseURL)); err != nil {
+			if err := gh.SetStatus(ctx, b.Repo, b.Commit, cloudStatus(b, c, s.cfg.BaseURL, s.buildURL(b.ID))); err != nil {
 				errs = append(errs, fmt.Errorf("status %s: %w", name, err))
 			}
 		}
@@ -269,7 +269,7 @@ func (s *Service) report(ctx context.Context, gh RepoClient, id string, cloudNam
 	if b, _, err = s.store.Get(ctx, id); err != nil {
 		return errors.Join(append(errs, err)...)
 	}
-	cr := RenderCheckRun(b, s.cfg.BaseURL, time.Now().UTC())
+	cr := RenderCheckRun(b, s.cfg.BaseURL, s.buildURL(b.ID), time.Now().UTC())
 	if b.CheckRunID == 0 {
 		crID, err := gh.CreateCheckRun(ctx, b.Repo, cr)
 		if err != nil {
@@ -315,7 +315,7 @@ func (o *observer) Phase(cloud string, p builder.Phase, at time.Time) {
 	defer cancel()
 	b, _, err := o.s.store.Get(ctx, o.build)
 	if err == nil && b.Clouds[o.cloud] != nil {
-		err = o.gh.SetStatus(ctx, b.Repo, b.Commit, cloudStatus(b, b.Clouds[o.cloud], o.s.cfg.BaseURL))
+		err = o.gh.SetStatus(ctx, b.Repo, b.Commit, cloudStatus(b, b.Clouds[o.cloud], o.s.cfg.BaseURL, o.s.buildURL(b.ID)))
 	}
 	if err != nil {
 		o.log.Warn("report phase", "phase", p, "err", err)

@@ -81,9 +81,10 @@ func firstLine(s string) string {
 	return s
 }
 
-// cloudStatus is the commit status for one cloud's record.
-func cloudStatus(b *Build, c *CloudRecord, baseURL string) Status {
-	st := Status{Context: StatusContext(b.Generator, c.Cloud), TargetURL: BuildURL(baseURL, b.ID)}
+// cloudStatus is the commit status for one cloud's record; link is where the
+// status points (the build's page, signed).
+func cloudStatus(b *Build, c *CloudRecord, baseURL, link string) Status {
+	st := Status{Context: StatusContext(b.Generator, c.Cloud), TargetURL: link}
 	switch c.State {
 	case builder.StateQueued:
 		st.State, st.Description = "pending", "queued"
@@ -128,12 +129,13 @@ func BuildURL(baseURL, id string) string {
 	return strings.TrimSuffix(baseURL, "/") + "/api/v1/builds/" + id
 }
 
-// RenderCheckRun renders the check run for the build as it stands at now.
-func RenderCheckRun(b *Build, baseURL string, now time.Time) CheckRun {
+// RenderCheckRun renders the check run for the build as it stands at now;
+// link is the build's page (details_url).
+func RenderCheckRun(b *Build, baseURL, link string, now time.Time) CheckRun {
 	cr := CheckRun{
 		Name:       CheckRunName(b.Generator),
 		HeadSHA:    b.Commit,
-		DetailsURL: BuildURL(baseURL, b.ID),
+		DetailsURL: link,
 		ExternalID: b.ID,
 	}
 	counts := map[builder.State]int{}
@@ -182,7 +184,7 @@ func RenderCheckRun(b *Build, baseURL string, now time.Time) CheckRun {
 			cr.Title = fmt.Sprintf("%d %s built", n, plural(n, "image", "images"))
 		}
 	}
-	cr.Summary = renderSummary(b, baseURL, now)
+	cr.Summary = renderSummary(b, baseURL, link, now)
 	cr.Text = renderText(b)
 	return cr
 }
@@ -212,7 +214,7 @@ func code(s string) string {
 	return "`" + strings.ReplaceAll(mdCell(s), "`", "'") + "`"
 }
 
-func renderSummary(b *Build, baseURL string, now time.Time) string {
+func renderSummary(b *Build, baseURL, link string, now time.Time) string {
 	var head strings.Builder
 	fmt.Fprintf(&head, "Generator **%s** (`%s`) at `%s`, script sha256 `%s`.\n\n", mdCell(b.Generator), mdCell(b.SpecFile), shortSHA(b.Commit), shortSHA(b.Digest))
 	head.WriteString("| cloud | state | new image id | image name | base image | duration |\n")
@@ -234,7 +236,7 @@ func renderSummary(b *Build, baseURL string, now time.Time) string {
 			notes = append(notes, fmt.Sprintf("- **%s**: %s\n", mdCell(name), mdCell(truncate(c.Error, 2000))))
 		}
 	}
-	foot := fmt.Sprintf("\nBuild `%s`: %s\n", b.ID, BuildURL(baseURL, b.ID))
+	foot := fmt.Sprintf("\nBuild `%s`: %s\n", b.ID, link)
 	var out strings.Builder
 	out.WriteString(head.String())
 	budget := MaxCheckRunText - len(foot) - 200

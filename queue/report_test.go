@@ -50,7 +50,7 @@ func TestCheckRunGolden(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := sampleBuild()
 			tc.edit(b)
-			cr := RenderCheckRun(b, "https://imagegen.example.org", now)
+			cr := RenderCheckRun(b, "https://imagegen.example.org", BuildURL("https://imagegen.example.org", b.ID), now)
 			if cr.Status != tc.status || cr.Conclusion != tc.concl {
 				t.Errorf("status %s/%s; want %s/%s", cr.Status, cr.Conclusion, tc.status, tc.concl)
 			}
@@ -78,7 +78,7 @@ func TestCheckRunStaysUnderGitHubLimits(t *testing.T) {
 		name := "cloud-" + strings.Repeat("z", 20) + string(rune('a'+i%26)) + strings.Repeat("0", i%7) + string(rune('A'+i/26%26)) + string(rune('a'+i/676))
 		b.Clouds[name] = &CloudRecord{Cloud: name, State: builder.StateSucceeded, ImageID: "img-" + long, ImageName: "dstat-" + long, Error: long}
 	}
-	cr := RenderCheckRun(b, "https://imagegen.example.org", time.Now())
+	cr := RenderCheckRun(b, "https://imagegen.example.org", BuildURL("https://imagegen.example.org", b.ID), time.Now())
 	if n := len(cr.Summary); n > MaxCheckRunText {
 		t.Errorf("summary is %d bytes; GitHub takes %d", n, MaxCheckRunText)
 	}
@@ -103,18 +103,18 @@ func TestStatusDescriptions(t *testing.T) {
 		{"local", "pending", "running"},
 	}
 	for _, tc := range tests {
-		st := cloudStatus(b, b.Clouds[tc.cloud], "https://imagegen.example.org")
+		st := cloudStatus(b, b.Clouds[tc.cloud], "https://imagegen.example.org", BuildURL("https://imagegen.example.org", b.ID))
 		if st.State != tc.state || st.Description != tc.want || st.Context != "imagegen/dstat/"+tc.cloud || st.TargetURL != "https://imagegen.example.org/api/v1/builds/0123456789abcdef" {
 			t.Errorf("%s: %+v; want %s %q", tc.cloud, st, tc.state, tc.want)
 		}
 	}
 	// Descriptions never exceed GitHub's 140 characters.
 	b.Clouds["local"].State, b.Clouds["local"].Error = builder.StateFailed, strings.Repeat("é", 500)
-	if st := cloudStatus(b, b.Clouds["local"], "https://x"); utf8.RuneCountInString(st.Description) != MaxStatusDescription {
+	if st := cloudStatus(b, b.Clouds["local"], "https://x", BuildURL("https://x", b.ID)); utf8.RuneCountInString(st.Description) != MaxStatusDescription {
 		t.Errorf("long error: %d characters", utf8.RuneCountInString(st.Description))
 	}
 	long := "https://imagegen." + strings.Repeat("very-long-", 10) + "example.org"
-	if st := cloudStatus(b, b.Clouds["hotel-openstack"], long); st.Description != "needs password: imagegen rerun --cloud hotel-openstack 0123456789abcdef" {
+	if st := cloudStatus(b, b.Clouds["hotel-openstack"], long, BuildURL(long, b.ID)); st.Description != "needs password: imagegen rerun --cloud hotel-openstack 0123456789abcdef" {
 		t.Errorf("long base URL: %q", st.Description)
 	}
 }

@@ -33,6 +33,9 @@ type Options struct {
 	Metrics *Metrics // nil: no metrics
 	// Deliveries handles TypeDelivery tasks in the worker.
 	Deliveries DeliveryHandler
+	// BuildURL is the link statuses and check runs carry to a build (the
+	// build's page, signed); nil: the build's API record.
+	BuildURL func(id string) string
 }
 
 // Service is imagegen's queue: it enqueues deliveries and re-runs, and its
@@ -48,6 +51,7 @@ type Service struct {
 	log        *slog.Logger
 	metrics    *Metrics
 	deliveries DeliveryHandler
+	buildURL   func(id string) string
 
 	// stopping is canceled when the worker shuts down, so running builds stop
 	// and clean up; their tasks are retried later (leftovers removed first).
@@ -74,6 +78,11 @@ func New(o Options) (*Service, error) {
 		o.Sealer = sl
 	}
 	stopping, stop := context.WithCancel(context.Background())
+	buildURL := o.BuildURL
+	if buildURL == nil {
+		base := o.Config.BaseURL
+		buildURL = func(id string) string { return BuildURL(base, id) }
+	}
 	return &Service{
 		cfg:        o.Config,
 		rdb:        o.Redis,
@@ -85,6 +94,7 @@ func New(o Options) (*Service, error) {
 		log:        o.Logger,
 		metrics:    o.Metrics,
 		deliveries: o.Deliveries,
+		buildURL:   buildURL,
 		stopping:   stopping,
 		stop:       stop,
 	}, nil

@@ -19,6 +19,7 @@ import (
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server"
 	"github.com/imagegen/imagegen/server/githubapp"
+	"github.com/imagegen/imagegen/server/pages"
 )
 
 func runServe(ctx context.Context, e *env, args []string) error {
@@ -127,7 +128,9 @@ func openService(ctx context.Context, cfg *config.Config, log *slog.Logger, with
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	o := queue.Options{Config: cfg, Redis: rdb, Logger: log, Metrics: queue.NewMetrics(reg), Deliveries: server.HandleDelivery}
+	o := queue.Options{Config: cfg, Redis: rdb, Logger: log, Metrics: queue.NewMetrics(reg), Deliveries: server.HandleDelivery,
+		// Links on GitHub open the build's page without a login (signed, expiring).
+		BuildURL: func(id string) string { return pages.BuildLink(cfg, id) }}
 	if withGitHub {
 		f, err := githubapp.New(cfg.GitHub, githubapp.Options{Logger: log.With("component", "github")})
 		if err != nil {
