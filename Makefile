@@ -8,9 +8,12 @@ BIN := bin/imagegen
 CONFIG ?= examples/imagegen.yaml
 RUN_DIR ?= .run
 
-.PHONY: all build run test test-deps run-deps vet fmt-check clean
+.PHONY: all build run test test-deps run-deps vet fmt-check go-test clean
 
 all: build
+
+# chart-test (mk/chart.mk), bench (mk/bench.mk), chaos and fuzz (mk/chaos.mk).
+include $(wildcard mk/*.mk)
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/imagegen
@@ -32,7 +35,11 @@ vet:
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-test: test-deps fmt-check vet
+# Everything CI checks: formatting, vet, the Go suite (real Redis, sshd, QEMU,
+# Chromium), and the Helm chart.
+test: test-deps fmt-check vet go-test chart-test
+
+go-test:
 	IMAGEGEN_OCTOKIT_EXAMPLES=$(CURDIR)/.cache/octokit/node_modules/@octokit/webhooks-examples \
 	$(GO) test -count=1 -timeout 25m ./...
 
