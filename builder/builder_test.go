@@ -471,3 +471,39 @@ func TestRunPoweroffOverSSH(t *testing.T) {
 	}
 	checkCleanedUp(t, f, true)
 }
+
+// Two clouds of one build that reach the same host (two ssh clouds naming one
+// machine) must not share the uploaded script: the first to finish would
+// remove the other's file.
+func TestRunAllSameHost(t *testing.T) {
+	s := testenv.StartSSHD(t)
+	ep := &clouds.Endpoint{Addr: s.Addr, User: s.User, Signer: s.ClientSigner, HostKeys: []string{s.HostKey}, HostKeySource: "test"}
+	const script = "echo \"path=$0\"\nsleep 1\ntest -f \"$0\""
+	var jobs []Job
+	recs := map[string]*recorder{}
+	for _, name := range []string{"box-a", "box-b"} {
+		rec := &recorder{}
+		recs[name] = rec
+		j := testJob(fake.New(fake.Options{SSH: ep, NoImages: true}), script, rec)
+		j.CloudName = name
+		j.Spec = testSpec(name, script)
+		jobs = append(jobs, j)
+	}
+	rs := RunAll(context.Background(), jobs)
+	paths := map[string]bool{}
+	for i, r := range rs {
+		if r.State != StateSucceeded {
+			t.Errorf("%s: %s (%s)", jobs[i].CloudName, r.State, r.Error)
+		}
+		out := recs[jobs[i].CloudName].text(StreamStdout)
+		if len(out) != 1 || !strings.Contains(out[0], jobs[i].CloudName) {
+			t.Errorf("%s printed %q, want its script path to name the cloud", jobs[i].CloudName, out)
+		}
+		if len(out) == 1 {
+			paths[out[0]] = true
+		}
+	}
+	if len(paths) != 2 {
+		t.Errorf("the clouds shared a script path: %v", paths)
+	}
+}

@@ -383,7 +383,9 @@ func (p *pipeline) runScript(ctx context.Context) error {
 	if p.client == nil {
 		return nil
 	}
-	code, err := p.client.RunScript(ctx, p.job.Build, p.job.Spec.Script, func(l sshexec.Line) {
+	// Named per build and cloud: two clouds of one build may reach the same host
+	// (two ssh clouds naming one machine), and must not share the script file.
+	code, err := p.client.RunScript(ctx, p.job.Build+"-"+p.job.CloudName, p.job.Spec.Script, func(l sshexec.Line) {
 		p.log.lineAt(l.Time, l.Stream, l.Text)
 	})
 	p.res.ExitCode = code

@@ -5,6 +5,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"reflect"
@@ -27,6 +28,11 @@ type Config struct {
 	BaseURL string `yaml:"base_url"` // how users reach this server, for links on GitHub; default http://localhost<listen>
 	Redis   string `yaml:"redis"`    // redis:// URL; default redis://127.0.0.1:6379/0
 
+	// RedisSentinel and RedisCluster replace Redis for a Sentinel-managed
+	// master or a Redis Cluster (at most one of the three).
+	RedisSentinel *RedisSentinel `yaml:"redis_sentinel"`
+	RedisCluster  *RedisCluster  `yaml:"redis_cluster"`
+
 	GitHub GitHub `yaml:"github"`
 	Build  Build  `yaml:"build"`
 	Pages  Pages  `yaml:"pages"`
@@ -42,6 +48,25 @@ type Config struct {
 	// CloudsNode is kept for the loader only.
 	// It is not marshaled: a driver's raw settings may hold expanded ${ENV} values.
 	CloudsNode yaml.Node `yaml:"clouds" json:"-"`
+}
+
+// RedisSentinel is a Redis master found through Sentinel (failover).
+type RedisSentinel struct {
+	MasterName       string        `yaml:"master_name"`
+	Addrs            []string      `yaml:"addrs"` // the sentinels, host:port
+	DB               int           `yaml:"db"`
+	Username         string        `yaml:"username"`
+	Password         secret.String `yaml:"password"`
+	SentinelPassword secret.String `yaml:"sentinel_password"`
+	TLS              bool          `yaml:"tls"`
+}
+
+// RedisCluster is a Redis Cluster.
+type RedisCluster struct {
+	Addrs    []string      `yaml:"addrs"` // seed nodes, host:port
+	Username string        `yaml:"username"`
+	Password secret.String `yaml:"password"`
+	TLS      bool          `yaml:"tls"`
 }
 
 // GitHub is how imagegen talks to GitHub.
@@ -64,6 +89,9 @@ type Build struct {
 	Concurrency    int           `yaml:"concurrency"`     // builds one worker runs at once; default 10
 	LogLimit       int           `yaml:"log_limit"`       // bytes of log kept per cloud (the tail); default 4 MiB
 	Retention      time.Duration `yaml:"retention"`       // how long build records are kept; default 2160h (90 days)
+	// SweepInterval is how often a worker looks for resources of builds that
+	// no longer run, and for builds whose task was lost; default 5m.
+	SweepInterval time.Duration `yaml:"sweep_interval"`
 }
 
 // Pages configures the build pages in the browser.
@@ -143,11 +171,24 @@ func (c *Config) finish(reg *clouds.Registry) error {
 	if u, err := url.Parse(c.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") {
 		bad("base_url", "%q is not an http(s) URL", c.BaseURL)
 	}
-	if c.Redis == "" {
-		c.Redis = DefaultRedis
-	}
-	if u, err := url.Parse(c.Redis); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "redis-socket") {
-		bad("redis", "%q is not a redis:// URL (e.g. %s)", c.Redis, DefaultRedis)
+	switch {
+	case c.RedisSentinel != nil && (c.RedisCluster != nil || c.Redis != ""),
+		c.RedisCluster != nil && c.Redis != "":
+		bad("redis", "set one of redis, redis_sentinel and redis_cluster")
+	case c.RedisSentinel != nil:
+		if c.RedisSentinel.MasterName == "" {
+			bad("redis_sentinel.master_name", "is missing: the name Sentinel knows the master by")
+		}
+		checkAddrs(bad, "redis_sentinel.addrs", c.RedisSentinel.Addrs)
+	case c.RedisCluster != nil:
+		checkAddrs(bad, "redis_cluster.addrs", c.RedisCluster.Addrs)
+	default:
+		if c.Redis == "" {
+			c.Redis = DefaultRedis
+		}
+		if u, err := url.Parse(c.Redis); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "redis-socket") {
+			bad("redis", "%q is not a redis:// URL (e.g. %s)", RedactURL(c.Redis), DefaultRedis)
+		}
 	}
 
 	g := &c.GitHub
@@ -214,6 +255,9 @@ func (c *Config) finish(reg *clouds.Registry) error {
 	if b.Retention == 0 {
 		b.Retention = 90 * 24 * time.Hour
 	}
+	if b.SweepInterval == 0 {
+		b.SweepInterval = 5 * time.Minute
+	}
 	if c.Pages.LinkTTL == 0 && b.Retention > 0 {
 		c.Pages.LinkTTL = b.Retention
 	}
@@ -221,7 +265,7 @@ func (c *Config) finish(reg *clouds.Registry) error {
 	for _, kd := range []struct {
 		key string
 		d   time.Duration
-	}{{"build.ssh_timeout", b.SSHTimeout}, {"build.timeout", b.Timeout}, {"build.cleanup_timeout", b.CleanupTimeout}, {"build.retention", b.Retention}, {"pages.link_ttl", c.Pages.LinkTTL}} {
+	}{{"build.ssh_timeout", b.SSHTimeout}, {"build.timeout", b.Timeout}, {"build.cleanup_timeout", b.CleanupTimeout}, {"build.retention", b.Retention}, {"build.sweep_interval", b.SweepInterval}, {"pages.link_ttl", c.Pages.LinkTTL}} {
 		if kd.d < 0 {
 			bad(kd.key, "must be positive, got %s", kd.d)
 		}
@@ -300,6 +344,37 @@ func positioned(file string, err error) bool {
 	}
 	col, _, ok := strings.Cut(rest, ":")
 	return ok && col != "" && strings.Trim(col, "0123456789") == ""
+}
+
+func checkAddrs(bad func(key, format string, args ...any), key string, addrs []string) {
+	if len(addrs) == 0 {
+		bad(key, "is empty: list at least one host:port")
+	}
+	for _, a := range addrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad(key, "%q is not host:port", a)
+		}
+	}
+}
+
+// RedactURL hides a password in a URL (redis://:pw@host → redis://:xxxxx@host).
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+// RedisAddr describes where Redis is, without secrets, for logs and errors.
+func (c *Config) RedisAddr() string {
+	switch {
+	case c.RedisSentinel != nil:
+		return "sentinel " + c.RedisSentinel.MasterName + " via " + strings.Join(c.RedisSentinel.Addrs, ",")
+	case c.RedisCluster != nil:
+		return "cluster " + strings.Join(c.RedisCluster.Addrs, ",")
+	}
+	return RedactURL(c.Redis)
 }
 
 var validCloudName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]*$`)

@@ -81,7 +81,7 @@ func TestParse(t *testing.T) {
 			check: func(t *testing.T, c *Config) {
 				want := Config{File: "imagegen.yaml", Listen: ":8080", BaseURL: "http://localhost:8080", Redis: "redis://127.0.0.1:6379/0",
 					GitHub: GitHub{APIURL: "https://api.github.com/"},
-					Build:  Build{SSHTimeout: 15 * time.Minute, Timeout: 2 * time.Hour, CleanupTimeout: 10 * time.Minute, Concurrency: 10, LogLimit: 4 << 20, Retention: 90 * 24 * time.Hour},
+					Build:  Build{SSHTimeout: 15 * time.Minute, Timeout: 2 * time.Hour, CleanupTimeout: 10 * time.Minute, Concurrency: 10, LogLimit: 4 << 20, Retention: 90 * 24 * time.Hour, SweepInterval: 5 * time.Minute},
 					Pages:  Pages{LinkTTL: 90 * 24 * time.Hour},
 					Clouds: map[string]*clouds.Entry{}}
 				c.CloudsNode = want.CloudsNode
@@ -108,7 +108,7 @@ api_tokens: [0123456789abcdef0123]
 				if c.GitHub.APIURL != "https://ghe.example.org/api/v3/" || c.GitHub.Token.Reveal() != "ghp_inline0123456789" {
 					t.Errorf("github = %+v", c.GitHub)
 				}
-				want := Build{SSHTimeout: 90 * time.Second, Timeout: 3 * time.Hour, CleanupTimeout: 5 * time.Minute, Concurrency: 4, LogLimit: 1024, Retention: 24 * time.Hour}
+				want := Build{SSHTimeout: 90 * time.Second, Timeout: 3 * time.Hour, CleanupTimeout: 5 * time.Minute, Concurrency: 4, LogLimit: 1024, Retention: 24 * time.Hour, SweepInterval: 5 * time.Minute}
 				if c.Build != want {
 					t.Errorf("build = %+v, want %+v", c.Build, want)
 				}
@@ -162,7 +162,7 @@ api_tokens: ["${TOKEN}"]
 		{
 			name:    "unknown keys at every level",
 			src:     "listne: x\ngithub:\n  appid: 1\nbuild:\n  timeout: 1h\n  retries: 3\n",
-			wantErr: []string{`imagegen.yaml:1:1: unknown key "listne" (known: api_tokens, base_url, build, clouds, encryption_key, github, listen, pages, redis)`, `imagegen.yaml:3:3: unknown key "appid" in github (known: api_url, app_id, private_key_file, token, token_file, webhook_secret, webhook_secret_file)`, `imagegen.yaml:6:3: unknown key "retries" in build (known: cleanup_timeout, concurrency, log_limit, retention, ssh_timeout, timeout)`},
+			wantErr: []string{`imagegen.yaml:1:1: unknown key "listne" (known: api_tokens, base_url, build, clouds, encryption_key, github, listen, pages, redis, redis_cluster, redis_sentinel)`, `imagegen.yaml:3:3: unknown key "appid" in github (known: api_url, app_id, private_key_file, token, token_file, webhook_secret, webhook_secret_file)`, `imagegen.yaml:6:3: unknown key "retries" in build (known: cleanup_timeout, concurrency, log_limit, retention, ssh_timeout, sweep_interval, timeout)`},
 		},
 		{
 			name: "secrets from files",
@@ -389,5 +389,63 @@ func TestCheckService(t *testing.T) {
 		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
 			t.Errorf("CheckService(%q) = %v, want %q", tt.src, err, tt.want)
 		}
+	}
+}
+
+func TestRedisSentinelAndCluster(t *testing.T) {
+	tests := []struct {
+		name  string
+		src   string
+		want  string // error substring; "" = loads
+		check func(t *testing.T, c *Config)
+	}{
+		{name: "sentinel", src: "redis_sentinel: {master_name: mymaster, addrs: ['10.0.0.1:26379', 's2:26379'], db: 2, password: '${RP}', sentinel_password: '${SP}'}\n",
+			check: func(t *testing.T, c *Config) {
+				r := c.RedisSentinel
+				if c.Redis != "" || r.MasterName != "mymaster" || len(r.Addrs) != 2 || r.DB != 2 || r.Password.Reveal() != "redis-pw-123" || r.SentinelPassword.Reveal() != "sentinel-pw-456" {
+					t.Errorf("got redis %q, sentinel %+v", c.Redis, r)
+				}
+				if a := c.RedisAddr(); a != "sentinel mymaster via 10.0.0.1:26379,s2:26379" || strings.Contains(a, "pw") {
+					t.Errorf("RedisAddr() = %q", a)
+				}
+			}},
+		{name: "cluster", src: "redis_cluster: {addrs: ['n1:6379'], tls: true}\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Redis != "" || !c.RedisCluster.TLS || c.RedisCluster.Addrs[0] != "n1:6379" {
+					t.Errorf("got redis %q, cluster %+v", c.Redis, c.RedisCluster)
+				}
+			}},
+		{name: "url password redacted", src: "redis: redis://:${RP}@127.0.0.1:6379/0\n",
+			check: func(t *testing.T, c *Config) {
+				if a := c.RedisAddr(); strings.Contains(a, "redis-pw-123") || !strings.Contains(a, "127.0.0.1:6379") {
+					t.Errorf("RedisAddr() = %q", a)
+				}
+			}},
+		{name: "two at once", src: "redis: redis://x:1/0\nredis_cluster: {addrs: ['n1:6379']}\n", want: "set one of redis, redis_sentinel and redis_cluster"},
+		{name: "sentinel without master", src: "redis_sentinel: {addrs: ['s:26379']}\n", want: "redis_sentinel.master_name: is missing"},
+		{name: "sentinel without addrs", src: "redis_sentinel: {master_name: m}\n", want: "redis_sentinel.addrs: is empty"},
+		{name: "cluster bad addr", src: "redis_cluster: {addrs: ['n1']}\n", want: `redis_cluster.addrs: "n1" is not host:port`},
+		{name: "unknown sentinel key", src: "redis_sentinel: {master: m, addrs: ['s:1']}\n", want: `1:18: unknown key "master" in redis_sentinel`},
+	}
+	env := lookupFrom(map[string]string{"RP": "redis-pw-123", "SP": "sentinel-pw-456"})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(tt.src), "imagegen.yaml", testRegistry(), env)
+			if tt.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.want) {
+					t.Fatalf("error = %v, want one containing %q", err, tt.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+			// A password inside the redis URL is the operator's choice of a
+			// plain string; the structured settings keep theirs secret.
+			if out := fmt.Sprintf("%+v %+v", c.RedisSentinel, c.RedisCluster); strings.Contains(out, "redis-pw-123") || strings.Contains(out, "sentinel-pw-456") {
+				t.Errorf("a Redis password is printed: %s", out)
+			}
+		})
 	}
 }

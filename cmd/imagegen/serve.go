@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -111,20 +112,50 @@ func (s *service) close() {
 	s.rdb.Close()
 }
 
+// redisConnOpt turns the config's Redis settings (a URL, Sentinel or Cluster)
+// into asynq's connection options.
+func redisConnOpt(cfg *config.Config) (asynq.RedisConnOpt, error) {
+	tlsFor := func(on bool, addr string) *tls.Config {
+		if !on {
+			return nil
+		}
+		host, _, _ := net.SplitHostPort(addr)
+		return &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+	}
+	switch {
+	case cfg.RedisSentinel != nil:
+		r := cfg.RedisSentinel
+		return asynq.RedisFailoverClientOpt{
+			MasterName: r.MasterName, SentinelAddrs: r.Addrs, SentinelPassword: r.SentinelPassword.Reveal(),
+			Username: r.Username, Password: r.Password.Reveal(), DB: r.DB, TLSConfig: tlsFor(r.TLS, r.Addrs[0]),
+		}, nil
+	case cfg.RedisCluster != nil:
+		r := cfg.RedisCluster
+		return asynq.RedisClusterClientOpt{
+			Addrs: r.Addrs, Username: r.Username, Password: r.Password.Reveal(), TLSConfig: tlsFor(r.TLS, r.Addrs[0]),
+		}, nil
+	}
+	opt, err := asynq.ParseRedisURI(cfg.Redis)
+	if err != nil {
+		return nil, fmt.Errorf("redis %s: %w", cfg.RedisAddr(), err)
+	}
+	return opt, nil
+}
+
 // openService connects to Redis (failing early when it does not answer) and
 // builds the queue; withGitHub adds the GitHub client a worker needs.
 func openService(ctx context.Context, cfg *config.Config, log *slog.Logger, withGitHub bool) (*service, error) {
-	opt, err := asynq.ParseRedisURI(cfg.Redis)
+	opt, err := redisConnOpt(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("%s: redis: %w", cfg.File, err)
+		return nil, fmt.Errorf("%s: %w", cfg.File, err)
 	}
 	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
 	if !ok {
-		return nil, fmt.Errorf("%s: redis: unsupported URL %q", cfg.File, cfg.Redis)
+		return nil, fmt.Errorf("%s: redis: unsupported connection %s", cfg.File, cfg.RedisAddr())
 	}
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		rdb.Close()
-		return nil, fmt.Errorf("redis at %s: %w", cfg.Redis, err)
+		return nil, fmt.Errorf("redis at %s: %w", cfg.RedisAddr(), err)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

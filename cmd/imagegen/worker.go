@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -49,7 +48,7 @@ func workerCmd(ctx context.Context, e *env, args []string, reg *clouds.Registry)
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("start worker: %w", err)
 	}
-	log.Info("worker started", "concurrency", cfg.Build.Concurrency, "redis", redactURL(cfg.Redis))
+	log.Info("worker started", "concurrency", cfg.Build.Concurrency, "redis", cfg.RedisAddr())
 	var hs *http.Server
 	if *metricsAddr != "" {
 		ln, err := net.Listen("tcp", *metricsAddr)
@@ -93,13 +92,4 @@ func workerHTTP(svc *service) http.Handler {
 		fmt.Fprintln(w, "ready")
 	})
 	return mux
-}
-
-// redactURL drops a password from a redis:// URL for logging.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(unparsable)"
-	}
-	return u.Redacted()
 }

@@ -254,16 +254,12 @@ func renderCases() []renderCase {
 			},
 			kinds: with(map[string]int{"StatefulSet": 0, "Service": 2, "Secret": 0}),
 			grace: 10*60 + 60,
-			// Pending: config.go does not read redis_sentinel yet (issue 9 item 3).
-			// When it does, this fails: clear configErr so the config must load.
-			configErr: `unknown key "redis_sentinel"`,
 		},
 		{
-			name:      "redis cluster",
-			values:    []string{"ci/redis-cluster-values.yaml"},
-			kinds:     with(map[string]int{"StatefulSet": 0, "Service": 2}),
-			grace:     10*60 + 60,
-			configErr: `unknown key "redis_cluster"`, // as for redis_sentinel
+			name:   "redis cluster",
+			values: []string{"ci/redis-cluster-values.yaml"},
+			kinds:  with(map[string]int{"StatefulSet": 0, "Service": 2}),
+			grace:  10*60 + 60,
 		},
 		{
 			name:   "redis by URL, no PDB, the operator's service account",
