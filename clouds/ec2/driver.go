@@ -22,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/imagegen/imagegen/clouds"
+	"github.com/imagegen/imagegen/clouds/cloudinit"
 )
 
 // API lists the EC2 calls the driver makes, so the IAM policy in docs/ec2.md
@@ -190,7 +191,7 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 		groups = []string{id}
 	}
 
-	userData, err := cloudConfig(req)
+	userData, err := cloudinit.UserData(req)
 	if err != nil {
 		return &clouds.Error{Kind: clouds.KindInvalid, Op: "launch", Err: err}
 	}
@@ -582,7 +583,7 @@ func (c *Cloud) consoleHostKeys(ctx context.Context, id string) ([]string, error
 			if err != nil {
 				return false, nil
 			}
-			keys = parseConsoleHostKeys(string(b))
+			keys = cloudinit.ConsoleHostKeys(string(b))
 			return len(keys) > 0, nil
 		})
 	})

@@ -28,6 +28,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
 
 	"github.com/imagegen/imagegen/clouds"
+	"github.com/imagegen/imagegen/clouds/cloudinit"
 )
 
 // Cloud is an opened OpenStack cloud: one logged-in client shared by the builds on it.
@@ -126,7 +127,7 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 	inst.Add(clouds.Resource{Kind: clouds.KindKeyPair, ID: keyName, Name: keyName, Build: req.Build})
 	log.Info("imported key pair", "key_pair", keyName)
 
-	userData, err := cloudConfig(req)
+	userData, err := cloudinit.UserData(req)
 	if err != nil {
 		return &clouds.Error{Kind: clouds.KindInvalid, Op: "launch", Err: err}
 	}

@@ -1,4 +1,6 @@
-package ec2
+// Package cloudinit writes the cloud-init user data that installs a build's
+// SSH keys, and reads the host keys cloud-init prints on a VM's console.
+package cloudinit
 
 import (
 	"fmt"
@@ -10,10 +12,10 @@ import (
 	"github.com/imagegen/imagegen/clouds"
 )
 
-// cloudConfig is the cloud-init user data for a build: the build's key for the
+// UserData is the cloud-init user data for a build: the build's key for the
 // default user (besides the key pair, for images that read only user data) and,
 // when the build generated one, the SSH host key, so imagegen can pin it.
-func cloudConfig(req clouds.LaunchRequest) ([]byte, error) {
+func UserData(req clouds.LaunchRequest) ([]byte, error) {
 	cc := map[string]any{}
 	if k := strings.TrimSpace(req.AuthorizedKey); k != "" {
 		cc["ssh_authorized_keys"] = []string{k}
@@ -54,20 +56,20 @@ func cloudConfig(req clouds.LaunchRequest) ([]byte, error) {
 
 // Markers cloud-init prints around the host keys on the console.
 const (
-	keysBegin = "-----BEGIN SSH HOST KEY KEYS-----"
-	keysEnd   = "-----END SSH HOST KEY KEYS-----"
+	KeysBegin = "-----BEGIN SSH HOST KEY KEYS-----"
+	KeysEnd   = "-----END SSH HOST KEY KEYS-----"
 )
 
-// parseConsoleHostKeys finds the host keys cloud-init printed on the console,
+// ConsoleHostKeys finds the host keys cloud-init printed on the console,
 // as authorized_keys lines. Console lines may carry prefixes (timestamps,
 // "cloud-init[123]:"), so each key is looked for inside its line.
-func parseConsoleHostKeys(console string) []string {
-	start := strings.LastIndex(console, keysBegin)
+func ConsoleHostKeys(console string) []string {
+	start := strings.LastIndex(console, KeysBegin)
 	if start < 0 {
 		return nil
 	}
-	rest := console[start+len(keysBegin):]
-	end := strings.Index(rest, keysEnd)
+	rest := console[start+len(KeysBegin):]
+	end := strings.Index(rest, KeysEnd)
 	if end < 0 {
 		return nil // the block is still being printed
 	}
