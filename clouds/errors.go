@@ -112,9 +112,9 @@ type Backoff struct {
 // DefaultRetry retries transient API errors.
 var DefaultRetry = Backoff{Initial: 500 * time.Millisecond, Max: 10 * time.Second, Factor: 2, Attempts: 8}
 
-// DefaultPoll polls for state changes: quick at first, then every few seconds,
+// DefaultPoll polls for state changes: quick at first, then every 1.5 s at most,
 // so imagegen notices a ready resource within seconds without flooding the API.
-var DefaultPoll = Backoff{Initial: 250 * time.Millisecond, Max: 3 * time.Second, Factor: 1.5}
+var DefaultPoll = Backoff{Initial: 250 * time.Millisecond, Max: 1500 * time.Millisecond, Factor: 1.5}
 
 // Delay returns the wait before try n (0-based).
 func (b Backoff) Delay(n int) time.Duration {

@@ -79,7 +79,7 @@ func TestDelay(t *testing.T) {
 		{"no max", Backoff{Initial: ms, Factor: 10}, 3, time.Second},
 		{"factor below 1 is 1", Backoff{Initial: 10 * ms, Factor: 0.5}, 5, 10 * ms},
 		{"zero initial", Backoff{}, 0, 100 * ms},
-		{"default poll caps", DefaultPoll, 100, 3 * time.Second},
+		{"default poll caps", DefaultPoll, 100, 1500 * time.Millisecond},
 		{"default retry caps", DefaultRetry, 100, 10 * time.Second},
 	}
 	for _, tt := range tests {

@@ -21,7 +21,7 @@ import (
 // Defaults for Config's zero values.
 const (
 	DefaultTimeout     = 15 * time.Minute
-	DefaultRetryEvery  = 2 * time.Second
+	DefaultRetryEvery  = 1 * time.Second
 	DefaultDialTimeout = 10 * time.Second
 	// MaxLine is the longest line passed on whole; longer lines are split, so
 	// a script printing megabytes without a newline cannot exhaust memory.

@@ -39,7 +39,7 @@ const (
 	DefaultDeleteTimeout  = 10 * time.Minute
 	DefaultConsoleTimeout = 3 * time.Minute
 	DefaultRequestTimeout = 60 * time.Second
-	DefaultPollInterval   = 3 * time.Second
+	DefaultPollInterval   = 1500 * time.Millisecond
 	DefaultMaxAttempts    = 10
 )
 

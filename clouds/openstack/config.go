@@ -70,7 +70,7 @@ type Config struct {
 
 // Options tune the driver for tests; the zero value means the defaults.
 type Options struct {
-	Poll  clouds.Backoff // polling for state changes; default clouds.DefaultPoll capped at 3s
+	Poll  clouds.Backoff // polling for state changes; default clouds.DefaultPoll (capped at 1.5s)
 	Retry clouds.Backoff // retrying transient API errors; default clouds.DefaultRetry capped at 3s
 	// ImageNotFoundTries is how many 404s in a row Glance may answer for a new
 	// image before the snapshot fails; default 5.
