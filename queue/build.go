@@ -271,8 +271,18 @@ func (s *Service) report(ctx context.Context, gh RepoClient, id string, cloudNam
 	}
 	cr := RenderCheckRun(b, s.cfg.BaseURL, s.buildURL(b.ID), time.Now().UTC())
 	if b.CheckRunID == 0 {
-		crID, err := gh.CreateCheckRun(ctx, b.Repo, cr)
-		if err != nil {
+		crID, found := int64(0), false
+		if f, ok := gh.(CheckRunFinder); ok {
+			if crID, found, err = f.FindCheckRun(ctx, b.Repo, b.Commit, cr.Name, cr.ExternalID); err != nil {
+				return errors.Join(append(errs, fmt.Errorf("find check run: %w", err))...)
+			}
+		}
+		if found {
+			// Made by an attempt that died before recording it: adopt it.
+			if err := gh.UpdateCheckRun(ctx, b.Repo, crID, cr); err != nil {
+				errs = append(errs, fmt.Errorf("update check run: %w", err))
+			}
+		} else if crID, err = gh.CreateCheckRun(ctx, b.Repo, cr); err != nil {
 			return errors.Join(append(errs, fmt.Errorf("create check run: %w", err))...)
 		}
 		if err := s.store.UpdateMeta(ctx, id, func(m *Build) { m.CheckRunID = crID }); err != nil {

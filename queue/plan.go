@@ -38,7 +38,7 @@ func (s *Service) Plan(ctx context.Context, p Push) error {
 		return fmt.Errorf("github client: %w", err)
 	}
 	repo := gh.FS(ctx, p.Repo, p.After)
-	files, err := specFiles(repo)
+	files, sizes, err := specFiles(repo)
 	if err != nil {
 		return fmt.Errorf("list %s at %s: %w", spec.Dir, p.After, err)
 	}
@@ -65,11 +65,11 @@ func (s *Service) Plan(ctx context.Context, p Push) error {
 		flog := log.With("file", file)
 		// Read first, so a GitHub failure is retried rather than reported as
 		// an invalid spec.
-		data, err := fs.ReadFile(repo, file)
-		if err != nil {
-			return fmt.Errorf("read %s at %s: %w", file, p.After, err)
+		var sp *spec.Spec
+		data, err := readSpec(repo, file, sizes[file])
+		if err == nil {
+			sp, err = spec.ParseBytes(repo, file, data, spec.Options{Clouds: known})
 		}
-		sp, err := spec.ParseBytes(repo, file, data, spec.Options{Clouds: known})
 		var serrs spec.Errors
 		switch {
 		case errors.As(err, &serrs):
@@ -123,26 +123,54 @@ func (s *Service) Plan(ctx context.Context, p Push) error {
 	return nil
 }
 
-// specFiles lists the spec files in a repository; none when .imagegen is absent.
-func specFiles(repo fs.FS) ([]string, error) {
+// specFiles lists the spec files in a repository, with their sizes as the
+// listing gives them; none when .imagegen is absent.
+func specFiles(repo fs.FS) ([]string, map[string]int64, error) {
 	entries, err := fs.ReadDir(repo, spec.Dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var files []string
+	sizes := map[string]int64{}
 	for _, e := range entries {
 		if e.IsDir() {
 			continue
 		}
 		if ext := path.Ext(e.Name()); ext == ".yaml" || ext == ".yml" {
-			files = append(files, path.Join(spec.Dir, e.Name()))
+			name := path.Join(spec.Dir, e.Name())
+			files = append(files, name)
+			if fi, err := e.Info(); err == nil {
+				sizes[name] = fi.Size()
+			}
 		}
 	}
 	sort.Strings(files)
-	return files, nil
+	return files, sizes, nil
+}
+
+// readSpec reads a spec file. What no retry can fix — a file over the size
+// limit, a symlink or other entry refused, a file gone — comes back as
+// spec.Errors, to be reported on the commit; anything else (GitHub away) as
+// an error that retries the plan. Retrying a permanent failure would report
+// the other specs' errors again on each attempt and never build the
+// generators after it.
+func readSpec(repo fs.FS, file string, listed int64) ([]byte, error) {
+	if listed > spec.MaxFileSize {
+		return nil, spec.Errors{{File: file, Msg: fmt.Sprintf("is %d bytes, over the limit of %d bytes (1 MiB)", listed, spec.MaxFileSize)}}
+	}
+	data, err := fs.ReadFile(repo, file)
+	switch {
+	case err == nil && len(data) > spec.MaxFileSize:
+		return nil, spec.Errors{{File: file, Msg: fmt.Sprintf("is %d bytes, over the limit of %d bytes (1 MiB)", len(data), spec.MaxFileSize)}}
+	case err == nil:
+		return data, nil
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, fs.ErrInvalid), errors.Is(err, fs.ErrNotExist):
+		return nil, spec.Errors{{File: file, Msg: fmt.Sprintf("cannot be read: %v", err)}}
+	}
+	return nil, err
 }
 
 func (s *Service) startBuild(ctx context.Context, gh RepoClient, p Push, sp *spec.Spec) error {

@@ -29,6 +29,16 @@ type RepoClient interface {
 	UpdateCheckRun(ctx context.Context, repo string, id int64, c CheckRun) error
 }
 
+// CheckRunFinder is what a RepoClient may add so a check run is never made
+// twice: creating one is not idempotent, and a worker killed between GitHub's
+// answer and recording its id would, on retry, make a second run that stays
+// in progress forever. A RepoClient without it gets no such protection.
+type CheckRunFinder interface {
+	// FindCheckRun returns the id of the run named name on commit sha whose
+	// external_id is externalID; found is false when there is none.
+	FindCheckRun(ctx context.Context, repo, sha, name, externalID string) (id int64, found bool, err error)
+}
+
 // Status is a commit status.
 type Status struct {
 	State       string // pending, success, failure, error

@@ -253,8 +253,9 @@ func (s *Service) handleError(ctx context.Context, t *asynq.Task, err error) {
 
 // Worker runs tasks. Start it, and Shutdown it on SIGTERM.
 type Worker struct {
-	s   *Service
-	srv *asynq.Server
+	s     *Service
+	srv   *asynq.Server
+	swept chan struct{} // closed when the sweep loop has stopped
 }
 
 // NewWorker returns a worker running Config.Build.Concurrency tasks at once.
@@ -284,7 +285,17 @@ func (w *Worker) Start() error {
 	if w.s.gh == nil {
 		return errors.New("queue: a worker needs Options.GitHub")
 	}
-	return w.srv.Start(w.s.Handler())
+	if err := w.srv.Start(w.s.Handler()); err != nil {
+		return err
+	}
+	w.swept = make(chan struct{})
+	go func() {
+		defer close(w.swept)
+		if iv := w.s.cfg.Build.SweepInterval; iv > 0 {
+			w.s.sweepLoop(w.s.stopping, iv)
+		}
+	}()
+	return nil
 }
 
 // Shutdown cancels running builds (their cleanup still runs, on its own
@@ -292,6 +303,9 @@ func (w *Worker) Start() error {
 func (w *Worker) Shutdown() {
 	w.s.stop()
 	w.srv.Shutdown()
+	if w.swept != nil {
+		<-w.swept
+	}
 	done := make(chan struct{})
 	go func() { w.s.running.Wait(); close(done) }()
 	select {

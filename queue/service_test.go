@@ -299,3 +299,15 @@ func TestSpecErrorWithToken(t *testing.T) {
 		t.Errorf("status %+v, check runs %v", st, gh.runs())
 	}
 }
+
+// FindCheckRun makes memGitHub a CheckRunFinder.
+func (m *memGitHub) FindCheckRun(_ context.Context, _, sha, name, externalID string) (int64, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := int64(1); i <= m.nextID; i++ {
+		if c := m.checkRuns[i]; c.HeadSHA == sha && c.Name == name && c.ExternalID == externalID {
+			return i, true, nil
+		}
+	}
+	return 0, false, nil
+}

@@ -83,6 +83,15 @@ func (g ghClient) UpdateCheckRun(ctx context.Context, repo string, id int64, c q
 	return g.c.UpdateCheckRun(ctx, r, id, checkRun(c))
 }
 
+// FindCheckRun implements queue.CheckRunFinder.
+func (g ghClient) FindCheckRun(ctx context.Context, repo, sha, name, externalID string) (int64, bool, error) {
+	r, err := repoOf(repo)
+	if err != nil {
+		return 0, false, err
+	}
+	return g.c.FindCheckRun(ctx, r, sha, name, externalID)
+}
+
 // errFS fails every open with the error that kept the real FS from being made.
 type errFS struct{ err error }
 

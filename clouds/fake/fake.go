@@ -46,6 +46,11 @@ type Options struct {
 	// Empty: every image name is accepted.
 	BaseImages []string
 
+	// StateFile, when set, keeps the cloud's resources and images in that file
+	// (locked per call) instead of in memory, so they outlive the process and
+	// every process using the file sees one cloud (see state.go).
+	StateFile string
+
 	// Seed seeds the randomness of FailRate and image ids (0: time-based).
 	Seed int64
 	// Now is the clock for creation times (nil: time.Now). Delays are always
@@ -192,6 +197,9 @@ func (c *Cloud) Inject(op Op, f Fault) {
 func (c *Cloud) Live() []clouds.Resource {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if save, err := c.syncState(); err == nil {
+		defer save()
+	}
 	rs := make([]*resource, 0, len(c.resources))
 	for _, r := range c.resources {
 		rs = append(rs, r)
@@ -209,6 +217,9 @@ func (c *Cloud) Live() []clouds.Resource {
 func (c *Cloud) Images() []clouds.Image {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if save, err := c.syncState(); err == nil {
+		defer save()
+	}
 	is := make([]*image, 0, len(c.images))
 	for _, im := range c.images {
 		is = append(is, im)
@@ -227,6 +238,9 @@ func (c *Cloud) Images() []clouds.Image {
 func (c *Cloud) ImageState(id string) (state string, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if save, err := c.syncState(); err == nil {
+		defer save()
+	}
 	im, ok := c.images[id]
 	if !ok {
 		return "", false
@@ -323,9 +337,8 @@ func (c *Cloud) knowsImage(id string) bool {
 	if len(c.opts.BaseImages) == 0 || slices.Contains(c.opts.BaseImages, id) {
 		return true
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	_, ok := c.images[id]
+	ok := false
+	_ = c.withState(func() error { _, ok = c.images[id]; return nil })
 	return ok
 }
 
@@ -379,14 +392,14 @@ func (c *Cloud) Stop(ctx context.Context, inst *clouds.Instance) error {
 	if err := sleep(ctx, c.opts.StopDelay); err != nil {
 		return err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	r, ok := c.resources[inst.ID]
-	if !ok {
-		return &clouds.Error{Kind: clouds.KindFailed, Op: "stop server", Err: fmt.Errorf("server %s disappeared while stopping", inst.ID)}
-	}
-	r.state = stateStopped
-	return nil
+	return c.withState(func() error {
+		r, ok := c.resources[inst.ID]
+		if !ok {
+			return &clouds.Error{Kind: clouds.KindFailed, Op: "stop server", Err: fmt.Errorf("server %s disappeared while stopping", inst.ID)}
+		}
+		r.state = stateStopped
+		return nil
+	})
 }
 
 // Snapshot implements clouds.Cloud: the image id is in img.ID at once; the
@@ -593,12 +606,12 @@ func (c *Cloud) api(ctx context.Context, op Op, do func() error) error {
 		if err := c.fault(ctx, op); err != nil {
 			return err
 		}
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if err := c.randomFailureLocked(op); err != nil {
-			return err
-		}
-		return do()
+		return c.withState(func() error {
+			if err := c.randomFailureLocked(op); err != nil {
+				return err
+			}
+			return do()
+		})
 	})
 }
 

@@ -29,6 +29,7 @@ type simConfig struct {
 	SnapshotDelay     time.Duration `yaml:"snapshot_delay"`
 	FailRate          float64       `yaml:"fail_rate"`
 	PermanentFailRate float64       `yaml:"permanent_fail_rate"`
+	StateFile         string        `yaml:"state_file"`
 	SSH               *sshConfig    `yaml:"ssh"`
 }
 
@@ -81,6 +82,7 @@ func Configure(cfg clouds.Config) (clouds.Opener, error) {
 		SnapshotDelay:     sc.SnapshotDelay,
 		FailRate:          sc.FailRate,
 		PermanentFailRate: sc.PermanentFailRate,
+		StateFile:         sc.StateFile,
 	}
 	if sc.SSH != nil {
 		ep, err := sc.SSH.endpoint(cfg.File)

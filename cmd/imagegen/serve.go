@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
@@ -153,7 +154,7 @@ func openService(ctx context.Context, cfg *config.Config, log *slog.Logger, with
 	if !ok {
 		return nil, fmt.Errorf("%s: redis: unsupported connection %s", cfg.File, cfg.RedisAddr())
 	}
-	if err := rdb.Ping(ctx).Err(); err != nil {
+	if err := waitRedis(ctx, rdb, log, cfg.RedisAddr()); err != nil {
 		rdb.Close()
 		return nil, fmt.Errorf("redis at %s: %w", cfg.RedisAddr(), err)
 	}
@@ -176,4 +177,27 @@ func openService(ctx context.Context, cfg *config.Config, log *slog.Logger, with
 		return nil, err
 	}
 	return &service{rdb: rdb, q: q, reg: reg}, nil
+}
+
+// redisStartWait is how long serve and worker wait for Redis at start: long
+// enough to ride out a Redis restart (a worker restarted meanwhile would
+// otherwise exit, found by the chaos suite), short enough that a wrong
+// address still fails the start.
+const redisStartWait = time.Minute
+
+// waitRedis pings Redis until it answers, redisStartWait passes or ctx ends.
+func waitRedis(ctx context.Context, rdb redis.UniversalClient, log *slog.Logger, addr string) error {
+	deadline := time.Now().Add(redisStartWait)
+	for wait := 200 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		err := rdb.Ping(ctx).Err()
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		log.Warn("redis does not answer yet; waiting", "redis", addr, "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
 }

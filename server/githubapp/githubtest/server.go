@@ -350,6 +350,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.compare(rw, r, repo, rest[1])
 	case r.Method == http.MethodPost && len(rest) == 2 && rest[0] == "statuses":
 		s.createStatus(rw, repo, rest[1], body)
+	case r.Method == http.MethodGet && len(rest) == 3 && rest[0] == "commits" && rest[2] == "check-runs":
+		if c.Auth == "token" {
+			writeError(rw, http.StatusForbidden, "You must authenticate via a GitHub App.")
+			return
+		}
+		s.listCheckRuns(rw, r, repo, rest[1])
 	case len(rest) >= 1 && rest[0] == "check-runs":
 		if c.Auth == "token" {
 			writeError(rw, http.StatusForbidden, "You must authenticate via a GitHub App.")

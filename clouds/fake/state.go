@@ -1,0 +1,120 @@
+package fake
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/imagegen/imagegen/clouds"
+)
+
+// A fake cloud with Options.StateFile keeps its resources and images in that
+// file instead of in memory, so they outlive the process: several workers,
+// and a worker killed and restarted, see one cloud, as they would a real one.
+// Every API call takes an exclusive flock on the file, reads it, acts, and
+// writes it back; slow, but a simulated cloud holds a few hundred entries.
+
+// stateDoc is the file's JSON.
+type stateDoc struct {
+	Seq       int                 `json:"seq"`
+	Resources []persistedResource `json:"resources"`
+	Images    []persistedImage    `json:"images"`
+}
+
+type persistedResource struct {
+	clouds.Resource
+	Tags    map[string]string `json:"tags"`
+	State   string            `json:"state"`
+	Created time.Time         `json:"created"`
+	ReadyAt time.Time         `json:"ready_at"`
+	Seq     int               `json:"seq"`
+}
+
+type persistedImage struct {
+	clouds.Image
+	Build   string    `json:"build"`
+	Server  string    `json:"server"`
+	State   string    `json:"state"`
+	Created time.Time `json:"created"`
+	ReadyAt time.Time `json:"ready_at"`
+	Seq     int       `json:"seq"`
+}
+
+// syncState loads the shared state (c.mu held) and returns the function that
+// writes it back and releases the file; a no-op without a state file.
+func (c *Cloud) syncState() (func() error, error) {
+	if c.opts.StateFile == "" {
+		return func() error { return nil }, nil
+	}
+	// The lock lives in its own file: the state file is replaced by rename
+	// (so a process killed mid-write never leaves it torn), and a lock on a
+	// replaced inode would lock nothing.
+	lf, err := os.OpenFile(c.opts.StateFile+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("simulated cloud state: %w", err)
+	}
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("simulated cloud state: lock %s: %w", c.opts.StateFile, err)
+	}
+	release := func() { _ = syscall.Flock(int(lf.Fd()), syscall.LOCK_UN); lf.Close() }
+	raw, err := os.ReadFile(c.opts.StateFile)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		release()
+		return nil, fmt.Errorf("simulated cloud state: read %s: %w", c.opts.StateFile, err)
+	}
+	var doc stateDoc
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &doc); err != nil {
+			release()
+			return nil, fmt.Errorf("simulated cloud state: decode %s: %w", c.opts.StateFile, err)
+		}
+	}
+	c.seq = doc.Seq
+	c.resources = make(map[string]*resource, len(doc.Resources))
+	for _, r := range doc.Resources {
+		c.resources[r.ID] = &resource{Resource: r.Resource, tags: r.Tags, state: r.State, created: r.Created, readyAt: r.ReadyAt, seq: r.Seq}
+	}
+	c.images = make(map[string]*image, len(doc.Images))
+	for _, im := range doc.Images {
+		c.images[im.ID] = &image{Image: im.Image, build: im.Build, server: im.Server, state: im.State, created: im.Created, readyAt: im.ReadyAt, seq: im.Seq}
+	}
+	return func() error {
+		defer release()
+		out := stateDoc{Seq: c.seq}
+		for _, r := range c.resources {
+			out.Resources = append(out.Resources, persistedResource{Resource: r.Resource, Tags: r.tags, State: r.state, Created: r.created, ReadyAt: r.readyAt, Seq: r.seq})
+		}
+		for _, im := range c.images {
+			out.Images = append(out.Images, persistedImage{Image: im.Image, Build: im.build, Server: im.server, State: im.state, Created: im.created, ReadyAt: im.readyAt, Seq: im.seq})
+		}
+		b, err := json.Marshal(out)
+		if err != nil {
+			return fmt.Errorf("simulated cloud state: encode: %w", err)
+		}
+		tmp := fmt.Sprintf("%s.%d.tmp", c.opts.StateFile, os.Getpid())
+		if err := os.WriteFile(tmp, b, 0o600); err != nil {
+			return fmt.Errorf("simulated cloud state: %w", err)
+		}
+		if err := os.Rename(tmp, c.opts.StateFile); err != nil {
+			return fmt.Errorf("simulated cloud state: %w", err)
+		}
+		return nil
+	}, nil
+}
+
+// withState runs fn on the current state, c.mu held, saving what fn changed.
+func (c *Cloud) withState(fn func() error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	save, err := c.syncState()
+	if err != nil {
+		return err
+	}
+	ferr := fn()
+	return errors.Join(ferr, save())
+}

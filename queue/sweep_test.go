@@ -1,0 +1,163 @@
+package queue
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/builder/spec"
+	"github.com/imagegen/imagegen/clouds"
+	"github.com/imagegen/imagegen/clouds/fake"
+)
+
+// TestSweep: one sweep over builds in every situation a crash leaves behind.
+// It removes the resources of builds that are over (final, or lost and now
+// reported failed), keeps those of running builds and of unknown builds
+// until they have been orphaned for longer than a build lasts, and reports
+// failed the clouds whose task was archived or is gone.
+func TestSweep(t *testing.T) {
+	gh := &memGitHub{}
+	s, cfg, rdb := newService(t, gh)
+	ctx := context.Background()
+	sim := fake.CloudOf(cfg.Clouds["sim"].Opener)
+	old := time.Now().UTC().Add(-time.Hour)
+
+	tests := []struct {
+		build     string
+		state     builder.State // the sim cloud's record; "" = no record
+		queued    time.Time
+		task      string // "", "pending", "archived"
+		wantGone  bool   // its resources removed by the sweep
+		wantFinal builder.State
+	}{
+		{build: "finished", state: builder.StateFailed, queued: old, wantGone: true, wantFinal: builder.StateFailed},
+		{build: "succeeded", state: builder.StateSucceeded, queued: old, wantGone: true, wantFinal: builder.StateSucceeded},
+		{build: "running", state: builder.StateRunning, queued: time.Now().UTC(), task: "pending", wantFinal: builder.StateRunning},
+		{build: "young-no-task", state: builder.StateQueued, queued: time.Now().UTC(), wantFinal: builder.StateQueued},
+		{build: "archived", state: builder.StateRunning, queued: old, task: "archived", wantGone: true, wantFinal: builder.StateFailed},
+		{build: "task-gone", state: builder.StateRunning, queued: old, wantGone: true, wantFinal: builder.StateFailed},
+		{build: "unknown"},
+	}
+	for _, tc := range tests {
+		if tc.state != "" {
+			b := &Build{ID: tc.build, Repo: "octo/images", Commit: "abc", Generator: tc.build, Created: tc.queued,
+				Clouds: map[string]*CloudRecord{"sim": {Cloud: "sim", State: tc.state, Queued: tc.queued}}}
+			sp := &spec.Spec{Name: tc.build, Script: "true", Clouds: map[string]spec.CloudSpec{"sim": {Image: "debian"}}}
+			if _, err := s.store.Create(ctx, b, sp); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if tc.task != "" {
+			if err := s.enqueueBuild(ctx, tc.build, "sim", noPassword); err != nil {
+				t.Fatal(err)
+			}
+			if tc.task == "archived" {
+				if err := s.inspector.ArchiveTask(QueueName, "build:"+tc.build+":sim"); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if err := sim.Launch(ctx, clouds.LaunchRequest{Build: tc.build, Image: "debian"}, &clouds.Instance{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	rep, err := s.Sweep(ctx)
+	if err != nil || len(rep.Errors) > 0 {
+		t.Fatalf("sweep: %v %v", err, rep.Errors)
+	}
+	left := map[string]int{}
+	for _, r := range sim.Live() {
+		left[r.Build]++
+	}
+	for _, tc := range tests {
+		if gone := left[tc.build] == 0; gone != tc.wantGone {
+			t.Errorf("%s: resources gone = %v, want %v", tc.build, gone, tc.wantGone)
+		}
+		if tc.state == "" {
+			continue
+		}
+		b, _, err := s.store.Get(ctx, tc.build)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := b.Clouds["sim"].State; got != tc.wantFinal {
+			t.Errorf("%s: state %s after the sweep, want %s", tc.build, got, tc.wantFinal)
+		}
+	}
+	slices.Sort(rep.Lost)
+	if want := []string{"archived/sim", "task-gone/sim"}; !slices.Equal(rep.Lost, want) {
+		t.Errorf("lost %v, want %v", rep.Lost, want)
+	}
+	st := gh.latest()
+	for _, ctxName := range []string{"imagegen/archived/sim", "imagegen/task-gone/sim"} {
+		if st[ctxName].State != "failure" {
+			t.Errorf("status %s = %+v, want failure", ctxName, st[ctxName])
+		}
+	}
+	if d := st["imagegen/archived/sim"].Description; !strings.Contains(d, "gave up after") {
+		t.Errorf("the archived build's status says %q; want the reason", d)
+	}
+	if _, err := s.inspector.GetTaskInfo(QueueName, "build:archived:sim"); err == nil {
+		t.Errorf("the archived task was kept after it was reported")
+	}
+
+	// The unknown build's resources go once seen for longer than a build can
+	// last: age its first sighting instead of waiting.
+	fields, err := rdb.HKeys(ctx, sweepSeenKey).Result()
+	if err != nil || len(fields) != 2 {
+		t.Fatalf("first sightings recorded: %v %v; want the unknown build's 2 resources", fields, err)
+	}
+	for _, f := range fields {
+		rdb.HSet(ctx, sweepSeenKey, f, strconv.FormatInt(time.Now().Add(-s.orphanAge()-time.Minute).Unix(), 10))
+	}
+	rep, err = s.Sweep(ctx)
+	if err != nil || len(rep.Errors) > 0 {
+		t.Fatalf("second sweep: %v %v", err, rep.Errors)
+	}
+	for _, r := range sim.Live() {
+		if r.Build != "running" && r.Build != "young-no-task" {
+			t.Errorf("after the second sweep %s %s of build %s is left", r.Kind, r.ID, r.Build)
+		}
+	}
+	if n, _ := rdb.HLen(ctx, sweepSeenKey).Result(); n != 0 {
+		t.Errorf("%d first sightings left after their resources were removed", n)
+	}
+}
+
+// TestSweepLoop: the periodic sweep removes what a finished build left, and
+// stops when the worker stops.
+func TestSweepLoop(t *testing.T) {
+	gh := &memGitHub{}
+	s, cfg, _ := newService(t, gh)
+	sim := fake.CloudOf(cfg.Clouds["sim"].Opener)
+	bg := context.Background()
+	b := &Build{ID: "over", Repo: "octo/images", Commit: "abc", Generator: "g", Created: time.Now().UTC(),
+		Clouds: map[string]*CloudRecord{"sim": {Cloud: "sim", State: builder.StateSucceeded}}}
+	if _, err := s.store.Create(bg, b, &spec.Spec{Name: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Launch(bg, clouds.LaunchRequest{Build: "over", Image: "debian"}, &clouds.Instance{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(bg)
+	done := make(chan struct{})
+	go func() { s.sweepLoop(ctx, 100*time.Millisecond); close(done) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(sim.Live()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if live := sim.Live(); len(live) > 0 {
+		t.Errorf("the sweep loop left %v", live)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the sweep loop did not stop with its context")
+	}
+}
