@@ -14,9 +14,9 @@ type Table struct {
 	Finished     int // builds whose commit status ended success, failure or error
 	Pending      int // accepted builds whose status is pending or missing at the end
 	Duplicates   int // builds recorded, check runs created, or deliveries enqueued more than once
-	Leftovers    int // resources tagged imagegen:build still in the cloud after the sweep
+	Leftovers    int // resources tagged imagegen:build still in the cloud after the sweep, orphan images included
 	Secrets      int // secrets found in logs, statuses, check runs or Redis
-	OrphanImages int // images no build record names (informational, see docs/RELIABILITY.md)
+	OrphanImages int // of Leftovers: images no build record names (an attempt killed after its snapshot)
 }
 
 // OK says whether the run kept every promise.

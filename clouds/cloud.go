@@ -188,3 +188,13 @@ type Image struct {
 	Location  string            `json:"location,omitempty"`  // where a file-backed image lives (qemu)
 	Resources []Resource        `json:"resources,omitempty"` // what backs it (EBS snapshots), for DeleteImage
 }
+
+// ImageLister is implemented by clouds that can list the images builds made.
+// The sweep uses it to remove an image whose build attempt died after Snapshot
+// created it and before the build recorded it (the retry made another, or
+// failed): an image no build record names is a leak, not a product.
+type ImageLister interface {
+	// BuildImages lists the images tagged TagBuild=build (every imagegen
+	// build's images when build is ""), usable or half-made.
+	BuildImages(ctx context.Context, build string) ([]Image, error)
+}

@@ -74,6 +74,9 @@ func (s *Service) Sweep(ctx context.Context) (SweepReport, error) {
 			continue
 		}
 		s.sweepCloud(ctx, name, cl, &rep)
+		if l, ok := cl.(clouds.ImageLister); ok {
+			s.sweepImages(ctx, name, cl, l, &rep)
+		}
 	}
 	return rep, ctx.Err()
 }
@@ -121,6 +124,39 @@ func (s *Service) sweepCloud(ctx context.Context, name string, cl clouds.Cloud, 
 		s.rdb.HDel(ctx, sweepSeenKey, field)
 		rep.Removed = append(rep.Removed, r)
 		log.Info("swept a leftover", "build", r.Build, "kind", r.Kind, "id", r.ID)
+	}
+}
+
+// sweepImages removes the images of a build whose record says that cloud's
+// part is over and names another image or none: an attempt killed after its
+// snapshot left it, and the retry made another or failed. An image of a build
+// no record knows is kept: records expire, images are the product.
+func (s *Service) sweepImages(ctx context.Context, name string, cl clouds.Cloud, l clouds.ImageLister, rep *SweepReport) {
+	imgs, err := l.BuildImages(ctx, "")
+	if err != nil {
+		rep.Errors = append(rep.Errors, fmt.Errorf("list images on %s: %w", name, err))
+		return
+	}
+	for _, img := range imgs {
+		id := img.Tags[clouds.TagBuild]
+		b, _, err := s.store.Get(ctx, id)
+		if err != nil {
+			if !errors.Is(err, ErrNotFound) {
+				rep.Errors = append(rep.Errors, err)
+			}
+			continue
+		}
+		c := b.Clouds[name]
+		if c == nil || !c.State.Final() || c.ImageID == img.ID {
+			continue
+		}
+		if err := cl.DeleteImage(ctx, &img); err != nil {
+			rep.Errors = append(rep.Errors, fmt.Errorf("delete orphan image %s of build %s on %s: %w", img.ID, id, name, err))
+			continue
+		}
+		r := clouds.Resource{Kind: clouds.KindImage, ID: img.ID, Name: img.Name, Build: id}
+		rep.Removed = append(rep.Removed, r)
+		s.log.Info("swept an image no build record names", "component", "sweep", "cloud", name, "build", id, "image", img.ID)
 	}
 }
 

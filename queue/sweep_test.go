@@ -161,3 +161,64 @@ func TestSweepLoop(t *testing.T) {
 		t.Fatal("the sweep loop did not stop with its context")
 	}
 }
+
+// TestSweepOrphanImages: an image whose build record names another image (or
+// none, the cloud having failed) was left by an attempt killed after its
+// snapshot; the sweep deletes it. The recorded image, the images of builds
+// still running and those of builds no record knows (expired: products) stay.
+func TestSweepOrphanImages(t *testing.T) {
+	gh := &memGitHub{}
+	s, cfg, _ := newService(t, gh)
+	ctx := context.Background()
+	sim := fake.CloudOf(cfg.Clouds["sim"].Opener)
+
+	snapshot := func(build string) string {
+		inst := &clouds.Instance{Build: build}
+		if err := sim.Launch(ctx, clouds.LaunchRequest{Build: build, Image: "debian"}, inst); err != nil {
+			t.Fatal(err)
+		}
+		if err := sim.Stop(ctx, inst); err != nil {
+			t.Fatal(err)
+		}
+		img := &clouds.Image{}
+		if err := sim.Snapshot(ctx, inst, clouds.SnapshotRequest{Name: build + "-img", Tags: map[string]string{clouds.TagBuild: build}}, img); err != nil {
+			t.Fatal(err)
+		}
+		if err := sim.Terminate(ctx, inst); err != nil {
+			t.Fatal(err)
+		}
+		return img.ID
+	}
+	record := func(build string, state builder.State, image string) {
+		b := &Build{ID: build, Repo: "octo/images", Commit: "abc", Generator: build, Created: time.Now().UTC(),
+			Clouds: map[string]*CloudRecord{"sim": {Cloud: "sim", State: state, ImageID: image}}}
+		sp := &spec.Spec{Name: build, Script: "true", Clouds: map[string]spec.CloudSpec{"sim": {Image: "debian"}}}
+		if _, err := s.store.Create(ctx, b, sp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	orphan, kept := snapshot("retried"), snapshot("retried")
+	record("retried", builder.StateSucceeded, kept)
+	failedOrphan := snapshot("failed")
+	record("failed", builder.StateFailed, "")
+	running := snapshot("running")
+	record("running", builder.StateRunning, "")
+	if err := s.enqueueBuild(ctx, "running", "sim", noPassword); err != nil { // its task lives
+		t.Fatal(err)
+	}
+	expired := snapshot("expired") // no record
+
+	rep, err := s.Sweep(ctx)
+	if err != nil || len(rep.Errors) > 0 {
+		t.Fatalf("sweep: %v %v", err, rep.Errors)
+	}
+	have := map[string]bool{}
+	for _, im := range sim.Images() {
+		have[im.ID] = true
+	}
+	for id, want := range map[string]bool{orphan: false, failedOrphan: false, kept: true, running: true, expired: true} {
+		if have[id] != want {
+			t.Errorf("image %s: exists = %v, want %v", id, have[id], want)
+		}
+	}
+}

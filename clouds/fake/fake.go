@@ -212,6 +212,21 @@ func (c *Cloud) Live() []clouds.Resource {
 	return out
 }
 
+// BuildImages lists the images tagged with the build ("" for every build):
+// clouds.ImageLister.
+func (c *Cloud) BuildImages(ctx context.Context, build string) ([]clouds.Image, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out []clouds.Image
+	for _, im := range c.Images() {
+		if b := im.Tags[clouds.TagBuild]; b != "" && (build == "" || b == build) {
+			out = append(out, im)
+		}
+	}
+	return out, nil
+}
+
 // Images returns the images that exist, usable or half-made, with their tags,
 // in creation order.
 func (c *Cloud) Images() []clouds.Image {
