@@ -92,6 +92,10 @@ type Build struct {
 	// SweepInterval is how often a worker looks for resources of builds that
 	// no longer run, and for builds whose task was lost; default 5m.
 	SweepInterval time.Duration `yaml:"sweep_interval"`
+	// ShutdownGrace is how long a worker told to stop (SIGTERM) lets its
+	// running builds go on before it cancels them, cleans up and hands them
+	// back to the queue; default 0: at once.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
 }
 
 // Pages configures the build pages in the browser.
@@ -265,7 +269,7 @@ func (c *Config) finish(reg *clouds.Registry) error {
 	for _, kd := range []struct {
 		key string
 		d   time.Duration
-	}{{"build.ssh_timeout", b.SSHTimeout}, {"build.timeout", b.Timeout}, {"build.cleanup_timeout", b.CleanupTimeout}, {"build.retention", b.Retention}, {"build.sweep_interval", b.SweepInterval}, {"pages.link_ttl", c.Pages.LinkTTL}} {
+	}{{"build.ssh_timeout", b.SSHTimeout}, {"build.timeout", b.Timeout}, {"build.cleanup_timeout", b.CleanupTimeout}, {"build.retention", b.Retention}, {"build.sweep_interval", b.SweepInterval}, {"build.shutdown_grace", b.ShutdownGrace}, {"pages.link_ttl", c.Pages.LinkTTL}} {
 		if kd.d < 0 {
 			bad(kd.key, "must be positive, got %s", kd.d)
 		}

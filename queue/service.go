@@ -301,6 +301,17 @@ func (w *Worker) Start() error {
 // Shutdown cancels running builds (their cleanup still runs, on its own
 // context), waits up to the cleanup timeout for them, and requeues the rest.
 func (w *Worker) Shutdown() {
+	if g := w.s.cfg.Build.ShutdownGrace; g > 0 {
+		// Take no new task; let the running builds finish within the grace.
+		w.srv.Stop()
+		done := make(chan struct{})
+		go func() { w.s.running.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(g):
+			w.s.log.Info("shutdown grace over: canceling the running builds; they are cleaned up and handed back to the queue", "grace", g)
+		}
+	}
 	w.s.stop()
 	w.srv.Shutdown()
 	if w.swept != nil {

@@ -311,3 +311,51 @@ func (m *memGitHub) FindCheckRun(_ context.Context, _, sha, name, externalID str
 	}
 	return 0, false, nil
 }
+
+// TestShutdownGraceLetsBuildsFinish: a worker told to stop with a shutdown
+// grace takes no new task but lets its running build finish.
+func TestShutdownGraceLetsBuildsFinish(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	reg := clouds.NewRegistry()
+	reg.Register(fake.Type, fake.Configure)
+	yml := "github: {token: t, webhook_secret: s}\nbuild: {timeout: 30s, cleanup_timeout: 5s, shutdown_grace: 20s}\nclouds:\n  slow: {type: simulated, launch_delay: 1s, snapshot_delay: 1s}\n"
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	_ = os.WriteFile(file, []byte(yml), 0o600)
+	cfg, err := config.Load(file, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gh := &memGitHub{files: fstest.MapFS{".imagegen/a.yaml": {Data: []byte("script: echo\nclouds:\n  slow: {image: i, ssh_user: u}\n")}}}
+	s, err := New(Options{Config: cfg, Redis: rdb, GitHub: gh, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := context.Background()
+	if err := s.Plan(ctx, Push{Delivery: "d", Repo: "o/r", Ref: "refs/heads/main", DefaultBranch: "main", Before: zeroSHA, Created: true, After: "c0ffee"}); err != nil {
+		t.Fatal(err)
+	}
+	id := planID("d", "a")
+	w := s.NewWorker()
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		b, _, err := s.Store().Get(ctx, id)
+		if err == nil && b.Clouds["slow"].State == builder.StateRunning {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the build never started: %+v", b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	w.Shutdown() // the SIGTERM path
+	b, _, _ := s.Store().Get(ctx, id)
+	if c := b.Clouds["slow"]; c.State != builder.StateSucceeded || c.Attempts != 1 || c.ImageID == "" {
+		t.Errorf("after a graceful shutdown the build is %+v, want succeeded on its first attempt", c)
+	}
+}
