@@ -90,12 +90,17 @@ func (m *memGitHub) runs() []CheckRun {
 
 func newService(t *testing.T, gh *memGitHub) (*Service, *config.Config, *redis.Client) {
 	t.Helper()
+	return newServiceWith(t, gh, "github: {token: t, webhook_secret: s}\nbase_url: https://ig.example\nbuild: {timeout: 30s, cleanup_timeout: 5s}\nclouds:\n  sim: {type: simulated}\n  sim2: {type: simulated}\n  locked: {type: simulated, password: ask}\n")
+}
+
+// newServiceWith is newService on a config of the test's own.
+func newServiceWith(t *testing.T, gh *memGitHub, yml string) (*Service, *config.Config, *redis.Client) {
+	t.Helper()
 	r := testenv.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
 	t.Cleanup(func() { rdb.Close() })
 	reg := clouds.NewRegistry()
 	reg.Register(fake.Type, fake.Configure)
-	yml := "github: {token: t, webhook_secret: s}\nbase_url: https://ig.example\nbuild: {timeout: 30s, cleanup_timeout: 5s}\nclouds:\n  sim: {type: simulated}\n  sim2: {type: simulated}\n  locked: {type: simulated, password: ask}\n"
 	file := filepath.Join(t.TempDir(), "c.yaml")
 	_ = os.WriteFile(file, []byte(yml), 0o600)
 	cfg, err := config.Load(file, reg)
@@ -315,24 +320,8 @@ func (m *memGitHub) FindCheckRun(_ context.Context, _, sha, name, externalID str
 // TestShutdownGraceLetsBuildsFinish: a worker told to stop with a shutdown
 // grace takes no new task but lets its running build finish.
 func TestShutdownGraceLetsBuildsFinish(t *testing.T) {
-	r := testenv.StartRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
-	t.Cleanup(func() { rdb.Close() })
-	reg := clouds.NewRegistry()
-	reg.Register(fake.Type, fake.Configure)
-	yml := "github: {token: t, webhook_secret: s}\nbuild: {timeout: 30s, cleanup_timeout: 5s, shutdown_grace: 20s}\nclouds:\n  slow: {type: simulated, launch_delay: 1s, snapshot_delay: 1s}\n"
-	file := filepath.Join(t.TempDir(), "c.yaml")
-	_ = os.WriteFile(file, []byte(yml), 0o600)
-	cfg, err := config.Load(file, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	gh := &memGitHub{files: fstest.MapFS{".imagegen/a.yaml": {Data: []byte("script: echo\nclouds:\n  slow: {image: i, ssh_user: u}\n")}}}
-	s, err := New(Options{Config: cfg, Redis: rdb, GitHub: gh, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, _, _ := newServiceWith(t, gh, "github: {token: t, webhook_secret: s}\nbuild: {timeout: 30s, cleanup_timeout: 5s, shutdown_grace: 20s}\nclouds:\n  slow: {type: simulated, launch_delay: 1s, snapshot_delay: 1s}\n")
 	ctx := context.Background()
 	if err := s.Plan(ctx, Push{Delivery: "d", Repo: "o/r", Ref: "refs/heads/main", DefaultBranch: "main", Before: zeroSHA, Created: true, After: "c0ffee"}); err != nil {
 		t.Fatal(err)
