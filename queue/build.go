@@ -105,6 +105,7 @@ func (s *Service) RunBuild(ctx context.Context, t BuildTask) error {
 
 	obs := &observer{s: s, ctx: context.WithoutCancel(ctx), gh: gh, build: b.ID, cloud: t.Cloud, log: log,
 		redact: secret.NewRedactor(cred.Password)}
+	stopLogs := obs.startLogs()
 	bctx, cancel := context.WithTimeout(ctx, s.cfg.Build.Timeout)
 	defer cancel()
 	res := builder.Run(bctx, builder.Job{
@@ -119,6 +120,7 @@ func (s *Service) RunBuild(ctx context.Context, t BuildTask) error {
 		Secrets:        []secret.String{cred.Password},
 		Observer:       obs,
 	})
+	stopLogs() // the whole log is stored before the result is
 	if s.stopping.Err() != nil && res.State != builder.StateSucceeded {
 		// The worker is shutting down: the task is retried later.
 		log.Warn("build interrupted by shutdown; it will be retried", "err", res.Error)
@@ -309,6 +311,59 @@ type observer struct {
 
 	mu        sync.Mutex
 	logFailed bool
+	pending   []LogEntry    // lines not yet stored; flushed in batches
+	kick      chan struct{} // a full batch is waiting
+	flushing  sync.Mutex    // one flush at a time, so batches land in order
+}
+
+// Log lines are stored in batches: one Redis round trip per line would cap a
+// script's output at about a megabyte a second.
+const (
+	logBatch     = 512                    // lines that make the flusher go at once
+	logMaxBuffer = 16 * logBatch          // past this, Line waits for a flush (backpressure)
+	logFlushEach = 100 * time.Millisecond // and otherwise it goes this often
+)
+
+// startLogs starts the goroutine that stores log lines; the returned func
+// stores what is left and stops it.
+func (o *observer) startLogs() (stop func()) {
+	o.kick = make(chan struct{}, 1)
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(logFlushEach)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				o.flush()
+				return
+			case <-o.kick:
+			case <-t.C:
+			}
+			o.flush()
+		}
+	}()
+	return func() { close(done); <-stopped }
+}
+
+func (o *observer) flush() {
+	o.flushing.Lock()
+	defer o.flushing.Unlock()
+	o.mu.Lock()
+	batch := o.pending
+	o.pending = nil
+	o.mu.Unlock()
+	if err := o.s.store.AppendLogs(o.ctx, o.build, o.cloud, batch); err != nil {
+		o.mu.Lock()
+		first := !o.logFailed
+		o.logFailed = true
+		o.mu.Unlock()
+		if first {
+			o.log.Warn("store build log", "err", err)
+		}
+	}
 }
 
 func (o *observer) Phase(cloud string, p builder.Phase, at time.Time) {
@@ -339,13 +394,19 @@ func (o *observer) Line(l builder.LogLine) {
 	if l.Cloud == "" {
 		l.Cloud = o.cloud
 	}
-	if err := o.s.store.AppendLog(o.ctx, o.build, o.cloud, l); err != nil {
-		o.mu.Lock()
-		first := !o.logFailed
-		o.logFailed = true
-		o.mu.Unlock()
-		if first {
-			o.log.Warn("store build log", "err", err)
+	o.mu.Lock()
+	o.pending = append(o.pending, l)
+	n := len(o.pending)
+	o.mu.Unlock()
+	switch {
+	case o.kick == nil: // not started (tests driving the observer alone)
+		o.flush()
+	case n >= logMaxBuffer:
+		o.flush()
+	case n >= logBatch:
+		select {
+		case o.kick <- struct{}{}:
+		default:
 		}
 	}
 }

@@ -369,28 +369,44 @@ func (s *Store) List(ctx context.Context, o ListOptions) ([]*Build, error) {
 // appendLog pushes a line and drops the oldest lines while the log is over
 // its byte limit, in one step, so concurrent writers cannot overshoot.
 var appendLog = redis.NewScript(`
-local n = redis.call('RPUSH', KEYS[1], ARGV[1])
-local size = redis.call('HINCRBY', KEYS[2], 'bytes', string.len(ARGV[1]))
-local limit = tonumber(ARGV[2])
+local n, size = 0, 0
+for i = 3, #ARGV do
+  n = redis.call('RPUSH', KEYS[1], ARGV[i])
+  size = redis.call('HINCRBY', KEYS[2], 'bytes', string.len(ARGV[i]))
+end
+local limit = tonumber(ARGV[1])
 while size > limit and n > 1 do
   local old = redis.call('LPOP', KEYS[1])
   size = redis.call('HINCRBY', KEYS[2], 'bytes', -string.len(old))
   redis.call('HINCRBY', KEYS[2], 'dropped', 1)
   n = n - 1
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return n
 `)
 
 // AppendLog adds one (already redacted) line to a build × cloud log.
 func (s *Store) AppendLog(ctx context.Context, id, cloud string, l LogEntry) error {
-	j, err := json.Marshal(l)
-	if err != nil {
-		return err
+	return s.AppendLogs(ctx, id, cloud, []LogEntry{l})
+}
+
+// AppendLogs adds (already redacted) lines to a build × cloud log in one
+// round trip, keeping the tail within the log limit.
+func (s *Store) AppendLogs(ctx context.Context, id, cloud string, ls []LogEntry) error {
+	if len(ls) == 0 {
+		return nil
 	}
-	err = appendLog.Run(ctx, s.rdb, []string{logKey(id, cloud), logMetaKey(id, cloud)},
-		j, s.logLimit, s.retention.Milliseconds()).Err()
+	args := make([]any, 0, 2+len(ls))
+	args = append(args, s.logLimit, s.retention.Milliseconds())
+	for _, l := range ls {
+		j, err := json.Marshal(l)
+		if err != nil {
+			return err
+		}
+		args = append(args, j)
+	}
+	err := appendLog.Run(ctx, s.rdb, []string{logKey(id, cloud), logMetaKey(id, cloud)}, args...).Err()
 	if err != nil {
 		return fmt.Errorf("append log %s/%s: %w", id, cloud, err)
 	}

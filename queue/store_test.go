@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -243,4 +245,51 @@ func TestSealer(t *testing.T) {
 			t.Errorf("key %q accepted", bad)
 		}
 	}
+}
+
+// TestObserverBatchesLogInOrder: the worker stores a build's log in batches
+// (one round trip per line would cap output near 1 MB/s); every line lands,
+// in order, before stop returns, and the tail limit still holds.
+func TestObserverBatchesLogInOrder(t *testing.T) {
+	s, rdb := newStore(t, time.Hour, 1<<20)
+	svc := &Service{store: s, log: slog.New(slog.DiscardHandler)}
+	o := &observer{s: svc, ctx: context.Background(), build: "b", cloud: "c", log: svc.log}
+	stop := o.startLogs()
+	before, _ := rdb.Info(context.Background(), "commandstats").Result()
+	const n = 20000
+	for i := range n {
+		o.Line(builder.LogLine{Stream: builder.StreamStdout, Text: strconv.Itoa(i)})
+	}
+	stop()
+	after, _ := rdb.Info(context.Background(), "commandstats").Result()
+	lines, dropped, err := s.Log(context.Background(), "b", "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lines)+dropped != n {
+		t.Fatalf("%d lines + %d dropped, want %d", len(lines), dropped, n)
+	}
+	for i, l := range lines {
+		if want := strconv.Itoa(dropped + i); l.Text != want || l.Cloud != "c" {
+			t.Fatalf("line %d = %+v, want text %s", i, l, want)
+		}
+	}
+	if calls := evalsha(after) - evalsha(before); calls <= 0 || calls > n/100 {
+		t.Errorf("%d script calls for %d lines: the log is not batched", calls, n)
+	}
+}
+
+// evalsha reads the number of EVALSHA (and EVAL) calls from INFO commandstats.
+func evalsha(info string) int {
+	total := 0
+	for _, line := range strings.Split(info, "\n") {
+		for _, cmd := range []string{"cmdstat_evalsha:calls=", "cmdstat_eval:calls="} {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), cmd); ok {
+				v, _, _ := strings.Cut(rest, ",")
+				n, _ := strconv.Atoi(v)
+				total += n
+			}
+		}
+	}
+	return total
 }
