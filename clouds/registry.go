@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -146,4 +147,25 @@ func yamlKeys(t reflect.Type) map[string]bool {
 		keys[name] = true
 	}
 	return keys
+}
+
+// DurationSetting is one duration key of a driver's config, for FillDurations.
+type DurationSetting struct {
+	Key     string         // the config key, for the error
+	Value   *time.Duration // the decoded value; 0 means unset
+	Default time.Duration
+}
+
+// FillDurations refuses negative durations, naming the key, and gives unset
+// ones their default.
+func FillDurations(settings ...DurationSetting) error {
+	for _, d := range settings {
+		if *d.Value < 0 {
+			return fmt.Errorf("%s %s: must be positive", d.Key, *d.Value)
+		}
+		if *d.Value == 0 {
+			*d.Value = d.Default
+		}
+	}
+	return nil
 }

@@ -118,3 +118,17 @@ func TestRegistry(t *testing.T) {
 		})
 	}
 }
+
+func TestFillDurations(t *testing.T) {
+	unset, given, negative := time.Duration(0), 5*time.Second, -time.Second
+	if err := FillDurations(
+		DurationSetting{Key: "boot_timeout", Value: &unset, Default: time.Minute},
+		DurationSetting{Key: "stop_timeout", Value: &given, Default: time.Minute},
+	); err != nil || unset != time.Minute || given != 5*time.Second {
+		t.Fatalf("err %v, unset %s, given %s", err, unset, given)
+	}
+	err := FillDurations(DurationSetting{Key: "image_timeout", Value: &negative, Default: time.Minute})
+	if err == nil || err.Error() != "image_timeout -1s: must be positive" {
+		t.Fatalf("negative: %v", err)
+	}
+}

@@ -180,25 +180,16 @@ func New(name string, c Config, ask bool, opts Options) (*Opener, error) {
 		t := true
 		c.StopInstance = &t
 	}
-	for _, d := range []struct {
-		v   *time.Duration
-		def time.Duration
-		key string
-	}{
-		{&c.BootTimeout, DefaultBootTimeout, "boot_timeout"},
-		{&c.StopTimeout, DefaultStopTimeout, "stop_timeout"},
-		{&c.ImageTimeout, DefaultImageTimeout, "image_timeout"},
-		{&c.DeleteTimeout, DefaultDeleteTimeout, "delete_timeout"},
-		{&c.ConsoleTimeout, DefaultConsoleTimeout, "console_timeout"},
-		{&c.RequestTimeout, DefaultRequestTimeout, "request_timeout"},
-		{&c.PollInterval, DefaultPollInterval, "poll_interval"},
-	} {
-		if *d.v < 0 {
-			return nil, fmt.Errorf("%s %s: must be positive", d.key, *d.v)
-		}
-		if *d.v == 0 {
-			*d.v = d.def
-		}
+	if err := clouds.FillDurations(
+		clouds.DurationSetting{Key: "boot_timeout", Value: &c.BootTimeout, Default: DefaultBootTimeout},
+		clouds.DurationSetting{Key: "stop_timeout", Value: &c.StopTimeout, Default: DefaultStopTimeout},
+		clouds.DurationSetting{Key: "image_timeout", Value: &c.ImageTimeout, Default: DefaultImageTimeout},
+		clouds.DurationSetting{Key: "delete_timeout", Value: &c.DeleteTimeout, Default: DefaultDeleteTimeout},
+		clouds.DurationSetting{Key: "console_timeout", Value: &c.ConsoleTimeout, Default: DefaultConsoleTimeout},
+		clouds.DurationSetting{Key: "request_timeout", Value: &c.RequestTimeout, Default: DefaultRequestTimeout},
+		clouds.DurationSetting{Key: "poll_interval", Value: &c.PollInterval, Default: DefaultPollInterval},
+	); err != nil {
+		return nil, err
 	}
 	if c.MaxAttempts < 0 {
 		return nil, fmt.Errorf("max_attempts %d: must be positive", c.MaxAttempts)

@@ -117,24 +117,15 @@ func New(name string, c Config, ask bool, opts Options) (*Opener, error) {
 	if c.SSHPort < 0 || c.SSHPort > 65535 {
 		return nil, fmt.Errorf("ssh_port %d: not a port", c.SSHPort)
 	}
-	for _, d := range []struct {
-		v   *time.Duration
-		def time.Duration
-		key string
-	}{
-		{&c.BootTimeout, DefaultBootTimeout, "boot_timeout"},
-		{&c.StopTimeout, DefaultStopTimeout, "stop_timeout"},
-		{&c.ImageTimeout, DefaultImageTimeout, "image_timeout"},
-		{&c.DeleteTimeout, DefaultDeleteTimeout, "delete_timeout"},
-		{&c.ConsoleTimeout, DefaultConsoleTimeout, "console_timeout"},
-		{&c.RequestTimeout, DefaultRequestTimeout, "request_timeout"},
-	} {
-		if *d.v < 0 {
-			return nil, fmt.Errorf("%s %s: must be positive", d.key, *d.v)
-		}
-		if *d.v == 0 {
-			*d.v = d.def
-		}
+	if err := clouds.FillDurations(
+		clouds.DurationSetting{Key: "boot_timeout", Value: &c.BootTimeout, Default: DefaultBootTimeout},
+		clouds.DurationSetting{Key: "stop_timeout", Value: &c.StopTimeout, Default: DefaultStopTimeout},
+		clouds.DurationSetting{Key: "image_timeout", Value: &c.ImageTimeout, Default: DefaultImageTimeout},
+		clouds.DurationSetting{Key: "delete_timeout", Value: &c.DeleteTimeout, Default: DefaultDeleteTimeout},
+		clouds.DurationSetting{Key: "console_timeout", Value: &c.ConsoleTimeout, Default: DefaultConsoleTimeout},
+		clouds.DurationSetting{Key: "request_timeout", Value: &c.RequestTimeout, Default: DefaultRequestTimeout},
+	); err != nil {
+		return nil, err
 	}
 	popts := []osclouds.ParseOption{osclouds.WithCloudName(c.Cloud)}
 	if c.CloudsFile != "" {
