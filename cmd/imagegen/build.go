@@ -45,11 +45,8 @@ func runBuild(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintln(e.stderr, "Builds one generator now, without Redis or GitHub, and prints a table of the new images.")
 		fl.PrintDefaults()
 	}
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return exitCode(2)
+	if err := parseFlags(fl, args); err != nil {
+		return err
 	}
 	if *configFile == "" || fl.NArg() != 1 {
 		fl.Usage()

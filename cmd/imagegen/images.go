@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,11 +25,8 @@ func runImages(_ context.Context, e *env, args []string) error {
 		fmt.Fprintln(e.stderr, "Lists the images of the config's qemu clouds, newest first, with their provenance.")
 		fl.PrintDefaults()
 	}
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return exitCode(2)
+	if err := parseFlags(fl, args); err != nil {
+		return err
 	}
 	if *configFile == "" || fl.NArg() != 0 {
 		fl.Usage()

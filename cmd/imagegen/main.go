@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -37,6 +38,20 @@ type command struct {
 type exitCode int
 
 func (c exitCode) Error() string { return fmt.Sprintf("exit status %d", int(c)) }
+
+// parseFlags parses a command's flags: -h ends the command with exit 0 (flag
+// printed the usage), a bad flag with exit 2 (flag said what is wrong).
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, flag.ErrHelp):
+		return exitCode(0)
+	default:
+		return exitCode(2)
+	}
+}
 
 func commands() []command {
 	return []command{

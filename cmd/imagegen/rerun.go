@@ -38,11 +38,8 @@ func runRerun(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintln(e.stderr, "usage: imagegen rerun --server URL [--cloud NAME]... [--token-env VAR] BUILD")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return exitCode(2)
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if *server == "" || fs.NArg() != 1 {
 		fs.Usage()

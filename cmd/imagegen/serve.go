@@ -34,11 +34,8 @@ func serveCmd(ctx context.Context, e *env, args []string, reg *clouds.Registry) 
 	fs.SetOutput(e.stderr)
 	cfgPath := fs.String("config", "", "the server config (imagegen.yaml)")
 	noWorker := fs.Bool("no-worker", false, "serve HTTP only; run builds in separate imagegen worker processes (they need the same encryption_key)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return exitCode(2)
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	cfg, err := loadServiceConfig(*cfgPath, reg)
 	if err != nil {

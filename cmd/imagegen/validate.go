@@ -26,11 +26,8 @@ func runValidate(_ context.Context, e *env, args []string) error {
 		fmt.Fprintln(e.stderr, "Checks generator specs: files, or directories of *.yaml (default: .imagegen/ of the current repository).")
 		fl.PrintDefaults()
 	}
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return exitCode(2)
+	if err := parseFlags(fl, args); err != nil {
+		return err
 	}
 	var opts spec.Options
 	if *configFile != "" {

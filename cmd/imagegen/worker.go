@@ -25,11 +25,8 @@ func workerCmd(ctx context.Context, e *env, args []string, reg *clouds.Registry)
 	fs.SetOutput(e.stderr)
 	cfgPath := fs.String("config", "", "the server config (imagegen.yaml); encryption_key must match serve's")
 	metricsAddr := fs.String("metrics-listen", "", "serve /metrics, /healthz and /readyz for this worker on `ADDR` (e.g. :9090); off when empty")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return exitCode(2)
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	cfg, err := loadServiceConfig(*cfgPath, reg)
 	if err != nil {
