@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/google/go-github/v60/github"
-	"github.com/hibiken/asynq"
 	"github.com/labstack/echo/v4"
 
 	"github.com/imagegen/imagegen/queue"
@@ -126,70 +124,6 @@ func knownEvent(e string) bool {
 		return true
 	}
 	return false
-}
-
-// HandleDelivery is the worker's handler for delivery tasks: it parses the
-// payload with go-github and turns it into a plan or a re-run.
-func HandleDelivery(ctx context.Context, q *queue.Service, d queue.Delivery) error {
-	ev, err := parseEvent(d.Event, d.Body)
-	if err != nil {
-		return fmt.Errorf("delivery %s: %v: %w", d.ID, err, asynq.SkipRetry)
-	}
-	switch ev := ev.(type) {
-	case *github.PushEvent:
-		return q.EnqueuePlan(ctx, pushOf(d.ID, ev))
-	case *checkRunEvent:
-		id := ev.CheckRun.ExternalID
-		if ev.Action != "rerequested" || id == "" {
-			return nil
-		}
-		nid, err := q.Rerun(ctx, id, queue.RerunRequest{SkipPasswordClouds: true})
-		var rerr *queue.RequestError
-		switch {
-		case errors.Is(err, queue.ErrNotFound), errors.As(err, &rerr):
-			// Not ours, expired, or nothing that can run: nothing to retry.
-			return nil
-		case err != nil:
-			return err
-		}
-		_ = nid
-		return nil
-	}
-	return nil
-}
-
-// pushOf keeps what planning needs from a push event.
-func pushOf(delivery string, ev *github.PushEvent) queue.Push {
-	p := queue.Push{
-		Delivery:      delivery,
-		Repo:          ev.GetRepo().GetFullName(),
-		Installation:  ev.GetInstallation().GetID(),
-		Ref:           ev.GetRef(),
-		Before:        ev.GetBefore(),
-		After:         ev.GetAfter(),
-		Created:       ev.GetCreated(),
-		Deleted:       ev.GetDeleted(),
-		Forced:        ev.GetForced(),
-		DefaultBranch: ev.GetRepo().GetDefaultBranch(),
-	}
-	seen := map[string]bool{}
-	add := func(files []string) {
-		for _, f := range files {
-			if !seen[f] {
-				seen[f] = true
-				p.Changed = append(p.Changed, f)
-			}
-		}
-	}
-	for _, c := range ev.Commits {
-		add(c.Added)
-		add(c.Removed)
-		add(c.Modified)
-	}
-	// GitHub lists at most 20 commits in a push (and a forced push's list says
-	// little about what changed since before): ask the compare API then.
-	p.Incomplete = len(ev.Commits) >= 20 || (p.Forced && !p.Created)
-	return p
 }
 
 // checkRunEvent is the part of a check_run delivery imagegen uses. It is
