@@ -39,9 +39,9 @@ var noticeDelays = []time.Duration{1500 * time.Millisecond, 3200 * time.Millisec
 
 const noticeStop = time.Second
 
-// sshDelays open the SSH gates at phases spread evenly over sshexec's 2 s
-// retry period (1 s + k × 2.25 s), so the median is the retry's, not the
-// samples' luck.
+// sshDelays open the SSH gates at phases spread evenly over sshexec's 1 s
+// retry period (1 s + k × 2.25 s: phases 0, ¼, ½, ¾ of it, twice), so the
+// median is the retry's, not the samples' luck.
 var sshDelays = func() []time.Duration {
 	var ds []time.Duration
 	for k := range 8 {
@@ -50,13 +50,11 @@ var sshDelays = func() []time.Duration {
 	return ds
 }()
 
-// proposedRetry is the SSH retry period proposed in docs/BENCHMARKS.md.
-const proposedRetry = time.Second
-
-// proposedPoll is clouds.DefaultPoll with a lower cap: once polling has
-// backed off, a ready resource waits for the next poll, on average half
-// the cap, so the cap must stay under 2 s for a median under 1 s.
-var proposedPoll = clouds.Backoff{Initial: clouds.DefaultPoll.Initial, Max: 1500 * time.Millisecond, Factor: clouds.DefaultPoll.Factor}
+// earlierPoll is clouds.DefaultPoll as it was before this benchmark's
+// findings, capped at 3 s: once polling has backed off, a ready resource
+// waits for the next poll, on average half the cap, so the cap must stay
+// under 2 s for a median under 1 s. Measured again for comparison.
+var earlierPoll = clouds.Backoff{Initial: clouds.DefaultPoll.Initial, Max: 3 * time.Second, Factor: clouds.DefaultPoll.Factor}
 
 // msgLog records when each log message was written.
 type msgLog struct {
@@ -369,7 +367,7 @@ func benchNoticing(b *testing.B) {
 		err  error
 	}
 	// Each driver with its default polling, and the drivers that poll an API
-	// once more with the cap proposed in docs/BENCHMARKS.md.
+	// once more with the earlier cap, for comparison.
 	type job struct {
 		t    noticeTarget
 		poll clouds.Backoff
@@ -380,11 +378,11 @@ func benchNoticing(b *testing.B) {
 		jobs = append(jobs, job{t, clouds.Backoff{}, t.name})
 	}
 	for _, t := range noticeTargets()[1:] {
-		jobs = append(jobs, job{t, proposedPoll, fmt.Sprintf("%s, proposed poll (at most %s)", t.name, proposedPoll.Max)})
+		jobs = append(jobs, job{t, earlierPoll, fmt.Sprintf("%s, earlier poll (at most %s), for comparison", t.name, earlierPoll.Max)})
 	}
 	rows := make([]row, len(jobs))
-	var sshLags, sshLagsProposed []time.Duration
-	var sshErr, sshErrProposed error
+	var sshLags []time.Duration
+	var sshErr error
 	var wg sync.WaitGroup
 	for i, j := range jobs {
 		wg.Go(func() {
@@ -393,7 +391,6 @@ func benchNoticing(b *testing.B) {
 		})
 	}
 	wg.Go(func() { sshLags, sshErr = measureSSH(b, sshd, 0) })
-	wg.Go(func() { sshLagsProposed, sshErrProposed = measureSSH(b, sshd, proposedRetry) })
 	wg.Wait()
 
 	ds := make([]string, len(noticeDelays))
@@ -422,8 +419,11 @@ func benchNoticing(b *testing.B) {
 			all = append(all, each...) // the overall figure is today's code
 		}
 		med := Percentile(slices.Clone(each), 50)
-		res.Figures = append(res.Figures,
-			Goal(r.name+": median lag, instance running and image available", Ms(med), "≤ 1 s", med <= time.Second),
+		headline := Goal(r.name+": median lag, instance running and image available", Ms(med), "≤ 1 s", med <= time.Second)
+		if jobs[i].poll != (clouds.Backoff{}) {
+			headline = Fig(r.name+": median lag, instance running and image available", Ms(med))
+		}
+		res.Figures = append(res.Figures, headline,
 			Fig(r.name+": median / max lag per kind", fmt.Sprintf("running %s / %s; image %s / %s; (stopped %s / %s)",
 				Ms(Percentile(r.l.launch, 50)), Ms(slices.Max(r.l.launch)), Ms(Percentile(r.l.image, 50)), Ms(slices.Max(r.l.image)),
 				Ms(Percentile(r.l.stop, 50)), Ms(slices.Max(r.l.stop)))))
@@ -436,13 +436,6 @@ func benchNoticing(b *testing.B) {
 		med := Percentile(slices.Clone(sshLags), 50)
 		res.Figures = append(res.Figures, Goal(fmt.Sprintf("SSH up (real sshd, retry every %s): median lag", sshexec.DefaultRetryEvery), Ms(med), "≤ 1 s", med <= time.Second),
 			Fig("SSH up: max lag", Ms(slices.Max(sshLags))))
-	}
-	if sshErrProposed != nil {
-		res.Notes = append(res.Notes, fmt.Sprintf("SSH with the proposed retry failed: %v", sshErrProposed))
-	} else {
-		med := Percentile(slices.Clone(sshLagsProposed), 50)
-		res.Figures = append(res.Figures, Goal(fmt.Sprintf("SSH up, proposed retry every %s: median / max lag", proposedRetry),
-			Ms(med)+" / "+Ms(slices.Max(sshLagsProposed)), "≤ 1 s", med <= time.Second))
 	}
 	if len(all) == 0 {
 		b.Fatalf("no samples: %v", res.Notes)
