@@ -72,14 +72,15 @@ The worker's grace period is computed from config.build.cleanupTimeout with it.
 {{- end -}}
 
 {{- define "imagegen.workerGracePeriod" -}}
-{{- $cleanup := include "imagegen.durationSeconds" .Values.config.build.cleanupTimeout | int -}}
+{{- /* A worker told to stop lets builds run on for shutdownGrace, then waits
+   cleanupTimeout + 10s for the canceled ones to clean up before it exits. */ -}}
+{{- $cleanup := add (include "imagegen.durationSeconds" .Values.config.build.cleanupTimeout | int) (include "imagegen.durationSeconds" (.Values.config.build.shutdownGrace | default "0s") | int) -}}
 {{- $grace := .Values.worker.terminationGracePeriodSeconds | int -}}
 {{- if eq $grace 0 -}}
 {{- $grace = add $cleanup 60 -}}
 {{- end -}}
-{{- /* The worker waits cleanupTimeout + 10s for builds to clean up before it exits. */ -}}
 {{- if lt $grace (add $cleanup 10 | int) -}}
-{{- fail (printf "worker.terminationGracePeriodSeconds (%d) must be at least config.build.cleanupTimeout + 10s (%d): a worker killed earlier leaves VMs behind" $grace (add $cleanup 10)) -}}
+{{- fail (printf "worker.terminationGracePeriodSeconds (%d) must be at least config.build.shutdownGrace + config.build.cleanupTimeout + 10s (%d): a worker killed earlier leaves VMs behind" $grace (add $cleanup 10)) -}}
 {{- end -}}
 {{- $grace -}}
 {{- end -}}

@@ -272,6 +272,12 @@ func renderCases() []renderCase {
 			grace: 10*60 + 60,
 		},
 		{
+			name:  "builds may finish on SIGTERM: shutdownGrace adds to the grace period",
+			set:   []string{"config.build.shutdownGrace=30m"},
+			kinds: base,
+			grace: 30*60 + 10*60 + 60,
+		},
+		{
 			name:  "no Redis password, no persistence, grace from a compound duration",
 			set:   []string{"redis.bundled.auth.enabled=false", "redis.bundled.persistence.enabled=false", "config.build.cleanupTimeout=1h2m30s"},
 			kinds: base,
@@ -408,10 +414,12 @@ func checkServerAndWorker(t *testing.T, c *chart, tc renderCase) {
 		t.Errorf("server liveness probe is not GET /healthz: %+v", sc.LivenessProbe)
 	}
 
-	// The grace period must cover the cleanup the worker waits for: build.cleanup_timeout + 10s.
+	// The grace period must cover what the worker waits for on SIGTERM:
+	// build.shutdown_grace, then build.cleanup_timeout + 10s.
 	var cfg struct {
 		Build struct {
 			CleanupTimeout string `json:"cleanup_timeout"`
+			ShutdownGrace  string `json:"shutdown_grace"`
 			Concurrency    int    `json:"concurrency"`
 		} `json:"build"`
 	}
@@ -422,14 +430,18 @@ func checkServerAndWorker(t *testing.T, c *chart, tc renderCase) {
 	if err != nil {
 		t.Fatalf("build.cleanup_timeout: %v", err)
 	}
+	shutdownGrace, err := time.ParseDuration(cfg.Build.ShutdownGrace)
+	if err != nil {
+		t.Fatalf("build.shutdown_grace: %v", err)
+	}
 	g := worker.Spec.Template.Spec.TerminationGracePeriodSeconds
 	switch {
 	case g == nil:
 		t.Error("the worker has no terminationGracePeriodSeconds")
 	case *g != tc.grace:
 		t.Errorf("worker grace period %ds, want %ds", *g, tc.grace)
-	case time.Duration(*g)*time.Second < cleanup+10*time.Second:
-		t.Errorf("worker grace period %ds is shorter than cleanup_timeout %s + 10s", *g, cleanup)
+	case time.Duration(*g)*time.Second < shutdownGrace+cleanup+10*time.Second:
+		t.Errorf("worker grace period %ds is shorter than shutdown_grace %s + cleanup_timeout %s + 10s", *g, shutdownGrace, cleanup)
 	}
 	if cfg.Build.Concurrency < 1 {
 		t.Errorf("build.concurrency %d", cfg.Build.Concurrency)
@@ -701,8 +713,9 @@ func TestRenderRefuses(t *testing.T) {
 		set  []string
 		want string
 	}{
-		{"grace period shorter than the cleanup", []string{"worker.terminationGracePeriodSeconds=300"}, "must be at least config.build.cleanupTimeout + 10s (610)"},
+		{"grace period shorter than the cleanup", []string{"worker.terminationGracePeriodSeconds=300"}, "must be at least config.build.shutdownGrace + config.build.cleanupTimeout + 10s (610)"},
 		{"grace period one second short", []string{"config.build.cleanupTimeout=90s", "worker.terminationGracePeriodSeconds=99"}, "(100)"},
+		{"grace period without room for shutdownGrace", []string{"config.build.shutdownGrace=5m", "worker.terminationGracePeriodSeconds=700"}, "(910)"},
 		{"an App without its key", []string{"config.github.appId=7"}, "give the App's private key"},
 		{"an App and a token", []string{"config.github.appId=7", "secrets.githubPrivateKey.value=x", "secrets.githubToken.value=y"}, "not both"},
 		{"standalone Redis without a URL", []string{"redis.mode=standalone"}, "give redis.url"},
