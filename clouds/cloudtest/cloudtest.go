@@ -35,6 +35,10 @@ type Harness struct {
 	// Images, when set, returns the images the backing fake holds, with their
 	// tags, so the suite checks the tags the cloud really stored.
 	Images func(t *testing.T) []clouds.Image
+	// Backing, when set, returns what backs the images the fake holds (EBS
+	// snapshots), each with Build from its tag, so the suite checks that
+	// deleting an image removes them too.
+	Backing func(t *testing.T) []clouds.Resource
 	// BadImage, when set, is a base image the backing fake does not know:
 	// Launch must fail with clouds.KindNotFound and leave nothing behind.
 	BadImage string
@@ -52,10 +56,7 @@ func Run(t *testing.T, h Harness) {
 	if h.Open == nil || h.Live == nil || h.Image == "" {
 		t.Fatal("cloudtest: Harness needs Open, Live and Image")
 	}
-	tests := []struct {
-		name string
-		run  func(t *testing.T, h Harness)
-	}{
+	tests := []suiteTest{
 		{"LaunchRecordsBeforeWait", testLaunchRecordsBeforeWait},
 		{"HappyPath", testHappyPath},
 		{"TerminateTwice", testTerminateTwice},
@@ -66,9 +67,20 @@ func Run(t *testing.T, h Harness) {
 		{"EveryResourceCarriesBuild", testEveryResourceCarriesBuild},
 		{"CanceledContextReturnsPromptly", testCanceledPromptly},
 	}
+	// ImageLister is optional: the suite checks it where a driver has it.
+	if c := h.Open(t); c.Features().Images {
+		if _, ok := c.(clouds.ImageLister); ok {
+			tests = append(tests, suiteTest{"BuildImages", testBuildImages})
+		}
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.run(t, h) })
 	}
+}
+
+type suiteTest struct {
+	name string
+	run  func(t *testing.T, h Harness)
 }
 
 // build is one build's view of the cloud under test.
@@ -505,6 +517,83 @@ func testLeftoversAndRemove(t *testing.T, h Harness) {
 		t.Errorf("removing build %s's leftovers touched build %s: it holds %v, want %v", a.id, other.id, got, want)
 	}
 	other.terminate(t, instO)
+}
+
+// testBuildImages checks a clouds.ImageLister as the sweep uses it: a build's
+// snapshot is listed under its build id (and among every build's), and the
+// listed image, handed to DeleteImage, removes it and what backs it.
+func testBuildImages(t *testing.T, h Harness) {
+	c := h.Open(t)
+	l := c.(clouds.ImageLister)
+	b := newBuild(t, h, c)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if imgs, err := l.BuildImages(ctx, b.id); err != nil || len(imgs) > 0 {
+		t.Fatalf("BuildImages(%s) before any snapshot = %v, %v; want nothing", b.id, imgs, err)
+	}
+	inst := b.launch(t)
+	img := b.stopAndSnapshot(t, inst)
+	b.terminate(t, inst)
+	var backing []string
+	if h.Backing != nil {
+		for _, r := range h.Backing(t) {
+			if r.Build == b.id {
+				backing = append(backing, resourceKey(r))
+			}
+		}
+		if len(backing) == 0 {
+			t.Errorf("nothing backing image %s carries its build %s", img.ID, b.id)
+		}
+	}
+
+	mine, err := l.BuildImages(ctx, b.id)
+	if err != nil {
+		t.Fatalf("BuildImages(%s): %v", b.id, err)
+	}
+	listed, ok := findImage(mine, img.ID)
+	if !ok {
+		t.Fatalf("BuildImages(%s) = %v; want it to list the build's image %s", b.id, mine, img.ID)
+	}
+	for _, im := range mine {
+		if got := im.Tags[clouds.TagBuild]; got != b.id {
+			t.Errorf("BuildImages(%s) listed image %s tagged %s=%q", b.id, im.ID, clouds.TagBuild, got)
+		}
+	}
+	if listed.Tags[clouds.TagGenerator] != "conformance" {
+		t.Errorf("listed image %s carries tags %v; want the provenance Snapshot gave it", listed.ID, listed.Tags)
+	}
+	all, err := l.BuildImages(ctx, "")
+	if err != nil {
+		t.Fatalf(`BuildImages(""): %v`, err)
+	}
+	if _, ok := findImage(all, img.ID); !ok {
+		t.Errorf(`BuildImages("") = %v; want it to list image %s of build %s`, all, img.ID, b.id)
+	}
+	other := "ct-" + randHex(t, 6)
+	if imgs, err := l.BuildImages(ctx, other); err != nil || len(imgs) > 0 {
+		t.Errorf("BuildImages(%s), a build with no image, = %v, %v; want nothing", other, imgs, err)
+	}
+
+	// The sweep has only the listing: deleting what it lists must remove it all.
+	if err := c.DeleteImage(ctx, &listed); err != nil {
+		t.Fatalf("DeleteImage of the listed image: %v", err)
+	}
+	if h.Images != nil {
+		if _, ok := findImage(h.Images(t), img.ID); ok {
+			t.Fatalf("image %s still exists after DeleteImage of its listing", img.ID)
+		}
+	}
+	b.noLeaks(t)
+	if h.Backing != nil {
+		for _, r := range h.Backing(t) {
+			if slices.Contains(backing, resourceKey(r)) {
+				t.Errorf("%s %s backed image %s and outlived DeleteImage of its listing", r.Kind, r.ID, img.ID)
+			}
+		}
+	}
+	if imgs, err := l.BuildImages(ctx, b.id); err != nil || len(imgs) > 0 {
+		t.Fatalf("after DeleteImage, BuildImages(%s) = %v, %v; want nothing", b.id, imgs, err)
+	}
 }
 
 // testEveryResourceCarriesBuild checks that whatever appeared in the cloud

@@ -26,6 +26,8 @@ var mutants = map[string]struct {
 	"no leftovers":       {func(c *fake.Cloud) clouds.Cloud { return noLeftovers{c} }, "LeftoversAndRemove"},
 	"untagged":           {func(c *fake.Cloud) clouds.Cloud { return untagged{c} }, "EveryResourceCarriesBuild"},
 	"image not deleted":  {func(c *fake.Cloud) clouds.Cloud { return keepsImages{c} }, "DeleteImageIdempotent"},
+	"lists no images":    {func(c *fake.Cloud) clouds.Cloud { return listsNothing{c} }, "BuildImages"},
+	"lists every build":  {func(c *fake.Cloud) clouds.Cloud { return listsAll{c} }, "BuildImages"},
 }
 
 const mutantEnv = "CLOUDTEST_MUTANT"
@@ -134,3 +136,15 @@ func (c untagged) Launch(ctx context.Context, req clouds.LaunchRequest, inst *cl
 type keepsImages struct{ *fake.Cloud }
 
 func (keepsImages) DeleteImage(context.Context, *clouds.Image) error { return nil }
+
+// listsNothing implements clouds.ImageLister but finds no image.
+type listsNothing struct{ *fake.Cloud }
+
+func (listsNothing) BuildImages(context.Context, string) ([]clouds.Image, error) { return nil, nil }
+
+// listsAll ignores the build it is asked for.
+type listsAll struct{ *fake.Cloud }
+
+func (c listsAll) BuildImages(ctx context.Context, _ string) ([]clouds.Image, error) {
+	return c.Cloud.BuildImages(ctx, "")
+}

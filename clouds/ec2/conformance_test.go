@@ -34,6 +34,7 @@ func TestConformance(t *testing.T) {
 				Size:     "t3.micro",
 				Live:     func(*testing.T) []clouds.Resource { return f.Live() },
 				Images:   func(*testing.T) []clouds.Image { return f.Images() },
+				Backing:  func(*testing.T) []clouds.Resource { return f.Snapshots() },
 				BadImage: "ami-0000000000000dead",
 				SkipSSH:  false,
 			})

@@ -897,3 +897,51 @@ func (c *Cloud) Leftovers(ctx context.Context, build string) ([]clouds.Resource,
 	}
 	return out, nil
 }
+
+var _ clouds.ImageLister = (*Cloud)(nil)
+
+// imagePage is the most images one DescribeImages page asks for (EC2's maximum).
+const imagePage = 1000
+
+// BuildImages lists the AMIs this account owns tagged imagegen:build=build
+// (any build when build is ""), pending and failed ones too: an attempt killed
+// mid-snapshot leaves those. Each carries its EBS snapshots in Resources, so
+// DeleteImage removes them with it.
+func (c *Cloud) BuildImages(ctx context.Context, build string) ([]clouds.Image, error) {
+	var out []clouds.Image
+	err := c.retry(ctx, "list images", func(ctx context.Context) error {
+		out = out[:0]
+		in := &ec2.DescribeImagesInput{Owners: []string{"self"}, Filters: []types.Filter{buildFilter(build)}, MaxResults: aws.Int32(imagePage)}
+		for {
+			res, err := c.api.DescribeImages(ctx, in)
+			if err != nil {
+				return err
+			}
+			for _, im := range res.Images {
+				tags := tagMap(im.Tags)
+				b := tags[clouds.TagBuild]
+				if b == "" || (build != "" && b != build) || im.State == types.ImageStateDeregistered {
+					continue
+				}
+				// The Name tag holds the name Snapshot was given (the AMI's own
+				// name is cut at 128), and DeleteImage finds snapshots by it.
+				name := tags["Name"]
+				if name == "" {
+					name = aws.ToString(im.Name)
+				}
+				delete(tags, "Name")
+				img := clouds.Image{ID: aws.ToString(im.ImageId), Name: name, Tags: tags}
+				recordSnapshots(&img, im)
+				out = append(out, img)
+			}
+			if aws.ToString(res.NextToken) == "" {
+				return nil
+			}
+			in.NextToken = res.NextToken
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"sort"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/layer3/floatingips"
+	"github.com/gophercloud/gophercloud/v2/pagination"
 
 	"github.com/imagegen/imagegen/clouds"
 )
@@ -389,4 +391,86 @@ func (c *Cloud) Leftovers(ctx context.Context, build string) ([]clouds.Resource,
 		return nil, err
 	}
 	return out, nil
+}
+
+var _ clouds.ImageLister = (*Cloud)(nil)
+
+// imageListLimit asks Glance for its largest usual page (api_limit_max is 1000
+// by default); a deployment with a smaller cap answers less and a next link.
+const imageListLimit = 1000
+
+// propertyQuery is Glance's image list query with property filters, which
+// gophercloud's ListOpts cannot express: Glance takes any query key it does
+// not know as the name of an image property to match.
+type propertyQuery struct {
+	images.ListOpts
+	props map[string]string
+}
+
+func (q propertyQuery) ToImageListQuery() (string, error) {
+	s, err := q.ListOpts.ToImageListQuery()
+	if err != nil {
+		return "", err
+	}
+	v, err := url.ParseQuery(strings.TrimPrefix(s, "?"))
+	if err != nil {
+		return "", err
+	}
+	for k, val := range q.props {
+		v.Set(k, val)
+	}
+	if len(v) == 0 {
+		return "", nil
+	}
+	return "?" + v.Encode(), nil
+}
+
+// BuildImages lists the images whose imagegen:build property is build (any
+// build when build is ""), in any state but deleted: a snapshot still saving
+// or killed is as much an orphan as an active one. Every page is read (Glance
+// pages by its next link). Tags are the image's imagegen:* properties.
+func (c *Cloud) BuildImages(ctx context.Context, build string) ([]clouds.Image, error) {
+	q := propertyQuery{ListOpts: images.ListOpts{Limit: imageListLimit}}
+	if build != "" {
+		q.props = map[string]string{clouds.TagBuild: build}
+	}
+	var out []clouds.Image
+	err := c.retry(ctx, "list images", func(ctx context.Context) error {
+		out = out[:0]
+		// Every image the project can see, when build is "": Glance cannot
+		// filter on a property's presence, so the filter is ours.
+		return images.List(c.image, q).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
+			all, err := images.ExtractImages(page)
+			if err != nil {
+				return false, err
+			}
+			for _, im := range all {
+				tags := imagegenTags(im.Properties)
+				b := tags[clouds.TagBuild]
+				if b == "" || (build != "" && b != build) || im.Status == images.ImageStatusDeleted || im.Status == "pending_delete" {
+					continue
+				}
+				out = append(out, clouds.Image{ID: im.ID, Name: im.Name, Tags: tags})
+			}
+			return true, nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// tagPrefix starts every provenance tag's name.
+const tagPrefix = clouds.TagManagedKey + ":"
+
+// imagegenTags picks an image's imagegen:* properties, the ones Snapshot set.
+func imagegenTags(props map[string]any) map[string]string {
+	tags := map[string]string{}
+	for k, v := range props {
+		if s, ok := v.(string); ok && strings.HasPrefix(k, tagPrefix) {
+			tags[k] = s
+		}
+	}
+	return tags
 }

@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -187,6 +188,30 @@ func ListImages(dir string) ([]clouds.Image, error) {
 		imgs[i] = d.img
 	}
 	return imgs, nil
+}
+
+var _ clouds.ImageLister = (*Cloud)(nil)
+
+// BuildImages lists the images in dir whose provenance sidecar names build
+// (any build when build is ""), for the sweep. A disk without its sidecar is
+// not listed: Snapshot writes the sidecar last, right after the disk appears,
+// and an attempt killed while converting leaves only its work directory,
+// which Leftovers finds.
+func (c *Cloud) BuildImages(ctx context.Context, build string) ([]clouds.Image, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	all, err := ListImages(c.cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("list images: %w", err)
+	}
+	var out []clouds.Image
+	for _, im := range all {
+		if b := im.Tags[clouds.TagBuild]; b != "" && (build == "" || b == build) {
+			out = append(out, im)
+		}
+	}
+	return out, nil
 }
 
 // diskFormat tells qcow2 from raw by qcow2's magic, so a base named .img works either way.

@@ -43,6 +43,10 @@ type Options struct {
 	ConsoleHostKey string
 	// FailImages makes every new image end "failed" instead of "available".
 	FailImages bool
+	// ImagePage caps how many images one DescribeImages page holds when the
+	// call pages (MaxResults given): EC2 may answer fewer than asked, with a
+	// NextToken. Default: MaxResults.
+	ImagePage int
 	// DependencyLinger keeps a deleted instance's security groups "in use"
 	// for this long after it is terminated, as EC2 does for a while.
 	DependencyLinger time.Duration
@@ -663,10 +667,36 @@ var (
 
 func validAMI(id string) bool { return amiID.MatchString(id) }
 
+// describeImages answers as EC2 does: by id, owner and filters, sorted (by
+// id here), in pages of MaxResults with a NextToken while more remain.
+// MaxResults cannot go with ImageIds.
 func (f *Fake) describeImages(form url.Values, now time.Time) ([]node, *apiError) {
 	ids := list(form, "ImageId")
 	owners := list(form, "Owner")
 	fs := filters(form)
+	page, paged := 0, form.Get("MaxResults") != "" || form.Get("NextToken") != ""
+	if v := form.Get("MaxResults"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return nil, errf("InvalidParameterValue", "Value ( %s ) for parameter maxResults is invalid. Expecting a value between 1 and 1000.", v)
+		}
+		if len(ids) > 0 {
+			return nil, errf("InvalidParameterCombination", "The parameter imageIdsSet cannot be used with the parameter maxResults")
+		}
+		page = n
+	}
+	if page == 0 || f.opts.ImagePage > 0 && f.opts.ImagePage < page {
+		page = f.opts.ImagePage
+	}
+	after := ""
+	if tok := form.Get("NextToken"); tok != "" {
+		b, err := base64.RawURLEncoding.DecodeString(tok)
+		rest, ok := strings.CutPrefix(string(b), "images-after:")
+		if err != nil || !ok {
+			return nil, errf("InvalidPaginationToken", "Invalid pagination token %s", tok)
+		}
+		after = rest
+	}
 	var items []node
 	for _, id := range ids {
 		if !validAMI(id) {
@@ -680,7 +710,7 @@ func (f *Fake) describeImages(form url.Values, now time.Time) ([]node, *apiError
 		}
 	}
 	if (len(ids) == 0 && len(owners) == 0) || contains(ids, BaseImage) {
-		if match(fs, nil, map[string]string{"image-id": BaseImage, "state": "available", "name": "ubuntu-base"}) {
+		if form.Get("NextToken") == "" && match(fs, nil, map[string]string{"image-id": BaseImage, "state": "available", "name": "ubuntu-base"}) {
 			items = append(items, baseImageNode())
 		}
 	}
@@ -690,17 +720,62 @@ func (f *Fake) describeImages(form url.Values, now time.Time) ([]node, *apiError
 		keys = append(keys, id)
 	}
 	sort.Strings(keys)
+	var next string
 	for _, id := range keys {
 		im := f.images[id]
 		f.advanceImage(im, now)
 		if len(ids) > 0 && !contains(ids, id) || !ownSelf {
 			continue
 		}
-		if match(fs, im.tags, map[string]string{"image-id": im.id, "name": im.name, "state": im.state}) {
-			items = append(items, f.imageNode(im))
+		// The base image comes first, on the first page only; a token after
+		// it starts at the account's first image.
+		if after != "" && after != BaseImage && id <= after {
+			continue
+		}
+		if !match(fs, im.tags, map[string]string{"image-id": im.id, "name": im.name, "state": im.state}) {
+			continue
+		}
+		if paged && page > 0 && len(items) == page {
+			next = base64.RawURLEncoding.EncodeToString([]byte("images-after:" + keyOf(items[len(items)-1])))
+			break
+		}
+		items = append(items, f.imageNode(im))
+	}
+	out := []node{el("imagesSet", items...)}
+	if next != "" {
+		out = append(out, tx("nextToken", next))
+	}
+	return out, nil
+}
+
+// keyOf is an image item's imageId.
+func keyOf(item node) string {
+	for _, k := range item.kids {
+		if k.name == "imageId" {
+			return k.text
 		}
 	}
-	return []node{el("imagesSet", items...)}, nil
+	return ""
+}
+
+// AddImage puts an image the account owns straight into the fake, as a test's
+// history: state "" is available (pending stays pending). Like CreateImage's,
+// it is backed by one EBS snapshot carrying the same tags.
+func (f *Fake) AddImage(name, state string, tags map[string]string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if state == "" {
+		state = "available"
+	}
+	im := &image{tagged: tagged{tags: copyTags(tags)}, id: f.newID("ami"), name: name, state: state}
+	if state == "pending" {
+		im.readyAt = time.Now().Add(24 * time.Hour)
+	}
+	s := &snapshot{tagged: tagged{tags: copyTags(tags)}, id: f.newID("snap"), image: im.id}
+	f.snapshots[s.id] = s
+	im.snapshots = []string{s.id}
+	f.images[im.id] = im
+	return im.id
 }
 
 func contains(ss []string, s string) bool {

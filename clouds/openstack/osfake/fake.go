@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"reflect"
 	"regexp"
 	"sort"
@@ -50,6 +51,10 @@ type Options struct {
 	BootFault string
 	// KillImages makes new snapshots end killed instead of active.
 	KillImages bool
+	// ImageListMax is Glance's api_limit_max: the most images one list answer
+	// holds, whatever limit the client asks; default 1000. Glance's default
+	// page (no limit asked) is 25.
+	ImageListMax int
 	// OnActive is called when a server becomes ACTIVE, with its key pair's
 	// public key, as cloud-init would install it (a test authorizes it on a
 	// real sshd). It runs with the fake locked: it must not call the fake.
@@ -192,6 +197,9 @@ func New(o Options) *Fake {
 	defd(&o.StopDelay, 30*time.Millisecond)
 	defd(&o.SnapshotDelay, 60*time.Millisecond)
 	defd(&o.DeleteDelay, 30*time.Millisecond)
+	if o.ImageListMax == 0 {
+		o.ImageListMax = 1000
+	}
 	if o.ServerQuota == 0 {
 		o.ServerQuota = 10
 	}
@@ -1243,20 +1251,7 @@ func (f *Fake) imageJSON(req *http.Request, im *image) map[string]any {
 func (f *Fake) image(w http.ResponseWriter, req *http.Request, r *region, p string) {
 	switch {
 	case p == "/images" && req.Method == "GET":
-		name := req.URL.Query().Get("name")
-		list := []any{}
-		ids := make([]string, 0, len(r.images))
-		for id := range r.images {
-			ids = append(ids, id)
-		}
-		sort.Strings(ids)
-		for _, id := range ids {
-			im := r.images[id]
-			if name == "" || im.Name == name {
-				list = append(list, f.imageJSON(req, im))
-			}
-		}
-		writeJSON(w, 200, map[string]any{"images": list, "schema": "/v2/schemas/images", "first": "/v2/images"})
+		f.listImages(w, req, r)
 	case strings.HasPrefix(p, "/images/"):
 		id := strings.TrimPrefix(p, "/images/")
 		im, ok := r.images[id]
@@ -1278,6 +1273,117 @@ func (f *Fake) image(w http.ResponseWriter, req *http.Request, r *region, p stri
 	default:
 		writeErr(w, req.URL.Path, 404, "not found")
 	}
+}
+
+// imageListParams are the query keys Glance's image list knows; any other key
+// filters on an image property of that name. The fake implements the first
+// group and refuses the rest, so a driver relying on one is noticed.
+var (
+	imageListParams = map[string]bool{"limit": true, "marker": true, "name": true, "status": true}
+	imageListTodo   = map[string]bool{"id": true, "visibility": true, "os_hidden": true, "member_status": true, "owner": true,
+		"size_min": true, "size_max": true, "sort": true, "sort_key": true, "sort_dir": true, "tag": true,
+		"created_at": true, "updated_at": true, "container_format": true, "disk_format": true, "protected": true}
+)
+
+// defaultImagePage is Glance's limit_param_default.
+const defaultImagePage = 25
+
+// listImages answers GET /v2/images as Glance does: newest first (created_at,
+// then id, descending), filtered by name, status and any other key as an image
+// property, one page of limit images (at most ImageListMax) after marker, and
+// a next link whenever the page is full.
+func (f *Fake) listImages(w http.ResponseWriter, req *http.Request, r *region) {
+	q := req.URL.Query()
+	limit := defaultImagePage
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			writeErr(w, req.URL.Path, 400, "limit param must be an integer")
+			return
+		}
+		limit = n
+	}
+	limit = min(limit, f.opts.ImageListMax)
+	props := map[string]string{}
+	for k, vs := range q {
+		if imageListTodo[k] {
+			f.reject(w, req, "the fake does not implement the image list parameter "+k)
+			return
+		}
+		if !imageListParams[k] {
+			props[k] = vs[0]
+		}
+	}
+	all := make([]*image, 0, len(r.images))
+	for _, im := range r.images {
+		all = append(all, im)
+	}
+	after := func(a, b *image) bool { // a comes after b: older, or as old with a smaller id
+		if !a.Created.Equal(b.Created) {
+			return a.Created.Before(b.Created)
+		}
+		return a.ID < b.ID
+	}
+	sort.Slice(all, func(i, j int) bool { return after(all[j], all[i]) })
+	var mark *image
+	if m := q.Get("marker"); m != "" {
+		if mark = r.images[m]; mark == nil {
+			writeErr(w, req.URL.Path, 400, "marker not found")
+			return
+		}
+	}
+	list := []any{}
+	last := ""
+	for _, im := range all {
+		if len(list) == limit {
+			break
+		}
+		if mark != nil && !after(im, mark) {
+			continue
+		}
+		if n := q.Get("name"); n != "" && im.Name != n {
+			continue
+		}
+		if st := q.Get("status"); st != "" && im.Status != st {
+			continue
+		}
+		hit := true
+		for k, v := range props {
+			if got, ok := im.Props[k]; !ok || got != v {
+				hit = false
+			}
+		}
+		if hit {
+			list = append(list, f.imageJSON(req, im))
+			last = im.ID
+		}
+	}
+	body := map[string]any{"images": list, "schema": "/v2/schemas/images", "first": "/v2/images"}
+	if len(list) > 0 && len(list) == limit {
+		next := url.Values{}
+		for k, vs := range q {
+			next[k] = vs
+		}
+		next.Set("marker", last)
+		body["next"] = "/v2/images?" + next.Encode()
+	}
+	writeJSON(w, 200, body)
+}
+
+// AddImage adds an image made outside imagegen (an upload, another project's
+// public image) to a region and returns its id; Status "" means active.
+func (f *Fake) AddImage(reg string, im Image) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r := f.region(reg)
+	if im.ID == "" {
+		im.ID = f.uuid()
+	}
+	if im.Status == "" {
+		im.Status = "active"
+	}
+	r.images[im.ID] = &image{ID: im.ID, Name: im.Name, Status: im.Status, Props: copyMap(im.Properties), Created: time.Now()}
+	return im.ID
 }
 
 // patchImage applies a JSON patch (Glance's media type, properties only).
