@@ -86,6 +86,17 @@ type Observer interface {
 	Line(l LogLine)
 }
 
+// LineBatcher is an Observer that also takes log lines in batches: the lines
+// the script's output brought in one read come in one call, in order, with
+// one lock and one call for hundreds of lines rather than per line. When a
+// Job's Observer implements it, the builder calls Lines for the script's
+// output and Line for everything else; both under the same ordering rules.
+// The slice is reused once Lines returns: keep the LogLines, not the slice.
+// (An addition to the contract: Observers without it are called per line.)
+type LineBatcher interface {
+	Lines(ls []LogLine)
+}
+
 // LogLine is one line of a build log: the script's output, imagegen's own
 // messages, or the VM's console. Text is already redacted.
 type LogLine struct {

@@ -507,3 +507,131 @@ func TestRunAllSameHost(t *testing.T) {
 		t.Errorf("the clouds shared a script path: %v", paths)
 	}
 }
+
+// batchRecorder is a recorder that also takes lines in batches (LineBatcher).
+type batchRecorder struct {
+	recorder
+	batches int
+	sizes   []int
+}
+
+func (r *batchRecorder) Lines(ls []LogLine) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.batches++
+	r.sizes = append(r.sizes, len(ls))
+	r.lines = append(r.lines, ls...) // copies the LogLines: the slice is reused
+}
+
+// TestRunScriptLinesInBatches: an observer implementing LineBatcher gets the
+// script's output in batches (in order, complete, each line stamped and
+// named), imagegen's own lines one by one, and a secret the script prints in
+// two writes a moment apart (two reads) redacted; an Observer without Lines
+// gets the same lines one by one.
+func TestRunScriptLinesInBatches(t *testing.T) {
+	s := testenv.StartSSHD(t)
+	ep := &clouds.Endpoint{Addr: s.Addr, User: s.User, Signer: s.ClientSigner, HostKeys: []string{s.HostKey}, HostKeySource: "test"}
+	const password = "hunter2-very-secret"
+	script := "seq 1 5000\nprintf 'pw=hunter2'; sleep 0.3; printf -- '-very-secret!\\n'\necho to-stderr >&2"
+	want := seqNumbers(1, 5000)
+	want = append(want, "pw=[redacted]!")
+
+	br, lr := &batchRecorder{}, &recorder{}
+	tests := []struct {
+		name    string
+		obs     Observer
+		rec     *recorder // what obs saw
+		batched bool
+	}{
+		{"LineBatcher", br, &br.recorder, true},
+		{"Line only", lr, lr, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			j := testJob(fake.New(fake.Options{SSH: ep}), script, tt.obs)
+			j.Secrets = []secret.String{secret.New(password)}
+			if r := Run(context.Background(), j); r.State != StateSucceeded {
+				t.Fatalf("state %s err %v", r.State, r.Err)
+			}
+			rec := tt.rec
+			if got := rec.text(StreamStdout); !slices.Equal(got, want) {
+				t.Errorf("stdout: %d lines, last %q; want %d, last %q", len(got), got[max(0, len(got)-1):], len(want), want[len(want)-1])
+			}
+			if got := rec.text(StreamStderr); !slices.Equal(got, []string{"to-stderr"}) {
+				t.Errorf("stderr %q", got)
+			}
+			if len(rec.text(StreamImagegen)) == 0 {
+				t.Error("no imagegen lines")
+			}
+			rec.mu.Lock()
+			for _, l := range rec.lines {
+				if l.Cloud != "sim" || l.Time.IsZero() || strings.Contains(l.Text, password) {
+					t.Errorf("line %+v", l)
+				}
+			}
+			rec.mu.Unlock()
+			if tt.batched {
+				br.mu.Lock()
+				if br.batches == 0 || br.batches > 5002/10 {
+					t.Errorf("%d batches (sizes %v) for 5002 lines", br.batches, br.sizes)
+				}
+				br.mu.Unlock()
+			}
+		})
+	}
+}
+
+func seqNumbers(from, to int) []string {
+	var out []string
+	for i := from; i <= to; i++ {
+		out = append(out, fmt.Sprint(i))
+	}
+	return out
+}
+
+// BenchmarkScriptLines is the builder's share of streaming: a read's worth of
+// 100-byte lines (327) through the build log into an observer that locks
+// and looks at every line, batched (LineBatcher) or line by line.
+func BenchmarkScriptLines(b *testing.B) {
+	texts := slices.Repeat([]string{strings.Repeat("x", 99)}, 327)
+	for _, tt := range []struct {
+		name string
+		obs  Observer
+	}{
+		{"batches", &countObserver{}},
+		{"line by line", &countLineObserver{}},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			l := &buildLog{cloud: "sim", observer: tt.obs, now: time.Now}
+			b.SetBytes(int64(len(texts) * 100))
+			b.ReportAllocs()
+			for b.Loop() {
+				l.redactedLines(time.Now(), StreamStdout, texts)
+			}
+		})
+	}
+}
+
+// countLineObserver counts bytes under a lock, as a build log does.
+type countLineObserver struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (o *countLineObserver) Phase(string, Phase, time.Time) {}
+func (o *countLineObserver) Line(l LogLine) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.n += len(l.Text)
+}
+
+// countObserver is countLineObserver taking batches too.
+type countObserver struct{ countLineObserver }
+
+func (o *countObserver) Lines(ls []LogLine) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, l := range ls {
+		o.n += len(l.Text)
+	}
+}

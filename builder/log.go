@@ -20,7 +20,8 @@ type buildLog struct {
 	redact   secret.Redactor
 	now      func() time.Time
 
-	mu sync.Mutex // the observer sees one call at a time, in order
+	mu    sync.Mutex // the observer sees one call at a time, in order
+	batch []LogLine  // reused for LineBatcher calls; under mu
 }
 
 func (l *buildLog) line(stream, text string) {
@@ -35,6 +36,30 @@ func (l *buildLog) lineAt(t time.Time, stream, text string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.observer.Line(ll)
+}
+
+// redactedLines passes lines already redacted (by sshexec, a whole read at
+// once) that share a time, in one call to a LineBatcher observer.
+func (l *buildLog) redactedLines(t time.Time, stream string, texts []string) {
+	if l.observer == nil || len(texts) == 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lb, ok := l.observer.(LineBatcher)
+	if !ok {
+		for _, s := range texts {
+			l.observer.Line(LogLine{Time: t, Cloud: l.cloud, Stream: stream, Text: s})
+		}
+		return
+	}
+	b := l.batch[:0]
+	for _, s := range texts {
+		b = append(b, LogLine{Time: t, Cloud: l.cloud, Stream: stream, Text: s})
+	}
+	lb.Lines(b)
+	clear(b) // keep no output alive until the next batch
+	l.batch = b
 }
 
 func (l *buildLog) phase(p Phase, at time.Time) {

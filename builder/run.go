@@ -385,9 +385,7 @@ func (p *pipeline) runScript(ctx context.Context) error {
 	}
 	// Named per build and cloud: two clouds of one build may reach the same host
 	// (two ssh clouds naming one machine), and must not share the script file.
-	code, err := p.client.RunScript(ctx, p.job.Build+"-"+p.job.CloudName, p.job.Spec.Script, func(l sshexec.Line) {
-		p.log.lineAt(l.Time, l.Stream, l.Text)
-	})
+	code, err := p.client.RunScriptTo(ctx, p.job.Build+"-"+p.job.CloudName, p.job.Spec.Script, p.scriptOutput())
 	p.res.ExitCode = code
 	var ee *sshexec.ExitError
 	if errors.As(err, &ee) {
@@ -403,14 +401,22 @@ func (p *pipeline) runScript(ctx context.Context) error {
 	return err
 }
 
+// scriptOutput streams a command's output into the build log a read at a
+// time: sshexec redacts each read's lines at once (a secret split between two
+// reads is still whole there), and the observer gets them as one batch.
+func (p *pipeline) scriptOutput() sshexec.Output {
+	return sshexec.Output{
+		Redact: p.log.redact.Redact,
+		Batch:  func(b sshexec.Batch) { p.log.redactedLines(b.Time, b.Stream, b.Lines) },
+	}
+}
+
 func (p *pipeline) stop(ctx context.Context) error {
 	if p.client != nil && p.job.Cloud.Features().PoweroffOverSSH {
 		// Best effort: the connection drops as the guest goes down, and Stop
 		// forces it off after its own timeout anyway.
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		_, err := p.client.Run(pctx, "sudo -n poweroff || poweroff", func(l sshexec.Line) {
-			p.log.lineAt(l.Time, l.Stream, l.Text)
-		})
+		_, err := p.client.RunTo(pctx, "sudo -n poweroff || poweroff", p.scriptOutput())
 		cancel()
 		p.slog.Info("asked the guest to power off", "result", errString(err))
 		_ = p.closeSSH(ctx)
