@@ -41,7 +41,7 @@ type Config struct {
 	HostKeySource string // where HostKeys came from, for messages
 
 	Timeout     time.Duration // how long to wait for SSH to answer; default 15 min
-	RetryEvery  time.Duration // wait between attempts; default (and at most) 2 s
+	RetryEvery  time.Duration // wait between attempts; default (and at most) DefaultRetryEvery, 1 s
 	DialTimeout time.Duration // one attempt's TCP + handshake limit; default 10 s
 
 	Log *slog.Logger // may be nil
