@@ -2,10 +2,14 @@ package bench
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,6 +17,7 @@ import (
 
 	"github.com/google/go-github/v60/github"
 	"github.com/hibiken/asynq"
+	"github.com/tidwall/gjson"
 
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server/githubapp/githubtest"
@@ -26,6 +31,8 @@ const (
 	ingestRounds   = 2
 	ingestRate     = 500
 	ingestPacedFor = 6 * time.Second
+	// ingestFloorPhase is each round's run against the bare HTTP server.
+	ingestFloorPhase = 2 * time.Second
 )
 
 // loadResult is one phase of load.
@@ -155,22 +162,63 @@ func benchIngest(b *testing.B) {
 		return err
 	}
 
-	// Warm both paths (connections, pools), then alternate them so drifting
-	// load on the shared machine hits both alike.
+	// The floor: the same requests from the same load generator to a bare
+	// net/http handler that reads the body and answers 202, with no echo, no
+	// check and no Redis: what any webhook over HTTP costs on this machine.
+	floorURL := startFloorServer(b)
+	floor := newLeanSender(floorURL, 512)
+	defer floor.close()
+	bare := func(i int64) error {
+		code, err := floor.deliver("push", fmt.Sprintf("floor-%d-%d", round, i), sig, body)
+		if err != nil {
+			return err
+		}
+		if code != http.StatusAccepted {
+			return fmt.Errorf("status %d", code)
+		}
+		return nil
+	}
+	// phase runs one closed loop and counts the CPU it cost this process (the
+	// server, the load generator, the Redis client) and redis-server.
+	phase := func(d time.Duration, op func(int64) error) (loadResult, phaseCPU) {
+		r0, err := s.redisStats(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c0 := CPUTime()
+		r := closedLoop(ingestConc, d, op)
+		c := CPUTime() - c0
+		r1, err := s.redisStats(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return r, phaseCPU{proc: c, redis: r1.Sub(r0).CPU, wall: r.elapsed}
+	}
+
+	// Warm every path (connections, pools), then alternate them so drifting
+	// load on the shared machine hits them alike.
 	closedLoop(ingestConc, 300*time.Millisecond, webhook)
 	closedLoop(ingestConc, 300*time.Millisecond, enqueue)
-	var wh, rw loadResult
+	closedLoop(ingestConc, 300*time.Millisecond, bare)
+	var wh, rw, fl loadResult
+	var whCPU, rwCPU, flCPU phaseCPU
+	add := func(to *loadResult, toCPU *phaseCPU, r loadResult, c phaseCPU) {
+		to.n, to.errs, to.elapsed, to.lat = to.n+r.n, to.errs+r.errs, to.elapsed+r.elapsed, append(to.lat, r.lat...)
+		toCPU.proc, toCPU.redis, toCPU.wall = toCPU.proc+c.proc, toCPU.redis+c.redis, toCPU.wall+c.wall
+	}
 	for round = 1; round <= ingestRounds; round++ {
 		if err := s.rdb.FlushAll(ctx).Err(); err != nil {
 			b.Fatal(err)
 		}
-		r := closedLoop(ingestConc, ingestPhase, enqueue)
-		rw.n, rw.errs, rw.elapsed, rw.lat = rw.n+r.n, rw.errs+r.errs, rw.elapsed+r.elapsed, append(rw.lat, r.lat...)
+		r, c := phase(ingestPhase, enqueue)
+		add(&rw, &rwCPU, r, c)
 		if err := s.rdb.FlushAll(ctx).Err(); err != nil {
 			b.Fatal(err)
 		}
-		w := closedLoop(ingestConc, ingestPhase, webhook)
-		wh.n, wh.errs, wh.elapsed, wh.lat = wh.n+w.n, wh.errs+w.errs, wh.elapsed+w.elapsed, append(wh.lat, w.lat...)
+		r, c = phase(ingestPhase, webhook)
+		add(&wh, &whCPU, r, c)
+		r, c = phase(ingestFloorPhase, bare)
+		add(&fl, &flCPU, r, c)
 	}
 	if err := s.rdb.FlushAll(ctx).Err(); err != nil {
 		b.Fatal(err)
@@ -184,8 +232,10 @@ func benchIngest(b *testing.B) {
 		"to the real echo server on 127.0.0.1 (`POST /webhook`: signature check, parse, `EnqueueDelivery`) backed by a real redis-server, "+
 		"from %d connections back to back, %d rounds of %s, alternating with the limit: %d goroutines calling asynq `Client.Enqueue` "+
 		"on a payload of the same size (%d bytes: the task the handler makes) with the same options (task id per delivery, 72 h retention) on the same Redis. "+
+		"Each round also runs the same requests for %s against a bare net/http handler (read the body, answer 202: the floor of any webhook over HTTP). "+
+		"CPU per operation is this process's (getrusage: server, load generator and Redis client together) plus redis-server's (INFO cpu) over each phase. "+
 		"Then an open-loop run at %d deliveries/s for %s, latency taken from each request's scheduled start.",
-		len(body), ingestConc, ingestRounds, ingestPhase, ingestConc, len(payload), ingestRate, ingestPacedFor)
+		len(body), ingestConc, ingestRounds, ingestPhase, ingestConc, len(payload), ingestFloorPhase, ingestRate, ingestPacedFor)
 	res.Figures = []Figure{
 		Fig("webhook deliveries/s (full speed)", fmt.Sprintf("%.0f /s", wh.rate())),
 		Fig("webhook p50 / p99 latency (full speed)", Ms(Percentile(wh.lat, 50))+" / "+Ms(Percentile(wh.lat, 99))),
@@ -195,12 +245,23 @@ func benchIngest(b *testing.B) {
 		Fig("paced run: p50 latency", Ms(Percentile(pc.lat, 50))),
 		Goal(fmt.Sprintf("paced run: p99 latency at %d/s", ingestRate), Ms(p99), "< 20 ms", p99 < 20*time.Millisecond && pc.errs == 0 && pc.rate() >= 0.95*ingestRate),
 	}
-	if pf, pm, tj, ta, err := stepCosts(body); err != nil {
+	res.Figures = append(res.Figures,
+		Fig("CPU per delivery: this process (server, load generator, Redis client) + redis-server", whCPU.perOp(wh.n)),
+		Fig("CPU per Enqueue: this process + redis-server", rwCPU.perOp(rw.n)),
+		Fig("HTTP floor (same requests to a bare net/http handler: read the body, answer 202): rate, CPU per request", fmt.Sprintf("%.0f /s, %s", fl.rate(), flCPU.perOp(fl.n))),
+		Fig("cores busy (this process + redis-server): webhook / Enqueue / floor phases", fmt.Sprintf("%.2f / %.2f / %.2f of 2", whCPU.cores(), rwCPU.cores(), flCPU.cores())),
+		Fig("CPU ratio, Enqueue ÷ webhook per operation (the rate ratio when CPU is the only limit)", fmt.Sprintf("%.2f", rwCPU.total(rw.n)/whCPU.total(wh.n))),
+	)
+	if st, err := stepCosts(body); err != nil {
 		res.Notes = append(res.Notes, "step costs: "+err.Error())
 	} else {
 		res.Figures = append(res.Figures,
-			Fig("handler step: parse the push (go-github PushEvent) / only the 4 fields checked", fmt.Sprintf("%.0f µs / %.0f µs", us(pf), us(pm))),
-			Fig("handler step: task payload by json.Marshal (NewDeliveryTask) / by append", fmt.Sprintf("%.0f µs / %.0f µs", us(tj), us(ta))))
+			Fig("handler step: check and read the push: go-github ParseWebHook (before) / gjson validation + the 4 fields (now)", fmt.Sprintf("%.0f µs / %.0f µs", us(st.parseFull), us(st.parseNow))),
+			Fig("handler step: task payload: json.Marshal of the Delivery (before) / NewDeliveryTask (now)", fmt.Sprintf("%.0f µs / %.0f µs", us(st.taskJSON), us(st.taskNow))),
+			Fig("handler step: HMAC-SHA256 of the body", fmt.Sprintf("%.0f µs", us(st.hmac))))
+	}
+	if fl.errs > 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("%d floor requests failed", fl.errs))
 	}
 	if n := wh.errs + rw.errs + pc.errs; n > 0 {
 		res.Notes = append(res.Notes, fmt.Sprintf("%d requests failed (webhook %d, enqueue %d, paced %d)", n, wh.errs, rw.errs, pc.errs))
@@ -217,10 +278,69 @@ func benchIngest(b *testing.B) {
 	}
 }
 
-// stepCosts times, on the delivery's own body, the two steps pprof shows
-// dominating the handler, next to what the fixes proposed in
-// docs/BENCHMARKS.md would do instead.
-func stepCosts(body []byte) (parseFull, parseMin, taskJSON, taskAppend time.Duration, err error) {
+// phaseCPU is what a phase of load cost in CPU.
+type phaseCPU struct {
+	proc, redis time.Duration // this process; redis-server (INFO cpu)
+	wall        time.Duration
+}
+
+func (c phaseCPU) total(n int) float64 {
+	if n == 0 {
+		return 0
+	}
+	return us(c.proc+c.redis) / float64(n)
+}
+
+func (c phaseCPU) perOp(n int) string {
+	if n == 0 {
+		return "no operations"
+	}
+	return fmt.Sprintf("%.0f µs + %.0f µs = %.0f µs", us(c.proc)/float64(n), us(c.redis)/float64(n), c.total(n))
+}
+
+// cores is how many cores the process and Redis kept busy on average.
+func (c phaseCPU) cores() float64 {
+	if c.wall <= 0 {
+		return 0
+	}
+	return float64(c.proc+c.redis) / float64(c.wall)
+}
+
+// startFloorServer serves POST /webhook on 127.0.0.1 with net/http alone:
+// read the body, answer 202 with a small JSON message.
+func startFloorServer(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	answer := []byte(`{"message":"accepted"}` + "\n")
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = w.Write(answer)
+	}), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	tb.Cleanup(func() { hs.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+// steps are the handler's steps timed on the delivery's own body.
+type steps struct {
+	parseFull, parseNow time.Duration // go-github's whole PushEvent; gjson's validation and the four fields
+	taskJSON, taskNow   time.Duration // json.Marshal of the Delivery; NewDeliveryTask
+	hmac                time.Duration
+}
+
+// stepCosts times, on the delivery's own body, the steps pprof showed
+// dominating the handler, as they were and as they are now. "now" for the
+// parse is gjson's validation and a lookup of the four fields, as the handler
+// does it (server.peekPush walks the object once instead).
+func stepCosts(body []byte) (st steps, err error) {
 	const n = 2000
 	timeIt := func(f func() error) (time.Duration, error) {
 		start := time.Now()
@@ -231,36 +351,33 @@ func stepCosts(body []byte) (parseFull, parseMin, taskJSON, taskAppend time.Dura
 		}
 		return time.Since(start) / n, nil
 	}
-	if parseFull, err = timeIt(func() error { _, err := github.ParseWebHook("push", body); return err }); err != nil {
+	if st.parseFull, err = timeIt(func() error { _, err := github.ParseWebHook("push", body); return err }); err != nil {
 		return
 	}
-	if parseMin, err = timeIt(func() error {
-		var p struct {
-			Ref        string `json:"ref"`
-			After      string `json:"after"`
-			Deleted    bool   `json:"deleted"`
-			Repository struct {
-				FullName string `json:"full_name"`
-			} `json:"repository"`
+	if st.parseNow, err = timeIt(func() error {
+		if !gjson.ValidBytes(body) {
+			return errors.New("invalid JSON")
 		}
-		return json.Unmarshal(body, &p)
+		f := gjson.GetManyBytes(body, "ref", "after", "deleted", "repository.full_name")
+		if f[3].Str == "" {
+			return errors.New("no repository.full_name")
+		}
+		return nil
 	}); err != nil {
 		return
 	}
-	if taskJSON, err = timeIt(func() error {
-		_, err := queue.NewDeliveryTask(queue.Delivery{ID: "x", Event: "push", Body: body})
-		return err
-	}); err != nil {
+	d := queue.Delivery{ID: "72d3162e-cc78-11e3-81ab-4c9367dc0958", Event: "push", Body: body}
+	if st.taskJSON, err = timeIt(func() error { _, err := json.Marshal(d); return err }); err != nil {
 		return
 	}
-	taskAppend, err = timeIt(func() error {
-		p := make([]byte, 0, len(body)+64)
-		p = append(p, `{"id":`...)
-		p = strconv.AppendQuote(p, "x")
-		p = append(p, `,"event":"push","body":`...)
-		p = append(p, body...)
-		p = append(p, '}')
-		_ = asynq.NewTask(queue.TypeDelivery, p, asynq.TaskID("delivery:x"), asynq.Queue(queue.QueueName))
+	if st.taskNow, err = timeIt(func() error { _, err := queue.NewDeliveryTask(d); return err }); err != nil {
+		return
+	}
+	key := []byte(webhookSecret)
+	st.hmac, err = timeIt(func() error {
+		m := hmac.New(sha256.New, key)
+		m.Write(body)
+		m.Sum(nil)
 		return nil
 	})
 	return

@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/imagegen/imagegen/clouds"
@@ -24,9 +26,11 @@ import (
 
 // FuzzWebhook feeds the real webhook handler (on a real Redis) arbitrary
 // events and bodies, signed with the secret when sign is set so the fuzzer
-// gets past the signature into the parsers. Whatever comes in, the answer is
+// gets past the signature into the parsers, and form-encoded (the JSON in
+// the payload parameter) when form is set. Whatever comes in, the answer is
 // one of the documented codes with a JSON message, never a 5xx (Redis is up),
-// and only push and check_run deliveries are ever accepted.
+// only push and check_run deliveries are ever accepted, and an accepted
+// delivery's task decodes, as the worker decodes it, to the body sent.
 func FuzzWebhook(f *testing.F) {
 	rd := testenv.StartRedis(f)
 	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr})
@@ -50,23 +54,32 @@ func FuzzWebhook(f *testing.F) {
 	h := srv.Handler()
 
 	push := githubtest.Push(f, githubtest.PushOptions{Before: strings.Repeat("0", 40), After: strings.Repeat("a", 40)})
-	f.Add("push", push, true)
-	f.Add("push", push[:len(push)/3], true)
-	f.Add("ping", []byte(`{"zen":"hi","hook_id":1}`), true)
-	f.Add("check_run", []byte(`{"action":"rerequested","check_run":{"id":1,"external_id":"x"},"repository":{"full_name":"a/b"}}`), true)
-	f.Add("push", []byte(`{"ref":"refs/heads/main","after":"x","repository":{}}`), true)
-	f.Add("push", []byte(`[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[`), true)
-	f.Add("issues", []byte(`{}`), false)
-	f.Add("", []byte(`null`), true)
+	f.Add("push", push, true, false)
+	f.Add("push", push, true, true)
+	f.Add("push", push[:len(push)/3], true, false)
+	f.Add("ping", []byte(`{"zen":"hi","hook_id":1}`), true, false)
+	f.Add("check_run", []byte(`{"action":"rerequested","check_run":{"id":1,"external_id":"x"},"repository":{"full_name":"a/b"}}`), true, false)
+	f.Add("push", []byte(`{"ref":"refs/heads/main","after":"x","repository":{}}`), true, false)
+	f.Add("push", []byte(" {\"ref\":\"refs/heads/main\",\"after\":\"x\",\"repository\":{\"full_name\":\"a/b\"}}\n"), true, true)
+	f.Add("push", []byte(`{"ref":"refs/heads/main","after":"x","repository":{"full_name":"a/b"},"n":01}`), true, false)
+	f.Add("push", []byte(`[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[`), true, false)
+	f.Add("issues", []byte(`{}`), false, false)
+	f.Add("", []byte(`null`), true, false)
 
+	inspector := asynq.NewInspectorFromRedisClient(rdb)
 	var n atomic.Int64
-	f.Fuzz(func(t *testing.T, event string, body []byte, sign bool) {
-		req := httptest.NewRequest(http.MethodPost, "/webhook", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
+	f.Fuzz(func(t *testing.T, event string, body []byte, sign, form bool) {
+		sent, ct := body, "application/json"
+		if form {
+			sent, ct = []byte("payload="+url.QueryEscape(string(body))), "application/x-www-form-urlencoded"
+		}
+		id := fmt.Sprintf("fuzz-%d", n.Add(1))
+		req := httptest.NewRequest(http.MethodPost, "/webhook", bytes.NewReader(sent))
+		req.Header.Set("Content-Type", ct)
 		req.Header.Set("X-GitHub-Event", event)
-		req.Header.Set("X-GitHub-Delivery", fmt.Sprintf("fuzz-%d", n.Add(1)))
+		req.Header.Set("X-GitHub-Delivery", id)
 		if sign {
-			req.Header.Set("X-Hub-Signature-256", githubtest.Sign([]byte(webhookSecret), body))
+			req.Header.Set("X-Hub-Signature-256", githubtest.Sign([]byte(webhookSecret), sent))
 		}
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
@@ -78,6 +91,17 @@ func FuzzWebhook(f *testing.F) {
 			}
 			if !sign {
 				t.Errorf("an unsigned delivery was accepted")
+			}
+			ti, err := inspector.GetTaskInfo(queue.QueueName, "delivery:"+id)
+			if err != nil {
+				t.Fatalf("accepted, but no task: %v", err)
+			}
+			var d queue.Delivery
+			if err := json.Unmarshal(ti.Payload, &d); err != nil {
+				t.Fatalf("accepted body %q: the task does not decode: %v", body, err)
+			}
+			if !bytes.Equal(d.Body, bytes.Trim(body, " \t\r\n")) {
+				t.Errorf("task body %q; sent %q", d.Body, body)
 			}
 		default:
 			t.Fatalf("answer %d for event %q body %q: %s", rec.Code, event, body, rec.Body)

@@ -41,6 +41,8 @@ type Server struct {
 	reg     *prometheus.Registry
 	echo    *echo.Echo
 	metrics *metrics
+	// signatures checks the webhook's X-Hub-Signature-256.
+	signatures *signatures
 }
 
 type metrics struct {
@@ -63,6 +65,7 @@ func New(o Options) (*Server, error) {
 		o.Registry = prometheus.NewRegistry()
 	}
 	s := &Server{cfg: o.Config, q: o.Queue, log: o.Logger, reg: o.Registry}
+	s.signatures = newSignatures(func() []byte { return []byte(o.Config.GitHub.WebhookSecret.Reveal()) })
 	s.metrics = &metrics{
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imagegen_webhook_deliveries_total",
@@ -148,16 +151,21 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 type ctxKey struct{}
 
-// requestLog gives each request a logger (with the delivery id for webhooks)
-// and logs the request when it ends.
+// requestLog gives each request a logger and logs the request when it ends.
+// The webhook is left to log its own one line per delivery (with the
+// delivery id and the outcome): a logger derived per request and a second line
+// were a measurable share of ingest's CPU (docs/BENCHMARKS.md, section 1).
 func (s *Server) requestLog(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		start := time.Now()
 		req := c.Request()
-		log := s.log.With("method", req.Method, "path", req.URL.Path)
-		if d := req.Header.Get("X-GitHub-Delivery"); d != "" {
-			log = log.With("delivery", d, "event", req.Header.Get("X-GitHub-Event"))
+		if req.Method == http.MethodPost && req.URL.Path == "/webhook" {
+			if err := next(c); err != nil {
+				c.Error(err)
+			}
+			return nil
 		}
+		start := time.Now()
+		log := s.log.With("method", req.Method, "path", req.URL.Path)
 		c.Set("log", log)
 		err := next(c)
 		if err != nil {

@@ -2,21 +2,36 @@ package server_test
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/imagegen/imagegen/clouds"
+	"github.com/imagegen/imagegen/clouds/fake"
+	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
+	"github.com/imagegen/imagegen/server"
 	"github.com/imagegen/imagegen/server/githubapp/githubtest"
 )
 
 // TestWebhookAnswers sends real octokit payloads (and broken ones) through
 // the real handler, with no worker, and checks each answer and what was
-// enqueued.
+// enqueued: the task of an accepted delivery holds the payload as it was sent.
 func TestWebhookAnswers(t *testing.T) {
 	e := newEnv(t, envOptions{noWorker: true})
 	push, _ := pushExample(t)
@@ -26,6 +41,19 @@ func TestWebhookAnswers(t *testing.T) {
 	tagDeleted := githubtest.Example(t, "push", func(m map[string]any) bool { return m["deleted"] == true })
 	issues := githubtest.Example(t, "issues", nil)
 	huge := bytes.Repeat([]byte(" "), 30<<20)
+	// Deeper than encoding/json's limit, and deep enough to overflow a
+	// goroutine's stack in a recursive validator.
+	deep := bytes.Repeat([]byte("["), 20<<20)
+	var indented bytes.Buffer
+	if err := json.Indent(&indented, push, "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	indented.WriteString("\n")
+	form := []byte("payload=" + url.QueryEscape(string(push)))
+	edit := func(fn func(m map[string]any)) []byte { return editJSON(t, push, fn) }
+	// A control character inside a string: invalid JSON that a lax parser
+	// (one that only looks for the closing quote) would take.
+	ctrl := bytes.Replace(push, []byte(`"refs/heads/master"`), []byte("\"refs/heads/mas\x01ter\""), 1)
 
 	type request struct {
 		event, delivery string
@@ -33,26 +61,42 @@ func TestWebhookAnswers(t *testing.T) {
 		sign            []byte // what the signature covers; nil: body
 		noSig           bool
 		badSecret       bool
+		sigValue        string // the X-Hub-Signature-256 to send instead of the right one
+		contentType     string // default application/json
 	}
 	tests := []struct {
 		name     string
 		req      request
 		code     int
 		message  string
-		enqueued bool // a delivery task with this id exists afterwards
+		enqueued []byte // the body the delivery task with this id holds; nil: no task
 	}{
-		{"ping", request{event: "ping", delivery: "d-ping", body: ping}, 200, "pong", false},
-		{"push", request{event: "push", delivery: "d-push", body: push}, 202, "accepted", true},
-		{"push redelivered", request{event: "push", delivery: "d-push", body: push}, 200, "already received", true},
-		{"check_run rerequested", request{event: "check_run", delivery: "d-rerun", body: rerequested}, 202, "accepted", true},
-		{"check_run created", request{event: "check_run", delivery: "d-created", body: created}, 200, "nothing to do", false},
-		{"tag deleted", request{event: "push", delivery: "d-tag", body: tagDeleted}, 200, "branch deletion", false},
-		{"unknown event", request{event: "issues", delivery: "d-issues", body: issues}, 200, `event \"issues\" is not used`, false},
-		{"missing signature", request{event: "push", delivery: "d-nosig", body: push, noSig: true}, 401, "missing X-Hub-Signature-256", false},
-		{"bad signature", request{event: "push", delivery: "d-badsig", body: push, badSecret: true}, 401, "bad X-Hub-Signature-256", false},
-		{"truncated in transit", request{event: "push", delivery: "d-trunc", body: push[:len(push)/2], sign: push}, 401, "bad X-Hub-Signature-256", false},
-		{"truncated and signed", request{event: "push", delivery: "d-trunc2", body: push[:len(push)/2]}, 400, "malformed payload", false},
-		{"30 MB body", request{event: "push", delivery: "d-huge", body: huge}, 413, "payload over", false},
+		{"ping", request{event: "ping", delivery: "d-ping", body: ping}, 200, "pong", nil},
+		{"push", request{event: "push", delivery: "d-push", body: push}, 202, "accepted", push},
+		{"push redelivered", request{event: "push", delivery: "d-push", body: push}, 200, "already received", push},
+		{"push pretty-printed, kept as sent", request{event: "push", delivery: "d-indented", body: indented.Bytes()}, 202, "accepted", indented.Bytes()},
+		{"push form-encoded", request{event: "push", delivery: "d-form", body: form, contentType: "application/x-www-form-urlencoded"}, 202, "accepted", push},
+		{"content type with a charset", request{event: "push", delivery: "d-charset", body: push, contentType: "application/json; charset=utf-8"}, 202, "accepted", push},
+		{"check_run rerequested", request{event: "check_run", delivery: "d-rerun", body: rerequested}, 202, "accepted", rerequested},
+		{"check_run created", request{event: "check_run", delivery: "d-created", body: created}, 200, "nothing to do", nil},
+		{"tag deleted", request{event: "push", delivery: "d-tag", body: tagDeleted}, 200, "branch deletion", nil},
+		{"tag pushed", request{event: "push", delivery: "d-tagpush", body: edit(func(m map[string]any) { m["ref"] = "refs/tags/v1" })}, 200, "not a branch push", nil},
+		{"unknown event", request{event: "issues", delivery: "d-issues", body: issues}, 200, `event \"issues\" is not used`, nil},
+		{"missing signature", request{event: "push", delivery: "d-nosig", body: push, noSig: true}, 401, "missing X-Hub-Signature-256", nil},
+		{"bad signature", request{event: "push", delivery: "d-badsig", body: push, badSecret: true}, 401, "bad X-Hub-Signature-256", nil},
+		{"SHA-1 signature in the SHA-256 header", request{event: "push", delivery: "d-sha1", body: push, sigValue: sha1Signature(push)}, 401, "bad X-Hub-Signature-256", nil},
+		{"signature not hex", request{event: "push", delivery: "d-nothex", body: push, sigValue: "sha256=" + strings.Repeat("zz", 32)}, 401, "bad X-Hub-Signature-256", nil},
+		{"truncated in transit", request{event: "push", delivery: "d-trunc", body: push[:len(push)/2], sign: push}, 401, "bad X-Hub-Signature-256", nil},
+		{"truncated and signed", request{event: "push", delivery: "d-trunc2", body: push[:len(push)/2]}, 400, "malformed payload", nil},
+		{"control character in a string", request{event: "push", delivery: "d-ctrl", body: ctrl}, 400, "malformed payload", nil},
+		{"not an object", request{event: "push", delivery: "d-array", body: []byte(`[1,2]`)}, 400, "not a JSON object", nil},
+		{"ref not a string", request{event: "push", delivery: "d-ref", body: edit(func(m map[string]any) { m["ref"] = 5 })}, 400, "ref: not a string", nil},
+		{"deleted not a boolean", request{event: "push", delivery: "d-del", body: edit(func(m map[string]any) { m["deleted"] = "no" })}, 400, "deleted: not a boolean", nil},
+		{"repository not an object", request{event: "push", delivery: "d-repo", body: edit(func(m map[string]any) { m["repository"] = "o/r" })}, 400, "repository: not an object", nil},
+		{"push without after", request{event: "push", delivery: "d-noafter", body: edit(func(m map[string]any) { delete(m, "after") })}, 400, "push without repository or after", nil},
+		{"unsupported content type", request{event: "push", delivery: "d-ct", body: push, contentType: "text/plain"}, 400, "unsupported Content-Type", nil},
+		{"20 MB of nesting", request{event: "push", delivery: "d-deep", body: deep}, 400, "malformed payload", nil},
+		{"30 MB body", request{event: "push", delivery: "d-huge", body: huge}, 413, "payload over", nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -60,7 +104,11 @@ func TestWebhookAnswers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			req.Header.Set("Content-Type", "application/json")
+			ct := tc.req.contentType
+			if ct == "" {
+				ct = "application/json"
+			}
+			req.Header.Set("Content-Type", ct)
 			req.Header.Set("X-GitHub-Event", tc.req.event)
 			req.Header.Set("X-GitHub-Delivery", tc.req.delivery)
 			signed := tc.req.sign
@@ -71,7 +119,10 @@ func TestWebhookAnswers(t *testing.T) {
 			if tc.req.badSecret {
 				secret = []byte("not-the-secret")
 			}
-			if !tc.req.noSig {
+			switch {
+			case tc.req.sigValue != "":
+				req.Header.Set("X-Hub-Signature-256", tc.req.sigValue)
+			case !tc.req.noSig:
 				req.Header.Set("X-Hub-Signature-256", githubtest.Sign(secret, signed))
 			}
 			resp, err := http.DefaultClient.Do(req)
@@ -83,9 +134,27 @@ func TestWebhookAnswers(t *testing.T) {
 			if resp.StatusCode != tc.code || !strings.Contains(string(b), tc.message) {
 				t.Errorf("answer %d %s; want %d containing %q", resp.StatusCode, b, tc.code, tc.message)
 			}
-			_, err = asynqInspector(e).GetTaskInfo(queue.QueueName, "delivery:"+tc.req.delivery)
-			if got := err == nil; got != tc.enqueued {
-				t.Errorf("delivery task enqueued = %v (%v); want %v", got, err, tc.enqueued)
+			var msg struct{ Message string }
+			if err := json.Unmarshal(b, &msg); err != nil || msg.Message == "" {
+				t.Errorf("answer %q is not a JSON message", b)
+			}
+			ti, err := asynqInspector(e).GetTaskInfo(queue.QueueName, "delivery:"+tc.req.delivery)
+			if got, want := err == nil, tc.enqueued != nil; got != want {
+				t.Fatalf("delivery task enqueued = %v (%v); want %v", got, err, want)
+			}
+			if tc.enqueued == nil {
+				return
+			}
+			// The worker decodes the task with encoding/json.
+			var d queue.Delivery
+			if err := json.Unmarshal(ti.Payload, &d); err != nil {
+				t.Fatalf("task payload does not decode: %v", err)
+			}
+			if d.ID != tc.req.delivery || d.Event != tc.req.event {
+				t.Errorf("task for %s/%s; want %s/%s", d.ID, d.Event, tc.req.delivery, tc.req.event)
+			}
+			if !bytes.Equal(d.Body, bytes.TrimRight(tc.enqueued, "\n")) {
+				t.Errorf("task body differs from what was sent:\n got %.200s\nwant %.200s", d.Body, tc.enqueued)
 			}
 		})
 	}
@@ -98,8 +167,9 @@ func TestWebhookAnswers(t *testing.T) {
 	for _, ti := range tasks {
 		ids = append(ids, ti.ID)
 	}
-	if fmt.Sprint(ids) != "[delivery:d-push delivery:d-rerun]" {
-		t.Errorf("pending tasks %v; want [delivery:d-push delivery:d-rerun]", ids)
+	slices.Sort(ids)
+	if want := "[delivery:d-charset delivery:d-form delivery:d-indented delivery:d-push delivery:d-rerun]"; fmt.Sprint(ids) != want {
+		t.Errorf("pending tasks %v; want %s", ids, want)
 	}
 	// Deliveries are counted by event and outcome.
 	resp, err := http.Get(e.http.URL + "/metrics")
@@ -109,14 +179,78 @@ func TestWebhookAnswers(t *testing.T) {
 	m, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, want := range []string{
-		`imagegen_webhook_deliveries_total{event="push",outcome="accepted"} 1`,
+		`imagegen_webhook_deliveries_total{event="push",outcome="accepted"} 4`,
 		`imagegen_webhook_deliveries_total{event="push",outcome="duplicate"} 1`,
-		`imagegen_webhook_deliveries_total{event="push",outcome="unauthorized"} 3`,
-		`imagegen_queue_depth 2`,
+		`imagegen_webhook_deliveries_total{event="push",outcome="unauthorized"} 5`,
+		`imagegen_queue_depth 5`,
 	} {
 		if !strings.Contains(string(m), want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+}
+
+// sha1Signature is an X-Hub-Signature (SHA-1) value for body: right for the
+// old header, and go-github's ValidateSignature takes it whatever the header.
+func sha1Signature(body []byte) string {
+	m := hmac.New(sha1.New, []byte(webhookSecret))
+	m.Write(body)
+	return "sha1=" + hex.EncodeToString(m.Sum(nil))
+}
+
+// TestWebhookLogsOneLine: each delivery is one log line, with its id, event,
+// outcome and status, and neither the secret nor the signature in it.
+func TestWebhookLogsOneLine(t *testing.T) {
+	e := newEnv(t, envOptions{noWorker: true})
+	push, _ := pushExample(t)
+	tests := []struct {
+		name, delivery string
+		body           []byte
+		secret         string
+		outcome        string
+		status         float64
+	}{
+		{"accepted", "d-log-accepted", push, webhookSecret, "accepted", 202},
+		{"duplicate", "d-log-accepted", push, webhookSecret, "duplicate", 200},
+		{"bad signature", "d-log-unauth", push, "wrong", "unauthorized", 401},
+		{"malformed", "d-log-bad", []byte(`{"ref":`), webhookSecret, "bad_request", 400},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := githubtest.Delivery(t, e.http.URL+"/webhook", "push", tc.delivery, []byte(tc.secret), tc.body)
+			resp.Body.Close()
+			var lines []map[string]any
+			for _, l := range strings.Split(strings.TrimSpace(e.logs.String()), "\n") {
+				var m map[string]any
+				if err := json.Unmarshal([]byte(l), &m); err != nil {
+					t.Fatalf("log line %q: %v", l, err)
+				}
+				if m["delivery"] == tc.delivery || m["path"] == "/webhook" {
+					lines = append(lines, m)
+				}
+			}
+			// Deliveries before this one with the same id logged theirs.
+			prior := 0
+			for _, p := range tests[:i] {
+				if p.delivery == tc.delivery {
+					prior++
+				}
+			}
+			if len(lines) != prior+1 {
+				t.Fatalf("%d log lines about delivery %s; want %d: %v", len(lines), tc.delivery, prior+1, lines)
+			}
+			l := lines[len(lines)-1]
+			if l["msg"] != "delivery answered" || l["outcome"] != tc.outcome || l["status"] != tc.status || l["event"] != "push" {
+				t.Errorf("log line %v; want delivery answered, outcome %s, status %v, event push", l, tc.outcome, tc.status)
+			}
+			if _, ok := l["duration_ms"]; !ok {
+				t.Errorf("log line %v has no duration_ms", l)
+			}
+		})
+	}
+	logs := e.logs.String()
+	if strings.Contains(logs, webhookSecret) || strings.Contains(logs, "sha256=") {
+		t.Errorf("the secret or a signature reached the log:\n%s", logs)
 	}
 }
 
@@ -138,5 +272,52 @@ func TestHealth(t *testing.T) {
 	}
 	if code := e.getJSON("/healthz", nil); code != 200 {
 		t.Errorf("/healthz with Redis down: %d; want 200 (liveness does not depend on Redis)", code)
+	}
+}
+
+// BenchmarkWebhook runs signed octokit push deliveries through the real
+// handler (echo, no network) into a real Redis, one new delivery id each: the
+// server's CPU per delivery without net/http and a load generator, for pprof
+// (docs/BENCHMARKS.md, section 1, has the whole path).
+func BenchmarkWebhook(b *testing.B) {
+	rd := testenv.StartRedis(b)
+	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr})
+	b.Cleanup(func() { rdb.Close() })
+	reg := clouds.NewRegistry()
+	reg.Register(fake.Type, fake.Configure)
+	yml := fmt.Sprintf("redis: %s\ngithub: {token: t, webhook_secret: %s}\nclouds:\n  sim: {type: simulated}\n", rd.URL, webhookSecret)
+	cfg, err := config.Parse([]byte(yml), "imagegen.yaml", reg, func(string) (string, bool) { return "", false })
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Production logs JSON at Info; encoding the line is part of the cost.
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	q, err := queue.New(queue.Options{Config: cfg, Redis: rdb, Logger: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { q.Close() })
+	srv, err := server.New(server.Options{Config: cfg, Queue: q, Logger: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := srv.Handler()
+	push := githubtest.Push(b, githubtest.PushOptions{Repo: "bench/webhook", Before: strings.Repeat("1", 40), After: strings.Repeat("2", 40)})
+	sig := githubtest.Sign([]byte(webhookSecret), push)
+	b.SetBytes(int64(len(push)))
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		req := httptest.NewRequest(http.MethodPost, "/webhook", bytes.NewReader(push))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-GitHub-Event", "push")
+		req.Header.Set("X-GitHub-Delivery", "bench-"+strconv.Itoa(i))
+		req.Header.Set("X-Hub-Signature-256", sig)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusAccepted {
+			b.Fatalf("answer %d: %s", rec.Code, rec.Body)
+		}
 	}
 }
