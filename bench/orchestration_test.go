@@ -182,7 +182,7 @@ func benchOrchestration(b *testing.B) {
 // records: waiting to start (delivery, plan, queue), running (the pipeline and
 // its observer, against the cloud's own delays), and reporting after the end.
 func breakdown(ctx context.Context, s *service, plans []pushPlan, start time.Time, wall time.Duration) ([]Figure, error) {
-	var created, queued, run, overPhases []time.Duration
+	var created, queued, waited, run, overPhases []time.Duration
 	var lastFinished time.Time
 	for _, p := range plans {
 		bs, err := s.q.Store().List(ctx, queue.ListOptions{Repo: p.repo, Limit: 500})
@@ -193,6 +193,7 @@ func breakdown(ctx context.Context, s *service, plans []pushPlan, start time.Tim
 			for _, c := range b.Clouds {
 				created = append(created, b.Created.Sub(start))
 				queued = append(queued, c.Started.Sub(start))
+				waited = append(waited, c.Started.Sub(b.Created))
 				run = append(run, c.Finished.Sub(c.Started))
 				if c.Finished.After(lastFinished) {
 					lastFinished = c.Finished
@@ -215,6 +216,7 @@ func breakdown(ctx context.Context, s *service, plans []pushPlan, start time.Tim
 	return []Figure{
 		Fig("from the first POST to a build's record (planned): p50 / max", Ms(Percentile(created, 50))+" / "+Ms(slices.Max(created))),
 		Fig("from the first POST to a build's start: p50 / max", Ms(Percentile(queued, 50))+" / "+Ms(slices.Max(queued))),
+		Fig("from a build's record to its start (enqueue, report, dequeue): p50 / max", Ms(Percentile(waited, 50))+" / "+Ms(slices.Max(waited))),
 		Fig("a build's run (started → finished): p50 / max", Ms(Percentile(run, 50))+" / "+Ms(slices.Max(run))),
 		Fig("of which outside the cloud's calls (keys, statuses, records, cleanup): p50 / max", Ms(Percentile(overPhases, 50))+" / "+Ms(slices.Max(overPhases))),
 		Fig("last build finished → last final status", Ms(start.Add(wall).Sub(lastFinished))),

@@ -85,13 +85,16 @@ func (s *Service) RunBuild(ctx context.Context, t BuildTask) error {
 	}); err != nil {
 		return end(err)
 	}
-	if err := s.report(ctx, gh, b.ID, t.Cloud); err != nil {
-		log.Warn("report start", "err", err) // the end is what must be reported
-	}
+	// The start and the phases are reported from the side; every path below
+	// stops the reporter before recording the end, so the end lands last.
+	pr := s.startProgress(context.WithoutCancel(ctx), gh, b, t.Cloud, log)
+	defer pr.stop()
+	pr.reportStart()
 	log.Info("build started")
 
 	cl, err := entry.Open(ctx, cred)
 	if err != nil {
+		pr.stop()
 		if clouds.IsTransient(err) && !s.finalAttempt(ctx) {
 			s.requeued(ctx, b.ID, t.Cloud)
 			return end(fmt.Errorf("open cloud: %w", err))
@@ -104,7 +107,7 @@ func (s *Service) RunBuild(ctx context.Context, t BuildTask) error {
 	s.removeLeftovers(ctx, cl, b.ID, log)
 
 	obs := &observer{s: s, ctx: context.WithoutCancel(ctx), gh: gh, build: b.ID, cloud: t.Cloud, log: log,
-		redact: secret.NewRedactor(cred.Password)}
+		redact: secret.NewRedactor(cred.Password), progress: pr}
 	stopLogs := obs.startLogs()
 	bctx, cancel := context.WithTimeout(ctx, s.cfg.Build.Timeout)
 	defer cancel()
@@ -121,6 +124,7 @@ func (s *Service) RunBuild(ctx context.Context, t BuildTask) error {
 		Observer:       obs,
 	})
 	stopLogs() // the whole log is stored before the result is
+	pr.stop()  // and no progress report is made after it
 	if s.stopping.Err() != nil && res.State != builder.StateSucceeded {
 		// The worker is shutting down: the task is retried later.
 		log.Warn("build interrupted by shutdown; it will be retried", "err", res.Error)
@@ -133,7 +137,7 @@ func (s *Service) RunBuild(ctx context.Context, t BuildTask) error {
 	}
 	res.Error = obs.redact.Redact(res.Error)
 	fctx := context.WithoutCancel(ctx)
-	s.finish(fctx, b.ID, t.Cloud, res)
+	s.finishWith(fctx, b, t.Cloud, res)
 	log.Info("build finished", "state", res.State, "err", res.Error)
 	return end(s.report(fctx, gh, b.ID, t.Cloud))
 }
@@ -170,6 +174,14 @@ func (s *Service) requeued(ctx context.Context, build, cloud string) {
 
 // finish records a cloud's result, its image in the lineage, and metrics.
 func (s *Service) finish(ctx context.Context, build, cloud string, res builder.Result) {
+	s.finishWith(ctx, &Build{ID: build}, cloud, res)
+}
+
+// finishWith is finish for a build whose meta the caller has read (its repo,
+// generator, commit and digest go into the lineage); with only its ID, the
+// meta is read when an image needs it.
+func (s *Service) finishWith(ctx context.Context, meta *Build, cloud string, res builder.Result) {
+	build := meta.ID
 	now := time.Now().UTC()
 	rec, err := s.store.UpdateCloud(ctx, build, cloud, func(c *CloudRecord) {
 		c.State = res.State
@@ -198,10 +210,13 @@ func (s *Service) finish(ctx context.Context, build, cloud string, res builder.R
 		s.metrics.Duration.WithLabelValues(cloud, string(rec.State)).Observe(rec.Duration(now).Seconds())
 	}
 	if rec.State == builder.StateSucceeded && rec.ImageID != "" {
-		b, _, err := s.store.Get(ctx, build)
-		if err != nil {
-			s.log.Error("record image", "build", build, "cloud", cloud, "err", err)
-			return
+		b := meta
+		if b.Repo == "" {
+			var err error
+			if b, _, err = s.store.Get(ctx, build); err != nil {
+				s.log.Error("record image", "build", build, "cloud", cloud, "err", err)
+				return
+			}
 		}
 		if err := s.store.AddImage(ctx, LineageEntry{
 			Build: build, Repo: b.Repo, Generator: b.Generator, Cloud: cloud, Commit: b.Commit, Digest: b.Digest,
@@ -235,19 +250,18 @@ func (s *Service) failCloud(ctx context.Context, build, cloud string, cause erro
 	}
 }
 
-// reportAll sets every cloud's status and the check run.
-func (s *Service) reportAll(ctx context.Context, gh RepoClient, id string) error {
-	b, _, err := s.store.Get(ctx, id)
+// report sets the statuses of the given clouds and brings the check run up
+// to date, from one read of the record made under the build's report lock.
+// Reports are serialized across workers and plans, and each reads the record
+// after the one before it landed, so the last to land shows the newest state:
+// a plan's "queued" or a start's "running" never lands after a final status,
+// and when clouds finish at once the check run's last writer is the newest.
+func (s *Service) report(ctx context.Context, gh RepoClient, id string, cloudNames ...string) error {
+	unlock, err := s.store.Lock(ctx, "report:"+id, time.Minute)
 	if err != nil {
 		return err
 	}
-	return s.report(ctx, gh, id, b.CloudNames()...)
-}
-
-// report sets the statuses of the given clouds, then brings the check run up
-// to date. The check run is read and written under a lock, so the last writer
-// always writes the newest state when clouds finish at once.
-func (s *Service) report(ctx context.Context, gh RepoClient, id string, cloudNames ...string) error {
+	defer unlock()
 	b, _, err := s.store.Get(ctx, id)
 	if err != nil {
 		return err
@@ -260,38 +274,43 @@ func (s *Service) report(ctx context.Context, gh RepoClient, id string, cloudNam
 			}
 		}
 	}
-	if !gh.CheckRuns() {
-		return errors.Join(errs...)
+	if gh.CheckRuns() {
+		errs = append(errs, s.reportCheckRun(ctx, gh, b))
 	}
-	unlock, err := s.store.Lock(ctx, "checkrun:"+id, time.Minute)
-	if err != nil {
-		return errors.Join(append(errs, err)...)
-	}
-	defer unlock()
-	if b, _, err = s.store.Get(ctx, id); err != nil {
-		return errors.Join(append(errs, err)...)
-	}
+	return errors.Join(errs...)
+}
+
+// reportCheckRun creates or updates the build's check run; the caller holds
+// the report lock.
+func (s *Service) reportCheckRun(ctx context.Context, gh RepoClient, b *Build) error {
 	cr := RenderCheckRun(b, s.cfg.BaseURL, s.buildURL(b.ID), time.Now().UTC())
-	if b.CheckRunID == 0 {
-		crID, found := int64(0), false
-		if f, ok := gh.(CheckRunFinder); ok {
-			if crID, found, err = f.FindCheckRun(ctx, b.Repo, b.Commit, cr.Name, cr.ExternalID); err != nil {
-				return errors.Join(append(errs, fmt.Errorf("find check run: %w", err))...)
-			}
+	if b.CheckRunID != 0 {
+		if err := gh.UpdateCheckRun(ctx, b.Repo, b.CheckRunID, cr); err != nil {
+			return fmt.Errorf("update check run: %w", err)
 		}
-		if found {
-			// Made by an attempt that died before recording it: adopt it.
-			if err := gh.UpdateCheckRun(ctx, b.Repo, crID, cr); err != nil {
-				errs = append(errs, fmt.Errorf("update check run: %w", err))
-			}
-		} else if crID, err = gh.CreateCheckRun(ctx, b.Repo, cr); err != nil {
-			return errors.Join(append(errs, fmt.Errorf("create check run: %w", err))...)
+		return nil
+	}
+	crID, found := int64(0), false
+	if f, ok := gh.(CheckRunFinder); ok {
+		var err error
+		if crID, found, err = f.FindCheckRun(ctx, b.Repo, b.Commit, cr.Name, cr.ExternalID); err != nil {
+			return fmt.Errorf("find check run: %w", err)
 		}
-		if err := s.store.UpdateMeta(ctx, id, func(m *Build) { m.CheckRunID = crID }); err != nil {
-			errs = append(errs, err)
+	}
+	var errs []error
+	if found {
+		// Made by an attempt that died before recording it: adopt it.
+		if err := gh.UpdateCheckRun(ctx, b.Repo, crID, cr); err != nil {
+			errs = append(errs, fmt.Errorf("update check run: %w", err))
 		}
-	} else if err := gh.UpdateCheckRun(ctx, b.Repo, b.CheckRunID, cr); err != nil {
-		errs = append(errs, fmt.Errorf("update check run: %w", err))
+	} else {
+		var err error
+		if crID, err = gh.CreateCheckRun(ctx, b.Repo, cr); err != nil {
+			return fmt.Errorf("create check run: %w", err)
+		}
+	}
+	if err := s.store.UpdateMeta(ctx, b.ID, func(m *Build) { m.CheckRunID = crID }); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -308,6 +327,8 @@ type observer struct {
 	cloud  string
 	log    *slog.Logger
 	redact secret.Redactor
+	// progress reports the phases on the commit (nil: they are not reported)
+	progress *progress
 
 	mu        sync.Mutex
 	logFailed bool
@@ -367,23 +388,9 @@ func (o *observer) flush() {
 }
 
 func (o *observer) Phase(cloud string, p builder.Phase, at time.Time) {
-	if _, err := o.s.store.UpdateCloud(o.ctx, o.build, o.cloud, func(c *CloudRecord) { c.Phase = p }); err != nil {
-		o.log.Warn("record phase", "phase", p, "err", err)
-		return
-	}
-	if p == builder.PhaseDone || p == builder.PhaseCleanup {
-		return
-	}
-	// Progress on the commit is a courtesy: a failure here must not fail the
-	// build, nor hold it up long (the builder waits for its observer).
-	ctx, cancel := context.WithTimeout(o.ctx, progressTimeout)
-	defer cancel()
-	b, _, err := o.s.store.Get(ctx, o.build)
-	if err == nil && b.Clouds[o.cloud] != nil {
-		err = o.gh.SetStatus(ctx, b.Repo, b.Commit, cloudStatus(b, b.Clouds[o.cloud], o.s.cfg.BaseURL, o.s.buildURL(b.ID)))
-	}
-	if err != nil {
-		o.log.Warn("report phase", "phase", p, "err", err)
+	// Progress is a courtesy: handed to the build's reporter, never waited on.
+	if o.progress != nil {
+		o.progress.setPhase(p)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/imagegen/imagegen/builder"
@@ -61,66 +62,93 @@ func (s *Service) Plan(ctx context.Context, p Push) error {
 	for name, e := range s.cfg.Clouds {
 		known[name] = e.Type != "ssh"
 	}
-	for _, file := range files {
-		flog := log.With("file", file)
-		// Read first, so a GitHub failure is retried rather than reported as
-		// an invalid spec.
-		var sp *spec.Spec
-		data, err := readSpec(repo, file, sizes[file])
-		if err == nil {
-			sp, err = spec.ParseBytes(repo, file, data, spec.Options{Clouds: known})
+	// The generators of a push are independent: plan them at once (bounded),
+	// so the last one's builds do not wait for every other's GitHub calls.
+	sc := planScope{all: all, changed: changed, known: known, sizes: sizes, branch: branch}
+	sem := make(chan struct{}, planConcurrency)
+	errs := make([]error, len(files))
+	var wg sync.WaitGroup
+	for i, file := range files {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = s.planFile(ctx, gh, repo, p, sc, file)
+		})
+	}
+	wg.Wait()
+	// Any error retries the whole plan, which is idempotent: what this attempt
+	// recorded and enqueued is found again, not made twice.
+	return errors.Join(errs...)
+}
+
+// planConcurrency bounds the generators of one push planned at once.
+const planConcurrency = 8
+
+// planScope is what a push's plan knows before looking at its spec files.
+type planScope struct {
+	all     bool             // every generator of the branch is built (first push)
+	changed map[string]bool  // files the push changed
+	known   map[string]bool  // configured clouds: whether each makes images
+	sizes   map[string]int64 // spec files' sizes, as listed
+	branch  string
+}
+
+// planFile plans one spec file of a push: builds its generator when the push
+// concerns it, or reports its errors.
+func (s *Service) planFile(ctx context.Context, gh RepoClient, repo fs.FS, p Push, sc planScope, file string) error {
+	flog := s.log.With("delivery", p.Delivery, "repo", p.Repo, "sha", p.After, "ref", p.Ref, "file", file)
+	all, changed := sc.all, sc.changed
+	// Read first, so a GitHub failure is retried rather than reported as
+	// an invalid spec.
+	var sp *spec.Spec
+	data, err := readSpec(repo, file, sc.sizes[file])
+	if err == nil {
+		sp, err = spec.ParseBytes(repo, file, data, spec.Options{Clouds: sc.known})
+	}
+	var serrs spec.Errors
+	switch {
+	case errors.As(err, &serrs):
+		if !all && !changed[file] {
+			flog.Info("spec invalid but not changed by this push; not reported again")
+			return nil
 		}
-		var serrs spec.Errors
-		switch {
-		case errors.As(err, &serrs):
-			if !all && !changed[file] {
-				flog.Info("spec invalid but not changed by this push; not reported again")
-				continue
-			}
-			flog.Warn("spec invalid", "err", err)
-			if err := s.reportSpecErrors(ctx, gh, p, file, serrs); err != nil {
-				return err
-			}
-			continue
-		case err != nil:
-			return fmt.Errorf("read %s: %w", file, err)
-		}
-		flog = flog.With("generator", sp.Name)
-		branches := sp.Branches
-		if len(branches) == 0 {
-			branches = []string{p.DefaultBranch}
-		}
-		if !slices.Contains(branches, branch) {
-			flog.Info("generator skipped: branch not in its branches", "branch", branch, "branches", branches)
-			continue
-		}
-		why := ""
-		switch {
-		case all:
-			why = "first push of the branch"
-		case changed[file]:
-			why = "spec changed"
-		case sp.ScriptFile != "" && changed[sp.ScriptFile]:
-			why = "script changed"
-		default:
-			last, ok, err := s.store.LastClouds(ctx, p.Repo, sp.Name)
-			if err != nil {
-				return err
-			}
-			if ok && !slices.Equal(last, sp.CloudNames()) {
-				why = "cloud list changed"
-			}
-		}
-		if why == "" {
-			flog.Debug("generator unchanged")
-			continue
-		}
-		flog.Info("building generator", "why", why)
-		if err := s.startBuild(ctx, gh, p, sp); err != nil {
+		flog.Warn("spec invalid", "err", err)
+		return s.reportSpecErrors(ctx, gh, p, file, serrs)
+	case err != nil:
+		return fmt.Errorf("read %s: %w", file, err)
+	}
+	flog = flog.With("generator", sp.Name)
+	branches := sp.Branches
+	if len(branches) == 0 {
+		branches = []string{p.DefaultBranch}
+	}
+	if !slices.Contains(branches, sc.branch) {
+		flog.Info("generator skipped: branch not in its branches", "branch", sc.branch, "branches", branches)
+		return nil
+	}
+	why := ""
+	switch {
+	case all:
+		why = "first push of the branch"
+	case changed[file]:
+		why = "spec changed"
+	case sp.ScriptFile != "" && changed[sp.ScriptFile]:
+		why = "script changed"
+	default:
+		last, ok, err := s.store.LastClouds(ctx, p.Repo, sp.Name)
+		if err != nil {
 			return err
 		}
+		if ok && !slices.Equal(last, sp.CloudNames()) {
+			why = "cloud list changed"
+		}
 	}
-	return nil
+	if why == "" {
+		flog.Debug("generator unchanged")
+		return nil
+	}
+	flog.Info("building generator", "why", why)
+	return s.startBuild(ctx, gh, p, sp)
 }
 
 // specFiles lists the spec files in a repository, with their sizes as the
@@ -209,14 +237,13 @@ func (s *Service) startBuild(ctx context.Context, gh RepoClient, p Push, sp *spe
 			return err
 		}
 	}
-	if err := s.store.SetLastClouds(ctx, p.Repo, sp.Name, sp.CloudNames()); err != nil {
-		return err
-	}
 	log := s.log.With("build", b.ID, "generator", b.Generator, "repo", b.Repo, "sha", b.Commit)
 	log.Info("build recorded", "clouds", b.CloudNames(), "new", created)
-	if err := s.reportAll(ctx, gh, b.ID); err != nil {
-		return err
-	}
+	// Enqueue first, report after: the builds need not wait for GitHub. A
+	// build may then start, even end, before the plan's report is made; but
+	// reports are serialized and each reads the record, so the plan's report
+	// shows the build's state as it is by then, never an older one (and a
+	// build reports its start before its end, so its statuses begin pending).
 	for _, name := range b.CloudNames() {
 		if b.Clouds[name].State != builder.StateQueued {
 			continue
@@ -225,7 +252,10 @@ func (s *Service) startBuild(ctx context.Context, gh RepoClient, p Push, sp *spe
 			return err
 		}
 	}
-	return nil
+	if err := s.store.SetLastClouds(ctx, p.Repo, sp.Name, sp.CloudNames()); err != nil {
+		return err
+	}
+	return s.report(ctx, gh, b.ID, b.CloudNames()...)
 }
 
 // reportSpecErrors fails the generator's check run with the spec's errors

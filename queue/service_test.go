@@ -34,14 +34,24 @@ type memGitHub struct {
 	checkRuns map[int64]CheckRun
 	nextID    int64
 	noChecks  bool
+	fsys      fs.FS          // the repository, when not files
+	hook      func(s Status) // called as a status is sent, before it lands
 }
 
 func (m *memGitHub) Repo(context.Context, int64) (RepoClient, error) { return m, nil }
-func (m *memGitHub) FS(context.Context, string, string) fs.FS        { return m.files }
+func (m *memGitHub) FS(context.Context, string, string) fs.FS {
+	if m.fsys != nil {
+		return m.fsys
+	}
+	return m.files
+}
 func (m *memGitHub) ChangedFiles(context.Context, string, string, string) ([]string, error) {
 	return m.compare, nil
 }
 func (m *memGitHub) SetStatus(_ context.Context, _, _ string, s Status) error {
+	if m.hook != nil {
+		m.hook(s)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.statuses = append(m.statuses, s)

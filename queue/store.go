@@ -165,6 +165,19 @@ func NewID() string {
 	return hex.EncodeToString(b)
 }
 
+// createBuild writes a new build's hash and indexes it, unless the build
+// exists, in one step: a plan retried after a crash never finds a build
+// whose meta was written but not its clouds (it would look done, and stay so).
+var createBuild = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], 'meta') == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return 1
+`)
+
 // Create stores a new build with its spec. It returns false, and changes
 // nothing, when a build with that id exists (a retried plan).
 func (s *Store) Create(ctx context.Context, b *Build, sp *spec.Spec) (bool, error) {
@@ -177,34 +190,20 @@ func (s *Store) Create(ctx context.Context, b *Build, sp *spec.Spec) (bool, erro
 	if err != nil {
 		return false, fmt.Errorf("encode spec: %w", err)
 	}
-	key := buildKey(b.ID)
-	ok, err := s.rdb.HSetNX(ctx, key, "meta", meta).Result()
-	if err != nil {
-		return false, fmt.Errorf("create build %s: %w", b.ID, err)
-	}
-	if !ok {
-		return false, nil
-	}
-	fields := []any{"spec", sj}
+	args := []any{s.retention.Milliseconds(), b.Created.UnixNano(), b.ID, time.Now().Add(-s.retention).UnixNano(),
+		"meta", meta, "spec", sj}
 	for name, c := range b.Clouds {
 		cj, err := json.Marshal(c)
 		if err != nil {
 			return false, fmt.Errorf("encode cloud: %w", err)
 		}
-		fields = append(fields, "cloud:"+name, cj)
+		args = append(args, "cloud:"+name, cj)
 	}
-	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, key, fields...)
-		p.Expire(ctx, key, s.retention)
-		p.ZAdd(ctx, buildsIndex, redis.Z{Score: float64(b.Created.UnixNano()), Member: b.ID})
-		p.ZRemRangeByScore(ctx, buildsIndex, "-inf", fmt.Sprint(time.Now().Add(-s.retention).UnixNano()))
-		p.Expire(ctx, buildsIndex, s.retention)
-		return nil
-	})
+	n, err := createBuild.Run(ctx, s.rdb, []string{buildKey(b.ID), buildsIndex}, args...).Int()
 	if err != nil {
 		return false, fmt.Errorf("create build %s: %w", b.ID, err)
 	}
-	return true, nil
+	return n == 1, nil
 }
 
 // metaOf is b without its clouds (they have their own fields).
@@ -508,11 +507,13 @@ return 0`)
 
 // Lock takes a short Redis lock (expiring after ttl, so a dead holder cannot
 // block forever), polling until ctx ends. It serializes the read-then-report
-// of a build's check run across workers.
+// of a build's statuses and check run across workers.
 func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (func(), error) {
 	token := NewID()
 	key := lockKey(name)
-	for wait := 5 * time.Millisecond; ; {
+	// Held for a few GitHub calls at most: poll briskly, as the waiter is
+	// usually a build's final report, which the commit's status waits for.
+	for wait := 2 * time.Millisecond; ; {
 		ok, err := s.rdb.SetNX(ctx, key, token, ttl).Result()
 		if err != nil {
 			return nil, fmt.Errorf("lock %s: %w", name, err)
@@ -529,7 +530,7 @@ func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (func(
 			return nil, fmt.Errorf("lock %s: %w", name, ctx.Err())
 		case <-t.C:
 		}
-		if wait < 100*time.Millisecond {
+		if wait < 20*time.Millisecond {
 			wait *= 2
 		}
 	}

@@ -12,7 +12,12 @@ import (
 )
 
 // HandleDelivery is the worker's handler for delivery tasks: it parses the
-// payload with go-github and turns it into a plan or a re-run.
+// payload with go-github and plans a push or re-runs a build.
+//
+// A push is planned here, in the delivery's task, rather than in a task of
+// its own: each hop through the queue waits on the worker's poll. The plan is
+// keyed by the delivery (its build ids derive from it), so a delivery task
+// retried after an error or a crash finds what it recorded and made before.
 func HandleDelivery(ctx context.Context, q *queue.Service, d queue.Delivery) error {
 	ev, err := parseEvent(d.Event, d.Body)
 	if err != nil {
@@ -20,7 +25,7 @@ func HandleDelivery(ctx context.Context, q *queue.Service, d queue.Delivery) err
 	}
 	switch ev := ev.(type) {
 	case *github.PushEvent:
-		return q.EnqueuePlan(ctx, pushOf(d.ID, ev))
+		return q.Plan(ctx, pushOf(d.ID, ev))
 	case *checkRunEvent:
 		id := ev.CheckRun.ExternalID
 		if ev.Action != "rerequested" || id == "" {
