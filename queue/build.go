@@ -333,6 +333,7 @@ type observer struct {
 	mu        sync.Mutex
 	logFailed bool
 	pending   []LogEntry    // lines not yet stored; flushed in batches
+	wake      chan struct{} // lines are waiting (pending went from none to some)
 	kick      chan struct{} // a full batch is waiting
 	flushing  sync.Mutex    // one flush at a time, so batches land in order
 }
@@ -342,25 +343,39 @@ type observer struct {
 const (
 	logBatch     = 512                    // lines that make the flusher go at once
 	logMaxBuffer = 16 * logBatch          // past this, Line waits for a flush (backpressure)
-	logFlushEach = 100 * time.Millisecond // and otherwise it goes this often
+	logFlushEach = 100 * time.Millisecond // and otherwise lines wait at most this long
 )
 
 // startLogs starts the goroutine that stores log lines; the returned func
 // stores what is left and stops it.
+//
+// The flusher sleeps until a line comes (no ticking: a thousand builds
+// waiting on their clouds cost nothing), then gives the lines logFlushEach
+// to gather unless a whole batch is waiting sooner.
 func (o *observer) startLogs() (stop func()) {
+	o.wake = make(chan struct{}, 1)
 	o.kick = make(chan struct{}, 1)
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
-		t := time.NewTicker(logFlushEach)
-		defer t.Stop()
+		t := time.NewTimer(logFlushEach)
+		t.Stop()
 		for {
 			select {
 			case <-done:
 				o.flush()
 				return
+			case <-o.wake:
+			}
+			t.Reset(logFlushEach)
+			select {
+			case <-done:
+				t.Stop()
+				o.flush()
+				return
 			case <-o.kick:
+				t.Stop()
 			case <-t.C:
 			}
 			o.flush()
@@ -405,16 +420,45 @@ func (o *observer) Line(l builder.LogLine) {
 	o.pending = append(o.pending, l)
 	n := len(o.pending)
 	o.mu.Unlock()
+	o.added(1, n)
+}
+
+var _ builder.LineBatcher = (*observer)(nil)
+
+// Lines takes the script's output one read at a time (builder.LineBatcher):
+// one lock and one wake-up for the whole batch.
+func (o *observer) Lines(ls []builder.LogLine) {
+	o.mu.Lock()
+	for _, l := range ls { // l is a copy: the slice is reused once Lines returns
+		l.Text = o.redact.Redact(l.Text)
+		if l.Cloud == "" {
+			l.Cloud = o.cloud
+		}
+		o.pending = append(o.pending, l)
+	}
+	n := len(o.pending)
+	o.mu.Unlock()
+	o.added(len(ls), n)
+}
+
+// added tells the flusher that k lines were added, making n pending.
+func (o *observer) added(k, n int) {
+	signal := func(c chan struct{}) {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
+	}
 	switch {
 	case o.kick == nil: // not started (tests driving the observer alone)
 		o.flush()
 	case n >= logMaxBuffer:
 		o.flush()
 	case n >= logBatch:
-		select {
-		case o.kick <- struct{}{}:
-		default:
-		}
+		signal(o.wake)
+		signal(o.kick)
+	case n == k: // the first lines since the last flush
+		signal(o.wake)
 	}
 }
 

@@ -251,31 +251,83 @@ func TestSealer(t *testing.T) {
 // (one round trip per line would cap output near 1 MB/s); every line lands,
 // in order, before stop returns, and the tail limit still holds.
 func TestObserverBatchesLogInOrder(t *testing.T) {
-	s, rdb := newStore(t, time.Hour, 1<<20)
+	const n = 20000
+	for _, tc := range []struct {
+		name string
+		feed func(o *observer)
+	}{
+		{"line by line", func(o *observer) {
+			for i := range n {
+				o.Line(builder.LogLine{Stream: builder.StreamStdout, Text: strconv.Itoa(i)})
+			}
+		}},
+		{"in the builder's batches", func(o *observer) {
+			// One slice reused for every batch, as the builder does: the
+			// observer must keep the lines, not the slice.
+			batch := make([]builder.LogLine, 0, 327)
+			for i := range n {
+				batch = append(batch, builder.LogLine{Stream: builder.StreamStdout, Text: strconv.Itoa(i)})
+				if len(batch) == cap(batch) || i == n-1 {
+					o.Lines(batch)
+					batch = batch[:0]
+				}
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, rdb := newStore(t, time.Hour, 1<<20)
+			svc := &Service{store: s, log: slog.New(slog.DiscardHandler)}
+			o := &observer{s: svc, ctx: context.Background(), build: "b", cloud: "c", log: svc.log}
+			stop := o.startLogs()
+			before, _ := rdb.Info(context.Background(), "commandstats").Result()
+			tc.feed(o)
+			stop()
+			after, _ := rdb.Info(context.Background(), "commandstats").Result()
+			lines, dropped, err := s.Log(context.Background(), "b", "c")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(lines)+dropped != n {
+				t.Fatalf("%d lines + %d dropped, want %d", len(lines), dropped, n)
+			}
+			for i, l := range lines {
+				if want := strconv.Itoa(dropped + i); l.Text != want || l.Cloud != "c" {
+					t.Fatalf("line %d = %+v, want text %s", i, l, want)
+				}
+			}
+			if calls := evalsha(after) - evalsha(before); calls <= 0 || calls > n/100 {
+				t.Errorf("%d script calls for %d lines: the log is not batched", calls, n)
+			}
+		})
+	}
+}
+
+// A line that comes alone, long after the previous one, is stored within
+// about logFlushEach, not only when the build ends: the flusher sleeps until
+// lines come, and must wake for them.
+func TestObserverStoresAQuietLine(t *testing.T) {
+	s, _ := newStore(t, time.Hour, 1<<20)
 	svc := &Service{store: s, log: slog.New(slog.DiscardHandler)}
 	o := &observer{s: svc, ctx: context.Background(), build: "b", cloud: "c", log: svc.log}
 	stop := o.startLogs()
-	before, _ := rdb.Info(context.Background(), "commandstats").Result()
-	const n = 20000
-	for i := range n {
+	defer stop()
+	for i := range 3 {
+		time.Sleep(3 * logFlushEach / 2) // the flusher is asleep again
 		o.Line(builder.LogLine{Stream: builder.StreamStdout, Text: strconv.Itoa(i)})
-	}
-	stop()
-	after, _ := rdb.Info(context.Background(), "commandstats").Result()
-	lines, dropped, err := s.Log(context.Background(), "b", "c")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(lines)+dropped != n {
-		t.Fatalf("%d lines + %d dropped, want %d", len(lines), dropped, n)
-	}
-	for i, l := range lines {
-		if want := strconv.Itoa(dropped + i); l.Text != want || l.Cloud != "c" {
-			t.Fatalf("line %d = %+v, want text %s", i, l, want)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			lines, _, err := s.Log(context.Background(), "b", "c")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(lines) == i+1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("line %d not stored while the build runs (%d lines stored)", i, len(lines))
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
-	}
-	if calls := evalsha(after) - evalsha(before); calls <= 0 || calls > n/100 {
-		t.Errorf("%d script calls for %d lines: the log is not batched", calls, n)
 	}
 }
 

@@ -108,7 +108,7 @@ func New(cfg config.GitHub, opts Options) (*Factory, error) {
 		byID:    map[int64]*slot{},
 	}
 	if f.hc == nil {
-		f.hc = &http.Client{Timeout: 30 * time.Second}
+		f.hc = &http.Client{Timeout: 30 * time.Second, Transport: newTransport()}
 	}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
@@ -176,6 +176,16 @@ func keyFileName(cfg config.GitHub) string {
 		return cfg.PrivateKeyFile
 	}
 	return "github.private_key"
+}
+
+// newTransport is http.DefaultTransport keeping more idle connections to
+// GitHub: a push's plan and a worker's builds call it in bursts (a status per
+// build and phase), and the default of 2 per host made most of a burst's
+// calls open a new TLS connection.
+func newTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 32
+	return t
 }
 
 func (f *Factory) transport() http.RoundTripper {
