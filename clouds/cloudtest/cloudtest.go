@@ -685,3 +685,26 @@ func cancelAfter(t *testing.T, name string, d time.Duration, call func(context.C
 		return nil
 	}
 }
+
+// CheckListed checks what an ImageLister returned for build ("" for every
+// build): exactly the images named want, in any order, each carrying build's
+// imagegen:build tag when build is not "", and each passing check (nil: none),
+// a driver's own expectations (ids, locations, resources).
+func CheckListed(t testing.TB, imgs []clouds.Image, build string, want []string, check func(t testing.TB, im clouds.Image)) {
+	t.Helper()
+	var names []string
+	for _, im := range imgs {
+		names = append(names, im.Name)
+		if build != "" && im.Tags[clouds.TagBuild] != build {
+			t.Errorf("image %s of build %q listed for build %q", im.Name, im.Tags[clouds.TagBuild], build)
+		}
+		if check != nil {
+			check(t, im)
+		}
+	}
+	slices.Sort(names)
+	want = slices.Sorted(slices.Values(want))
+	if !slices.Equal(names, want) {
+		t.Errorf("BuildImages(%q) = %v, want %v", build, names, want)
+	}
+}

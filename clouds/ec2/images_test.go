@@ -2,10 +2,10 @@ package ec2_test
 
 import (
 	"context"
-	"slices"
 	"testing"
 
 	"github.com/imagegen/imagegen/clouds"
+	"github.com/imagegen/imagegen/clouds/cloudtest"
 	"github.com/imagegen/imagegen/clouds/ec2"
 	"github.com/imagegen/imagegen/clouds/ec2/ec2fake"
 )
@@ -64,23 +64,14 @@ func TestBuildImages(t *testing.T) {
 			if calls != tc.pages {
 				t.Errorf("%d DescribeImages calls, want %d", calls, tc.pages)
 			}
-			var names []string
-			for _, im := range imgs {
-				names = append(names, im.Name)
+			cloudtest.CheckListed(t, imgs, tc.build, tc.want, func(t testing.TB, im clouds.Image) {
 				if im.ID != ids[im.Name] {
 					t.Errorf("image %s: id %q, want %q", im.Name, im.ID, ids[im.Name])
-				}
-				if tc.build != "" && im.Tags[clouds.TagBuild] != tc.build {
-					t.Errorf("image %s of build %q listed for build %q", im.Name, im.Tags[clouds.TagBuild], tc.build)
 				}
 				if len(im.Resources) != 1 || im.Resources[0].Kind != clouds.KindSnapshot {
 					t.Errorf("image %s: resources %v, want its EBS snapshot", im.Name, im.Resources)
 				}
-			}
-			slices.Sort(names)
-			if !slices.Equal(names, tc.want) {
-				t.Errorf("BuildImages(%q) = %v, want %v", tc.build, names, tc.want)
-			}
+			})
 		})
 	}
 
