@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -106,9 +105,9 @@ func (s *Service) RunBuild(ctx context.Context, t BuildTask) error {
 	// Asked on every attempt, as a worker that died may not have counted one.
 	s.removeLeftovers(ctx, cl, b.ID, log)
 
-	obs := &observer{s: s, ctx: context.WithoutCancel(ctx), gh: gh, build: b.ID, cloud: t.Cloud, log: log,
-		redact: secret.NewRedactor(cred.Password), progress: pr}
-	stopLogs := obs.startLogs()
+	// The builder redacts already; the sink's redactor is a second guard,
+	// for the password this service handed over.
+	obs := &observer{LogSink: s.store.NewLogSink(context.WithoutCancel(ctx), b.ID, t.Cloud, log, secret.NewRedactor(cred.Password)), progress: pr}
 	bctx, cancel := context.WithTimeout(ctx, s.cfg.Build.Timeout)
 	defer cancel()
 	res := builder.Run(bctx, builder.Job{
@@ -123,8 +122,8 @@ func (s *Service) RunBuild(ctx context.Context, t BuildTask) error {
 		Secrets:        []secret.String{cred.Password},
 		Observer:       obs,
 	})
-	stopLogs() // the whole log is stored before the result is
-	pr.stop()  // and no progress report is made after it
+	obs.Close() // the whole log is stored before the result is
+	pr.stop()   // and no progress report is made after it
 	if s.stopping.Err() != nil && res.State != builder.StateSucceeded {
 		// The worker is shutting down: the task is retried later.
 		log.Warn("build interrupted by shutdown; it will be retried", "err", res.Error)
@@ -318,147 +317,18 @@ func (s *Service) reportCheckRun(ctx context.Context, gh RepoClient, b *Build) e
 // progressTimeout bounds a progress status update.
 const progressTimeout = 10 * time.Second
 
-// observer stores a build's log lines and phases as the builder reports them.
+// observer is what the builder reports to: log lines go to the build's
+// LogSink, phases to its progress reporter.
 type observer struct {
-	s      *Service
-	ctx    context.Context
-	gh     RepoClient
-	build  string
-	cloud  string
-	log    *slog.Logger
-	redact secret.Redactor
+	*LogSink
 	// progress reports the phases on the commit (nil: they are not reported)
 	progress *progress
-
-	mu        sync.Mutex
-	logFailed bool
-	pending   []LogEntry    // lines not yet stored; flushed in batches
-	wake      chan struct{} // lines are waiting (pending went from none to some)
-	kick      chan struct{} // a full batch is waiting
-	flushing  sync.Mutex    // one flush at a time, so batches land in order
-}
-
-// Log lines are stored in batches: one Redis round trip per line would cap a
-// script's output at about a megabyte a second.
-const (
-	logBatch     = 512                    // lines that make the flusher go at once
-	logMaxBuffer = 16 * logBatch          // past this, Line waits for a flush (backpressure)
-	logFlushEach = 100 * time.Millisecond // and otherwise lines wait at most this long
-)
-
-// startLogs starts the goroutine that stores log lines; the returned func
-// stores what is left and stops it.
-//
-// The flusher sleeps until a line comes (no ticking: a thousand builds
-// waiting on their clouds cost nothing), then gives the lines logFlushEach
-// to gather unless a whole batch is waiting sooner.
-func (o *observer) startLogs() (stop func()) {
-	o.wake = make(chan struct{}, 1)
-	o.kick = make(chan struct{}, 1)
-	done := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		t := time.NewTimer(logFlushEach)
-		t.Stop()
-		for {
-			select {
-			case <-done:
-				o.flush()
-				return
-			case <-o.wake:
-			}
-			t.Reset(logFlushEach)
-			select {
-			case <-done:
-				t.Stop()
-				o.flush()
-				return
-			case <-o.kick:
-				t.Stop()
-			case <-t.C:
-			}
-			o.flush()
-		}
-	}()
-	return func() { close(done); <-stopped }
-}
-
-func (o *observer) flush() {
-	o.flushing.Lock()
-	defer o.flushing.Unlock()
-	o.mu.Lock()
-	batch := o.pending
-	o.pending = nil
-	o.mu.Unlock()
-	if err := o.s.store.AppendLogs(o.ctx, o.build, o.cloud, batch); err != nil {
-		o.mu.Lock()
-		first := !o.logFailed
-		o.logFailed = true
-		o.mu.Unlock()
-		if first {
-			o.log.Warn("store build log", "err", err)
-		}
-	}
 }
 
 func (o *observer) Phase(cloud string, p builder.Phase, at time.Time) {
 	// Progress is a courtesy: handed to the build's reporter, never waited on.
 	if o.progress != nil {
 		o.progress.setPhase(p)
-	}
-}
-
-func (o *observer) Line(l builder.LogLine) {
-	// The builder redacts already; this is a second guard, for the password
-	// this service handed over.
-	l.Text = o.redact.Redact(l.Text)
-	if l.Cloud == "" {
-		l.Cloud = o.cloud
-	}
-	o.mu.Lock()
-	o.pending = append(o.pending, l)
-	n := len(o.pending)
-	o.mu.Unlock()
-	o.added(1, n)
-}
-
-var _ builder.LineBatcher = (*observer)(nil)
-
-// Lines takes the script's output one read at a time (builder.LineBatcher):
-// one lock and one wake-up for the whole batch.
-func (o *observer) Lines(ls []builder.LogLine) {
-	o.mu.Lock()
-	for _, l := range ls { // l is a copy: the slice is reused once Lines returns
-		l.Text = o.redact.Redact(l.Text)
-		if l.Cloud == "" {
-			l.Cloud = o.cloud
-		}
-		o.pending = append(o.pending, l)
-	}
-	n := len(o.pending)
-	o.mu.Unlock()
-	o.added(len(ls), n)
-}
-
-// added tells the flusher that k lines were added, making n pending.
-func (o *observer) added(k, n int) {
-	signal := func(c chan struct{}) {
-		select {
-		case c <- struct{}{}:
-		default:
-		}
-	}
-	switch {
-	case o.kick == nil: // not started (tests driving the observer alone)
-		o.flush()
-	case n >= logMaxBuffer:
-		o.flush()
-	case n >= logBatch:
-		signal(o.wake)
-		signal(o.kick)
-	case n == k: // the first lines since the last flush
-		signal(o.wake)
 	}
 }
 

@@ -367,18 +367,36 @@ func (s *Store) List(ctx context.Context, o ListOptions) ([]*Build, error) {
 
 // appendLog pushes a line and drops the oldest lines while the log is over
 // its byte limit, in one step, so concurrent writers cannot overshoot.
+// appendLog adds lines to a log and trims it to its limit from the start.
+// KEYS: the list, its meta hash. ARGV: the limit in bytes, the retention in
+// ms, how many lines just before these were skipped (never sent, being
+// beyond the tail), then the lines. Lines skipped mean nothing stored before
+// them can be part of the tail: they are dropped too, so the log stays one
+// run of lines whose first is number "dropped".
 var appendLog = redis.NewScript(`
-local n, size = 0, 0
-for i = 3, #ARGV do
-  n = redis.call('RPUSH', KEYS[1], ARGV[i])
-  size = redis.call('HINCRBY', KEYS[2], 'bytes', string.len(ARGV[i]))
+local skipped = tonumber(ARGV[3])
+if skipped > 0 then
+  local old = redis.call('LLEN', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'bytes', 0)
+  redis.call('HINCRBY', KEYS[2], 'dropped', old + skipped)
 end
-local limit = tonumber(ARGV[1])
+local n, add = redis.call('LLEN', KEYS[1]), 0
+for i = 4, #ARGV, 512 do
+  local j = math.min(i + 511, #ARGV)
+  for k = i, j do add = add + string.len(ARGV[k]) end
+  n = redis.call('RPUSH', KEYS[1], unpack(ARGV, i, j))
+end
+local size = redis.call('HINCRBY', KEYS[2], 'bytes', add)
+local limit, dropped = tonumber(ARGV[1]), 0
 while size > limit and n > 1 do
-  local old = redis.call('LPOP', KEYS[1])
-  size = redis.call('HINCRBY', KEYS[2], 'bytes', -string.len(old))
-  redis.call('HINCRBY', KEYS[2], 'dropped', 1)
+  size = size - string.len(redis.call('LPOP', KEYS[1]))
+  dropped = dropped + 1
   n = n - 1
+end
+if dropped > 0 then
+  redis.call('HSET', KEYS[2], 'bytes', size)
+  redis.call('HINCRBY', KEYS[2], 'dropped', dropped)
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
@@ -387,17 +405,20 @@ return n
 
 // AppendLog adds one (already redacted) line to a build × cloud log.
 func (s *Store) AppendLog(ctx context.Context, id, cloud string, l LogEntry) error {
-	return s.AppendLogs(ctx, id, cloud, []LogEntry{l})
+	return s.AppendLogs(ctx, id, cloud, []LogEntry{l}, 0)
 }
 
 // AppendLogs adds (already redacted) lines to a build × cloud log in one
-// round trip, keeping the tail within the log limit.
-func (s *Store) AppendLogs(ctx context.Context, id, cloud string, ls []LogEntry) error {
-	if len(ls) == 0 {
+// round trip, keeping the tail within the log limit. skipped counts the lines
+// that came just before ls and were never sent, being beyond the tail anyway
+// (LogSink drops them in memory): they and every line stored before them
+// count as dropped.
+func (s *Store) AppendLogs(ctx context.Context, id, cloud string, ls []LogEntry, skipped int) error {
+	if len(ls) == 0 && skipped == 0 {
 		return nil
 	}
-	args := make([]any, 0, 2+len(ls))
-	args = append(args, s.logLimit, s.retention.Milliseconds())
+	args := make([]any, 0, 3+len(ls))
+	args = append(args, s.logLimit, s.retention.Milliseconds(), skipped)
 	for _, l := range ls {
 		j, err := json.Marshal(l)
 		if err != nil {

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -254,14 +254,14 @@ func TestObserverBatchesLogInOrder(t *testing.T) {
 	const n = 20000
 	for _, tc := range []struct {
 		name string
-		feed func(o *observer)
+		feed func(o *LogSink)
 	}{
-		{"line by line", func(o *observer) {
+		{"line by line", func(o *LogSink) {
 			for i := range n {
 				o.Line(builder.LogLine{Stream: builder.StreamStdout, Text: strconv.Itoa(i)})
 			}
 		}},
-		{"in the builder's batches", func(o *observer) {
+		{"in the builder's batches", func(o *LogSink) {
 			// One slice reused for every batch, as the builder does: the
 			// observer must keep the lines, not the slice.
 			batch := make([]builder.LogLine, 0, 327)
@@ -276,12 +276,10 @@ func TestObserverBatchesLogInOrder(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, rdb := newStore(t, time.Hour, 1<<20)
-			svc := &Service{store: s, log: slog.New(slog.DiscardHandler)}
-			o := &observer{s: svc, ctx: context.Background(), build: "b", cloud: "c", log: svc.log}
-			stop := o.startLogs()
+			o := s.NewLogSink(context.Background(), "b", "c", nil, secret.Redactor{})
 			before, _ := rdb.Info(context.Background(), "commandstats").Result()
 			tc.feed(o)
-			stop()
+			o.Close()
 			after, _ := rdb.Info(context.Background(), "commandstats").Result()
 			lines, dropped, err := s.Log(context.Background(), "b", "c")
 			if err != nil {
@@ -307,10 +305,8 @@ func TestObserverBatchesLogInOrder(t *testing.T) {
 // lines come, and must wake for them.
 func TestObserverStoresAQuietLine(t *testing.T) {
 	s, _ := newStore(t, time.Hour, 1<<20)
-	svc := &Service{store: s, log: slog.New(slog.DiscardHandler)}
-	o := &observer{s: svc, ctx: context.Background(), build: "b", cloud: "c", log: svc.log}
-	stop := o.startLogs()
-	defer stop()
+	o := s.NewLogSink(context.Background(), "b", "c", nil, secret.Redactor{})
+	defer o.Close()
 	for i := range 3 {
 		time.Sleep(3 * logFlushEach / 2) // the flusher is asleep again
 		o.Line(builder.LogLine{Stream: builder.StreamStdout, Text: strconv.Itoa(i)})
@@ -328,6 +324,95 @@ func TestObserverStoresAQuietLine(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
+	}
+}
+
+// A script printing faster than Redis stores is not held back: the sink
+// keeps in memory only the tail the store would keep, and what it stores is
+// what storing every line would have left — the same last lines, one run,
+// the same count of lines from the start.
+func TestLogSinkKeepsTheTailInMemory(t *testing.T) {
+	const limit, n = 20000, 30000
+	line := func(i int) builder.LogLine {
+		return builder.LogLine{Time: time.Unix(1700000000, 0).UTC(), Stream: builder.StreamStdout, Text: fmt.Sprintf("line %05d %s", i, strings.Repeat("x", i%50))}
+	}
+	// What storing every line leaves: the reference.
+	ref, _ := newStore(t, time.Hour, limit)
+	for i := range n {
+		l := line(i)
+		l.Cloud = "c"
+		if err := ref.AppendLogs(context.Background(), "b", "c", []LogEntry{l}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, wantDropped, err := ref.Log(context.Background(), "b", "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s, rdb := newStore(t, time.Hour, limit)
+	o := s.NewLogSink(context.Background(), "b", "c", nil, secret.Redactor{})
+	// Hold the flusher: Redis is "slow", every line comes while it waits.
+	o.flushing.Lock()
+	batch := make([]builder.LogLine, 0, 100)
+	for i := range n {
+		batch = append(batch, line(i))
+		if len(batch) == cap(batch) {
+			o.Lines(batch)
+			batch = batch[:0]
+		}
+	}
+	o.mu.Lock()
+	waiting, kept := len(o.pending)-o.head, o.pendingBytes
+	o.mu.Unlock()
+	if kept > limit {
+		t.Errorf("%d lines (%d bytes) waiting in memory, over the %d-byte limit", waiting, kept, limit)
+	}
+	before, _ := rdb.Info(context.Background(), "commandstats").Result()
+	o.flushing.Unlock()
+	o.Close()
+	after, _ := rdb.Info(context.Background(), "commandstats").Result()
+	if calls := evalsha(after) - evalsha(before); calls > 3 {
+		t.Errorf("%d script calls to store the tail; want one or two", calls)
+	}
+
+	got, dropped, err := s.Log(context.Background(), "b", "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dropped != wantDropped || len(got) != len(want) {
+		t.Fatalf("kept %d lines after %d dropped; storing every line keeps %d after %d", len(got), dropped, len(want), wantDropped)
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("line %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+
+	// A line skipped in memory after others were stored: nothing stored
+	// before it stays (the log is one run), and the count from the start
+	// still adds up. A long line skipped leaves room that the line stored
+	// before it would otherwise fill.
+	o2 := s.NewLogSink(context.Background(), "b2", "c", nil, secret.Redactor{})
+	o2.Line(builder.LogLine{Text: "stored first"})
+	o2.Close()
+	o2 = s.NewLogSink(context.Background(), "b2", "c", nil, secret.Redactor{})
+	o2.flushing.Lock()
+	o2.Line(builder.LogLine{Text: strings.Repeat("y", limit+5000)})
+	o2.Line(builder.LogLine{Text: "after 1"})
+	o2.Line(builder.LogLine{Text: "after 2"})
+	o2.flushing.Unlock()
+	o2.Close()
+	got, dropped, err = s.Log(context.Background(), "b2", "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var texts []string
+	for _, l := range got {
+		texts = append(texts, l.Text)
+	}
+	if dropped != 2 || !slices.Equal(texts, []string{"after 1", "after 2"}) {
+		t.Errorf("after a skipped line: %d dropped, kept %q; want 2 dropped and the two last lines", dropped, texts)
 	}
 }
 
