@@ -2,7 +2,9 @@ package queue
 
 import (
 	"context"
+	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/imagegen/imagegen/builder"
@@ -43,5 +45,33 @@ func TestReportAdoptsOrphanCheckRun(t *testing.T) {
 	}
 	if after, _, _ := s.store.Get(ctx, b.ID); after.CheckRunID != 1 {
 		t.Errorf("recorded check run id %d, want 1", after.CheckRunID)
+	}
+}
+
+// TestSpecErrorCheckRunOnce: a plan retried after it failed an invalid
+// spec's check run (its worker killed before the plan ended, so the delivery
+// task runs again) finds the run it made and makes no second one.
+func TestSpecErrorCheckRunOnce(t *testing.T) {
+	gh := &memGitHub{files: fstest.MapFS{
+		".imagegen/broken.yaml": {Data: []byte("script: echo\nclouds:\n  sim: {image: i, ssh_user: u, colour: blue}\n")},
+	}}
+	s, _, _ := newService(t, gh)
+	push := Push{Delivery: "d", Repo: "o/r", Ref: "refs/heads/main", DefaultBranch: "main", Before: zeroSHA, Created: true, After: "c"}
+	for range 2 {
+		if err := s.Plan(context.Background(), push); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runs := gh.runs()
+	if len(runs) != 1 || runs[0].Conclusion != "failure" || !strings.Contains(runs[0].Summary, ".imagegen/broken.yaml:3:") {
+		t.Fatalf("check runs after the plan ran twice: %+v; want the one failed run", runs)
+	}
+	// Another push of the same commit (a new delivery) is reported again.
+	push.Delivery = "d2"
+	if err := s.Plan(context.Background(), push); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(gh.runs()); n != 2 {
+		t.Errorf("%d check runs after a second delivery, want 2", n)
 	}
 }

@@ -275,7 +275,7 @@ func (s *Service) reportSpecErrors(ctx context.Context, gh RepoClient, p Push, f
 	sum.WriteString("```\n\nRun `imagegen validate` to check specs before pushing.\n")
 	now := time.Now().UTC()
 	if gh.CheckRuns() {
-		_, err := gh.CreateCheckRun(ctx, p.Repo, CheckRun{
+		cr := CheckRun{
 			Name:        CheckRunName(gen),
 			HeadSHA:     p.After,
 			Status:      "completed",
@@ -284,7 +284,20 @@ func (s *Service) reportSpecErrors(ctx context.Context, gh RepoClient, p Push, f
 			Summary:     sum.String(),
 			StartedAt:   now,
 			CompletedAt: now,
-		})
+			// Keyed by the delivery: a plan retried after GitHub made the run
+			// (a worker killed before the plan ended) finds it and makes no second.
+			ExternalID: "spec:" + p.Delivery + ":" + gen,
+		}
+		if f, ok := gh.(CheckRunFinder); ok {
+			_, found, err := f.FindCheckRun(ctx, p.Repo, p.After, cr.Name, cr.ExternalID)
+			if err != nil {
+				return fmt.Errorf("report spec errors in %s: find check run: %w", file, err)
+			}
+			if found {
+				return nil
+			}
+		}
+		_, err := gh.CreateCheckRun(ctx, p.Repo, cr)
 		if err != nil {
 			return fmt.Errorf("report spec errors in %s: %w", file, err)
 		}
