@@ -342,6 +342,51 @@ type RerunRequest struct {
 	// SkipPasswordClouds leaves out the clouds that ask for a password (a
 	// check run's "Re-run" button cannot bring one).
 	SkipPasswordClouds bool
+	// Key, when set, names the request (a webhook delivery's id): the new
+	// build's id derives from it and the old build's, so the same request
+	// retried makes its build once.
+	Key string
+}
+
+// rerunID is the id of the build a keyed re-run of build old makes.
+func rerunID(key, old string) string { return planID("rerun\x00"+key, old) }
+
+// RerunCommit serves a check suite's "Re-run all checks": it re-runs the
+// newest build of each generator made for commit sha of repo (among the
+// repo's 500 newest builds), leaving out the clouds that ask for a password.
+// key names the request (the delivery): retried, it re-runs nothing twice.
+// It returns the new builds' ids.
+func (s *Service) RerunCommit(ctx context.Context, repo, sha, key string) ([]string, error) {
+	bs, err := s.store.List(ctx, ListOptions{Repo: repo, Limit: 500})
+	if err != nil {
+		return nil, err
+	}
+	done := map[string]bool{} // generators seen, newest build first
+	var ids []string
+	for _, b := range bs {
+		if b.Commit != sha || done[b.Generator] {
+			continue
+		}
+		done[b.Generator] = true
+		if b.RerunOf != "" && b.ID == rerunID(key, b.RerunOf) {
+			// This request's own re-run, made before it was retried.
+			ids = append(ids, b.ID)
+			continue
+		}
+		id, err := s.Rerun(ctx, b.ID, RerunRequest{SkipPasswordClouds: true, Key: key})
+		var rerr *RequestError
+		switch {
+		case errors.As(err, &rerr):
+			s.log.Info("check suite re-run: build not re-run", "build", b.ID, "reason", rerr.Msg)
+			continue
+		case err != nil:
+			return ids, err
+		}
+		if id != "" {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
 }
 
 // RequestError is a re-run request that cannot be served as asked.
@@ -400,8 +445,12 @@ func (s *Service) Rerun(ctx context.Context, id string, req RerunRequest) (strin
 		return "", nil
 	}
 	now := time.Now().UTC()
+	nid := NewID()
+	if req.Key != "" {
+		nid = rerunID(req.Key, old.ID)
+	}
 	nb := &Build{
-		ID: NewID(), Repo: old.Repo, Commit: old.Commit, Ref: old.Ref, Generator: old.Generator,
+		ID: nid, Repo: old.Repo, Commit: old.Commit, Ref: old.Ref, Generator: old.Generator,
 		SpecFile: old.SpecFile, Digest: old.Digest, Created: now, RerunOf: old.ID,
 		Installation: old.Installation, Clouds: map[string]*CloudRecord{},
 	}
@@ -409,6 +458,8 @@ func (s *Service) Rerun(ctx context.Context, id string, req RerunRequest) (strin
 		nb.Clouds[name] = &CloudRecord{Cloud: name, State: builder.StateQueued, BaseImage: sp.Clouds[name].Image,
 			Queued: now, AsksPassword: s.cfg.Clouds[name].AsksPassword()}
 	}
+	// Not created: the same keyed request ran before; what follows is
+	// idempotent (task ids), so its tasks are queued if they were not.
 	if _, err := s.store.Create(ctx, nb, sp); err != nil {
 		return "", err
 	}

@@ -31,7 +31,8 @@ func HandleDelivery(ctx context.Context, q *queue.Service, d queue.Delivery) err
 		if ev.Action != "rerequested" || id == "" {
 			return nil
 		}
-		nid, err := q.Rerun(ctx, id, queue.RerunRequest{SkipPasswordClouds: true})
+		// Keyed by the delivery: a retried task re-runs the build once.
+		_, err := q.Rerun(ctx, id, queue.RerunRequest{SkipPasswordClouds: true, Key: d.ID})
 		var rerr *queue.RequestError
 		switch {
 		case errors.Is(err, queue.ErrNotFound), errors.As(err, &rerr):
@@ -40,8 +41,14 @@ func HandleDelivery(ctx context.Context, q *queue.Service, d queue.Delivery) err
 		case err != nil:
 			return err
 		}
-		_ = nid
 		return nil
+	case *checkSuiteEvent:
+		// "Re-run all checks": the newest build of each generator on that commit.
+		if ev.Action != "rerequested" || ev.Repository.FullName == "" || ev.CheckSuite.HeadSHA == "" {
+			return nil
+		}
+		_, err := q.RerunCommit(ctx, ev.Repository.FullName, ev.CheckSuite.HeadSHA, d.ID)
+		return err
 	}
 	return nil
 }

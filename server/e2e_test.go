@@ -1,12 +1,14 @@
 package server_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/imagegen/imagegen/queue"
+	"github.com/imagegen/imagegen/server"
 	"github.com/imagegen/imagegen/server/githubapp/githubtest"
 )
 
@@ -147,8 +149,42 @@ func TestPushEndToEnd(t *testing.T) {
 	if len(imgs.Images) != 4 {
 		t.Errorf("lineage after re-run has %d images; want 4", len(imgs.Images))
 	}
+	// A retried delivery task of that re-run makes no second build.
+	if err := server.HandleDelivery(context.Background(), e.q, queue.Delivery{ID: "e2e-rerun", Event: "check_run", Body: rerun}); err != nil {
+		t.Fatal(err)
+	}
+
+	// "Re-run all checks": a check_suite rerequested delivery for the commit
+	// re-runs the newest build of each generator on it (the re-run above),
+	// once however often its task runs.
+	suite := editJSON(t, githubtest.Example(t, "check_suite", func(m map[string]any) bool { return m["action"] == "rerequested" }), func(m map[string]any) {
+		m["check_suite"].(map[string]any)["head_sha"] = sha
+		m["repository"].(map[string]any)["full_name"] = exampleRepo
+	})
+	if code, body := e.deliver("check_suite", "e2e-suite", suite); code != http.StatusAccepted {
+		t.Fatalf("check_suite rerequested: %d %s", code, body)
+	}
+	e.waitFor("a third completed check run", func() bool {
+		runs := e.checkRunsNamed("imagegen: hello")
+		return len(runs) == 3 && runs[2].Status == "completed"
+	})
+	if err := server.HandleDelivery(context.Background(), e.q, queue.Delivery{ID: "e2e-suite", Event: "check_suite", Body: suite}); err != nil {
+		t.Fatal(err)
+	}
+	third := e.checkRunsNamed("imagegen: hello")[2]
+	var sb queue.Build
+	e.getJSON("/api/v1/builds/"+third.ExternalID, &sb)
+	if sb.RerunOf != second.ExternalID || sb.Commit != sha || third.Conclusion != "success" {
+		t.Errorf("check suite re-run: build %+v, check run %s; want a re-run of %s", sb, third.Conclusion, second.ExternalID)
+	}
+	var all struct{ Builds []queue.Build }
+	e.getJSON("/api/v1/builds?repo="+exampleRepo, &all)
+	if len(all.Builds) != 3 {
+		t.Errorf("%d builds after a push, a re-run and a suite re-run (each delivered, then retried); want 3", len(all.Builds))
+	}
+
 	metrics := e.get("/metrics")
-	for _, want := range []string{`imagegen_builds_total{cloud="sim-a",state="succeeded"} 2`, `imagegen_build_duration_seconds_count{cloud="sim-b",state="succeeded"} 2`} {
+	for _, want := range []string{`imagegen_builds_total{cloud="sim-a",state="succeeded"} 3`, `imagegen_build_duration_seconds_count{cloud="sim-b",state="succeeded"} 3`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}

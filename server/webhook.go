@@ -97,7 +97,7 @@ func (s *Server) webhook(c echo.Context) error {
 	}
 
 	switch event {
-	case "ping", "push", "check_run":
+	case "ping", "push", "check_run", "check_suite":
 	case "":
 		return outcome(http.StatusBadRequest, "bad_request", "missing X-GitHub-Event")
 	default:
@@ -125,6 +125,14 @@ func (s *Server) webhook(c echo.Context) error {
 		}
 		if cr.Action != "rerequested" {
 			return outcome(http.StatusOK, "ignored", fmt.Sprintf("check_run action %q: nothing to do", cr.Action))
+		}
+	case "check_suite":
+		cs, err := parseCheckSuite(payload)
+		if err != nil {
+			return outcome(http.StatusBadRequest, "bad_request", "malformed payload: "+err.Error())
+		}
+		if cs.Action != "rerequested" {
+			return outcome(http.StatusOK, "ignored", fmt.Sprintf("check_suite action %q: nothing to do", cs.Action))
 		}
 	case "push":
 		p, err := peekPush(payload)
@@ -336,10 +344,37 @@ func parseCheckRun(payload []byte) (*checkRunEvent, error) {
 	return &ev, nil
 }
 
-// parseEvent is github.ParseWebHook, except for check_run (see checkRunEvent).
+// checkSuiteEvent is the part of a check_suite delivery imagegen uses
+// ("Re-run all checks"), decoded by hand for the same reason as checkRunEvent.
+type checkSuiteEvent struct {
+	Action     string `json:"action"`
+	CheckSuite struct {
+		HeadSHA string `json:"head_sha"`
+	} `json:"check_suite"`
+	Repository struct {
+		FullName string `json:"full_name"`
+	} `json:"repository"`
+}
+
+func parseCheckSuite(payload []byte) (*checkSuiteEvent, error) {
+	var ev checkSuiteEvent
+	if err := json.Unmarshal(payload, &ev); err != nil {
+		return nil, err
+	}
+	if ev.Action == "" {
+		return nil, errors.New("check_suite without action")
+	}
+	return &ev, nil
+}
+
+// parseEvent is github.ParseWebHook, except for check_run and check_suite
+// (see checkRunEvent).
 func parseEvent(event string, payload []byte) (any, error) {
-	if event == "check_run" {
+	switch event {
+	case "check_run":
 		return parseCheckRun(payload)
+	case "check_suite":
+		return parseCheckSuite(payload)
 	}
 	return github.ParseWebHook(event, payload)
 }

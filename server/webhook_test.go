@@ -38,6 +38,8 @@ func TestWebhookAnswers(t *testing.T) {
 	ping := githubtest.Example(t, "ping", nil)
 	rerequested := githubtest.Example(t, "check_run", func(m map[string]any) bool { return m["action"] == "rerequested" })
 	created := githubtest.Example(t, "check_run", func(m map[string]any) bool { return m["action"] == "created" })
+	suiteRerequested := githubtest.Example(t, "check_suite", func(m map[string]any) bool { return m["action"] == "rerequested" })
+	suiteCompleted := githubtest.Example(t, "check_suite", func(m map[string]any) bool { return m["action"] == "completed" })
 	tagDeleted := githubtest.Example(t, "push", func(m map[string]any) bool { return m["deleted"] == true })
 	issues := githubtest.Example(t, "issues", nil)
 	huge := bytes.Repeat([]byte(" "), 30<<20)
@@ -79,6 +81,8 @@ func TestWebhookAnswers(t *testing.T) {
 		{"content type with a charset", request{event: "push", delivery: "d-charset", body: push, contentType: "application/json; charset=utf-8"}, 202, "accepted", push},
 		{"check_run rerequested", request{event: "check_run", delivery: "d-rerun", body: rerequested}, 202, "accepted", rerequested},
 		{"check_run created", request{event: "check_run", delivery: "d-created", body: created}, 200, "nothing to do", nil},
+		{"check_suite rerequested", request{event: "check_suite", delivery: "d-suite", body: suiteRerequested}, 202, "accepted", suiteRerequested},
+		{"check_suite completed", request{event: "check_suite", delivery: "d-suite-done", body: suiteCompleted}, 200, "nothing to do", nil},
 		{"tag deleted", request{event: "push", delivery: "d-tag", body: tagDeleted}, 200, "branch deletion", nil},
 		{"tag pushed", request{event: "push", delivery: "d-tagpush", body: edit(func(m map[string]any) { m["ref"] = "refs/tags/v1" })}, 200, "not a branch push", nil},
 		{"unknown event", request{event: "issues", delivery: "d-issues", body: issues}, 200, `event \"issues\" is not used`, nil},
@@ -168,7 +172,7 @@ func TestWebhookAnswers(t *testing.T) {
 		ids = append(ids, ti.ID)
 	}
 	slices.Sort(ids)
-	if want := "[delivery:d-charset delivery:d-form delivery:d-indented delivery:d-push delivery:d-rerun]"; fmt.Sprint(ids) != want {
+	if want := "[delivery:d-charset delivery:d-form delivery:d-indented delivery:d-push delivery:d-rerun delivery:d-suite]"; fmt.Sprint(ids) != want {
 		t.Errorf("pending tasks %v; want %s", ids, want)
 	}
 	// Deliveries are counted by event and outcome.
@@ -182,7 +186,7 @@ func TestWebhookAnswers(t *testing.T) {
 		`imagegen_webhook_deliveries_total{event="push",outcome="accepted"} 4`,
 		`imagegen_webhook_deliveries_total{event="push",outcome="duplicate"} 1`,
 		`imagegen_webhook_deliveries_total{event="push",outcome="unauthorized"} 5`,
-		`imagegen_queue_depth 5`,
+		`imagegen_queue_depth 6`,
 	} {
 		if !strings.Contains(string(m), want) {
 			t.Errorf("metrics lack %s", want)
