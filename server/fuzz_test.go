@@ -59,6 +59,7 @@ func FuzzWebhook(f *testing.F) {
 	f.Add("push", push[:len(push)/3], true, false)
 	f.Add("ping", []byte(`{"zen":"hi","hook_id":1}`), true, false)
 	f.Add("check_run", []byte(`{"action":"rerequested","check_run":{"id":1,"external_id":"x"},"repository":{"full_name":"a/b"}}`), true, false)
+	f.Add("check_suite", []byte(`{"action":"rerequested","check_suite":{"head_sha":"abc"},"repository":{"full_name":"a/b"}}`), true, false)
 	f.Add("push", []byte(`{"ref":"refs/heads/main","after":"x","repository":{}}`), true, false)
 	f.Add("push", []byte(" {\"ref\":\"refs/heads/main\",\"after\":\"x\",\"repository\":{\"full_name\":\"a/b\"}}\n"), true, true)
 	f.Add("push", []byte(`{"ref":"refs/heads/main","after":"x","repository":{"full_name":"a/b"},"n":01}`), true, false)
