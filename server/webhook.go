@@ -334,14 +334,20 @@ type checkRunEvent struct {
 }
 
 func parseCheckRun(payload []byte) (*checkRunEvent, error) {
-	var ev checkRunEvent
-	if err := json.Unmarshal(payload, &ev); err != nil {
+	return decodeAction(payload, "check_run", func(e *checkRunEvent) string { return e.Action })
+}
+
+// decodeAction decodes an event read by hand into an E, which must have an
+// action (action returns it).
+func decodeAction[E any](payload []byte, event string, action func(*E) string) (*E, error) {
+	ev := new(E)
+	if err := json.Unmarshal(payload, ev); err != nil {
 		return nil, err
 	}
-	if ev.Action == "" {
-		return nil, errors.New("check_run without action")
+	if action(ev) == "" {
+		return nil, fmt.Errorf("%s without action", event)
 	}
-	return &ev, nil
+	return ev, nil
 }
 
 // checkSuiteEvent is the part of a check_suite delivery imagegen uses
@@ -357,14 +363,7 @@ type checkSuiteEvent struct {
 }
 
 func parseCheckSuite(payload []byte) (*checkSuiteEvent, error) {
-	var ev checkSuiteEvent
-	if err := json.Unmarshal(payload, &ev); err != nil {
-		return nil, err
-	}
-	if ev.Action == "" {
-		return nil, errors.New("check_suite without action")
-	}
-	return &ev, nil
+	return decodeAction(payload, "check_suite", func(e *checkSuiteEvent) string { return e.Action })
 }
 
 // parseEvent is github.ParseWebHook, except for check_run and check_suite

@@ -708,3 +708,14 @@ func CheckListed(t testing.TB, imgs []clouds.Image, build string, want []string,
 		t.Errorf("BuildImages(%q) = %v, want %v", build, names, want)
 	}
 }
+
+// DeleteListed deletes every image imgs lists through c, as the sweep does
+// with what an ImageLister returned, failing t at the first error.
+func DeleteListed(t testing.TB, c clouds.Cloud, imgs []clouds.Image) {
+	t.Helper()
+	for _, im := range imgs {
+		if err := c.DeleteImage(context.Background(), &im); err != nil {
+			t.Fatalf("DeleteImage(%s): %v", im.Name, err)
+		}
+	}
+}

@@ -86,11 +86,7 @@ func TestBuildImages(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, im := range imgs {
-			if err := c.DeleteImage(context.Background(), &im); err != nil {
-				t.Fatalf("DeleteImage(%s): %v", im.Name, err)
-			}
-		}
+		cloudtest.DeleteListed(t, c, imgs)
 		if left, err := c.BuildImages(context.Background(), "a"); err != nil || len(left) > 0 {
 			t.Fatalf("after deleting: %v, %v", left, err)
 		}

@@ -79,10 +79,8 @@ func TestBuildImages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cloudtest.DeleteListed(t, c, imgs)
 	for _, im := range imgs {
-		if err := c.DeleteImage(context.Background(), &im); err != nil {
-			t.Fatalf("DeleteImage(%s): %v", im.Name, err)
-		}
 		for _, f := range []string{".qcow2", ".json", ".boot.json"} {
 			if _, err := os.Stat(filepath.Join(dir, im.Name+f)); !os.IsNotExist(err) {
 				t.Errorf("%s%s outlived DeleteImage (stat: %v)", im.Name, f, err)
