@@ -12,8 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,9 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/imagegen/imagegen/clouds"
-	"github.com/imagegen/imagegen/clouds/fake"
 	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/internal/servicetest"
 	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server"
@@ -78,19 +75,7 @@ github:
 encryption_key: %s
 build: {timeout: 10m, cleanup_timeout: 30s, concurrency: %d}
 clouds:%s`, s.redis.URL, ac.AppID, ac.PrivateKeyFile, webhookSecret, s.gh.URL(), strings.Repeat("ab", 32), o.concurrency, o.clouds)
-	file := filepath.Join(tb.TempDir(), "imagegen.yaml")
-	if err := os.WriteFile(file, []byte(yml), 0o600); err != nil {
-		tb.Fatal(err)
-	}
-	reg := clouds.NewRegistry()
-	reg.Register(fake.Type, fake.Configure)
-	cfg, err := config.Load(file, reg)
-	if err != nil {
-		tb.Fatalf("config: %v", err)
-	}
-	if err := cfg.CheckService(); err != nil {
-		tb.Fatal(err)
-	}
+	cfg := servicetest.Config(tb, yml)
 	s.cfg = cfg
 
 	// The Redis client exactly as cmd/imagegen makes it.

@@ -16,9 +16,7 @@ import (
 
 	"github.com/imagegen/imagegen/builder"
 	"github.com/imagegen/imagegen/builder/spec"
-	"github.com/imagegen/imagegen/clouds"
-	"github.com/imagegen/imagegen/clouds/fake"
-	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/internal/servicetest"
 	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server"
@@ -32,14 +30,9 @@ func TestMutatingRoutesNeedToken(t *testing.T) {
 	rd := testenv.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr})
 	t.Cleanup(func() { rdb.Close() })
-	reg := clouds.NewRegistry()
-	reg.Register(fake.Type, fake.Configure)
 	yml := fmt.Sprintf("redis: %s\nbase_url: https://ig.example\ngithub: {token: t, webhook_secret: whsec-routes-0123456789}\napi_tokens: [api-token-routes-0123456789abcdef]\nencryption_key: %s\nclouds:\n  sim: {type: simulated}\n",
 		rd.URL, strings.Repeat("7e", 32))
-	cfg, err := config.Parse([]byte(yml), "imagegen.yaml", reg, func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := servicetest.Config(t, yml)
 	q, err := queue.New(queue.Options{Config: cfg, Redis: rdb, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

@@ -9,19 +9,15 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/imagegen/imagegen/clouds"
-	"github.com/imagegen/imagegen/clouds/fake"
 	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/internal/servicetest"
 	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server"
@@ -35,24 +31,6 @@ const (
 	exampleRepo   = "Codertocat/Hello-World" // the octokit push examples' repository
 )
 
-// syncBuffer collects the service's JSON logs, for the "no secret in the logs" checks.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // testEnv is one imagegen service (HTTP + optional worker) against a real
 // redis-server and the fake GitHub.
 type testEnv struct {
@@ -63,7 +41,7 @@ type testEnv struct {
 	cfg    *config.Config
 	q      *queue.Service
 	http   *httptest.Server
-	logs   *syncBuffer
+	logs   *servicetest.Logs
 	worker *queue.Worker
 }
 
@@ -81,7 +59,7 @@ const defaultClouds = `
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
 	t.Helper()
-	e := &testEnv{t: t, redis: testenv.StartRedis(t), gh: githubtest.NewServer(t), logs: &syncBuffer{}}
+	e := &testEnv{t: t, redis: testenv.StartRedis(t), gh: githubtest.NewServer(t), logs: &servicetest.Logs{}}
 	// Few retries: TestHealth stops Redis and wants a quick answer.
 	e.rdb = redis.NewClient(&redis.Options{Addr: e.redis.Addr, DialerRetries: 1, MaxRetries: -1})
 	t.Cleanup(func() { e.rdb.Close() })
@@ -105,19 +83,7 @@ api_tokens: [%s]
 encryption_key: %s
 build: {timeout: 1m, cleanup_timeout: 20s, concurrency: 4, log_limit: 4096}
 clouds:%s`, e.redis.URL, gh, webhookSecret, e.gh.URL(), apiToken, strings.Repeat("ab", 32), o.clouds)
-	file := filepath.Join(t.TempDir(), "imagegen.yaml")
-	if err := os.WriteFile(file, []byte(yml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	reg := clouds.NewRegistry()
-	reg.Register(fake.Type, fake.Configure)
-	cfg, err := config.Load(file, reg)
-	if err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	if err := cfg.CheckService(); err != nil {
-		t.Fatal(err)
-	}
+	cfg := servicetest.Config(t, yml)
 	e.cfg = cfg
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	f, err := githubapp.New(cfg.GitHub, githubapp.Options{Logger: log})

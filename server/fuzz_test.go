@@ -15,9 +15,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/imagegen/imagegen/clouds"
-	"github.com/imagegen/imagegen/clouds/fake"
-	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/internal/servicetest"
 	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server"
@@ -35,13 +33,8 @@ func FuzzWebhook(f *testing.F) {
 	rd := testenv.StartRedis(f)
 	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr})
 	f.Cleanup(func() { rdb.Close() })
-	reg := clouds.NewRegistry()
-	reg.Register(fake.Type, fake.Configure)
 	yml := fmt.Sprintf("redis: %s\ngithub: {token: t, webhook_secret: %s}\nclouds:\n  sim: {type: simulated}\n", rd.URL, webhookSecret)
-	cfg, err := config.Parse([]byte(yml), "imagegen.yaml", reg, func(string) (string, bool) { return "", false })
-	if err != nil {
-		f.Fatal(err)
-	}
+	cfg := servicetest.Config(f, yml)
 	q, err := queue.New(queue.Options{Config: cfg, Redis: rdb, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		f.Fatal(err)

@@ -20,9 +20,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/imagegen/imagegen/clouds"
-	"github.com/imagegen/imagegen/clouds/fake"
-	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/internal/servicetest"
 	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server"
@@ -287,13 +285,8 @@ func BenchmarkWebhook(b *testing.B) {
 	rd := testenv.StartRedis(b)
 	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr})
 	b.Cleanup(func() { rdb.Close() })
-	reg := clouds.NewRegistry()
-	reg.Register(fake.Type, fake.Configure)
 	yml := fmt.Sprintf("redis: %s\ngithub: {token: t, webhook_secret: %s}\nclouds:\n  sim: {type: simulated}\n", rd.URL, webhookSecret)
-	cfg, err := config.Parse([]byte(yml), "imagegen.yaml", reg, func(string) (string, bool) { return "", false })
-	if err != nil {
-		b.Fatal(err)
-	}
+	cfg := servicetest.Config(b, yml)
 	// Production logs JSON at Info; encoding the line is part of the cost.
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	q, err := queue.New(queue.Options{Config: cfg, Redis: rdb, Logger: log})

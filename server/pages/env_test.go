@@ -1,7 +1,6 @@
 package pages_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -9,10 +8,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,9 +16,8 @@ import (
 
 	"github.com/imagegen/imagegen/builder"
 	"github.com/imagegen/imagegen/builder/spec"
-	"github.com/imagegen/imagegen/clouds"
-	"github.com/imagegen/imagegen/clouds/fake"
 	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/internal/servicetest"
 	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server"
@@ -37,24 +32,6 @@ const (
 	testSHA       = "3f786850e387550fdab836ed7e6dc881de23001b"
 )
 
-// syncBuffer collects the service's logs, to check no secret reaches them.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // env is the imagegen server (with its pages) on a real redis-server.
 type env struct {
 	t      *testing.T
@@ -63,7 +40,7 @@ type env struct {
 	q      *queue.Service
 	store  *queue.Store
 	http   *httptest.Server
-	logs   *syncBuffer
+	logs   *servicetest.Logs
 	signer *pages.Signer
 }
 
@@ -76,7 +53,7 @@ type envOptions struct {
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
 	r := testenv.StartRedis(t)
-	e := &env{t: t, logs: &syncBuffer{}}
+	e := &env{t: t, logs: &servicetest.Logs{}}
 	e.rdb = redis.NewClient(&redis.Options{Addr: r.Addr})
 	t.Cleanup(func() { e.rdb.Close() })
 	keys := fmt.Sprintf("pages: {link_key: %s, link_ttl: 1h}\nencryption_key: %s\n", linkKey, strings.Repeat("cd", 32))
@@ -100,17 +77,9 @@ clouds:
   sim-b: {type: simulated}
   locked: {type: simulated, password: ask}
 `, o.baseURL, r.URL, webhookSecret, apiToken, keys, o.logLimit)
-	file := filepath.Join(t.TempDir(), "imagegen.yaml")
-	if err := os.WriteFile(file, []byte(yml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	reg := clouds.NewRegistry()
-	reg.Register(fake.Type, fake.Configure)
-	cfg, err := config.Load(file, reg)
-	if err != nil {
-		t.Fatalf("config: %v", err)
-	}
+	cfg := servicetest.Config(t, yml)
 	e.cfg = cfg
+	var err error
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.q, err = queue.New(queue.Options{Config: cfg, Redis: e.rdb, Logger: log})
 	if err != nil {
