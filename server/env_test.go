@@ -41,7 +41,7 @@ type testEnv struct {
 	cfg    *config.Config
 	q      *queue.Service
 	http   *httptest.Server
-	logs   *servicetest.Logs
+	logs   *testenv.Buffer
 	worker *queue.Worker
 }
 
@@ -59,7 +59,7 @@ const defaultClouds = `
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
 	t.Helper()
-	e := &testEnv{t: t, redis: testenv.StartRedis(t), gh: githubtest.NewServer(t), logs: &servicetest.Logs{}}
+	e := &testEnv{t: t, redis: testenv.StartRedis(t), gh: githubtest.NewServer(t), logs: &testenv.Buffer{}}
 	// Few retries: TestHealth stops Redis and wants a quick answer.
 	e.rdb = redis.NewClient(&redis.Options{Addr: e.redis.Addr, DialerRetries: 1, MaxRetries: -1})
 	t.Cleanup(func() { e.rdb.Close() })

@@ -1,7 +1,6 @@
 package ec2_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -9,7 +8,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +18,7 @@ import (
 	"github.com/imagegen/imagegen/clouds/ec2"
 	"github.com/imagegen/imagegen/clouds/ec2/ec2fake"
 	"github.com/imagegen/imagegen/internal/secret"
+	"github.com/imagegen/imagegen/internal/testenv"
 )
 
 // Test credentials: the fake checks only that requests are signed with them.
@@ -82,25 +81,7 @@ func openWith(t *testing.T, f *ec2fake.Fake, cfg ec2.Config, opts ec2.Options) c
 	return c
 }
 
-// logBuffer collects a build's log so tests can look for leaked secrets.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func launchReq(t *testing.T, build string) (clouds.LaunchRequest, *logBuffer) {
+func launchReq(t *testing.T, build string) (clouds.LaunchRequest, *testenv.Buffer) {
 	t.Helper()
 	pub, _, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -113,7 +94,7 @@ func launchReq(t *testing.T, build string) (clouds.LaunchRequest, *logBuffer) {
 		t.Fatal(err)
 	}
 	hspub, _ := ssh.NewPublicKey(hpub)
-	logs := &logBuffer{}
+	logs := &testenv.Buffer{}
 	return clouds.LaunchRequest{
 		Build:         build,
 		Name:          "imagegen-" + build,

@@ -179,24 +179,6 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// consoleBuf collects the guest console for failure messages.
-type consoleBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (c *consoleBuf) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.b.Write(p)
-}
-
-func (c *consoleBuf) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.b.String()
-}
-
 // dialGuest logs in with the build's key, pinning the injected host key.
 func dialGuest(t testing.TB, ep *clouds.Endpoint, user string, k keys) *ssh.Client {
 	t.Helper()

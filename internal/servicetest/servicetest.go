@@ -1,10 +1,8 @@
 // Package servicetest sets up what tests of imagegen's service share: a
-// config with the simulated cloud type, and a log buffer to search for secrets.
+// config whose clouds may be simulated, checked as the service checks it.
 package servicetest
 
 import (
-	"bytes"
-	"sync"
 	"testing"
 
 	"github.com/imagegen/imagegen/clouds"
@@ -28,23 +26,4 @@ func Config(tb testing.TB, yml string) *config.Config {
 		tb.Fatalf("config: %v", err)
 	}
 	return cfg
-}
-
-// Logs collects a service's logs, written from many goroutines, for the
-// checks that no secret reaches them.
-type Logs struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *Logs) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *Logs) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -2,8 +2,6 @@ package servicetest
 
 import (
 	"runtime"
-	"strings"
-	"sync"
 	"testing"
 )
 
@@ -44,20 +42,4 @@ func (f *fatalRecorder) Helper() {}
 func (f *fatalRecorder) Fatalf(format string, args ...any) {
 	f.msg = format
 	runtime.Goexit()
-}
-
-func TestLogsConcurrent(t *testing.T) {
-	var l Logs
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for range 100 {
-				l.Write([]byte("x\n"))
-			}
-		})
-	}
-	wg.Wait()
-	if n := strings.Count(l.String(), "x\n"); n != 800 {
-		t.Errorf("%d lines, want 800", n)
-	}
 }

@@ -40,7 +40,7 @@ type env struct {
 	q      *queue.Service
 	store  *queue.Store
 	http   *httptest.Server
-	logs   *servicetest.Logs
+	logs   *testenv.Buffer
 	signer *pages.Signer
 }
 
@@ -53,7 +53,7 @@ type envOptions struct {
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
 	r := testenv.StartRedis(t)
-	e := &env{t: t, logs: &servicetest.Logs{}}
+	e := &env{t: t, logs: &testenv.Buffer{}}
 	e.rdb = redis.NewClient(&redis.Options{Addr: r.Addr})
 	t.Cleanup(func() { e.rdb.Close() })
 	keys := fmt.Sprintf("pages: {link_key: %s, link_ttl: 1h}\nencryption_key: %s\n", linkKey, strings.Repeat("cd", 32))
