@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/imagegen/imagegen/builder/sshexec"
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/internal/secret"
 )
@@ -717,5 +718,41 @@ func DeleteListed(t testing.TB, c clouds.Cloud, imgs []clouds.Image) {
 		if err := c.DeleteImage(context.Background(), &im); err != nil {
 			t.Fatalf("DeleteImage(%s): %v", im.Name, err)
 		}
+	}
+}
+
+// CheckSSH logs in to a launched instance's endpoint the way a build does
+// (sshexec, trusting only the host keys the driver pinned) with signer as
+// user, and runs a command on it. With wantErr, the login must fail instead,
+// saying so (a pinned key the server does not have). serverLog, if not nil,
+// is shown when the login fails unexpectedly.
+func CheckSSH(t testing.TB, ep clouds.Endpoint, user string, signer ssh.Signer, wantErr string, serverLog func() string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := sshexec.Connect(ctx, sshexec.Config{Addr: ep.Addr, User: user, Signer: signer,
+		HostKeys: ep.HostKeys, HostKeySource: ep.HostKeySource, Timeout: 10 * time.Second})
+	if wantErr != "" {
+		if err == nil {
+			c.Close()
+			t.Fatal("login succeeded with a pinned key the server does not have")
+		}
+		if !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("login: %v, want %q", err, wantErr)
+		}
+		return
+	}
+	if err != nil {
+		msg := ""
+		if serverLog != nil {
+			msg = "\nsshd log:\n" + serverLog()
+		}
+		t.Fatalf("login to %s: %v%s", ep.Addr, err, msg)
+	}
+	defer c.Close()
+	var out []string
+	code, err := c.Run(ctx, "echo built-on-$((6*7))", func(l sshexec.Line) { out = append(out, l.Text) })
+	if err != nil || code != 0 || !slices.Equal(out, []string{"built-on-42"}) {
+		t.Fatalf("run: %q, exit %d, %v", out, code, err)
 	}
 }

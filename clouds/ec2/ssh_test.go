@@ -1,7 +1,6 @@
 package ec2_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -15,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/imagegen/imagegen/clouds"
+	"github.com/imagegen/imagegen/clouds/cloudtest"
 	"github.com/imagegen/imagegen/clouds/ec2"
 	"github.com/imagegen/imagegen/clouds/ec2/ec2fake"
 	"github.com/imagegen/imagegen/internal/testenv"
@@ -86,43 +86,7 @@ func TestSSHReachesRealSSHD(t *testing.T) {
 					t.Errorf("volume %s tagged with build %q, want %q", v.ID, v.Build, id)
 				}
 			}
-			var pinned []ssh.PublicKey
-			for _, line := range inst.SSH.HostKeys {
-				pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
-				if err != nil {
-					t.Fatal(err)
-				}
-				pinned = append(pinned, pk)
-			}
-			client, err := ssh.Dial("tcp", inst.SSH.Addr, &ssh.ClientConfig{
-				User:            sshd.User,
-				Auth:            []ssh.AuthMethod{ssh.PublicKeys(signer)},
-				HostKeyCallback: pinCallback(pinned),
-				Timeout:         5 * time.Second,
-			})
-			if tc.wantDial != "" {
-				if err == nil {
-					client.Close()
-					t.Fatal("dial succeeded with a pinned key the server does not have")
-				}
-				if !strings.Contains(err.Error(), tc.wantDial) {
-					t.Fatalf("dial: %v, want %q", err, tc.wantDial)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("dial %s: %v\nsshd log:\n%s", inst.SSH.Addr, err, sshd.Log())
-			}
-			defer client.Close()
-			sess, err := client.NewSession()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sess.Close()
-			out, err := sess.CombinedOutput("echo built-on-$((6*7))")
-			if err != nil || strings.TrimSpace(string(out)) != "built-on-42" {
-				t.Fatalf("run: %q, %v", out, err)
-			}
+			cloudtest.CheckSSH(t, *inst.SSH, sshd.User, signer, tc.wantDial, sshd.Log)
 		})
 	}
 }
@@ -152,20 +116,5 @@ func checkUserData(t *testing.T, ud string, req clouds.LaunchRequest) {
 	}
 	if cc.Keys["ed25519_public"] != req.HostKey.Public || cc.Keys["ed25519_private"] != req.HostKey.PrivatePEM.Reveal() {
 		t.Errorf("ssh_keys do not carry the build's host key: %v", cc.Keys)
-	}
-}
-
-type hostKeyMismatch struct{}
-
-func (hostKeyMismatch) Error() string { return "host key mismatch" }
-
-func pinCallback(pinned []ssh.PublicKey) ssh.HostKeyCallback {
-	return func(_ string, _ net.Addr, key ssh.PublicKey) error {
-		for _, p := range pinned {
-			if bytes.Equal(p.Marshal(), key.Marshal()) {
-				return nil
-			}
-		}
-		return hostKeyMismatch{}
 	}
 }

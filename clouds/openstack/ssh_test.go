@@ -1,7 +1,6 @@
 package openstack_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -9,11 +8,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/imagegen/imagegen/clouds"
+	"github.com/imagegen/imagegen/clouds/cloudtest"
 	"github.com/imagegen/imagegen/clouds/openstack"
 	"github.com/imagegen/imagegen/clouds/openstack/osfake"
 	"github.com/imagegen/imagegen/internal/testenv"
@@ -63,59 +62,7 @@ func TestSSHReachesRealSSHD(t *testing.T) {
 			if inst.SSH.Addr != sshd.Addr || inst.SSH.HostKeySource != tc.wantSource {
 				t.Fatalf("endpoint %+v, want %s with keys from %s", inst.SSH, sshd.Addr, tc.wantSource)
 			}
-			var pinned []ssh.PublicKey
-			for _, line := range inst.SSH.HostKeys {
-				pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
-				if err != nil {
-					t.Fatal(err)
-				}
-				pinned = append(pinned, pk)
-			}
-			cfg := &ssh.ClientConfig{
-				User:            sshd.User,
-				Auth:            []ssh.AuthMethod{ssh.PublicKeys(signer)},
-				HostKeyCallback: pinCallback(pinned),
-				Timeout:         5 * time.Second,
-			}
-			client, err := ssh.Dial("tcp", inst.SSH.Addr, cfg)
-			if tc.wantDial != "" {
-				if err == nil {
-					client.Close()
-					t.Fatalf("dial succeeded with a pinned key the server does not have")
-				}
-				if !strings.Contains(err.Error(), tc.wantDial) {
-					t.Fatalf("dial: %v, want %q", err, tc.wantDial)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("dial %s: %v\nsshd log:\n%s", inst.SSH.Addr, err, sshd.Log())
-			}
-			defer client.Close()
-			sess, err := client.NewSession()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sess.Close()
-			out, err := sess.CombinedOutput("echo built-on-$((6*7))")
-			if err != nil || strings.TrimSpace(string(out)) != "built-on-42" {
-				t.Fatalf("run: %q, %v", out, err)
-			}
+			cloudtest.CheckSSH(t, *inst.SSH, sshd.User, signer, tc.wantDial, sshd.Log)
 		})
-	}
-}
-
-type hostKeyMismatch struct{}
-
-func (hostKeyMismatch) Error() string { return "host key mismatch" }
-
-func pinCallback(pinned []ssh.PublicKey) ssh.HostKeyCallback {
-	return func(_ string, _ net.Addr, key ssh.PublicKey) error {
-		for _, p := range pinned {
-			if bytes.Equal(p.Marshal(), key.Marshal()) {
-				return nil
-			}
-		}
-		return hostKeyMismatch{}
 	}
 }
