@@ -154,7 +154,7 @@ func Retry(ctx context.Context, b Backoff, fn func(context.Context) error) error
 		if errors.As(err, &e) && e.RetryAfter > d {
 			d = e.RetryAfter
 		}
-		if serr := sleep(ctx, d); serr != nil {
+		if serr := Sleep(ctx, d); serr != nil {
 			return fmt.Errorf("%w (last error: %w)", serr, err)
 		}
 	}
@@ -179,13 +179,19 @@ func Poll(ctx context.Context, b Backoff, check func(context.Context) (bool, err
 		default:
 			fails = 0
 		}
-		if err := sleep(ctx, b.Delay(n)); err != nil {
+		if err := Sleep(ctx, b.Delay(n)); err != nil {
 			return err
 		}
 	}
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
+// Sleep waits for d, or returns ctx's error as soon as ctx ends (at once
+// when d is not positive and ctx has ended): the wait drivers use between
+// polls and before simulated or retried steps.
+func Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

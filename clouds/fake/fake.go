@@ -334,7 +334,7 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 	if err := c.waitRunning(ctx, srv.ID); err != nil {
 		return err
 	}
-	if err := sleep(ctx, c.opts.SSHDelay); err != nil {
+	if err := clouds.Sleep(ctx, c.opts.SSHDelay); err != nil {
 		return err
 	}
 	if c.opts.SSH == nil {
@@ -372,7 +372,7 @@ func (c *Cloud) waitRunning(ctx context.Context, id string) error {
 	if err := c.api(ctx, OpWaitRunning, check); err != nil {
 		return err
 	}
-	if err := sleep(ctx, time.Until(readyAt)); err != nil {
+	if err := clouds.Sleep(ctx, time.Until(readyAt)); err != nil {
 		return err
 	}
 	return c.api(ctx, OpWaitRunning, func() error {
@@ -404,7 +404,7 @@ func (c *Cloud) Stop(ctx context.Context, inst *clouds.Instance) error {
 	if err != nil {
 		return err
 	}
-	if err := sleep(ctx, c.opts.StopDelay); err != nil {
+	if err := clouds.Sleep(ctx, c.opts.StopDelay); err != nil {
 		return err
 	}
 	return c.withState(func() error {
@@ -489,7 +489,7 @@ func (c *Cloud) waitImage(ctx context.Context, id string, readyAt time.Time) err
 	if err := c.api(ctx, OpWaitImage, func() error { _, err := check(); return err }); err != nil {
 		return err
 	}
-	if err := sleep(ctx, time.Until(readyAt)); err != nil {
+	if err := clouds.Sleep(ctx, time.Until(readyAt)); err != nil {
 		return err
 	}
 	return c.api(ctx, OpWaitImage, func() error {
@@ -653,7 +653,7 @@ func (c *Cloud) fault(ctx context.Context, op Op) error {
 		<-ctx.Done()
 		return ctx.Err()
 	}
-	if err := sleep(ctx, f.Delay); err != nil {
+	if err := clouds.Sleep(ctx, f.Delay); err != nil {
 		return err
 	}
 	if f.Err == nil {
@@ -680,21 +680,6 @@ func (c *Cloud) randomFailureLocked(op Op) error {
 			Err: errors.New("simulated permanent failure (permanent_fail_rate)")}
 	}
 	return nil
-}
-
-// sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 func logger(l *slog.Logger) *slog.Logger {
