@@ -138,6 +138,19 @@ func (b Backoff) Delay(n int) time.Duration {
 	return d
 }
 
+// Within runs fn under timeout. When the timeout, not the caller's ctx,
+// ends it with an error, that error becomes a KindFailed Error saying what
+// was awaited (what) and for how long; otherwise fn's error is returned as is.
+func Within(ctx context.Context, what string, timeout time.Duration, fn func(ctx context.Context) error) error {
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err := fn(wctx)
+	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
+		return &Error{Kind: KindFailed, Op: what, Err: fmt.Errorf("not done after %s: %w", timeout, err)}
+	}
+	return err
+}
+
 // Retry calls fn until it succeeds, returns a non-transient error, runs out of
 // attempts, or ctx ends. A Retry-After the cloud gave is honoured.
 func Retry(ctx context.Context, b Backoff, fn func(context.Context) error) error {

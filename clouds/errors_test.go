@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -224,5 +225,41 @@ func TestPollStopsOnContext(t *testing.T) {
 	}
 	if took := time.Since(start); took > time.Second {
 		t.Fatalf("Poll took %v after its context ended", took)
+	}
+}
+
+func TestWithin(t *testing.T) {
+	block := func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	tests := []struct {
+		name     string
+		ctx      context.Context
+		fn       func(context.Context) error
+		wantKind Kind   // "" : not a classified error
+		wantMsg  string // in the error; "" : no error
+	}{
+		{"done in time", context.Background(), func(context.Context) error { return nil }, "", ""},
+		{"its own error", context.Background(), func(context.Context) error { return errors.New("boom") }, "", "boom"},
+		{"the timeout ends it", context.Background(), block, KindFailed, "not done after 20ms"},
+		{"the caller ends it", canceled, block, "", "context canceled"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := Within(tc.ctx, "wait for it", 20*time.Millisecond, tc.fn)
+			if tc.wantMsg == "" {
+				if err != nil {
+					t.Fatalf("err %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantMsg) {
+				t.Fatalf("err %v, want %q", err, tc.wantMsg)
+			}
+			var ce *Error
+			if got := errors.As(err, &ce); got != (tc.wantKind != "") || (got && ce.Kind != tc.wantKind) {
+				t.Errorf("err %#v, want kind %q", err, tc.wantKind)
+			}
+		})
 	}
 }

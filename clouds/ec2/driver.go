@@ -81,17 +81,6 @@ func (c *Cloud) retry(ctx context.Context, op string, fn func(ctx context.Contex
 // lookupTimeout bounds the look-ups that find what a canceled call may have created.
 const lookupTimeout = 30 * time.Second
 
-// within runs fn with a timeout and tells a timeout from the caller's cancellation.
-func within(ctx context.Context, what string, timeout time.Duration, fn func(ctx context.Context) error) error {
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	err := fn(wctx)
-	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
-		return &clouds.Error{Kind: clouds.KindFailed, Op: what, Err: fmt.Errorf("not done after %s: %w", timeout, err)}
-	}
-	return err
-}
-
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_.-]`)
 
 // resourceName names the build's key pair and security group: the request's
@@ -502,7 +491,7 @@ func (c *Cloud) workerCIDRs(ctx context.Context) ([]string, error) {
 func (c *Cloud) waitInstance(ctx context.Context, id string, want types.InstanceStateName, timeout time.Duration, seen func(types.Instance)) error {
 	what := fmt.Sprintf("wait for instance %s to be %s", id, want)
 	notFound := 0
-	return within(ctx, what, timeout, func(ctx context.Context) error {
+	return clouds.Within(ctx, what, timeout, func(ctx context.Context) error {
 		return clouds.Poll(ctx, c.opts.Poll, func(ctx context.Context) (bool, error) {
 			out, err := c.api.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
 			if codeOf(err) == "InvalidInstanceID.NotFound" {
@@ -573,7 +562,7 @@ func (c *Cloud) copyConsole(ctx context.Context, id string, w io.Writer) {
 func (c *Cloud) consoleHostKeys(ctx context.Context, id string) ([]string, error) {
 	var keys []string
 	what := "read host keys from the console of " + id
-	err := within(ctx, what, c.cfg.ConsoleTimeout, func(ctx context.Context) error {
+	err := clouds.Within(ctx, what, c.cfg.ConsoleTimeout, func(ctx context.Context) error {
 		return clouds.Poll(ctx, c.opts.Poll, func(ctx context.Context) (bool, error) {
 			out, err := c.api.GetConsoleOutput(ctx, &ec2.GetConsoleOutputInput{InstanceId: aws.String(id)})
 			if err != nil {
@@ -656,7 +645,7 @@ func (c *Cloud) Snapshot(ctx context.Context, inst *clouds.Instance, req clouds.
 	}
 	req.Log.Info("creating image, waiting for available", "image", img.ID, "name", req.Name)
 	what := "wait for image " + img.ID + " to be available"
-	return within(ctx, what, c.cfg.ImageTimeout, func(ctx context.Context) error {
+	return clouds.Within(ctx, what, c.cfg.ImageTimeout, func(ctx context.Context) error {
 		return clouds.Poll(ctx, c.opts.Poll, func(ctx context.Context) (bool, error) {
 			out, err := c.api.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{img.ID}})
 			if err != nil {
@@ -778,7 +767,7 @@ func (c *Cloud) terminateInstance(ctx context.Context, id string) error {
 // common leak.
 func (c *Cloud) deleteGroup(ctx context.Context, id string) error {
 	op := "delete security group " + id
-	return within(ctx, op, c.cfg.DeleteTimeout, func(ctx context.Context) error {
+	return clouds.Within(ctx, op, c.cfg.DeleteTimeout, func(ctx context.Context) error {
 		return clouds.Poll(ctx, c.opts.Retry, func(ctx context.Context) (bool, error) {
 			_, err := c.api.DeleteSecurityGroup(ctx, &ec2.DeleteSecurityGroupInput{GroupId: aws.String(id)})
 			if err == nil || gone(err) {
@@ -795,7 +784,7 @@ func (c *Cloud) deleteGroup(ctx context.Context, id string) error {
 func (c *Cloud) deleteSnapshot(ctx context.Context, id string) error {
 	op := "delete snapshot " + id
 	// InvalidSnapshot.InUse clears once the deregistration has gone through.
-	return within(ctx, op, c.cfg.DeleteTimeout, func(ctx context.Context) error {
+	return clouds.Within(ctx, op, c.cfg.DeleteTimeout, func(ctx context.Context) error {
 		return clouds.Retry(ctx, c.opts.Retry, func(ctx context.Context) error {
 			_, err := c.api.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(id)})
 			if gone(err) {

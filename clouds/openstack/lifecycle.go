@@ -19,24 +19,12 @@ import (
 	"github.com/imagegen/imagegen/clouds"
 )
 
-// within runs fn under a deadline; when the deadline (not the caller) ends it,
-// the error says what was awaited and for how long.
-func within(ctx context.Context, what string, timeout time.Duration, fn func(ctx context.Context) error) error {
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	err := fn(wctx)
-	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
-		return &clouds.Error{Kind: clouds.KindFailed, Op: what, Err: fmt.Errorf("not done after %s: %w", timeout, err)}
-	}
-	return err
-}
-
 // waitServer polls the server until its status is want. ERROR fails at once
 // with Nova's fault message. It returns the last server seen, even on error.
 func (c *Cloud) waitServer(ctx context.Context, id, want string, timeout time.Duration) (*servers.Server, error) {
 	var last *servers.Server
 	what := fmt.Sprintf("wait for server %s to be %s", id, want)
-	err := within(ctx, what, timeout, func(ctx context.Context) error {
+	err := clouds.Within(ctx, what, timeout, func(ctx context.Context) error {
 		return clouds.Poll(ctx, c.opts.Poll, func(ctx context.Context) (bool, error) {
 			s, err := servers.Get(ctx, c.compute, id).Extract()
 			if err != nil {
@@ -202,7 +190,7 @@ func (c *Cloud) findImageByName(ctx context.Context, name, build string) (string
 func (c *Cloud) waitImage(ctx context.Context, id string) error {
 	what := "wait for image " + id + " to be active"
 	notFound := 0
-	return within(ctx, what, c.cfg.ImageTimeout, func(ctx context.Context) error {
+	return clouds.Within(ctx, what, c.cfg.ImageTimeout, func(ctx context.Context) error {
 		return clouds.Poll(ctx, c.opts.Poll, func(ctx context.Context) (bool, error) {
 			im, err := images.Get(ctx, c.image, id).Extract()
 			if err != nil {
@@ -267,7 +255,7 @@ func (c *Cloud) Remove(ctx context.Context, r clouds.Resource) error {
 			return err
 		}
 		what := "wait for server " + r.ID + " to be gone"
-		return within(ctx, what, c.cfg.DeleteTimeout, func(ctx context.Context) error {
+		return clouds.Within(ctx, what, c.cfg.DeleteTimeout, func(ctx context.Context) error {
 			return clouds.Poll(ctx, c.opts.Poll, func(ctx context.Context) (bool, error) {
 				s, err := servers.Get(ctx, c.compute, r.ID).Extract()
 				if err != nil {

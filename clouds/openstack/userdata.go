@@ -13,7 +13,7 @@ import (
 // keys or ConsoleTimeout passes (images without cloud-init print none).
 func (c *Cloud) consoleHostKeys(ctx context.Context, id string) ([]string, error) {
 	var keys []string
-	err := within(ctx, "read host keys from the console of "+id, c.cfg.ConsoleTimeout, func(ctx context.Context) error {
+	err := clouds.Within(ctx, "read host keys from the console of "+id, c.cfg.ConsoleTimeout, func(ctx context.Context) error {
 		return clouds.Poll(ctx, c.opts.Poll, func(ctx context.Context) (bool, error) {
 			out, err := servers.ShowConsoleOutput(ctx, c.compute, id, servers.ShowConsoleOutputOpts{}).Extract()
 			if err != nil {
