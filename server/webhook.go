@@ -118,21 +118,13 @@ func (s *Server) webhook(c echo.Context) error {
 	switch event {
 	case "ping":
 		return answer(http.StatusOK, "ping", "pong", answerPong)
-	case "check_run":
-		cr, err := parseCheckRun(payload)
+	case "check_run", "check_suite":
+		ev, err := parseEvent(event, payload)
 		if err != nil {
 			return outcome(http.StatusBadRequest, "bad_request", "malformed payload: "+err.Error())
 		}
-		if cr.Action != "rerequested" {
-			return outcome(http.StatusOK, "ignored", fmt.Sprintf("check_run action %q: nothing to do", cr.Action))
-		}
-	case "check_suite":
-		cs, err := parseCheckSuite(payload)
-		if err != nil {
-			return outcome(http.StatusBadRequest, "bad_request", "malformed payload: "+err.Error())
-		}
-		if cs.Action != "rerequested" {
-			return outcome(http.StatusOK, "ignored", fmt.Sprintf("check_suite action %q: nothing to do", cs.Action))
+		if a := ev.(actionEvent).action(); a != "rerequested" {
+			return outcome(http.StatusOK, "ignored", fmt.Sprintf("%s action %q: nothing to do", event, a))
 		}
 	case "push":
 		p, err := peekPush(payload)
@@ -333,18 +325,22 @@ type checkRunEvent struct {
 	} `json:"installation"`
 }
 
-func parseCheckRun(payload []byte) (*checkRunEvent, error) {
-	return decodeAction(payload, "check_run", func(e *checkRunEvent) string { return e.Action })
-}
+// actionEvent is an event decoded by hand; its action decides what to do.
+type actionEvent interface{ action() string }
 
-// decodeAction decodes an event read by hand into an E, which must have an
-// action (action returns it).
-func decodeAction[E any](payload []byte, event string, action func(*E) string) (*E, error) {
-	ev := new(E)
+func (e *checkRunEvent) action() string   { return e.Action }
+func (e *checkSuiteEvent) action() string { return e.Action }
+
+// decodeAction decodes event's payload into an E, which must have an action.
+func decodeAction[E any, P interface {
+	*E
+	actionEvent
+}](payload []byte, event string) (P, error) {
+	ev := P(new(E))
 	if err := json.Unmarshal(payload, ev); err != nil {
 		return nil, err
 	}
-	if action(ev) == "" {
+	if ev.action() == "" {
 		return nil, fmt.Errorf("%s without action", event)
 	}
 	return ev, nil
@@ -362,18 +358,14 @@ type checkSuiteEvent struct {
 	} `json:"repository"`
 }
 
-func parseCheckSuite(payload []byte) (*checkSuiteEvent, error) {
-	return decodeAction(payload, "check_suite", func(e *checkSuiteEvent) string { return e.Action })
-}
-
 // parseEvent is github.ParseWebHook, except for check_run and check_suite
 // (see checkRunEvent).
 func parseEvent(event string, payload []byte) (any, error) {
 	switch event {
 	case "check_run":
-		return parseCheckRun(payload)
+		return decodeAction[checkRunEvent](payload, event)
 	case "check_suite":
-		return parseCheckSuite(payload)
+		return decodeAction[checkSuiteEvent](payload, event)
 	}
 	return github.ParseWebHook(event, payload)
 }
