@@ -117,14 +117,24 @@ func runBuild(ctx context.Context, e *env, args []string) error {
 
 	fmt.Fprintf(e.stderr, "building %s (build %s) on %s\n", s.Name, buildID, strings.Join(names, ", "))
 	stopTicker := prog.tick(ctx, 10*time.Second)
-	// Ctrl-C cancels every cloud's build; each still cleans up before Run returns.
-	announce := context.AfterFunc(ctx, func() {
-		prog.printf("interrupted: canceling the build and cleaning up what it made (this can take a while)\n")
-	})
+	// Ctrl-C cancels every cloud's build; each still cleans up before Run
+	// returns. The interrupt is announced once, when it comes, and at the
+	// latest before the results: a build that cleans up at once can return
+	// before the AfterFunc's goroutine has run.
+	var announced sync.Once
+	announce := func() {
+		announced.Do(func() {
+			prog.printf("interrupted: canceling the build and cleaning up what it made (this can take a while)\n")
+		})
+	}
+	stopAnnounce := context.AfterFunc(ctx, announce)
 	bctx, cancel := context.WithTimeout(ctx, cfg.Build.Timeout)
 	results := builder.RunAll(bctx, jobs)
 	cancel()
-	announce()
+	stopAnnounce()
+	if ctx.Err() != nil {
+		announce() // returns only once the message is out, whoever prints it
+	}
 	stopTicker()
 
 	printTable(e.stdout, results)
