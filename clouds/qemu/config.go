@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/imagegen/imagegen/clouds"
@@ -28,6 +29,7 @@ type config struct {
 	Memory          int           `yaml:"memory"`           // MiB per VM
 	CPUs            int           `yaml:"cpus"`             // vCPUs per VM
 	Accel           string        `yaml:"accel"`            // auto | kvm | tcg
+	CPUModel        string        `yaml:"cpu_model"`        // QEMU's -cpu; default: what the accelerator probe chose
 	QEMU            string        `yaml:"qemu"`             // qemu-system-x86_64 binary
 	QEMUImg         string        `yaml:"qemu_img"`         // qemu-img binary
 	BootTimeout     time.Duration `yaml:"boot_timeout"`     // from start to an SSH banner
@@ -68,6 +70,9 @@ func Configure(cfg clouds.Config) (clouds.Opener, error) {
 	case "auto", "kvm", "tcg":
 	default:
 		errs = append(errs, fmt.Errorf("accel %q: want auto, kvm or tcg", c.Accel))
+	}
+	if strings.ContainsAny(c.CPUModel, " \t\n") || strings.HasPrefix(c.CPUModel, "-") {
+		errs = append(errs, fmt.Errorf("cpu_model %q: want a QEMU -cpu value such as host, host,-arch-capabilities or max", c.CPUModel))
 	}
 	if c.QEMU == "" {
 		c.QEMU = "qemu-system-x86_64"

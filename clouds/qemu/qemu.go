@@ -48,7 +48,8 @@ const killGrace = 5 * time.Second
 // Cloud is a configured local QEMU cloud. One value serves every build; it
 // remembers the QEMU processes it started so it can reap them.
 type Cloud struct {
-	cfg config
+	cfg    config
+	prober *accelProber // decides KVM or TCG once per process
 
 	mu  sync.Mutex
 	vms map[string]*vm // by process resource id
@@ -63,7 +64,7 @@ type vm struct {
 	log  *slog.Logger  // the build's log
 }
 
-func newCloud(c config) *Cloud { return &Cloud{cfg: c, vms: map[string]*vm{}} }
+func newCloud(c config) *Cloud { return &Cloud{cfg: c, prober: prober, vms: map[string]*vm{}} }
 
 // Open returns the cloud itself: local QEMU needs no credentials.
 func (c *Cloud) Open(context.Context, clouds.Credentials) (clouds.Cloud, error) { return c, nil }
@@ -113,6 +114,11 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 	if err != nil {
 		return &clouds.Error{Kind: clouds.KindInvalid, Op: "launch", Err: err, Hint: "install qemu-utils (Debian) or set the cloud's qemu_img key"}
 	}
+	// Before anything is made: an accel: kvm that cannot start fails here.
+	accel := c.prober.choose(ctx, qemuBin, c.cfg.Accel, c.cfg.CPUModel, req.Log)
+	if accel.Err != nil {
+		return accel.Err
+	}
 
 	work := filepath.Join(c.workRoot(), req.Build, req.Name)
 	if err := os.MkdirAll(work, 0o700); err != nil {
@@ -122,15 +128,8 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 	inst.Add(clouds.Resource{Kind: clouds.KindFile, ID: work, Name: resWorkDir})
 
 	overlay := filepath.Join(work, overlayFile)
-	absBase, err := filepath.Abs(base)
-	if err != nil {
-		return fmt.Errorf("launch: %w", err)
-	}
-	if out, err := exec.CommandContext(ctx, imgBin, "create", "-q", "-f", "qcow2", "-F", format, "-b", absBase, overlay).CombinedOutput(); err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("launch: create overlay: %w", ctx.Err())
-		}
-		return clouds.Errorf(clouds.KindFailed, "create overlay", "qemu-img create: %w: %s", err, strings.TrimSpace(string(out)))
+	if err := newOverlay(ctx, imgBin, base, format, overlay); err != nil {
+		return err
 	}
 	inst.Add(clouds.Resource{Kind: clouds.KindFile, ID: overlay, Name: resOverlay})
 
@@ -149,7 +148,6 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 	}
 	inst.Add(clouds.Resource{Kind: clouds.KindFile, ID: seed, Name: resSeed})
 
-	accel := c.accel()
 	var (
 		port int
 		v    *vm
@@ -161,7 +159,7 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 			return fmt.Errorf("launch: %w", err)
 		}
 		args := c.args(req.Build, accel, mem, overlay, seed, port, boot)
-		req.Log.Info("starting QEMU", "accel", accel, "memory_mib", mem, "cpus", c.cfg.CPUs, "base", base, "ssh", fmt.Sprintf("127.0.0.1:%d", port))
+		req.Log.Info("starting QEMU", "accel", accel.Accel, "cpu_model", cpuName(accel.CPU), "memory_mib", mem, "cpus", c.cfg.CPUs, "base", base, "ssh", fmt.Sprintf("127.0.0.1:%d", port))
 		v, err = c.start(qemuBin, args, req, inst)
 		if err != nil {
 			return err
@@ -174,6 +172,18 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 			req.Log.Warn("QEMU could not bind the SSH port; trying another", "port", port)
 			continue
 		}
+		if try < 2 && errors.Is(err, errKVMInternal) {
+			if tcg, ok := c.fallBackToTCG(ctx, inst, accel, qemuBin, req.Log); ok {
+				// A fresh overlay: the stopped guest may have written to the old one.
+				if err := newOverlay(ctx, imgBin, base, format, overlay); err != nil {
+					return err
+				}
+				accel = tcg
+				continue
+			}
+			return &clouds.Error{Kind: clouds.KindInvalid, Op: "boot", Err: err,
+				Hint: "set the cloud's accel: tcg (slower, works anywhere), or a cpu_model: this host's KVM can run"}
+		}
 		return err
 	}
 	inst.SSH = &clouds.Endpoint{
@@ -183,6 +193,45 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 	}
 	req.Log.Info("guest is up", "ssh", inst.SSH.Addr)
 	return nil
+}
+
+// newOverlay (re)creates a copy-on-write overlay on the base disk.
+func newOverlay(ctx context.Context, imgBin, base, format, overlay string) error {
+	absBase, err := filepath.Abs(base)
+	if err != nil {
+		return fmt.Errorf("launch: %w", err)
+	}
+	_ = os.Remove(overlay)
+	if out, err := exec.CommandContext(ctx, imgBin, "create", "-q", "-f", "qcow2", "-F", format, "-b", absBase, overlay).CombinedOutput(); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("launch: create overlay: %w", ctx.Err())
+		}
+		return clouds.Errorf(clouds.KindFailed, "create overlay", "qemu-img create: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// errKVMInternal marks a guest that KVM stopped: QEMU pauses it and it never
+// comes up.
+var errKVMInternal = errors.New(kvmInternalError)
+
+// fallBackToTCG kills a guest that KVM stopped and, for accel: auto, turns
+// the process's choice to TCG and returns it; an explicit accel: kvm returns
+// false.
+func (c *Cloud) fallBackToTCG(ctx context.Context, inst *clouds.Instance, chosen accelChoice, bin string, log *slog.Logger) (accelChoice, bool) {
+	if r, ok := lastOf(inst, clouds.KindServer, resQEMU); ok {
+		if pid, start, err := parseProcID(r.ID); err == nil {
+			if err := c.kill(ctx, r.ID, pid, start); err != nil {
+				log.Warn("could not kill the stopped guest's QEMU; Terminate will", "err", err)
+			}
+		}
+	}
+	why := "-cpu " + chosen.CPU
+	if !c.prober.demote(bin, c.cfg.Accel, c.cfg.CPUModel, why, log) {
+		return accelChoice{}, false
+	}
+	log.Warn("KVM stopped the guest; booting it again under TCG", "cpu_model", cpuName(chosen.CPU))
+	return accelChoice{Accel: "tcg", Reason: "KVM internal error"}, true
 }
 
 func hostKeys(req clouds.LaunchRequest) []string {
@@ -204,25 +253,11 @@ func (c *Cloud) memory(size string) (int, error) {
 	return m, nil
 }
 
-// accel picks KVM when the config asks for it, or for auto when /dev/kvm opens.
-func (c *Cloud) accel() string {
-	switch c.cfg.Accel {
-	case "kvm", "tcg":
-		return c.cfg.Accel
-	}
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		return "tcg"
-	}
-	f.Close()
-	return "kvm"
-}
-
-func (c *Cloud) args(build, accel string, mem int, overlay, seed string, port int, boot *BootConfig) []string {
+func (c *Cloud) args(build string, accel accelChoice, mem int, overlay, seed string, port int, boot *BootConfig) []string {
 	a := []string{
 		"-name", procName(build),
 		"-nodefaults", "-no-user-config",
-		"-machine", "pc", "-accel", accel,
+		"-machine", "pc", "-accel", accel.Accel,
 		"-m", strconv.Itoa(mem), "-smp", strconv.Itoa(c.cfg.CPUs),
 		"-display", "none",
 		"-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console",
@@ -231,8 +266,8 @@ func (c *Cloud) args(build, accel string, mem int, overlay, seed string, port in
 		"-netdev", fmt.Sprintf("user,id=net0,hostfwd=tcp:127.0.0.1:%d-:22", port),
 		"-device", "virtio-net-pci,netdev=net0",
 	}
-	if accel == "kvm" {
-		a = append(a, "-cpu", "host")
+	if accel.CPU != "" {
+		a = append(a, "-cpu", accel.CPU)
 	}
 	if boot != nil {
 		a = append(a, "-kernel", boot.Kernel)
@@ -302,6 +337,9 @@ func (c *Cloud) waitSSH(ctx context.Context, v *vm, port int, log *slog.Logger) 
 	err := clouds.Poll(bctx, poll, func(ctx context.Context) (bool, error) {
 		if v.exited() {
 			return false, clouds.Errorf(clouds.KindFailed, "boot", "QEMU exited before SSH came up (%v); its last output:\n%s", v.err, v.tail.String())
+		}
+		if v.tail.Contains(kvmInternalError) {
+			return false, clouds.Errorf(clouds.KindFailed, "boot", "%w: KVM stopped the guest; the console's last output:\n%s", errKVMInternal, v.tail.String())
 		}
 		return sshBanner(ctx, addr), nil
 	})
@@ -619,6 +657,13 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 		t.b = append([]byte(nil), t.b[over:]...)
 	}
 	return len(p), nil
+}
+
+// Contains reports whether s is in the kept tail.
+func (t *tailBuffer) Contains(s string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Contains(string(t.b), s)
 }
 
 func (t *tailBuffer) String() string {
