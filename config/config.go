@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"reflect"
 	"regexp"
 	"sort"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/internal/secret"
+	"github.com/imagegen/imagegen/internal/strictyaml"
 )
 
 // Config is the server config. It is loaded once and passed down; nothing
@@ -124,31 +124,30 @@ func Load(path string, reg *clouds.Registry) (*Config, error) {
 	return Parse(data, path, reg, os.LookupEnv)
 }
 
+// yamlOptions: the config is the operator's, so it may share settings with
+// anchors and aliases (their expansion bounded) and use tags.
+var yamlOptions = strictyaml.Options{Kind: "config", AllowAliases: true, AllowTags: true}
+
 // Parse is Load on bytes, with the environment given as lookup.
 func Parse(data []byte, file string, reg *clouds.Registry, lookup func(string) (string, bool)) (*Config, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
+	doc := strictyaml.Parse(file, data, yamlOptions)
+	if len(doc.Errs) > 0 {
+		return nil, doc.Errs
 	}
-	if len(doc.Content) == 0 {
+	root := doc.Root
+	if root == nil {
 		return nil, fmt.Errorf("%s: the config is empty", file)
 	}
-	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
 		return nil, fmt.Errorf("%s:%d:%d: the config must be a mapping", file, root.Line, root.Column)
 	}
-	var errs []error
-	expand(root, file, lookup, &errs)
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	checkKeys(root, reflect.TypeOf(Config{}), file, "", &errs)
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	expand(doc, root, lookup)
+	if len(doc.Errs) > 0 {
+		return nil, doc.Errs
 	}
 	cfg := &Config{File: file}
-	if err := root.Decode(cfg); err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
+	if err := strictyaml.Decode(file, root, cfg, strictyaml.KeyCheck{}); err != nil {
+		return nil, err
 	}
 	if err := cfg.finish(reg); err != nil {
 		return nil, err
@@ -418,7 +417,7 @@ func (c *Config) Warnings() []string {
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 
 // expand replaces ${NAME} and ${NAME:-default} in every scalar value (never in keys).
-func expand(n *yaml.Node, file string, lookup func(string) (string, bool), errs *[]error) {
+func expand(doc *strictyaml.Doc, n *yaml.Node, lookup func(string) (string, bool)) {
 	switch n.Kind {
 	case yaml.ScalarNode:
 		if !strings.Contains(n.Value, "${") {
@@ -432,7 +431,7 @@ func expand(n *yaml.Node, file string, lookup func(string) (string, bool), errs 
 			if m[2] != "" {
 				return m[3]
 			}
-			*errs = append(*errs, fmt.Errorf("%s:%d:%d: environment variable %s is not set (referenced as %s)", file, n.Line, n.Column, m[1], ref))
+			doc.Errorf(n, "environment variable %s is not set (referenced as %s)", m[1], ref)
 			return ""
 		})
 		// A plain scalar is resolved again after expansion, so app_id: ${APP_ID}
@@ -442,65 +441,11 @@ func expand(n *yaml.Node, file string, lookup func(string) (string, bool), errs 
 		}
 	case yaml.MappingNode:
 		for i := 1; i < len(n.Content); i += 2 {
-			expand(n.Content[i], file, lookup, errs)
+			expand(doc, n.Content[i], lookup)
 		}
 	default:
 		for _, c := range n.Content {
-			expand(c, file, lookup, errs)
+			expand(doc, c, lookup)
 		}
 	}
-}
-
-// checkKeys refuses keys the config does not define, naming the known ones.
-func checkKeys(n *yaml.Node, t reflect.Type, file, path string, errs *[]error) {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if t == reflect.TypeOf(yaml.Node{}) {
-		return
-	}
-	switch {
-	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
-		fields := map[string]reflect.Type{}
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if name == "-" || name == "" || !f.IsExported() {
-				continue
-			}
-			fields[name] = f.Type
-		}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k := n.Content[i]
-			ft, ok := fields[k.Value]
-			if !ok {
-				known := make([]string, 0, len(fields))
-				for name := range fields {
-					known = append(known, name)
-				}
-				sort.Strings(known)
-				*errs = append(*errs, fmt.Errorf("%s:%d:%d: unknown key %q%s (known: %s)", file, k.Line, k.Column, k.Value, inPath(path), strings.Join(known, ", ")))
-				continue
-			}
-			checkKeys(n.Content[i+1], ft, file, join(path, k.Value), errs)
-		}
-	case (t.Kind() == reflect.Slice) && n.Kind == yaml.SequenceNode:
-		for _, c := range n.Content {
-			checkKeys(c, t.Elem(), file, path, errs)
-		}
-	}
-}
-
-func inPath(p string) string {
-	if p == "" {
-		return ""
-	}
-	return " in " + p
-}
-
-func join(a, b string) string {
-	if a == "" {
-		return b
-	}
-	return a + "." + b
 }

@@ -143,6 +143,7 @@ func Parse(file string, data []byte, opts Options) *Doc {
 	if len(d.Errs) == 0 {
 		d.Root = root
 	}
+	d.Errs.Sort()
 	return d
 }
 
