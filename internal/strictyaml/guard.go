@@ -40,7 +40,7 @@ func (g *guard) walk(n *yaml.Node, depth int, where string) {
 	for i, c := range n.Content {
 		child := where
 		if n.Kind == yaml.MappingNode && i%2 == 1 {
-			child = Join(where, n.Content[i-1].Value)
+			child = join(where, n.Content[i-1].Value)
 		}
 		g.walk(c, depth+1, child)
 		if g.Full() {
@@ -55,11 +55,11 @@ func (g *guard) keys(m *yaml.Node, where string) {
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		k := m.Content[i]
 		if k.Kind != yaml.ScalarNode {
-			g.Errorf(k, "keys%s must be plain names, not %s", In(where), Describe(k))
+			g.Errorf(k, "keys%s must be plain names, not %s", in(where), Describe(k))
 			continue
 		}
 		if first, ok := seen[k.Value]; ok {
-			g.Errorf(k, "key %q%s is already set at line %d: keep one", k.Value, In(where), first.Line)
+			g.Errorf(k, "key %q%s is already set at line %d: keep one", k.Value, in(where), first.Line)
 			continue
 		}
 		seen[k.Value] = k
@@ -112,16 +112,16 @@ func (g *guard) size(n *yaml.Node, limit int) int {
 	return s
 }
 
-// In is " in where", or "" at the top of a document.
-func In(where string) string {
+// in is " in where", or "" at the top of a document.
+func in(where string) string {
 	if where == "" {
 		return ""
 	}
 	return " in " + where
 }
 
-// Join appends key to the dotted path where.
-func Join(where, key string) string {
+// join appends key to the dotted path where.
+func join(where, key string) string {
 	if where == "" {
 		return key
 	}

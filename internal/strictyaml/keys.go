@@ -35,7 +35,7 @@ func (d *Doc) Fields(m *yaml.Node, where string, known []string) []Field {
 			continue
 		}
 		if !d.Full() {
-			d.Errorf(f.Key, "%s", UnknownKey(f.Key.Value, strings.TrimPrefix(In(where), " "), slices.Sorted(slices.Values(known))))
+			d.Errorf(f.Key, "%s", UnknownKey(f.Key.Value, strings.TrimPrefix(in(where), " "), slices.Sorted(slices.Values(known))))
 		}
 	}
 	return out
@@ -53,16 +53,16 @@ func UnknownKey(key, context string, known []string) string {
 	if context != "" {
 		b.WriteString(" " + context)
 	}
-	if near := Closest(key, known); near != "" {
+	if near := closest(key, known); near != "" {
 		fmt.Fprintf(&b, ": did you mean %q?", near)
 	}
 	fmt.Fprintf(&b, " (known: %s)", strings.Join(known, ", "))
 	return b.String()
 }
 
-// Closest returns the candidate nearest to s by edit distance, when near
+// closest returns the candidate nearest to s by edit distance, when near
 // enough (at most 2 edits) to be a typo of it; "" otherwise.
-func Closest(s string, candidates []string) string {
+func closest(s string, candidates []string) string {
 	best, bestD := "", 3
 	for _, c := range candidates {
 		if d := editDistance(s, c); d < bestD {
@@ -207,7 +207,7 @@ func (c *keyChecker) check(n *yaml.Node, t reflect.Type, where string, depth int
 			ft, ok := fields[f.Key.Value]
 			switch {
 			case ok:
-				c.check(f.Value, ft, Join(where, f.Key.Value), depth+1)
+				c.check(f.Value, ft, join(where, f.Key.Value), depth+1)
 			case where == "" && slices.Contains(c.kc.Extra, f.Key.Value):
 			default:
 				c.unknown(f.Key, where, fields)
@@ -219,7 +219,7 @@ func (c *keyChecker) check(n *yaml.Node, t reflect.Type, where string, depth int
 		}
 	case t.Kind() == reflect.Map && n.Kind == yaml.MappingNode:
 		for _, f := range Pairs(n) {
-			c.check(f.Value, t.Elem(), Join(where, f.Key.Value), depth+1)
+			c.check(f.Value, t.Elem(), join(where, f.Key.Value), depth+1)
 		}
 	}
 }
@@ -232,7 +232,7 @@ func (c *keyChecker) unknown(k *yaml.Node, where string, fields map[string]refle
 			}
 		}
 	})
-	context := strings.TrimPrefix(In(where), " ")
+	context := strings.TrimPrefix(in(where), " ")
 	if where == "" {
 		known = append(slices.Clone(c.kc.Extra), known...)
 		context = c.kc.Context

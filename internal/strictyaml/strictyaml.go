@@ -147,11 +147,11 @@ func Parse(file string, data []byte, opts Options) *Doc {
 	return d
 }
 
-// TooLarge says that a file of n bytes is over the limit of max bytes.
-func TooLarge(n int64, max int) string {
-	limit := fmt.Sprintf("%d bytes", max)
-	if max%(1<<20) == 0 {
-		limit += fmt.Sprintf(" (%d MiB)", max>>20)
+// TooLarge says that a file of n bytes is over the limit of maxBytes.
+func TooLarge(n int64, maxBytes int) string {
+	limit := fmt.Sprintf("%d bytes", maxBytes)
+	if maxBytes%(1<<20) == 0 {
+		limit += fmt.Sprintf(" (%d MiB)", maxBytes>>20)
 	}
 	return fmt.Sprintf("is %d bytes, over the limit of %s", n, limit)
 }

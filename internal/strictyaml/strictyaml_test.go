@@ -146,8 +146,8 @@ func TestFields(t *testing.T) {
 func TestClosest(t *testing.T) {
 	known := []string{"script", "script_file", "ssh_user", "size"}
 	for key, want := range map[string]string{"scrpit": "script", "script_fle": "script_file", "sshuser": "ssh_user", "flavor": "", strings.Repeat("s", 100): ""} {
-		if got := Closest(key, known); got != want {
-			t.Errorf("Closest(%q) = %q, want %q", key, got, want)
+		if got := closest(key, known); got != want {
+			t.Errorf("closest(%q) = %q, want %q", key, got, want)
 		}
 	}
 }
