@@ -3,7 +3,6 @@ package clouds
 import (
 	"context"
 	"fmt"
-	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/imagegen/imagegen/internal/secret"
+	"github.com/imagegen/imagegen/internal/strictyaml"
 )
 
 // PasswordAsk is the value of a cloud's "password" key that means: never store
@@ -88,65 +88,30 @@ func (r *Registry) Configure(cfg Config) (*Entry, error) {
 }
 
 // commonKeys are read by the config loader for every cloud, not by drivers.
-var commonKeys = map[string]bool{"type": true, "password": true}
+var commonKeys = []string{"type", "password"}
 
 // DecodeStrict decodes cfg.Node into v (a pointer to a struct with yaml tags),
-// refusing keys v does not declare. Errors carry file:line:col and the known keys.
+// refusing keys v does not declare, at every level. Errors carry
+// file:line:col and the known keys.
 func DecodeStrict(cfg Config, v any) error {
 	n := cfg.Node
 	if n == nil {
 		return nil
 	}
 	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("%s:%d:%d: cloud %q must be a mapping", cfg.File, n.Line, n.Column, cfg.Name)
+		return strictyaml.Error{File: cfg.File, Line: n.Line, Col: n.Column, Msg: fmt.Sprintf("cloud %q must be a mapping", cfg.Name)}
 	}
-	known := yamlKeys(reflect.TypeOf(v))
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k := n.Content[i]
-		if commonKeys[k.Value] || known[k.Value] {
-			continue
+	errs := strictyaml.CheckKeys(cfg.File, n, v, strictyaml.KeyCheck{Context: "for type " + cfg.Type, Extra: commonKeys})
+	if len(errs) > 0 {
+		for i := range errs {
+			errs[i].Msg = fmt.Sprintf("cloud %q: %s", cfg.Name, errs[i].Msg)
 		}
-		names := make([]string, 0, len(known))
-		for name := range known {
-			names = append(names, name)
-		}
-		sort.Strings(names)
-		return fmt.Errorf("%s:%d:%d: cloud %q: unknown key %q for type %s (known: %s)",
-			cfg.File, k.Line, k.Column, cfg.Name, k.Value, cfg.Type, strings.Join(append([]string{"type", "password"}, names...), ", "))
+		return errs
 	}
 	if err := n.Decode(v); err != nil {
 		return fmt.Errorf("%s: cloud %q: %w", cfg.File, cfg.Name, err)
 	}
 	return nil
-}
-
-func yamlKeys(t reflect.Type) map[string]bool {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	keys := map[string]bool{}
-	if t.Kind() != reflect.Struct {
-		return keys
-	}
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		tag := f.Tag.Get("yaml")
-		name, opts, _ := strings.Cut(tag, ",")
-		if strings.Contains(opts, "inline") {
-			for k := range yamlKeys(f.Type) {
-				keys[k] = true
-			}
-			continue
-		}
-		if name == "-" || !f.IsExported() {
-			continue
-		}
-		if name == "" {
-			name = strings.ToLower(f.Name)
-		}
-		keys[name] = true
-	}
-	return keys
 }
 
 // DurationSetting is one duration key of a driver's config, for FillDurations.

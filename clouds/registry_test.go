@@ -14,8 +14,13 @@ type inner struct {
 	Region string `yaml:"region"`
 }
 
+type driverSSH struct {
+	Host string `yaml:"host"`
+}
+
 type driverConfig struct {
 	inner    `yaml:",inline"`
+	SSH      *driverSSH    `yaml:"ssh"`
 	Endpoint string        `yaml:"endpoint"`
 	Timeout  time.Duration `yaml:"timeout"`
 	Flavor   string        // untagged: key "flavor"
@@ -42,8 +47,11 @@ func TestDecodeStrict(t *testing.T) {
 		{"known keys", "type: ec2\npassword: ask\nregion: r1\nendpoint: https://e\ntimeout: 3s\nflavor: m1\n",
 			driverConfig{inner: inner{Region: "r1"}, Endpoint: "https://e", Timeout: 3 * time.Second, Flavor: "m1"}, nil},
 		{"unknown key", "type: ec2\nregion: r1\n  # comment\nendpiont: x\n", driverConfig{},
-			[]string{"cfg.yaml:4:1", `cloud "c1"`, `unknown key "endpiont"`, "type ec2",
-				"known: type, password, endpoint, flavor, region, timeout"}},
+			[]string{"cfg.yaml:4:1", `cloud "c1"`, `unknown key "endpiont"`, "type ec2", `did you mean "endpoint"?`,
+				"known: type, password, endpoint, flavor, region, ssh, timeout"}},
+		{"every unknown key, nested too", "region: r1\nssh: {host: h, hots: x}\nzone: z\n", driverConfig{},
+			[]string{`cfg.yaml:2:16: cloud "c1": unknown key "hots" in ssh: did you mean "host"? (known: host)`,
+				"\ncfg.yaml:3:1: cloud \"c1\": unknown key \"zone\" for type ec2 (known: type, password, endpoint"}},
 		{"ignored field is unknown", "skipped: x\n", driverConfig{}, []string{"cfg.yaml:1:1", `unknown key "skipped"`}},
 		{"unexported field is unknown", "private: x\n", driverConfig{}, []string{"cfg.yaml:1:1", `unknown key "private"`}},
 		{"not a mapping", "[a, b]\n", driverConfig{}, []string{"cfg.yaml:1:1", "must be a mapping"}},

@@ -3,12 +3,9 @@
 package config
 
 import (
-	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
-	"reflect"
 	"regexp"
 	"sort"
 	"strings"
@@ -18,6 +15,7 @@ import (
 
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/internal/secret"
+	"github.com/imagegen/imagegen/internal/strictyaml"
 )
 
 // Config is the server config. It is loaded once and passed down; nothing
@@ -124,241 +122,35 @@ func Load(path string, reg *clouds.Registry) (*Config, error) {
 	return Parse(data, path, reg, os.LookupEnv)
 }
 
+// yamlOptions: the config is the operator's, so it may share settings with
+// anchors and aliases (their expansion bounded) and use tags.
+var yamlOptions = strictyaml.Options{Kind: "config", AllowAliases: true, AllowTags: true}
+
 // Parse is Load on bytes, with the environment given as lookup.
 func Parse(data []byte, file string, reg *clouds.Registry, lookup func(string) (string, bool)) (*Config, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
+	doc := strictyaml.Parse(file, data, yamlOptions)
+	if len(doc.Errs) > 0 {
+		return nil, doc.Errs
 	}
-	if len(doc.Content) == 0 {
+	root := doc.Root
+	if root == nil {
 		return nil, fmt.Errorf("%s: the config is empty", file)
 	}
-	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
 		return nil, fmt.Errorf("%s:%d:%d: the config must be a mapping", file, root.Line, root.Column)
 	}
-	var errs []error
-	expand(root, file, lookup, &errs)
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	checkKeys(root, reflect.TypeOf(Config{}), file, "", &errs)
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	expand(doc, root, lookup)
+	if len(doc.Errs) > 0 {
+		return nil, doc.Errs
 	}
 	cfg := &Config{File: file}
-	if err := root.Decode(cfg); err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
+	if err := strictyaml.Decode(file, root, cfg, strictyaml.KeyCheck{}); err != nil {
+		return nil, err
 	}
 	if err := cfg.finish(reg); err != nil {
 		return nil, err
 	}
 	return cfg, nil
-}
-
-func (c *Config) finish(reg *clouds.Registry) error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s: %s", c.File, key, fmt.Sprintf(format, args...)))
-	}
-	if c.Listen == "" {
-		c.Listen = DefaultListen
-	}
-	if c.BaseURL == "" {
-		host := c.Listen
-		if strings.HasPrefix(host, ":") {
-			host = "localhost" + host
-		}
-		c.BaseURL = "http://" + host
-	}
-	c.BaseURL = strings.TrimSuffix(c.BaseURL, "/")
-	if u, err := url.Parse(c.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") {
-		bad("base_url", "%q is not an http(s) URL", c.BaseURL)
-	}
-	switch {
-	case c.RedisSentinel != nil && (c.RedisCluster != nil || c.Redis != ""),
-		c.RedisCluster != nil && c.Redis != "":
-		bad("redis", "set one of redis, redis_sentinel and redis_cluster")
-	case c.RedisSentinel != nil:
-		if c.RedisSentinel.MasterName == "" {
-			bad("redis_sentinel.master_name", "is missing: the name Sentinel knows the master by")
-		}
-		checkAddrs(bad, "redis_sentinel.addrs", c.RedisSentinel.Addrs)
-	case c.RedisCluster != nil:
-		checkAddrs(bad, "redis_cluster.addrs", c.RedisCluster.Addrs)
-	default:
-		if c.Redis == "" {
-			c.Redis = DefaultRedis
-		}
-		if u, err := url.Parse(c.Redis); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "redis-socket") {
-			bad("redis", "%q is not a redis:// URL (e.g. %s)", RedactURL(c.Redis), DefaultRedis)
-		}
-	}
-
-	g := &c.GitHub
-	if g.APIURL == "" {
-		g.APIURL = DefaultAPIURL
-	}
-	if !strings.HasSuffix(g.APIURL, "/") {
-		g.APIURL += "/"
-	}
-	if u, err := url.Parse(g.APIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") {
-		bad("github.api_url", "%q is not an http(s) URL", g.APIURL)
-	}
-	readSecretFile := func(key, path string, dst *secret.String) {
-		if path == "" {
-			return
-		}
-		if !dst.IsZero() {
-			bad(key, "set both %s and %s_file: keep one", strings.TrimSuffix(key, "_file"), strings.TrimSuffix(key, "_file"))
-			return
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			bad(key, "%v", err)
-			return
-		}
-		*dst = secret.New(strings.TrimSpace(string(b)))
-	}
-	readSecretFile("github.webhook_secret_file", g.WebhookSecretFile, &g.WebhookSecret)
-	readSecretFile("github.token_file", g.TokenFile, &g.Token)
-	if g.PrivateKeyFile != "" {
-		b, err := os.ReadFile(g.PrivateKeyFile)
-		if err != nil {
-			bad("github.private_key_file", "%v", err)
-		} else {
-			g.PrivateKey = secret.New(string(b))
-		}
-	}
-	if g.AppID != 0 && g.PrivateKeyFile == "" {
-		bad("github.private_key_file", "app_id is set, so the App's private key file is needed")
-	}
-	if g.AppID == 0 && g.PrivateKeyFile != "" {
-		bad("github.app_id", "private_key_file is set, so the App's id is needed")
-	}
-	if g.AppID != 0 && !g.Token.IsZero() {
-		bad("github", "set either app_id (a GitHub App) or token, not both")
-	}
-
-	b := &c.Build
-	if b.SSHTimeout == 0 {
-		b.SSHTimeout = 15 * time.Minute
-	}
-	if b.Timeout == 0 {
-		b.Timeout = 2 * time.Hour
-	}
-	if b.CleanupTimeout == 0 {
-		b.CleanupTimeout = 10 * time.Minute
-	}
-	if b.Concurrency == 0 {
-		b.Concurrency = 10
-	}
-	if b.LogLimit == 0 {
-		b.LogLimit = 4 << 20
-	}
-	if b.Retention == 0 {
-		b.Retention = 90 * 24 * time.Hour
-	}
-	if b.SweepInterval == 0 {
-		b.SweepInterval = 5 * time.Minute
-	}
-	if c.Pages.LinkTTL == 0 && b.Retention > 0 {
-		c.Pages.LinkTTL = b.Retention
-	}
-	// A slice, not a map: errors come out in the same order every time.
-	for _, kd := range []struct {
-		key string
-		d   time.Duration
-	}{{"build.ssh_timeout", b.SSHTimeout}, {"build.timeout", b.Timeout}, {"build.cleanup_timeout", b.CleanupTimeout}, {"build.retention", b.Retention}, {"build.sweep_interval", b.SweepInterval}, {"build.shutdown_grace", b.ShutdownGrace}, {"pages.link_ttl", c.Pages.LinkTTL}} {
-		if kd.d < 0 {
-			bad(kd.key, "must be positive, got %s", kd.d)
-		}
-	}
-	if b.Concurrency < 0 {
-		bad("build.concurrency", "must be positive, got %d", b.Concurrency)
-	}
-	if b.LogLimit < 0 {
-		bad("build.log_limit", "must be positive, got %d", b.LogLimit)
-	}
-	for i, t := range c.APITokens {
-		if len(t.Reveal()) < 16 {
-			bad(fmt.Sprintf("api_tokens[%d]", i), "is shorter than 16 characters: use a long random token (openssl rand -hex 32)")
-		}
-	}
-
-	c.Clouds = map[string]*clouds.Entry{}
-	n := &c.CloudsNode
-	if n.Kind != 0 && n.Kind != yaml.MappingNode {
-		bad("clouds", "must be a mapping of cloud name to its settings")
-	}
-	for i := 0; n.Kind == yaml.MappingNode && i+1 < len(n.Content); i += 2 {
-		name, body := n.Content[i].Value, n.Content[i+1]
-		at := fmt.Sprintf("%s:%d:%d", c.File, n.Content[i].Line, n.Content[i].Column)
-		if !validCloudName.MatchString(name) {
-			errs = append(errs, fmt.Errorf("%s: clouds.%s: a cloud name is letters, digits, '-' and '_', starting with a letter", at, name))
-			continue
-		}
-		if body.Kind != yaml.MappingNode {
-			errs = append(errs, fmt.Errorf("%s: clouds.%s: must be a mapping with at least a type", at, name))
-			continue
-		}
-		cc := clouds.Config{Name: name, Node: body, File: c.File}
-		for j := 0; j+1 < len(body.Content); j += 2 {
-			switch body.Content[j].Value {
-			case "type":
-				cc.Type = body.Content[j+1].Value
-			case "password":
-				cc.Password = body.Content[j+1].Value
-			}
-		}
-		if cc.Type == "" {
-			errs = append(errs, fmt.Errorf("%s: clouds.%s.type is missing (one of: %s)", at, name, strings.Join(reg.Types(), ", ")))
-			continue
-		}
-		if cc.Password != "" && cc.Password != clouds.PasswordAsk {
-			errs = append(errs, fmt.Errorf("%s: clouds.%s.password: the only value is %q (each build brings the password); put stored credentials where the driver reads them (clouds.yaml, the AWS credential chain)", at, name, clouds.PasswordAsk))
-			continue
-		}
-		e, err := reg.Configure(cc)
-		if err != nil {
-			// A driver error that names its own position (clouds.DecodeStrict's
-			// unknown keys) goes out as is: the file:line:col an editor jumps
-			// to is then the key at fault, not the cloud's name.
-			if inner := errors.Unwrap(err); inner != nil && positioned(c.File, inner) {
-				errs = append(errs, inner)
-			} else {
-				errs = append(errs, fmt.Errorf("%s: clouds.%s: %w", at, name, err))
-			}
-			continue
-		}
-		c.Clouds[name] = e
-	}
-	return errors.Join(errs...)
-}
-
-// positioned reports whether err's message starts with file:line:col.
-func positioned(file string, err error) bool {
-	rest, ok := strings.CutPrefix(err.Error(), file+":")
-	if !ok {
-		return false
-	}
-	line, rest, ok := strings.Cut(rest, ":")
-	if !ok || line == "" || strings.Trim(line, "0123456789") != "" {
-		return false
-	}
-	col, _, ok := strings.Cut(rest, ":")
-	return ok && col != "" && strings.Trim(col, "0123456789") == ""
-}
-
-func checkAddrs(bad func(key, format string, args ...any), key string, addrs []string) {
-	if len(addrs) == 0 {
-		bad(key, "is empty: list at least one host:port")
-	}
-	for _, a := range addrs {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			bad(key, "%q is not host:port", a)
-		}
-	}
 }
 
 // RedactURL hides a password in a URL (redis://:pw@host → redis://:xxxxx@host).
@@ -380,8 +172,6 @@ func (c *Config) RedisAddr() string {
 	}
 	return RedactURL(c.Redis)
 }
-
-var validCloudName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]*$`)
 
 // CloudNames returns the configured clouds' names, sorted.
 func (c *Config) CloudNames() []string {
@@ -418,7 +208,7 @@ func (c *Config) Warnings() []string {
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 
 // expand replaces ${NAME} and ${NAME:-default} in every scalar value (never in keys).
-func expand(n *yaml.Node, file string, lookup func(string) (string, bool), errs *[]error) {
+func expand(doc *strictyaml.Doc, n *yaml.Node, lookup func(string) (string, bool)) {
 	switch n.Kind {
 	case yaml.ScalarNode:
 		if !strings.Contains(n.Value, "${") {
@@ -432,7 +222,7 @@ func expand(n *yaml.Node, file string, lookup func(string) (string, bool), errs 
 			if m[2] != "" {
 				return m[3]
 			}
-			*errs = append(*errs, fmt.Errorf("%s:%d:%d: environment variable %s is not set (referenced as %s)", file, n.Line, n.Column, m[1], ref))
+			doc.Errorf(n, "environment variable %s is not set (referenced as %s)", m[1], ref)
 			return ""
 		})
 		// A plain scalar is resolved again after expansion, so app_id: ${APP_ID}
@@ -442,65 +232,11 @@ func expand(n *yaml.Node, file string, lookup func(string) (string, bool), errs 
 		}
 	case yaml.MappingNode:
 		for i := 1; i < len(n.Content); i += 2 {
-			expand(n.Content[i], file, lookup, errs)
+			expand(doc, n.Content[i], lookup)
 		}
 	default:
 		for _, c := range n.Content {
-			expand(c, file, lookup, errs)
+			expand(doc, c, lookup)
 		}
 	}
-}
-
-// checkKeys refuses keys the config does not define, naming the known ones.
-func checkKeys(n *yaml.Node, t reflect.Type, file, path string, errs *[]error) {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if t == reflect.TypeOf(yaml.Node{}) {
-		return
-	}
-	switch {
-	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
-		fields := map[string]reflect.Type{}
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if name == "-" || name == "" || !f.IsExported() {
-				continue
-			}
-			fields[name] = f.Type
-		}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k := n.Content[i]
-			ft, ok := fields[k.Value]
-			if !ok {
-				known := make([]string, 0, len(fields))
-				for name := range fields {
-					known = append(known, name)
-				}
-				sort.Strings(known)
-				*errs = append(*errs, fmt.Errorf("%s:%d:%d: unknown key %q%s (known: %s)", file, k.Line, k.Column, k.Value, inPath(path), strings.Join(known, ", ")))
-				continue
-			}
-			checkKeys(n.Content[i+1], ft, file, join(path, k.Value), errs)
-		}
-	case (t.Kind() == reflect.Slice) && n.Kind == yaml.SequenceNode:
-		for _, c := range n.Content {
-			checkKeys(c, t.Elem(), file, path, errs)
-		}
-	}
-}
-
-func inPath(p string) string {
-	if p == "" {
-		return ""
-	}
-	return " in " + p
-}
-
-func join(a, b string) string {
-	if a == "" {
-		return b
-	}
-	return a + "." + b
 }

@@ -162,7 +162,7 @@ api_tokens: ["${TOKEN}"]
 		{
 			name:    "unknown keys at every level",
 			src:     "listne: x\ngithub:\n  appid: 1\nbuild:\n  timeout: 1h\n  retries: 3\n",
-			wantErr: []string{`imagegen.yaml:1:1: unknown key "listne" (known: api_tokens, base_url, build, clouds, encryption_key, github, listen, pages, redis, redis_cluster, redis_sentinel)`, `imagegen.yaml:3:3: unknown key "appid" in github (known: api_url, app_id, private_key_file, token, token_file, webhook_secret, webhook_secret_file)`, `imagegen.yaml:6:3: unknown key "retries" in build (known: cleanup_timeout, concurrency, log_limit, retention, shutdown_grace, ssh_timeout, sweep_interval, timeout)`},
+			wantErr: []string{`imagegen.yaml:1:1: unknown key "listne": did you mean "listen"? (known: api_tokens, base_url, build, clouds, encryption_key, github, listen, pages, redis, redis_cluster, redis_sentinel)`, `imagegen.yaml:3:3: unknown key "appid" in github: did you mean "app_id"? (known: api_url, app_id, private_key_file, token, token_file, webhook_secret, webhook_secret_file)`, `imagegen.yaml:6:3: unknown key "retries" in build (known: cleanup_timeout, concurrency, log_limit, retention, shutdown_grace, ssh_timeout, sweep_interval, timeout)`},
 		},
 		{
 			name: "secrets from files",
@@ -220,7 +220,7 @@ api_tokens: ["${TOKEN}"]
 		{
 			name:    "unknown driver key",
 			src:     "clouds:\n  hotel:\n    type: tiny\n    region: r\n    regoin: r\n",
-			wantErr: []string{`imagegen.yaml:5:5: cloud "hotel": unknown key "regoin" for type tiny (known: type, password, delay, endpoint, region)`},
+			wantErr: []string{`imagegen.yaml:5:5: cloud "hotel": unknown key "regoin" for type tiny: did you mean "region"? (known: type, password, delay, endpoint, region)`},
 			exact:   true,
 		},
 		{
@@ -262,7 +262,41 @@ api_tokens: ["${TOKEN}"]
 		{
 			name:    "invalid yaml",
 			src:     "listen: [\n",
-			wantErr: []string{"imagegen.yaml: yaml: line 1: did not find expected node content"},
+			wantErr: []string{"imagegen.yaml:2:1: invalid YAML: did not find expected node content"},
+		},
+		{
+			name:    "two documents",
+			src:     "listen: :1\n---\nlisten: :2\n",
+			wantErr: []string{`imagegen.yaml:2:1: a config file holds one YAML document`},
+		},
+		{
+			name:    "duplicate keys",
+			src:     "listen: :1\nclouds:\n  hotel: {type: tiny, region: r}\n  hotel: {type: tiny, region: s}\nlisten: :2\n",
+			wantErr: []string{`imagegen.yaml:4:3: key "hotel" in clouds is already set at line 3: keep one`, `imagegen.yaml:5:1: key "listen" is already set at line 1: keep one`},
+		},
+		{
+			name: "aliases share settings",
+			src:  "redis_cluster: {addrs: &seeds ['n1:6379', 'n2:6379']}\nclouds:\n  a: &a {type: tiny, region: r1}\n  b: {type: tiny, region: r2, endpoint: &e https://e}\n  c: {type: tiny, region: r3, endpoint: *e}\n",
+			check: func(t *testing.T, c *Config) {
+				if got := c.Clouds["c"].Opener.(*tinyOpener).Endpoint; got != "https://e" || len(c.RedisCluster.Addrs) != 2 {
+					t.Errorf("endpoint %q, addrs %v", got, c.RedisCluster.Addrs)
+				}
+			},
+		},
+		{
+			name:    "unknown key behind an alias",
+			src:     "build: &b {timeout: 1h}\npages: *b\n",
+			wantErr: []string{`imagegen.yaml:1:12: unknown key "timeout" in pages (known: link_key, link_ttl)`},
+		},
+		{
+			name:    "alias bomb",
+			src:     "api_tokens: &a [0123456789abcdef0, 0123456789abcdef1, 0123456789abcdef2, 0123456789abcdef3, 0123456789abcdef4, 0123456789abcdef5, 0123456789abcdef6, 0123456789abcdef7, 0123456789abcdef8, 0123456789abcdef9]\nbuild: {x: [" + strings.Repeat("*a, ", 2000) + "]}\n",
+			wantErr: []string{"aliases expand to more than 10000 values"},
+		},
+		{
+			name:    "alias in itself",
+			src:     "github: &g {api_url: *g}\n",
+			wantErr: []string{"imagegen.yaml:1:22: alias *g is used inside the value of its own anchor"},
 		},
 		{
 			name:    "empty",

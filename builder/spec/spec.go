@@ -5,7 +5,8 @@ package spec
 import (
 	"fmt"
 	"slices"
-	"strings"
+
+	"github.com/imagegen/imagegen/internal/strictyaml"
 )
 
 // Dir is where generator specs live in a repository.
@@ -49,28 +50,8 @@ func (s *Spec) CloudNames() []string {
 	return names
 }
 
-// Error is one problem in a spec, at a position.
-type Error struct {
-	File string
-	Line int // 1-based; 0 when the problem has no position (file too large)
-	Col  int
-	Msg  string
-}
-
-func (e Error) Error() string {
-	if e.Line == 0 {
-		return fmt.Sprintf("%s: %s", e.File, e.Msg)
-	}
-	return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Col, e.Msg)
-}
+// Error is one problem in a spec, at a position: file:line:col: message.
+type Error = strictyaml.Error
 
 // Errors is every problem found in one or more specs, in file and line order.
-type Errors []Error
-
-func (es Errors) Error() string {
-	lines := make([]string, len(es))
-	for i, e := range es {
-		lines[i] = e.Error()
-	}
-	return strings.Join(lines, "\n")
-}
+type Errors = strictyaml.Errors

@@ -1,22 +1,18 @@
 package pages_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/net/websocket"
+	"github.com/chromedp/chromedp"
 
 	"github.com/imagegen/imagegen/builder"
 	"github.com/imagegen/imagegen/queue"
@@ -24,8 +20,8 @@ import (
 )
 
 // TestBrowserLiveBuild opens a running build in headless Chromium, driven
-// over the Chrome DevTools Protocol: the log grows as lines are written, the
-// state turns green when the cloud succeeds, and screenshots are saved.
+// with chromedp: the log grows as lines are written, the state turns green
+// when the cloud succeeds, and screenshots are saved.
 func TestBrowserLiveBuild(t *testing.T) {
 	bin := chromiumPath(t)
 	e := newEnv(t, envOptions{})
@@ -36,9 +32,8 @@ func TestBrowserLiveBuild(t *testing.T) {
 	e.logLine(b.ID, "sim-a", builder.StreamImagegen, "launched instance i-0abc on sim-a")
 	e.logLine(b.ID, "sim-a", builder.StreamStdout, "Reading package lists...")
 
-	br := startChromium(t, bin)
-	page := br.page(t)
-	page.call(t, "Emulation.setDeviceMetricsOverride", map[string]any{"width": 1100, "height": 900, "deviceScaleFactor": 1, "mobile": false}, nil)
+	page := startChromium(t, bin)
+	page.viewport(t, 1100, 900, false)
 
 	// The link as placed on GitHub: it opens the build and, through its
 	// cookie, the pages below it, including the live streams.
@@ -105,7 +100,7 @@ func TestBrowserLiveBuild(t *testing.T) {
 	page.screenshot(t, filepath.Join(dir, "build.png"))
 
 	// Narrow screens: nothing sticks out of the page sideways.
-	page.call(t, "Emulation.setDeviceMetricsOverride", map[string]any{"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true}, nil)
+	page.viewport(t, 390, 844, true)
 	page.navigate(t, e.http.URL+"/builds/"+b.ID)
 	page.waitFor(t, "the narrow page", `document.querySelectorAll("#clouds tr").length === 2`)
 	if over := page.eval(t, `document.documentElement.scrollWidth - document.documentElement.clientWidth`); over.(float64) > 0 {
@@ -115,7 +110,7 @@ func TestBrowserLiveBuild(t *testing.T) {
 
 	// The link opens one build only: the list asks to sign in, and the API
 	// token in the form lets the browser in.
-	page.call(t, "Emulation.setDeviceMetricsOverride", map[string]any{"width": 1100, "height": 700, "deviceScaleFactor": 1, "mobile": false}, nil)
+	page.viewport(t, 1100, 700, false)
 	page.navigate(t, e.http.URL+"/builds")
 	page.waitFor(t, "the sign-in form", `document.querySelector("input#token[type=password]") !== null`)
 	page.eval(t, `document.querySelector("#token").value = `+jsString(apiToken)+`; document.querySelector("form").submit(); true`)
@@ -157,179 +152,80 @@ func artifacts(t *testing.T) string {
 	return t.TempDir()
 }
 
-type chromium struct {
-	debugURL string // http://127.0.0.1:port
+// tab is the one page of a headless Chromium; its methods fail the test on
+// any error.
+type tab struct {
+	ctx context.Context // a chromedp context that has started the browser
 }
 
-func startChromium(t *testing.T, bin string) *chromium {
+// startChromium starts Chromium headless, with a fresh profile, talking to
+// chromedp over a pipe (no debugging port). The flags keep it from reaching
+// out to Google's services: the machine may have no network.
+func startChromium(t *testing.T, bin string) *tab {
 	t.Helper()
-	cmd := exec.Command(bin,
-		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--user-data-dir="+t.TempDir(), "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-		"--remote-allow-origins=http://127.0.0.1", "--hide-scrollbars", "--window-size=1100,900", "about:blank")
-	// Its own process group, so the renderer and helpers end with it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
+	out := &lockedBuffer{}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(bin),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("hide-scrollbars", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1100, 900),
+		chromedp.CombinedOutput(out),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	// Canceling stops the browser and waits for it, before TempDir's cleanup
+	// (registered earlier, so run later) removes the profile.
 	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
+		cancel()
+		cancelAlloc()
 	})
-	found := make(chan string, 1)
-	var out strings.Builder
-	var mu sync.Mutex
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			mu.Lock()
-			out.WriteString(line + "\n")
-			mu.Unlock()
-			if ws, ok := strings.CutPrefix(line, "DevTools listening on "); ok {
-				found <- ws
-			}
-		}
-	}()
+	// The first Run starts the browser and lives as long as its context:
+	// no timeout on it, a watch instead.
+	started := make(chan error, 1)
+	go func() { started <- chromedp.Do(ctx) }()
 	select {
-	case ws := <-found:
-		// ws://127.0.0.1:PORT/devtools/browser/ID
-		hostport := strings.SplitN(strings.TrimPrefix(ws, "ws://"), "/", 2)[0]
-		return &chromium{debugURL: "http://" + hostport}
-	case <-time.After(30 * time.Second):
-		mu.Lock()
-		defer mu.Unlock()
-		t.Fatalf("chromium did not start its DevTools endpoint:\n%s", out.String())
-	}
-	return nil
-}
-
-// page connects to the browser's first page target.
-func (c *chromium) page(t *testing.T) *cdp {
-	t.Helper()
-	var targets []struct {
-		Type, WebSocketDebuggerURL string
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get(c.debugURL + "/json/list")
-		if err == nil {
-			_ = json.NewDecoder(resp.Body).Decode(&targets)
-			resp.Body.Close()
-		}
-		for _, tg := range targets {
-			if tg.Type == "page" && tg.WebSocketDebuggerURL != "" {
-				ws, err := websocket.Dial(tg.WebSocketDebuggerURL, "", "http://127.0.0.1")
-				if err != nil {
-					t.Fatalf("connect to the page: %v", err)
-				}
-				ws.MaxPayloadBytes = 64 << 20
-				p := &cdp{ws: ws, waiting: map[int]chan cdpReply{}}
-				go p.read()
-				t.Cleanup(func() { ws.Close() })
-				p.call(t, "Page.enable", nil, nil)
-				return p
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no page target in %s/json/list", c.debugURL)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// cdp is a minimal Chrome DevTools Protocol client: numbered calls and their
-// replies; events are ignored.
-type cdp struct {
-	ws *websocket.Conn
-
-	mu      sync.Mutex
-	id      int
-	waiting map[int]chan cdpReply
-}
-
-type cdpReply struct {
-	ID     int             `json:"id"`
-	Result json.RawMessage `json:"result"`
-	Error  *struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-func (p *cdp) read() {
-	for {
-		var msg []byte
-		if err := websocket.Message.Receive(p.ws, &msg); err != nil {
-			p.mu.Lock()
-			for id, ch := range p.waiting {
-				close(ch)
-				delete(p.waiting, id)
-			}
-			p.mu.Unlock()
-			return
-		}
-		var r cdpReply
-		if json.Unmarshal(msg, &r) != nil || r.ID == 0 {
-			continue // an event
-		}
-		p.mu.Lock()
-		ch := p.waiting[r.ID]
-		delete(p.waiting, r.ID)
-		p.mu.Unlock()
-		if ch != nil {
-			ch <- r
-		}
-	}
-}
-
-func (p *cdp) call(t *testing.T, method string, params any, result any) {
-	t.Helper()
-	p.mu.Lock()
-	p.id++
-	id := p.id
-	ch := make(chan cdpReply, 1)
-	p.waiting[id] = ch
-	p.mu.Unlock()
-	if params == nil {
-		params = map[string]any{}
-	}
-	msg, _ := json.Marshal(map[string]any{"id": id, "method": method, "params": params})
-	if err := websocket.Message.Send(p.ws, string(msg)); err != nil {
-		t.Fatalf("%s: %v", method, err)
-	}
-	select {
-	case r, ok := <-ch:
-		if !ok {
-			t.Fatalf("%s: the browser connection closed", method)
-		}
-		if r.Error != nil {
-			t.Fatalf("%s: %s", method, r.Error.Message)
-		}
-		if result != nil {
-			if err := json.Unmarshal(r.Result, result); err != nil {
-				t.Fatalf("%s: %v", method, err)
-			}
+	case err := <-started:
+		if err != nil {
+			t.Fatalf("start chromium: %v\n%s", err, out)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatalf("%s: no answer within 30 s", method)
+		t.Fatalf("chromium did not start within 30 s:\n%s", out)
 	}
+	return &tab{ctx: ctx}
 }
 
-func (p *cdp) navigate(t *testing.T, url string) {
+// run runs one action, for at most 30 s.
+func run[T any](t *testing.T, p *tab, what string, a chromedp.Action[T]) T {
 	t.Helper()
-	var r struct {
-		ErrorText string `json:"errorText"`
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
-	p.call(t, "Page.navigate", map[string]any{"url": url}, &r)
-	if r.ErrorText != "" {
-		t.Fatalf("navigate %s: %s", url, r.ErrorText)
+	return v
+}
+
+func (p *tab) viewport(t *testing.T, width, height int64, mobile bool) {
+	t.Helper()
+	opts := []chromedp.EmulateViewportOption{chromedp.EmulateScale(1)}
+	if mobile {
+		opts = append(opts, chromedp.EmulateMobile)
 	}
+	run(t, p, fmt.Sprintf("viewport %dx%d", width, height), chromedp.EmulateViewport(width, height, opts...))
+}
+
+func (p *tab) navigate(t *testing.T, url string) {
+	t.Helper()
+	run(t, p, "navigate "+url, chromedp.Navigate(url))
 	p.waitFor(t, "the page to load", `document.readyState === "complete" && location.href === `+jsString(url))
 }
 
@@ -338,56 +234,58 @@ func jsString(s string) string {
 	return string(b)
 }
 
-func (p *cdp) eval(t *testing.T, expr string) any {
+// eval returns the value of a JavaScript expression, as encoding/json decodes it.
+func (p *tab) eval(t *testing.T, expr string) any {
 	t.Helper()
-	var r struct {
-		Result struct {
-			Value any `json:"value"`
-		} `json:"result"`
-		ExceptionDetails *struct {
-			Text string `json:"text"`
-		} `json:"exceptionDetails"`
-	}
-	p.call(t, "Runtime.evaluate", map[string]any{"expression": expr, "returnByValue": true}, &r)
-	if r.ExceptionDetails != nil {
-		t.Fatalf("evaluate %s: %s", expr, r.ExceptionDetails.Text)
-	}
-	return r.Result.Value
+	return run(t, p, "evaluate "+expr, chromedp.Evaluate[any](expr))
 }
 
 // waitFor polls a JavaScript condition until it is true, for at most 15 s.
-func (p *cdp) waitFor(t *testing.T, what, cond string) {
+// An evaluation that fails (the page is navigating) counts as false.
+func (p *tab) waitFor(t *testing.T, what, cond string) {
 	t.Helper()
+	expr := "(function(){try{return !!(" + cond + ")}catch(e){return false}})()"
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		var r struct {
-			Result struct {
-				Value any `json:"value"`
-			} `json:"result"`
-		}
-		p.call(t, "Runtime.evaluate", map[string]any{"expression": "(function(){try{return !!(" + cond + ")}catch(e){return false}})()", "returnByValue": true}, &r)
-		if r.Result.Value == true {
+		ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr))
+		cancel()
+		if err == nil && ok {
 			return
 		}
 		if time.Now().After(deadline) {
 			body := p.eval(t, `document.body ? document.body.innerText : ""`)
-			t.Fatalf("timed out waiting for %s (%s); the page shows:\n%v", what, cond, body)
+			t.Fatalf("timed out waiting for %s (%s; last error: %v); the page shows:\n%v", what, cond, err, body)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-func (p *cdp) screenshot(t *testing.T, file string) {
+func (p *tab) screenshot(t *testing.T, file string) {
 	t.Helper()
-	var r struct {
-		Data string `json:"data"`
-	}
-	p.call(t, "Page.captureScreenshot", map[string]any{"format": "png", "captureBeyondViewport": true}, &r)
-	png, err := base64.StdEncoding.DecodeString(r.Data)
-	if err != nil || len(png) < 8 || string(png[1:4]) != "PNG" {
-		t.Fatalf("screenshot is not a PNG: %v", err)
+	png := run(t, p, "screenshot", chromedp.FullScreenshot(100))
+	if len(png) < 8 || string(png[1:4]) != "PNG" {
+		t.Fatalf("screenshot is not a PNG (%d bytes)", len(png))
 	}
 	if err := os.WriteFile(file, png, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// lockedBuffer collects the browser's output, written from another goroutine.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
