@@ -22,6 +22,7 @@ import (
 
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/internal/secret"
+	"github.com/imagegen/imagegen/internal/testenv"
 )
 
 // repoRoot is the module's root, found from the package directory.
@@ -49,14 +50,10 @@ var (
 	testImageErr  error
 )
 
-// needQEMU skips when QEMU is not installed: the only reason these tests may skip.
+// needQEMU skips under -short and fails when QEMU is not installed.
 func needQEMU(t testing.TB) {
 	t.Helper()
-	for _, b := range []string{"qemu-system-x86_64", "qemu-img"} {
-		if _, err := exec.LookPath(b); err != nil {
-			t.Skipf("%s not installed (%v): the QEMU tests need Debian's qemu-system-x86 and qemu-utils (scripts/install-deps.sh test)", b, err)
-		}
-	}
+	testenv.Need(t, "QEMU (Debian packages qemu-system-x86, qemu-utils)", "qemu-system-x86_64", "qemu-img")
 }
 
 // testImage returns the tiny base image's disk, built once by

@@ -62,9 +62,7 @@ type generatorRepo struct {
 // base image), logging in as user, and commits it with origin as its remote.
 func newGeneratorRepo(t *testing.T, script, user string, cloudImages map[string]string) *generatorRepo {
 	t.Helper()
-	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("git is not installed: the build's provenance (imagegen:commit) comes from git")
-	}
+	testenv.Need(t, "git (the build's provenance, imagegen:commit, comes from git)", "git")
 	dir := filepath.Join(t.TempDir(), "gens")
 	if err := os.MkdirAll(filepath.Join(dir, ".imagegen"), 0o755); err != nil {
 		t.Fatal(err)

@@ -160,9 +160,7 @@ func TestBuildCommand(t *testing.T) {
 // TestBuildProvenance checks the build reads commit and origin from git and
 // warns about a dirty tree.
 func TestBuildProvenance(t *testing.T) {
-	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("git is not installed")
-	}
+	testenv.Need(t, "git (the build's provenance, imagegen:commit, comes from git)", "git")
 	f := newBuildFixture(t, "echo built", "")
 	gitRun := func(args ...string) string {
 		cmd := exec.Command("git", append([]string{"-C", f.repo, "-c", "user.name=t", "-c", "user.email=t@example.org"}, args...)...)

@@ -34,14 +34,11 @@ type Redis struct {
 
 // StartRedis starts redis-server on a free port of 127.0.0.1, with AOF on (so
 // Restart keeps the data, as a production Redis would) and RDB snapshots off.
-// The test fails when redis-server is not installed: the suite needs a real one
-// (scripts/install-deps.sh installs it).
+// Under -short the test is skipped; otherwise it fails when redis-server is
+// not installed (Need).
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatalf("redis-server not found (%v): install it with scripts/install-deps.sh test (Debian package redis-server)", err)
-	}
+	bin := Need(t, "Redis (Debian package redis-server)", "redis-server")[0]
 	r := &Redis{bin: bin, dir: t.TempDir()}
 	r.start(t, 0)
 	t.Cleanup(r.Stop)

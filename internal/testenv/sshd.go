@@ -43,13 +43,11 @@ type SSHD struct {
 }
 
 // StartSSHD starts /usr/sbin/sshd on a free port of 127.0.0.1 as the current
-// user, waits until it answers, and stops it when the test ends. It skips the
-// test only when the sshd binary is absent.
+// user, waits until it answers, and stops it when the test ends. Under -short
+// the test is skipped; otherwise a missing sshd fails it (Need).
 func StartSSHD(t testing.TB) *SSHD {
 	t.Helper()
-	if _, err := os.Stat(SSHDPath); err != nil {
-		t.Skipf("testenv: %s not found (install openssh-server): %v", SSHDPath, err)
-	}
+	Need(t, "OpenSSH's sshd (Debian package openssh-server)", SSHDPath)
 	u, err := user.Current()
 	if err != nil {
 		t.Fatalf("testenv: current user: %v", err)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server/pages"
 )
@@ -128,17 +128,7 @@ func TestBrowserLiveBuild(t *testing.T) {
 // chromiumPath finds Chromium; without it the test fails under CI and is
 // skipped, saying so, elsewhere.
 func chromiumPath(t *testing.T) string {
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	msg := "chromium not found: install the Debian package chromium (scripts/install-deps.sh test)"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
+	return testenv.Need(t, "Chromium (Debian package chromium)", "chromium")[0]
 }
 
 func artifacts(t *testing.T) string {
