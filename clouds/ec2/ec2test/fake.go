@@ -1,6 +1,6 @@
-// Package ec2fake is an httptest server speaking the EC2 Query API (form-encoded
+// Package ec2test is an httptest server speaking the EC2 Query API (form-encoded
 // requests, XML answers of the real shapes) for the calls imagegen's ec2 driver makes.
-package ec2fake
+package ec2test
 
 import (
 	"crypto/sha256"

@@ -1,6 +1,6 @@
-// Package fake is an in-memory cloud: it launches nothing, but keeps key pairs,
+// Package simulated is an in-memory cloud: it launches nothing, but keeps key pairs,
 // servers and images the way a cloud would, with delays and injectable faults.
-package fake
+package simulated
 
 import (
 	"context"

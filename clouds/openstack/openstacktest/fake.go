@@ -1,6 +1,6 @@
-// Package osfake is an in-process OpenStack (Keystone v3, Nova, Glance v2, Neutron)
+// Package openstacktest is an in-process OpenStack (Keystone v3, Nova, Glance v2, Neutron)
 // close enough for the real gophercloud client, with timed state changes and injectable faults.
-package osfake
+package openstacktest
 
 import (
 	"crypto/ed25519"
