@@ -57,6 +57,12 @@ func (c *Cloud) Snapshot(ctx context.Context, inst *clouds.Instance, req clouds.
 		return err
 	}
 	req.Log.Info("creating image, waiting for available", "image", img.ID, "name", req.Name)
+	return c.waitImage(ctx, img)
+}
+
+// waitImage polls until the image is available, recording its EBS snapshots
+// in img as they appear; a failed image fails at once with EC2's reason.
+func (c *Cloud) waitImage(ctx context.Context, img *clouds.Image) error {
 	what := "wait for image " + img.ID + " to be available"
 	return clouds.Within(ctx, what, c.cfg.ImageTimeout, func(ctx context.Context) error {
 		return clouds.Poll(ctx, c.opts.Poll, func(ctx context.Context) (bool, error) {

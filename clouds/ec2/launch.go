@@ -24,8 +24,8 @@ import (
 
 // Launch imports the build's key, makes a temporary security group when none
 // is configured, runs the instance, waits for running and learns the host keys.
+// Each step records what it created in inst the moment EC2 returns it.
 func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clouds.Instance) error {
-	log := req.Log
 	if inst.Build == "" {
 		inst.Build = req.Build
 	}
@@ -41,54 +41,105 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 		return err
 	}
 	name := resourceName(req)
+	tags := launchTags(req, name)
+
+	if err := c.importKey(ctx, req, name, tags, inst); err != nil {
+		return err
+	}
+	req.Log.Info("imported key pair", "key_pair", name)
+	groups, err := c.securityGroups(ctx, req, name, tags, inst)
+	if err != nil {
+		return err
+	}
+	in, err := c.runInput(req, runSpec{base: base, size: size, name: name, tags: tags, groups: groups})
+	if err != nil {
+		return err
+	}
+	if err := c.runInstance(ctx, req, in, name, inst); err != nil {
+		return err
+	}
+	req.Log.Info("ran instance, waiting for running", "instance", inst.ID, "image", req.Image, "instance_type", size)
+
+	var running types.Instance
+	err = c.waitInstance(ctx, inst.ID, types.InstanceStateNameRunning, c.cfg.BootTimeout, func(i types.Instance) { running = i })
+	if err != nil {
+		c.copyConsole(ctx, inst.ID, req.Console)
+		return err
+	}
+	ep, err := c.sshEndpoint(ctx, req, inst.ID, running)
+	if err != nil {
+		return err
+	}
+	inst.SSH = ep
+	req.Log.Info("instance running", "instance", inst.ID, "address", ep.Addr, "host_keys", ep.HostKeySource)
+	return nil
+}
+
+// launchTags are the tags of everything Launch creates: the request's, the
+// build's, and Name (what the EC2 console shows).
+func launchTags(req clouds.LaunchRequest, name string) map[string]string {
 	tags := map[string]string{}
 	for k, v := range req.Tags {
 		tags[k] = v
 	}
 	tags[clouds.TagBuild] = req.Build
 	tags["Name"] = name
+	return tags
+}
 
-	if err := c.importKey(ctx, req, name, tags, inst); err != nil {
-		return err
+// securityGroups are the configured security groups, or else a temporary one
+// made for this build.
+func (c *Cloud) securityGroups(ctx context.Context, req clouds.LaunchRequest, name string, tags map[string]string, inst *clouds.Instance) ([]string, error) {
+	if groups := c.cfg.SecurityGroupIDs; len(groups) > 0 {
+		return groups, nil
 	}
-	log.Info("imported key pair", "key_pair", name)
-
-	groups := c.cfg.SecurityGroupIDs
-	if len(groups) == 0 {
-		id, err := c.tempGroup(ctx, req, name, tags, inst)
-		if err != nil {
-			return err
-		}
-		groups = []string{id}
+	id, err := c.tempGroup(ctx, req, name, tags, inst)
+	if err != nil {
+		return nil, err
 	}
+	return []string{id}, nil
+}
 
+// runSpec is what runInput makes a RunInstances request of.
+type runSpec struct {
+	base   types.Image // the base image, for its root device name
+	size   string      // the instance type
+	name   string      // the key pair's name, and the instance's Name
+	tags   map[string]string
+	groups []string // security group ids
+}
+
+// runInput is the RunInstances request: one instance of the base image with
+// the build's key pair, user data and tags, in the configured subnet, groups,
+// instance profile and root volume.
+func (c *Cloud) runInput(req clouds.LaunchRequest, s runSpec) (*ec2.RunInstancesInput, error) {
 	userData, err := cloudinit.UserData(req)
 	if err != nil {
-		return &clouds.Error{Kind: clouds.KindInvalid, Op: "launch", Err: err}
+		return nil, &clouds.Error{Kind: clouds.KindInvalid, Op: "launch", Err: err}
 	}
 	in := &ec2.RunInstancesInput{
 		ImageId:           aws.String(req.Image),
-		InstanceType:      types.InstanceType(size),
+		InstanceType:      types.InstanceType(s.size),
 		MinCount:          aws.Int32(1),
 		MaxCount:          aws.Int32(1),
-		KeyName:           aws.String(name),
+		KeyName:           aws.String(s.name),
 		UserData:          aws.String(base64.StdEncoding.EncodeToString(userData)),
-		TagSpecifications: tagSpec(tags, types.ResourceTypeInstance, types.ResourceTypeVolume),
+		TagSpecifications: tagSpec(s.tags, types.ResourceTypeInstance, types.ResourceTypeVolume),
 		// The token makes the SDK's retries and ours one launch, and finds
 		// the instance again when a cancellation cut the answer off.
-		ClientToken: aws.String(clientToken(req.Build, name)),
+		ClientToken: aws.String(clientToken(req.Build, s.name)),
 	}
 	if c.cfg.AssociatePublicIP != nil {
 		in.NetworkInterfaces = []types.InstanceNetworkInterfaceSpecification{{
 			DeviceIndex:              aws.Int32(0),
 			AssociatePublicIpAddress: c.cfg.AssociatePublicIP,
 			DeleteOnTermination:      aws.Bool(true),
-			Groups:                   groups,
+			Groups:                   s.groups,
 			SubnetId:                 optString(c.cfg.SubnetID),
 		}}
 	} else {
 		in.SubnetId = optString(c.cfg.SubnetID)
-		in.SecurityGroupIds = groups
+		in.SecurityGroupIds = s.groups
 	}
 	if p := c.cfg.IAMInstanceProfile; p != "" {
 		if strings.HasPrefix(p, "arn:") {
@@ -105,9 +156,16 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 		if c.cfg.VolumeType != "" {
 			ebs.VolumeType = types.VolumeType(c.cfg.VolumeType)
 		}
-		in.BlockDeviceMappings = []types.BlockDeviceMapping{{DeviceName: base.RootDeviceName, Ebs: ebs}}
+		in.BlockDeviceMappings = []types.BlockDeviceMapping{{DeviceName: s.base.RootDeviceName, Ebs: ebs}}
 	}
-	err = c.retry(ctx, "run instance of "+req.Image, func(ctx context.Context) error {
+	return in, nil
+}
+
+// runInstance runs the instance and records it in inst the moment EC2 returns
+// its id, or, when a cancellation cut the answer off, once its client token
+// finds it.
+func (c *Cloud) runInstance(ctx context.Context, req clouds.LaunchRequest, in *ec2.RunInstancesInput, name string, inst *clouds.Instance) error {
+	err := c.retry(ctx, "run instance of "+req.Image, func(ctx context.Context) error {
 		out, err := c.api.RunInstances(ctx, in)
 		if err == nil && len(out.Instances) > 0 {
 			inst.ID = aws.ToString(out.Instances[0].InstanceId)
@@ -127,39 +185,36 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 	if inst.ID == "" {
 		return &clouds.Error{Kind: clouds.KindFailed, Op: "run instance", Err: errors.New("EC2 returned no instance")}
 	}
-	log.Info("ran instance, waiting for running", "instance", inst.ID, "image", req.Image, "instance_type", size)
+	return nil
+}
 
-	var running types.Instance
-	err = c.waitInstance(ctx, inst.ID, types.InstanceStateNameRunning, c.cfg.BootTimeout, func(i types.Instance) { running = i })
-	if err != nil {
-		c.copyConsole(ctx, inst.ID, req.Console)
-		return err
-	}
+// sshEndpoint is instance id's address (public unless
+// use_private_ip, or when it has none) on the SSH port, pinned to the injected
+// host key, else to the keys cloud-init printed on the console.
+func (c *Cloud) sshEndpoint(ctx context.Context, req clouds.LaunchRequest, id string, running types.Instance) (*clouds.Endpoint, error) {
 	host := aws.ToString(running.PublicIpAddress)
 	if c.cfg.UsePrivateIP || host == "" {
 		host = aws.ToString(running.PrivateIpAddress)
 	}
 	if host == "" {
-		return &clouds.Error{Kind: clouds.KindFailed, Op: "launch", Err: fmt.Errorf("instance %s is running but has no address", inst.ID),
+		return nil, &clouds.Error{Kind: clouds.KindFailed, Op: "launch", Err: fmt.Errorf("instance %s is running but has no address", id),
 			Hint: "set associate_public_ip: true, or a subnet_id whose instances get public addresses"}
 	}
 	ep := &clouds.Endpoint{Addr: net.JoinHostPort(host, strconv.Itoa(c.cfg.SSHPort))}
 	if pub := strings.TrimSpace(req.HostKey.Public); pub != "" {
 		ep.HostKeys, ep.HostKeySource = []string{pub}, "injected"
-	} else {
-		keys, err := c.consoleHostKeys(ctx, inst.ID)
-		switch {
-		case ctx.Err() != nil:
-			return fmt.Errorf("launch: %w", ctx.Err())
-		case err != nil:
-			log.Warn("no host keys on the console; the first key seen will be trusted", "instance", inst.ID, "error", err)
-		default:
-			ep.HostKeys, ep.HostKeySource = keys, "console"
-		}
+		return ep, nil
 	}
-	inst.SSH = ep
-	log.Info("instance running", "instance", inst.ID, "address", ep.Addr, "host_keys", ep.HostKeySource)
-	return nil
+	keys, err := c.consoleHostKeys(ctx, id)
+	switch {
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("launch: %w", ctx.Err())
+	case err != nil:
+		req.Log.Warn("no host keys on the console; the first key seen will be trusted", "instance", id, "error", err)
+	default:
+		ep.HostKeys, ep.HostKeySource = keys, "console"
+	}
+	return ep, nil
 }
 
 func optString(s string) *string {

@@ -26,62 +26,119 @@ import (
 )
 
 // Launch creates the build's key pair and server, waits for ACTIVE, attaches a
-// floating IP when configured, and learns the host keys.
+// floating IP when configured, and learns the host keys. Each step records
+// what it created in inst the moment the cloud returns it.
 func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clouds.Instance) error {
-	log := req.Log
 	if c.cfg.InjectHostKey != nil && !*c.cfg.InjectHostKey {
 		req.HostKey = clouds.HostKey{}
 	}
 	if inst.Build == "" {
 		inst.Build = req.Build
 	}
-	size := req.Size
-	if size == "" {
-		size = c.cfg.Flavor
+	p, err := c.resolve(ctx, req)
+	if err != nil {
+		return err
 	}
-	if size == "" {
-		return &clouds.Error{Kind: clouds.KindInvalid, Op: "launch",
+	keyName, err := c.addKeyPair(ctx, req, inst)
+	if err != nil {
+		return err
+	}
+	opts, err := c.serverOpts(req, p, keyName)
+	if err != nil {
+		return err
+	}
+	server, err := c.addServer(ctx, req, opts, inst)
+	if err != nil {
+		return err
+	}
+	req.Log.Info("created server, waiting for ACTIVE", "server", server.ID, "image", p.imageID, "flavor", p.flavor)
+
+	server, err = c.waitServer(ctx, server.ID, "ACTIVE", c.cfg.BootTimeout)
+	if err != nil {
+		c.copyConsole(ctx, server, req)
+		return err
+	}
+	host, err := c.address(ctx, req, server, p, inst)
+	if err != nil {
+		return err
+	}
+	ep, err := c.sshEndpoint(ctx, req, server.ID, host)
+	if err != nil {
+		return err
+	}
+	c.copyConsole(ctx, server, req)
+	inst.SSH = ep
+	return nil
+}
+
+// launchPlan is what Launch looks up before it creates anything, so a typo in
+// the spec or the cloud config leaves nothing to clean up.
+type launchPlan struct {
+	flavor   string // the size asked for: the spec's, else the config's flavor
+	imageID  string
+	flavorID string
+	netID    string // the configured network; "" lets Nova choose
+	netName  string
+	poolID   string // the floating IP pool's network; "" for none
+}
+
+// resolve finds the base image, the flavor and the configured networks.
+func (c *Cloud) resolve(ctx context.Context, req clouds.LaunchRequest) (launchPlan, error) {
+	p := launchPlan{flavor: req.Size}
+	if p.flavor == "" {
+		p.flavor = c.cfg.Flavor
+	}
+	if p.flavor == "" {
+		return p, &clouds.Error{Kind: clouds.KindInvalid, Op: "launch",
 			Err: errors.New("no flavor: the spec gives no size and the cloud config no flavor")}
 	}
-	imageID, err := c.findImage(ctx, req.Image)
-	if err != nil {
-		return err
+	var err error
+	if p.imageID, err = c.findImage(ctx, req.Image); err != nil {
+		return p, err
 	}
-	flavorID, err := c.findFlavor(ctx, size)
-	if err != nil {
-		return err
+	if p.flavorID, err = c.findFlavor(ctx, p.flavor); err != nil {
+		return p, err
 	}
-	var netID, netName string
 	if c.cfg.Network != "" {
 		n, err := c.findNetwork(ctx, c.cfg.Network, "network")
 		if err != nil {
-			return err
+			return p, err
 		}
-		netID, netName = n.ID, n.Name
+		p.netID, p.netName = n.ID, n.Name
 	}
-	var poolID string
 	if c.cfg.FloatingIPPool != "" {
 		n, err := c.findNetwork(ctx, c.cfg.FloatingIPPool, "floating_ip_pool")
 		if err != nil {
-			return err
+			return p, err
 		}
-		poolID = n.ID
+		p.poolID = n.ID
 	}
+	return p, nil
+}
 
-	keyName := keyPairName(req.Build, req.Name)
-	if err := c.createKeyPair(ctx, keyName, req.AuthorizedKey); err != nil {
+// addKeyPair imports the build's public key as a key pair named for the
+// build, and records it in inst, also when a canceled request may have made it.
+func (c *Cloud) addKeyPair(ctx context.Context, req clouds.LaunchRequest, inst *clouds.Instance) (string, error) {
+	name := keyPairName(req.Build, req.Name)
+	if err := c.createKeyPair(ctx, name, req.AuthorizedKey); err != nil {
 		if ctx.Err() != nil {
 			// Canceled mid-request: the key pair may exist; removing one that does not is harmless.
-			inst.Add(clouds.Resource{Kind: clouds.KindKeyPair, ID: keyName, Name: keyName, Build: req.Build})
+			inst.Add(clouds.Resource{Kind: clouds.KindKeyPair, ID: name, Name: name, Build: req.Build})
 		}
-		return err
+		return "", err
 	}
-	inst.Add(clouds.Resource{Kind: clouds.KindKeyPair, ID: keyName, Name: keyName, Build: req.Build})
-	log.Info("imported key pair", "key_pair", keyName)
+	inst.Add(clouds.Resource{Kind: clouds.KindKeyPair, ID: name, Name: name, Build: req.Build})
+	req.Log.Info("imported key pair", "key_pair", name)
+	return name, nil
+}
 
+// serverOpts describes the server: the base image on the flavor (or on a new
+// volume with volume_size), the request's tags as metadata, the build's keys
+// in the user data, and the key pair.
+func (c *Cloud) serverOpts(req clouds.LaunchRequest, p launchPlan, keyName string) (servers.CreateOptsBuilder, error) {
 	userData, err := cloudinit.UserData(req)
 	if err != nil {
-		return &clouds.Error{Kind: clouds.KindInvalid, Op: "launch", Err: err}
+		return nil, &clouds.Error{Kind: clouds.KindInvalid, Op: "launch", Err: err}
 	}
 	md := map[string]string{}
 	for k, v := range req.Tags {
@@ -90,8 +147,8 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 	md[clouds.TagBuild] = req.Build
 	opts := servers.CreateOpts{
 		Name:             req.Name,
-		ImageRef:         imageID,
-		FlavorRef:        flavorID,
+		ImageRef:         p.imageID,
+		FlavorRef:        p.flavorID,
 		Metadata:         md,
 		UserData:         userData,
 		SecurityGroups:   c.cfg.SecurityGroups,
@@ -101,70 +158,73 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 		t := true
 		opts.ConfigDrive = &t
 	}
-	if netID != "" {
-		opts.Networks = []servers.Network{{UUID: netID}}
+	if p.netID != "" {
+		opts.Networks = []servers.Network{{UUID: p.netID}}
 	}
 	if c.cfg.VolumeSize > 0 {
 		opts.ImageRef = ""
 		opts.BlockDevice = []servers.BlockDevice{{
-			SourceType: servers.SourceImage, UUID: imageID, DestinationType: servers.DestinationVolume,
+			SourceType: servers.SourceImage, UUID: p.imageID, DestinationType: servers.DestinationVolume,
 			VolumeSize: c.cfg.VolumeSize, DeleteOnTermination: true, BootIndex: 0,
 		}}
 	}
-	server, err := c.createServer(ctx, req, keypairs.CreateOptsExt{CreateOptsBuilder: opts, KeyName: keyName})
+	return keypairs.CreateOptsExt{CreateOptsBuilder: opts, KeyName: keyName}, nil
+}
+
+// addServer creates the server and records it in inst the moment Nova has
+// returned it (or a look-up after a lost answer found it).
+func (c *Cloud) addServer(ctx context.Context, req clouds.LaunchRequest, opts servers.CreateOptsBuilder, inst *clouds.Instance) (*servers.Server, error) {
+	server, err := c.createServer(ctx, req, opts)
 	if server != nil {
 		inst.ID = server.ID
 		inst.Add(clouds.Resource{Kind: clouds.KindServer, ID: server.ID, Name: req.Name, Build: req.Build})
 	}
-	if err != nil {
-		return err
-	}
-	log.Info("created server, waiting for ACTIVE", "server", server.ID, "image", imageID, "flavor", size)
+	return server, err
+}
 
-	server, err = c.waitServer(ctx, server.ID, "ACTIVE", c.cfg.BootTimeout)
-	if err != nil {
-		c.copyConsole(ctx, server, req)
-		return err
-	}
-
-	var host string
-	if poolID != "" {
-		fip, err := c.attachFloatingIP(ctx, req.Build, server.ID, poolID)
-		if fip != nil {
-			inst.Add(clouds.Resource{Kind: clouds.KindFloatingIP, ID: fip.ID, Name: fip.FloatingIP, Build: req.Build})
-		}
-		if err != nil {
-			return err
-		}
-		host = fip.FloatingIP
-		log.Info("attached floating IP", "address", host)
-	} else {
-		host = serverAddress(server, netName)
+// address is where the ACTIVE server is reached: a floating IP from the
+// configured pool (recorded in inst), else the best address Nova lists.
+func (c *Cloud) address(ctx context.Context, req clouds.LaunchRequest, server *servers.Server, p launchPlan, inst *clouds.Instance) (string, error) {
+	if p.poolID == "" {
+		host := serverAddress(server, p.netName)
 		if host == "" {
-			return &clouds.Error{Kind: clouds.KindFailed, Op: "launch", Err: fmt.Errorf("server %s is ACTIVE but has no address", server.ID),
+			return "", &clouds.Error{Kind: clouds.KindFailed, Op: "launch", Err: fmt.Errorf("server %s is ACTIVE but has no address", server.ID),
 				Hint: "set network, or floating_ip_pool when the server's network is not reachable"}
 		}
+		return host, nil
 	}
+	fip, err := c.attachFloatingIP(ctx, req.Build, server.ID, p.poolID)
+	if fip != nil {
+		inst.Add(clouds.Resource{Kind: clouds.KindFloatingIP, ID: fip.ID, Name: fip.FloatingIP, Build: req.Build})
+	}
+	if err != nil {
+		return "", err
+	}
+	req.Log.Info("attached floating IP", "address", fip.FloatingIP)
+	return fip.FloatingIP, nil
+}
 
+// sshEndpoint is host on the SSH port, pinned to the injected host key, else
+// to the keys cloud-init printed on the console (none found: the pipeline
+// trusts the first key it sees and says so).
+func (c *Cloud) sshEndpoint(ctx context.Context, req clouds.LaunchRequest, serverID, host string) (*clouds.Endpoint, error) {
 	ep := &clouds.Endpoint{Addr: net.JoinHostPort(host, strconv.Itoa(c.cfg.SSHPort))}
 	if req.HostKey.Public != "" {
 		ep.HostKeys = []string{strings.TrimSpace(req.HostKey.Public)}
 		ep.HostKeySource = "injected"
-	} else {
-		keys, err := c.consoleHostKeys(ctx, server.ID)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			log.Warn("could not read host keys from the console log", "err", err)
-		}
-		if len(keys) > 0 {
-			ep.HostKeys, ep.HostKeySource = keys, "console"
-		}
+		return ep, nil
 	}
-	c.copyConsole(ctx, server, req)
-	inst.SSH = ep
-	return nil
+	keys, err := c.consoleHostKeys(ctx, serverID)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		req.Log.Warn("could not read host keys from the console log", "err", err)
+	}
+	if len(keys) > 0 {
+		ep.HostKeys, ep.HostKeySource = keys, "console"
+	}
+	return ep, nil
 }
 
 func (c *Cloud) createKeyPair(ctx context.Context, name, pub string) error {

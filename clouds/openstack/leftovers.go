@@ -12,9 +12,24 @@ import (
 	"github.com/imagegen/imagegen/clouds"
 )
 
-// Leftovers finds the servers (by metadata), key pairs (by name) and floating
-// IPs (by description) of build, or of every imagegen build when build is "".
+// Leftovers finds the servers (by metadata), floating IPs (by description) and
+// key pairs (by name) of build, or of every imagegen build when build is "".
 func (c *Cloud) Leftovers(ctx context.Context, build string) ([]clouds.Resource, error) {
+	var out []clouds.Resource
+	for _, list := range []func(context.Context, string) ([]clouds.Resource, error){
+		c.leftoverServers, c.leftoverFloatingIPs, c.leftoverKeyPairs,
+	} {
+		rs, err := list(ctx, build)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rs...)
+	}
+	return out, nil
+}
+
+// leftoverServers lists the servers whose metadata carries the build.
+func (c *Cloud) leftoverServers(ctx context.Context, build string) ([]clouds.Resource, error) {
 	var out []clouds.Resource
 	err := c.retry(ctx, "list servers", func(ctx context.Context) error {
 		page, err := servers.List(c.compute, servers.ListOpts{}).AllPages(ctx)
@@ -33,10 +48,13 @@ func (c *Cloud) Leftovers(ctx context.Context, build string) ([]clouds.Resource,
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	err = c.retry(ctx, "list floating IPs", func(ctx context.Context) error {
+	return out, err
+}
+
+// leftoverFloatingIPs lists the floating IPs whose description names the build.
+func (c *Cloud) leftoverFloatingIPs(ctx context.Context, build string) ([]clouds.Resource, error) {
+	var out []clouds.Resource
+	err := c.retry(ctx, "list floating IPs", func(ctx context.Context) error {
 		opts := floatingips.ListOpts{}
 		if build != "" {
 			opts.Description = fipPrefix + build
@@ -57,10 +75,14 @@ func (c *Cloud) Leftovers(ctx context.Context, build string) ([]clouds.Resource,
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	err = c.retry(ctx, "list key pairs", func(ctx context.Context) error {
+	return out, err
+}
+
+// leftoverKeyPairs lists the key pairs whose name carries the build
+// (keyPairName: imagegen-<build>-<8 hex>).
+func (c *Cloud) leftoverKeyPairs(ctx context.Context, build string) ([]clouds.Resource, error) {
+	var out []clouds.Resource
+	err := c.retry(ctx, "list key pairs", func(ctx context.Context) error {
 		page, err := keypairs.List(c.compute, nil).AllPages(ctx)
 		if err != nil {
 			return err
@@ -91,10 +113,7 @@ func (c *Cloud) Leftovers(ctx context.Context, build string) ([]clouds.Resource,
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return out, err
 }
 
 // Remove deletes one resource; one already gone is success.

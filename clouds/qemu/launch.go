@@ -30,96 +30,15 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 		return clouds.Errorf(clouds.KindInvalid, "launch", "build %q and name %q must be letters, digits, '.', '_' or '-'", req.Build, req.Name)
 	}
 	inst.Build = req.Build
-	base, boot, err := resolveImage(c.cfg.Dir, req.Image)
+	p, err := c.prepare(ctx, req)
 	if err != nil {
 		return err
 	}
-	format, err := diskFormat(base)
-	if err != nil {
-		return fmt.Errorf("launch: read base disk: %w", err)
-	}
-	mem, err := c.memory(req.Size)
-	if err != nil {
+	if err := c.makeDisks(ctx, req, &p, inst); err != nil {
 		return err
 	}
-	qemuBin, err := exec.LookPath(c.cfg.QEMU)
+	port, err := c.boot(ctx, req, p, inst)
 	if err != nil {
-		return &clouds.Error{Kind: clouds.KindInvalid, Op: "launch", Err: err, Hint: "install qemu-system-x86 (Debian) or set the cloud's qemu key"}
-	}
-	imgBin, err := exec.LookPath(c.cfg.QEMUImg)
-	if err != nil {
-		return &clouds.Error{Kind: clouds.KindInvalid, Op: "launch", Err: err, Hint: "install qemu-utils (Debian) or set the cloud's qemu_img key"}
-	}
-	// Before anything is made: an accel: kvm that cannot start fails here.
-	accel := c.prober.choose(ctx, qemuBin, c.cfg.Accel, c.cfg.CPUModel, req.Log)
-	if accel.Err != nil {
-		return accel.Err
-	}
-
-	work := filepath.Join(c.workRoot(), req.Build, req.Name)
-	if err := os.MkdirAll(work, 0o700); err != nil {
-		return fmt.Errorf("launch: %w", err)
-	}
-	inst.ID = req.Build + "/" + req.Name
-	inst.Add(clouds.Resource{Kind: clouds.KindFile, ID: work, Name: resWorkDir})
-
-	overlay := filepath.Join(work, overlayFile)
-	if err := newOverlay(ctx, imgBin, base, format, overlay); err != nil {
-		return err
-	}
-	inst.Add(clouds.Resource{Kind: clouds.KindFile, ID: overlay, Name: resOverlay})
-
-	seed := filepath.Join(work, seedFile)
-	ud, md, err := seedFiles(req, "imagegen-"+req.Build+"-"+req.Name)
-	if err != nil {
-		return err
-	}
-	iso, err := buildISO(SeedLabel, []isoFile{{Name: "user-data", Data: ud}, {Name: "meta-data", Data: md}}, time.Now())
-	if err != nil {
-		return fmt.Errorf("launch: build seed: %w", err)
-	}
-	// 0600: the seed holds the build's private host key.
-	if err := os.WriteFile(seed, iso, 0o600); err != nil {
-		return fmt.Errorf("launch: write seed: %w", err)
-	}
-	inst.Add(clouds.Resource{Kind: clouds.KindFile, ID: seed, Name: resSeed})
-
-	var (
-		port int
-		v    *vm
-	)
-	// Picking a free port and QEMU binding it are two steps; a port taken in
-	// between makes QEMU exit at once, so that case is retried.
-	for try := 0; ; try++ {
-		if port, err = freePort(); err != nil {
-			return fmt.Errorf("launch: %w", err)
-		}
-		args := c.args(req.Build, accel, mem, overlay, seed, port, boot)
-		req.Log.Info("starting QEMU", "accel", accel.Accel, "cpu_model", cpuName(accel.CPU), "memory_mib", mem, "cpus", c.cfg.CPUs, "base", base, "ssh", fmt.Sprintf("127.0.0.1:%d", port))
-		v, err = c.start(qemuBin, args, req, inst)
-		if err != nil {
-			return err
-		}
-		err = c.waitSSH(ctx, v, port, req.Log)
-		if err == nil {
-			break
-		}
-		if try < 2 && v.exited() && strings.Contains(v.tail.String(), "host forwarding") {
-			req.Log.Warn("QEMU could not bind the SSH port; trying another", "port", port)
-			continue
-		}
-		if try < 2 && errors.Is(err, errKVMInternal) {
-			if tcg, ok := c.fallBackToTCG(ctx, inst, accel, qemuBin, req.Log); ok {
-				// A fresh overlay: the stopped guest may have written to the old one.
-				if err := newOverlay(ctx, imgBin, base, format, overlay); err != nil {
-					return err
-				}
-				accel = tcg
-				continue
-			}
-			return &clouds.Error{Kind: clouds.KindInvalid, Op: "boot", Err: err,
-				Hint: "set the cloud's accel: tcg (slower, works anywhere), or a cpu_model: this host's KVM can run"}
-		}
 		return err
 	}
 	inst.SSH = &clouds.Endpoint{
@@ -129,6 +48,121 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 	}
 	req.Log.Info("guest is up", "ssh", inst.SSH.Addr)
 	return nil
+}
+
+// launchPlan is what Launch found before it made anything, and the disks it made.
+type launchPlan struct {
+	base    string      // the base disk
+	format  string      // its format, for the overlay
+	boot    *BootConfig // its boot sidecar; nil: the disk boots itself
+	mem     int         // MiB
+	qemuBin string
+	imgBin  string
+	accel   accelChoice
+	overlay string // set by makeDisks
+	seed    string // set by makeDisks
+}
+
+// prepare checks what Launch needs before anything is made: the base disk,
+// the size, the QEMU binaries and the accelerator.
+func (c *Cloud) prepare(ctx context.Context, req clouds.LaunchRequest) (launchPlan, error) {
+	var p launchPlan
+	var err error
+	if p.base, p.boot, err = resolveImage(c.cfg.Dir, req.Image); err != nil {
+		return p, err
+	}
+	if p.format, err = diskFormat(p.base); err != nil {
+		return p, fmt.Errorf("launch: read base disk: %w", err)
+	}
+	if p.mem, err = c.memory(req.Size); err != nil {
+		return p, err
+	}
+	if p.qemuBin, err = exec.LookPath(c.cfg.QEMU); err != nil {
+		return p, &clouds.Error{Kind: clouds.KindInvalid, Op: "launch", Err: err, Hint: "install qemu-system-x86 (Debian) or set the cloud's qemu key"}
+	}
+	if p.imgBin, err = exec.LookPath(c.cfg.QEMUImg); err != nil {
+		return p, &clouds.Error{Kind: clouds.KindInvalid, Op: "launch", Err: err, Hint: "install qemu-utils (Debian) or set the cloud's qemu_img key"}
+	}
+	// Before anything is made: an accel: kvm that cannot start fails here.
+	p.accel = c.prober.choose(ctx, p.qemuBin, c.cfg.Accel, c.cfg.CPUModel, req.Log)
+	if p.accel.Err != nil {
+		return p, p.accel.Err
+	}
+	return p, nil
+}
+
+// makeDisks makes the work directory, the overlay on the base disk and the
+// seed, recording each in inst once it exists.
+func (c *Cloud) makeDisks(ctx context.Context, req clouds.LaunchRequest, p *launchPlan, inst *clouds.Instance) error {
+	work := filepath.Join(c.workRoot(), req.Build, req.Name)
+	if err := os.MkdirAll(work, 0o700); err != nil {
+		return fmt.Errorf("launch: %w", err)
+	}
+	inst.ID = req.Build + "/" + req.Name
+	inst.Add(clouds.Resource{Kind: clouds.KindFile, ID: work, Name: resWorkDir})
+
+	p.overlay = filepath.Join(work, overlayFile)
+	if err := newOverlay(ctx, p.imgBin, p.base, p.format, p.overlay); err != nil {
+		return err
+	}
+	inst.Add(clouds.Resource{Kind: clouds.KindFile, ID: p.overlay, Name: resOverlay})
+
+	p.seed = filepath.Join(work, seedFile)
+	ud, md, err := seedFiles(req, "imagegen-"+req.Build+"-"+req.Name)
+	if err != nil {
+		return err
+	}
+	iso, err := buildISO(SeedLabel, []isoFile{{Name: "user-data", Data: ud}, {Name: "meta-data", Data: md}}, time.Now())
+	if err != nil {
+		return fmt.Errorf("launch: build seed: %w", err)
+	}
+	// 0600: the seed holds the build's private host key.
+	if err := os.WriteFile(p.seed, iso, 0o600); err != nil {
+		return fmt.Errorf("launch: write seed: %w", err)
+	}
+	inst.Add(clouds.Resource{Kind: clouds.KindFile, ID: p.seed, Name: resSeed})
+	return nil
+}
+
+// boot starts QEMU on the disks and waits for the guest's SSH banner on the
+// forwarded port, which it returns. Two failures boot again, twice at most:
+// a port taken between picking it and QEMU binding it, and a guest KVM
+// stopped (under TCG, for accel: auto).
+func (c *Cloud) boot(ctx context.Context, req clouds.LaunchRequest, p launchPlan, inst *clouds.Instance) (int, error) {
+	accel := p.accel
+	for try := 0; ; try++ {
+		port, err := freePort()
+		if err != nil {
+			return 0, fmt.Errorf("launch: %w", err)
+		}
+		args := c.args(req.Build, accel, p.mem, p.overlay, p.seed, port, p.boot)
+		req.Log.Info("starting QEMU", "accel", accel.Accel, "cpu_model", cpuName(accel.CPU), "memory_mib", p.mem, "cpus", c.cfg.CPUs, "base", p.base, "ssh", fmt.Sprintf("127.0.0.1:%d", port))
+		v, err := c.start(p.qemuBin, args, req, inst)
+		if err != nil {
+			return 0, err
+		}
+		err = c.waitSSH(ctx, v, port, req.Log)
+		if err == nil {
+			return port, nil
+		}
+		if try < 2 && v.exited() && strings.Contains(v.tail.String(), "host forwarding") {
+			req.Log.Warn("QEMU could not bind the SSH port; trying another", "port", port)
+			continue
+		}
+		if try < 2 && errors.Is(err, errKVMInternal) {
+			if tcg, ok := c.fallBackToTCG(ctx, inst, accel, p.qemuBin, req.Log); ok {
+				// A fresh overlay: the stopped guest may have written to the old one.
+				if err := newOverlay(ctx, p.imgBin, p.base, p.format, p.overlay); err != nil {
+					return 0, err
+				}
+				accel = tcg
+				continue
+			}
+			return 0, &clouds.Error{Kind: clouds.KindInvalid, Op: "boot", Err: err,
+				Hint: "set the cloud's accel: tcg (slower, works anywhere), or a cpu_model: this host's KVM can run"}
+		}
+		return 0, err
+	}
 }
 
 // newOverlay (re)creates a copy-on-write overlay on the base disk.
