@@ -1,5 +1,5 @@
-// Package ec2 builds images on Amazon EC2 and EC2-compatible clouds (by endpoint)
-// with aws-sdk-go-v2, taking credentials from the SDK's default chain.
+// Package ec2 builds images on Amazon EC2 and EC2-compatible clouds (by endpoint), with aws-sdk-go-v2 and its credential chain.
+// It knows clouds and cloudinit only, not builds, GitHub, Redis or other drivers; what it creates carries the build's tag.
 package ec2
 
 import (

@@ -1,5 +1,5 @@
-// Package openstack builds images on OpenStack clouds (Keystone, Nova, Glance v2,
-// Neutron) with gophercloud, reading credentials from the standard clouds.yaml.
+// Package openstack builds images on OpenStack clouds (Keystone, Nova, Glance v2, Neutron, Cinder) with gophercloud and clouds.yaml.
+// It knows clouds and cloudinit only, not builds, GitHub, Redis or other drivers; what it creates is marked with the build.
 package openstack
 
 import (

@@ -1,5 +1,5 @@
-// Package qemu is cloud type "qemu": builds real images on this machine by booting a
-// base disk under QEMU (KVM when usable, TCG otherwise) and saving the result as qcow2.
+// Package qemu is cloud type "qemu": real images built on this machine by booting a base disk under QEMU (KVM or TCG), saved as qcow2.
+// It knows clouds only, not builds, GitHub or Redis, and removes only files under its dir and its QEMU processes (imagegen-<build>).
 package qemu
 
 import (

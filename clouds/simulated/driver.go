@@ -1,5 +1,5 @@
-// Package simulated is an in-memory cloud: it launches nothing, but keeps key pairs,
-// servers and images the way a cloud would, with delays and injectable faults.
+// Package simulated is cloud type "simulated": it launches nothing but keeps key pairs, servers and images, with delays and faults.
+// A production driver (load tests, trying the service) with fault injection for chaos and bench; it knows clouds only, no real cloud.
 package simulated
 
 import (

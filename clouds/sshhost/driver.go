@@ -1,5 +1,5 @@
-// Package sshhost is cloud type "ssh": a machine that already exists, reached
-// over SSH with a configured key. It runs the script and makes no image.
+// Package sshhost is cloud type "ssh": an existing machine, reached over SSH with a configured key; it runs the script, makes no image.
+// It knows clouds only, not builds, GitHub or Redis, and creates, stops or removes nothing on the machine: it is not imagegen's.
 package sshhost
 
 import (

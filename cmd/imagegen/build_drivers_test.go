@@ -680,7 +680,7 @@ func (o *osGuests) hostKeyLine() string {
 	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(o.hostKey.PublicKey())))
 }
 
-// onActive is osfake's OnActive: cloud-init installs the key pair.
+// onActive is openstacktest's OnActive: cloud-init installs the key pair.
 func (o *osGuests) onActive(s openstacktest.Server, pub string) {
 	pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(pub))
 	if err != nil {

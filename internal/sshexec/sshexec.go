@@ -1,5 +1,5 @@
-// Package sshexec is the build's SSH provisioner: it waits for a VM's SSH server,
-// pins its host key, uploads the generator script and streams its output, in lines.
+// Package sshexec is imagegen's SSH client: it waits for a server, pins its host key, uploads a script and streams its output in lines.
+// It knows no cloud, build or log store: builder runs generator scripts with it, clouds/cloudtest checks drivers' endpoints with it.
 package sshexec
 
 import (

@@ -1,5 +1,5 @@
-// Package ec2test is an httptest server speaking the EC2 Query API (form-encoded
-// requests, XML answers of the real shapes) for the calls imagegen's ec2 driver makes.
+// Package ec2test is an httptest server speaking the EC2 Query API, real request and XML shapes, for the calls the ec2 driver makes.
+// It is test support that knows no driver code (tests point the real SDK at it), and production code never imports it.
 package ec2test
 
 import (

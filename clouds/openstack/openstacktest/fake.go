@@ -1,5 +1,5 @@
-// Package openstacktest is an in-process OpenStack (Keystone v3, Nova, Glance v2, Neutron)
-// close enough for the real gophercloud client, with timed state changes and injectable faults.
+// Package openstacktest is an in-process OpenStack (Keystone v3, Nova, Glance v2, Neutron, Cinder v3) for the real gophercloud client.
+// It is test support with timed state changes and injectable faults; it knows no driver code, and production code never imports it.
 package openstacktest
 
 import (
@@ -404,7 +404,7 @@ func (f *Fake) region(name string) *region {
 	}
 	r, ok := f.reg[name]
 	if !ok {
-		panic("osfake: no region " + name)
+		panic("openstacktest: no region " + name)
 	}
 	return r
 }
