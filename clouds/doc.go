@@ -24,6 +24,10 @@
 // A driver with little to do uses fewer files (sshhost: config.go and driver.go), and
 // one with more adds files named for what they hold (qemu: accel.go, the accelerator
 // probe; seed.go, the NoCloud seed; proc.go, QEMU processes; simulated: faults.go,
-// the fault injection; state.go, the state file). Every driver's conformance_test.go
-// runs clouds/cloudtest.
+// the fault injection; state.go, the state file). Every driver that launches runs
+// clouds/cloudtest in its conformance_test.go.
+//
+// This package's own files: cloud.go, the Cloud contract and what it passes; errors.go,
+// Kind and Error; retry.go, Backoff, Retry, Poll, Within and Sleep; registry.go, the
+// registry and the strict decoding of a cloud's config entry.
 package clouds
