@@ -13,7 +13,7 @@
 //	              the Cloud type, Features, and what every step uses (retry, names, tags)
 //	config.go     Type, the config's keys and defaults, Options (test tuning),
 //	              Configure and New: validation, no network
-//	launch.go     Launch and its steps, in the order Launch runs them
+//	launch.go     Launch, then its named steps, then their look-ups and helpers
 //	console.go    the VM's console: host keys cloud-init prints, copying it to the build
 //	lifecycle.go  waiting for instance states, Stop, Terminate
 //	images.go     Snapshot, waiting for an image, DeleteImage, BuildImages (ImageLister)
