@@ -20,14 +20,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/imagegen/imagegen/builder/sshexec"
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/ec2"
-	"github.com/imagegen/imagegen/clouds/ec2/ec2fake"
-	"github.com/imagegen/imagegen/clouds/fake"
+	"github.com/imagegen/imagegen/clouds/ec2/ec2test"
 	"github.com/imagegen/imagegen/clouds/openstack"
-	"github.com/imagegen/imagegen/clouds/openstack/osfake"
+	"github.com/imagegen/imagegen/clouds/openstack/openstacktest"
+	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/internal/secret"
+	"github.com/imagegen/imagegen/internal/sshexec"
 	"github.com/imagegen/imagegen/internal/testenv"
 )
 
@@ -102,10 +102,10 @@ type noticeTarget struct {
 func noticeTargets() []noticeTarget {
 	return []noticeTarget{
 		{name: "simulated", created: "server created; booting", open: func(_ testing.TB, d time.Duration, _ clouds.Backoff) (clouds.Cloud, string, string, string, error) {
-			return fake.New(fake.Options{LaunchDelay: d, StopDelay: noticeStop, SnapshotDelay: d}), "debian-12", "debian", "", nil
+			return simulated.New(simulated.Options{LaunchDelay: d, StopDelay: noticeStop, SnapshotDelay: d}), "debian-12", "debian", "", nil
 		}},
 		{name: "ec2 (ec2fake)", created: "ran instance, waiting for running", open: func(tb testing.TB, d time.Duration, poll clouds.Backoff) (clouds.Cloud, string, string, string, error) {
-			f := ec2fake.New(ec2fake.Options{BootDelay: d, StopDelay: noticeStop, ImageDelay: d})
+			f := ec2test.New(ec2test.Options{BootDelay: d, StopDelay: noticeStop, ImageDelay: d})
 			tb.Cleanup(f.Close)
 			op, err := ec2.New("bench-ec2", ec2.Config{Region: "us-east-1", Endpoint: f.URL, SSHCIDRs: []string{"127.0.0.1/32"},
 				ConsoleTimeout: 2 * time.Second, DeleteTimeout: 30 * time.Second}, false,
@@ -114,10 +114,10 @@ func noticeTargets() []noticeTarget {
 				return nil, "", "", "", err
 			}
 			c, err := op.Open(context.Background(), clouds.Credentials{})
-			return c, ec2fake.BaseImage, "ubuntu", "t3.micro", err
+			return c, ec2test.BaseImage, "ubuntu", "t3.micro", err
 		}},
 		{name: "openstack (osfake)", created: "created server, waiting for ACTIVE", open: func(tb testing.TB, d time.Duration, poll clouds.Backoff) (clouds.Cloud, string, string, string, error) {
-			f := osfake.New(osfake.Options{Regions: []string{"RegionOne"}, BootDelay: d, StopDelay: noticeStop, SnapshotDelay: d})
+			f := openstacktest.New(openstacktest.Options{Regions: []string{"RegionOne"}, BootDelay: d, StopDelay: noticeStop, SnapshotDelay: d})
 			tb.Cleanup(f.Close)
 			file := filepath.Join(tb.TempDir(), "clouds.yaml")
 			yml := "clouds:\n  bench:\n    auth:\n      auth_url: " + f.AuthURL + "\n      username: demo\n      password: secret\n" +
@@ -131,7 +131,7 @@ func noticeTargets() []noticeTarget {
 				return nil, "", "", "", err
 			}
 			c, err := op.Open(context.Background(), clouds.Credentials{})
-			return c, osfake.BaseImageID, "ubuntu", "m1.small", err
+			return c, openstacktest.BaseImageID, "ubuntu", "m1.small", err
 		}},
 	}
 }

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/imagegen/imagegen/clouds"
-	"github.com/imagegen/imagegen/clouds/fake"
+	"github.com/imagegen/imagegen/clouds/simulated"
 )
 
 // BenchmarkScale: 1 000 builds in flight at once in one worker, all waiting
@@ -32,13 +32,13 @@ func benchScale(b *testing.B) {
 	res := &Result{ID: "5-scale", Title: "Scale in one process", Started: time.Now()}
 	cl := fmt.Sprintf("\n  sim-a: {type: simulated, launch_delay: %s, snapshot_delay: 1s}\n  sim-b: {type: simulated, launch_delay: %s, snapshot_delay: 1s}\n", launch, launch)
 	s := startService(b, serviceOptions{clouds: cl, concurrency: builds + 2*pushes, worker: true})
-	simA, simB := fake.CloudOf(s.cfg.Clouds["sim-a"].Opener), fake.CloudOf(s.cfg.Clouds["sim-b"].Opener)
+	simA, simB := simulated.CloudOf(s.cfg.Clouds["sim-a"].Opener), simulated.CloudOf(s.cfg.Clouds["sim-b"].Opener)
 	if simA == nil || simB == nil {
 		b.Fatal("the simulated clouds' fakes are not reachable")
 	}
 	servers := func() int {
 		n := 0
-		for _, c := range []*fake.Cloud{simA, simB} {
+		for _, c := range []*simulated.Cloud{simA, simB} {
 			for _, r := range c.Live() {
 				if r.Kind == clouds.KindServer {
 					n++

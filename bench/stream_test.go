@@ -23,7 +23,7 @@ import (
 	"github.com/imagegen/imagegen/builder"
 	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/clouds"
-	"github.com/imagegen/imagegen/clouds/fake"
+	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/internal/secret"
 	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
@@ -197,7 +197,7 @@ func streamChild() int {
 	}
 	sp := &spec.Spec{Name: "stream", Script: streamScript(n), Clouds: map[string]spec.CloudSpec{"sim": {Image: "debian-12", SSHUser: user}}}
 	r := builder.Run(context.Background(), builder.Job{
-		Build: "bench-stream", CloudName: "sim", Cloud: fake.New(fake.Options{SSH: ep}), Spec: sp, Repo: "bench", Observer: obs,
+		Build: "bench-stream", CloudName: "sim", Cloud: simulated.New(simulated.Options{SSH: ep}), Spec: sp, Repo: "bench", Observer: obs,
 	})
 	end := obs.phases[builder.PhaseStop]
 	if obs.sink != nil {

@@ -17,7 +17,7 @@ import (
 
 	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/clouds"
-	"github.com/imagegen/imagegen/clouds/fake"
+	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/internal/secret"
 	"github.com/imagegen/imagegen/internal/testenv"
 )
@@ -78,7 +78,7 @@ func testJob(cloud clouds.Cloud, script string, obs Observer) Job {
 
 // checkCleanedUp asserts the fake holds nothing the build made (the image
 // excepted when keep is set) and that every deletion came in reverse order of creation.
-func checkCleanedUp(t *testing.T, f *fake.Cloud, keepImage bool) {
+func checkCleanedUp(t *testing.T, f *simulated.Cloud, keepImage bool) {
 	t.Helper()
 	if live := f.Live(); len(live) != 0 {
 		t.Errorf("resources left behind: %v", live)
@@ -107,7 +107,7 @@ func checkCleanedUp(t *testing.T, f *fake.Cloud, keepImage bool) {
 }
 
 func TestRunSucceeds(t *testing.T) {
-	f := fake.New(fake.Options{LaunchDelay: 5 * time.Millisecond, SnapshotDelay: 5 * time.Millisecond})
+	f := simulated.New(simulated.Options{LaunchDelay: 5 * time.Millisecond, SnapshotDelay: 5 * time.Millisecond})
 	rec := &recorder{}
 	start := time.Now()
 	r := Run(context.Background(), testJob(f, "true", rec))
@@ -155,20 +155,20 @@ func TestRunSucceeds(t *testing.T) {
 func TestRunFaultAtEachStep(t *testing.T) {
 	boom := clouds.Errorf(clouds.KindQuota, "test", "injected failure")
 	tests := []struct {
-		op        fake.Op
+		op        simulated.Op
 		wantPhase Phase
 	}{
-		{fake.OpImportKey, PhaseLaunch},
-		{fake.OpLaunch, PhaseLaunch},
-		{fake.OpWaitRunning, PhaseLaunch},
-		{fake.OpStop, PhaseStop},
-		{fake.OpSnapshot, PhaseSnapshot},
-		{fake.OpWaitImage, PhaseSnapshot},
+		{simulated.OpImportKey, PhaseLaunch},
+		{simulated.OpLaunch, PhaseLaunch},
+		{simulated.OpWaitRunning, PhaseLaunch},
+		{simulated.OpStop, PhaseStop},
+		{simulated.OpSnapshot, PhaseSnapshot},
+		{simulated.OpWaitImage, PhaseSnapshot},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.op), func(t *testing.T) {
-			f := fake.New(fake.Options{})
-			f.Inject(tt.op, fake.Fault{Err: boom, Times: 1})
+			f := simulated.New(simulated.Options{})
+			f.Inject(tt.op, simulated.Fault{Err: boom, Times: 1})
 			r := Run(context.Background(), testJob(f, "true", nil))
 			if r.State != StateFailed {
 				t.Fatalf("state %s, want failed", r.State)
@@ -190,20 +190,20 @@ func TestRunFaultAtEachStep(t *testing.T) {
 func TestRunCleanupFailureReportsLeftovers(t *testing.T) {
 	tests := []struct {
 		name      string
-		failAt    fake.Op // "" : the build itself succeeds
+		failAt    simulated.Op // "" : the build itself succeeds
 		wantState State
 		wantErr   []string
 	}{
 		// The image is made: the build succeeded; the server is reported for the sweep.
 		{"after success", "", StateSucceeded, nil},
-		{"after a failure", fake.OpStop, StateFailed, []string{"stopping: ", "injected stop failure", "clean up after launching", "token expired"}},
+		{"after a failure", simulated.OpStop, StateFailed, []string{"stopping: ", "injected stop failure", "clean up after launching", "token expired"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := fake.New(fake.Options{})
-			f.Inject(fake.OpTerminate, fake.Fault{Err: clouds.Errorf(clouds.KindAuth, "delete server", "token expired")})
+			f := simulated.New(simulated.Options{})
+			f.Inject(simulated.OpTerminate, simulated.Fault{Err: clouds.Errorf(clouds.KindAuth, "delete server", "token expired")})
 			if tt.failAt != "" {
-				f.Inject(tt.failAt, fake.Fault{Err: clouds.Errorf(clouds.KindFailed, "stop", "injected stop failure")})
+				f.Inject(tt.failAt, simulated.Fault{Err: clouds.Errorf(clouds.KindFailed, "stop", "injected stop failure")})
 			}
 			r := Run(context.Background(), testJob(f, "true", nil))
 			if r.State != tt.wantState {
@@ -223,12 +223,12 @@ func TestRunCleanupFailureReportsLeftovers(t *testing.T) {
 
 func TestRunCanceledDuringLongStep(t *testing.T) {
 	tests := []struct {
-		op fake.Op
-	}{{fake.OpWaitRunning}, {fake.OpWaitImage}, {fake.OpStop}}
+		op simulated.Op
+	}{{simulated.OpWaitRunning}, {simulated.OpWaitImage}, {simulated.OpStop}}
 	for _, tt := range tests {
 		t.Run(string(tt.op), func(t *testing.T) {
-			f := fake.New(fake.Options{})
-			f.Inject(tt.op, fake.Fault{Block: true, Times: 1})
+			f := simulated.New(simulated.Options{})
+			f.Inject(tt.op, simulated.Fault{Block: true, Times: 1})
 			ctx, cancel := context.WithCancel(context.Background())
 			time.AfterFunc(100*time.Millisecond, cancel)
 			rec := &recorder{}
@@ -249,9 +249,9 @@ func TestRunCanceledDuringLongStep(t *testing.T) {
 }
 
 func TestRunAll(t *testing.T) {
-	ok := fake.New(fake.Options{LaunchDelay: 50 * time.Millisecond})
-	bad := fake.New(fake.Options{LaunchDelay: 50 * time.Millisecond})
-	bad.Inject(fake.OpLaunch, fake.Fault{Err: clouds.Errorf(clouds.KindCapacity, "create server", "no room"), Times: 1})
+	ok := simulated.New(simulated.Options{LaunchDelay: 50 * time.Millisecond})
+	bad := simulated.New(simulated.Options{LaunchDelay: 50 * time.Millisecond})
+	bad.Inject(simulated.OpLaunch, simulated.Fault{Err: clouds.Errorf(clouds.KindCapacity, "create server", "no room"), Times: 1})
 	j1 := testJob(bad, "true", nil)
 	j2 := testJob(ok, "true", nil)
 	j2.CloudName = "other"
@@ -275,7 +275,7 @@ func TestRunAll(t *testing.T) {
 }
 
 func TestRunBadJobs(t *testing.T) {
-	f := fake.New(fake.Options{})
+	f := simulated.New(simulated.Options{})
 	tests := []struct {
 		name    string
 		mod     func(*Job)
@@ -300,7 +300,7 @@ func TestRunBadJobs(t *testing.T) {
 }
 
 // panicky is a driver whose Stop panics after Launch made things.
-type panicky struct{ *fake.Cloud }
+type panicky struct{ *simulated.Cloud }
 
 func (panicky) Stop(context.Context, *clouds.Instance) error { panic("driver bug") }
 
@@ -333,7 +333,7 @@ func TestRunScriptOverSSH(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := fake.New(fake.Options{SSH: ep, PoweroffOverSSH: tt.poweroff})
+			f := simulated.New(simulated.Options{SSH: ep, PoweroffOverSSH: tt.poweroff})
 			rec := &recorder{}
 			j := testJob(f, tt.script, rec)
 			j.Secrets = []secret.String{secret.New(password)}
@@ -424,7 +424,7 @@ func TestRunSSHWait(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := fake.New(fake.Options{SSH: &tt.ep})
+			f := simulated.New(simulated.Options{SSH: &tt.ep})
 			rec := &recorder{}
 			j := testJob(f, "echo ran", rec)
 			j.SSHTimeout = 1500 * time.Millisecond
@@ -461,7 +461,7 @@ func otherHostKey(t *testing.T) string {
 func TestRunPoweroffOverSSH(t *testing.T) {
 	s := testenv.StartSSHD(t)
 	ep := &clouds.Endpoint{Addr: s.Addr, User: s.User, Signer: s.ClientSigner, HostKeys: []string{s.HostKey}}
-	f := fake.New(fake.Options{SSH: ep, PoweroffOverSSH: true})
+	f := simulated.New(simulated.Options{SSH: ep, PoweroffOverSSH: true})
 	r := Run(context.Background(), testJob(f, "sudo echo script", nil))
 	if r.State != StateSucceeded {
 		t.Fatalf("state %s err %v", r.State, r.Err)
@@ -484,7 +484,7 @@ func TestRunAllSameHost(t *testing.T) {
 	for _, name := range []string{"box-a", "box-b"} {
 		rec := &recorder{}
 		recs[name] = rec
-		j := testJob(fake.New(fake.Options{SSH: ep, NoImages: true}), script, rec)
+		j := testJob(simulated.New(simulated.Options{SSH: ep, NoImages: true}), script, rec)
 		j.CloudName = name
 		j.Spec = testSpec(name, script)
 		jobs = append(jobs, j)
@@ -548,7 +548,7 @@ func TestRunScriptLinesInBatches(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			j := testJob(fake.New(fake.Options{SSH: ep}), script, tt.obs)
+			j := testJob(simulated.New(simulated.Options{SSH: ep}), script, tt.obs)
 			j.Secrets = []secret.String{secret.New(password)}
 			if r := Run(context.Background(), j); r.State != StateSucceeded {
 				t.Fatalf("state %s err %v", r.State, r.Err)

@@ -22,7 +22,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/imagegen/imagegen/clouds/fake"
+	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server/githubapp/githubtest"
 )
@@ -271,7 +271,7 @@ clouds:
 	}
 	t.Logf("builds settled after %s", time.Since(t0).Round(time.Millisecond))
 	// The sweep (every 2 s) removes what failed cleanups and killed workers left.
-	sim := fake.New(fake.Options{StateFile: state})
+	sim := simulated.New(simulated.Options{StateFile: state})
 	sweepDeadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(sweepDeadline) && (len(sim.Live()) > 0 || orphanImages(t, ctx, rd.addr, sim) > 0) {
 		time.Sleep(250 * time.Millisecond)
@@ -363,7 +363,7 @@ clouds:
 }
 
 // orphanImages counts the images no build record names.
-func orphanImages(t *testing.T, ctx context.Context, addr string, sim *fake.Cloud) int {
+func orphanImages(t *testing.T, ctx context.Context, addr string, sim *simulated.Cloud) int {
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	defer rdb.Close()
 	builds, err := queue.NewStore(rdb, 0, 0).List(ctx, queue.ListOptions{Limit: 500})

@@ -1,5 +1,3 @@
-// Package clouds defines the contract every cloud driver meets (Cloud), the errors
-// drivers return, and the registry that turns the server config's clouds into drivers.
 package clouds
 
 import (

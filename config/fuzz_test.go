@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/imagegen/imagegen/clouds"
-	"github.com/imagegen/imagegen/clouds/fake"
+	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/config"
 )
 
@@ -37,7 +37,7 @@ func FuzzParse(f *testing.F) {
 		f.Add(s)
 	}
 	reg := clouds.NewRegistry()
-	reg.Register(fake.Type, fake.Configure)
+	reg.Register(simulated.Type, simulated.Configure)
 	lookup := func(string) (string, bool) { return fuzzSecret, true }
 	f.Fuzz(func(t *testing.T, src string) {
 		cfg, err := config.Parse([]byte(src), "imagegen.yaml", reg, lookup)

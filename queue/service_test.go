@@ -19,7 +19,7 @@ import (
 
 	"github.com/imagegen/imagegen/builder"
 	"github.com/imagegen/imagegen/clouds"
-	"github.com/imagegen/imagegen/clouds/fake"
+	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/config"
 	"github.com/imagegen/imagegen/internal/testenv"
 )
@@ -110,7 +110,7 @@ func newServiceWith(t *testing.T, gh *memGitHub, yml string) (*Service, *config.
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
 	t.Cleanup(func() { rdb.Close() })
 	reg := clouds.NewRegistry()
-	reg.Register(fake.Type, fake.Configure)
+	reg.Register(simulated.Type, simulated.Configure)
 	file := filepath.Join(t.TempDir(), "c.yaml")
 	_ = os.WriteFile(file, []byte(yml), 0o600)
 	cfg, err := config.Load(file, reg)
@@ -238,7 +238,7 @@ func TestRunBuildRemovesLeftovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := planID("d", "a")
-	cl := fake.CloudOf(cfg.Clouds["sim"].Opener)
+	cl := simulated.CloudOf(cfg.Clouds["sim"].Opener)
 	// The dead attempt: a launched instance nobody terminated.
 	var inst clouds.Instance
 	inst.Build = id

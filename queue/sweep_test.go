@@ -11,7 +11,7 @@ import (
 	"github.com/imagegen/imagegen/builder"
 	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/clouds"
-	"github.com/imagegen/imagegen/clouds/fake"
+	"github.com/imagegen/imagegen/clouds/simulated"
 )
 
 // TestSweep: one sweep over builds in every situation a crash leaves behind.
@@ -23,7 +23,7 @@ func TestSweep(t *testing.T) {
 	gh := &memGitHub{}
 	s, cfg, rdb := newService(t, gh)
 	ctx := context.Background()
-	sim := fake.CloudOf(cfg.Clouds["sim"].Opener)
+	sim := simulated.CloudOf(cfg.Clouds["sim"].Opener)
 	old := time.Now().UTC().Add(-time.Hour)
 
 	tests := []struct {
@@ -134,7 +134,7 @@ func TestSweep(t *testing.T) {
 func TestSweepLoop(t *testing.T) {
 	gh := &memGitHub{}
 	s, cfg, _ := newService(t, gh)
-	sim := fake.CloudOf(cfg.Clouds["sim"].Opener)
+	sim := simulated.CloudOf(cfg.Clouds["sim"].Opener)
 	bg := context.Background()
 	b := &Build{ID: "over", Repo: "octo/images", Commit: "abc", Generator: "g", Created: time.Now().UTC(),
 		Clouds: map[string]*CloudRecord{"sim": {Cloud: "sim", State: builder.StateSucceeded}}}
@@ -170,7 +170,7 @@ func TestSweepOrphanImages(t *testing.T) {
 	gh := &memGitHub{}
 	s, cfg, _ := newService(t, gh)
 	ctx := context.Background()
-	sim := fake.CloudOf(cfg.Clouds["sim"].Opener)
+	sim := simulated.CloudOf(cfg.Clouds["sim"].Opener)
 
 	snapshot := func(build string) string {
 		inst := &clouds.Instance{Build: build}

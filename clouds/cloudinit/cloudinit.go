@@ -1,5 +1,5 @@
-// Package cloudinit writes the cloud-init user data that installs a build's
-// SSH keys, and reads the host keys cloud-init prints on a VM's console.
+// Package cloudinit writes the cloud-init user data that installs a build's SSH keys, and reads the host keys on a console.
+// It knows no cloud API and no driver: drivers hand it a clouds.LaunchRequest or console text and use what it returns.
 package cloudinit
 
 import (

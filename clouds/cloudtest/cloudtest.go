@@ -1,5 +1,5 @@
-// Package cloudtest is the conformance suite every cloud driver runs against its
-// fake or emulator: the clouds.Cloud contract's edges, and no leaked resources.
+// Package cloudtest is the conformance suite every driver runs against its fake or emulator: the contract's edges, no leaks.
+// It knows clouds.Cloud through a Harness, never a particular driver or cloud API; tests import it, production code never.
 package cloudtest
 
 import (
@@ -18,9 +18,9 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/imagegen/imagegen/builder/sshexec"
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/internal/secret"
+	"github.com/imagegen/imagegen/internal/sshexec"
 )
 
 // Harness is how the suite drives one driver.

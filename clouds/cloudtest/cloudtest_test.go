@@ -11,32 +11,32 @@ import (
 
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/cloudtest"
-	"github.com/imagegen/imagegen/clouds/fake"
+	"github.com/imagegen/imagegen/clouds/simulated"
 )
 
 // Mutants are drivers that each break one rule of the contract; the suite
 // must fail every one of them, in the subtest that checks that rule.
 var mutants = map[string]struct {
-	wrap     func(*fake.Cloud) clouds.Cloud
+	wrap     func(*simulated.Cloud) clouds.Cloud
 	wantFail string // the failing subtest
 }{
-	"records after wait": {func(c *fake.Cloud) clouds.Cloud { return recordsLate{c} }, "LaunchRecordsBeforeWait"},
-	"leaks key pairs":    {func(c *fake.Cloud) clouds.Cloud { return keepsKeys{c} }, "HappyPath"},
-	"terminate twice":    {func(c *fake.Cloud) clouds.Cloud { return &onceOnly{Cloud: c} }, "TerminateTwice"},
-	"no leftovers":       {func(c *fake.Cloud) clouds.Cloud { return noLeftovers{c} }, "LeftoversAndRemove"},
-	"untagged":           {func(c *fake.Cloud) clouds.Cloud { return untagged{c} }, "EveryResourceCarriesBuild"},
-	"image not deleted":  {func(c *fake.Cloud) clouds.Cloud { return keepsImages{c} }, "DeleteImageIdempotent"},
-	"lists no images":    {func(c *fake.Cloud) clouds.Cloud { return listsNothing{c} }, "BuildImages"},
-	"lists every build":  {func(c *fake.Cloud) clouds.Cloud { return listsAll{c} }, "BuildImages"},
+	"records after wait": {func(c *simulated.Cloud) clouds.Cloud { return recordsLate{c} }, "LaunchRecordsBeforeWait"},
+	"leaks key pairs":    {func(c *simulated.Cloud) clouds.Cloud { return keepsKeys{c} }, "HappyPath"},
+	"terminate twice":    {func(c *simulated.Cloud) clouds.Cloud { return &onceOnly{Cloud: c} }, "TerminateTwice"},
+	"no leftovers":       {func(c *simulated.Cloud) clouds.Cloud { return noLeftovers{c} }, "LeftoversAndRemove"},
+	"untagged":           {func(c *simulated.Cloud) clouds.Cloud { return untagged{c} }, "EveryResourceCarriesBuild"},
+	"image not deleted":  {func(c *simulated.Cloud) clouds.Cloud { return keepsImages{c} }, "DeleteImageIdempotent"},
+	"lists no images":    {func(c *simulated.Cloud) clouds.Cloud { return listsNothing{c} }, "BuildImages"},
+	"lists every build":  {func(c *simulated.Cloud) clouds.Cloud { return listsAll{c} }, "BuildImages"},
 }
 
 const mutantEnv = "CLOUDTEST_MUTANT"
 
-func harness(wrap func(*fake.Cloud) clouds.Cloud) cloudtest.Harness {
-	var cur *fake.Cloud
+func harness(wrap func(*simulated.Cloud) clouds.Cloud) cloudtest.Harness {
+	var cur *simulated.Cloud
 	return cloudtest.Harness{
 		Open: func(t *testing.T) clouds.Cloud {
-			cur = fake.New(fake.Options{LaunchDelay: 50 * time.Millisecond, SnapshotDelay: 5 * time.Millisecond, BaseImages: []string{"base"}})
+			cur = simulated.New(simulated.Options{LaunchDelay: 50 * time.Millisecond, SnapshotDelay: 5 * time.Millisecond, BaseImages: []string{"base"}})
 			return wrap(cur)
 		},
 		Image: "base", User: "ubuntu", BadImage: "nope", SkipSSH: true,
@@ -56,7 +56,7 @@ func TestMutantChild(t *testing.T) {
 }
 
 func TestSuitePassesTheFake(t *testing.T) {
-	cloudtest.Run(t, harness(func(c *fake.Cloud) clouds.Cloud { return c }))
+	cloudtest.Run(t, harness(func(c *simulated.Cloud) clouds.Cloud { return c }))
 }
 
 func TestSuiteFailsBrokenDrivers(t *testing.T) {
@@ -77,7 +77,7 @@ func TestSuiteFailsBrokenDrivers(t *testing.T) {
 }
 
 // recordsLate fills inst only after the inner Launch returns, and not at all on error.
-type recordsLate struct{ *fake.Cloud }
+type recordsLate struct{ *simulated.Cloud }
 
 func (c recordsLate) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clouds.Instance) error {
 	var tmp clouds.Instance
@@ -89,7 +89,7 @@ func (c recordsLate) Launch(ctx context.Context, req clouds.LaunchRequest, inst 
 }
 
 // keepsKeys never deletes key pairs.
-type keepsKeys struct{ *fake.Cloud }
+type keepsKeys struct{ *simulated.Cloud }
 
 func (c keepsKeys) Terminate(ctx context.Context, inst *clouds.Instance) error {
 	cp := *inst
@@ -104,7 +104,7 @@ func (c keepsKeys) Terminate(ctx context.Context, inst *clouds.Instance) error {
 
 // onceOnly fails a second Terminate of the same instance.
 type onceOnly struct {
-	*fake.Cloud
+	*simulated.Cloud
 	done map[string]bool
 }
 
@@ -120,12 +120,12 @@ func (c *onceOnly) Terminate(ctx context.Context, inst *clouds.Instance) error {
 }
 
 // noLeftovers finds nothing.
-type noLeftovers struct{ *fake.Cloud }
+type noLeftovers struct{ *simulated.Cloud }
 
 func (noLeftovers) Leftovers(context.Context, string) ([]clouds.Resource, error) { return nil, nil }
 
 // untagged launches for another build id than the request's.
-type untagged struct{ *fake.Cloud }
+type untagged struct{ *simulated.Cloud }
 
 func (c untagged) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clouds.Instance) error {
 	req.Build = "someone-else"
@@ -133,17 +133,17 @@ func (c untagged) Launch(ctx context.Context, req clouds.LaunchRequest, inst *cl
 }
 
 // keepsImages pretends to delete images.
-type keepsImages struct{ *fake.Cloud }
+type keepsImages struct{ *simulated.Cloud }
 
 func (keepsImages) DeleteImage(context.Context, *clouds.Image) error { return nil }
 
 // listsNothing implements clouds.ImageLister but finds no image.
-type listsNothing struct{ *fake.Cloud }
+type listsNothing struct{ *simulated.Cloud }
 
 func (listsNothing) BuildImages(context.Context, string) ([]clouds.Image, error) { return nil, nil }
 
 // listsAll ignores the build it is asked for.
-type listsAll struct{ *fake.Cloud }
+type listsAll struct{ *simulated.Cloud }
 
 func (c listsAll) BuildImages(ctx context.Context, _ string) ([]clouds.Image, error) {
 	return c.Cloud.BuildImages(ctx, "")

@@ -9,7 +9,7 @@ import (
 
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/ec2"
-	"github.com/imagegen/imagegen/clouds/ec2/ec2fake"
+	"github.com/imagegen/imagegen/clouds/ec2/ec2test"
 )
 
 // TestCtrlCDuringEachWait cancels each wait once the fake shows the driver
@@ -19,7 +19,7 @@ func TestCtrlCDuringEachWait(t *testing.T) {
 	const long = 2500 * time.Millisecond
 	tests := []struct {
 		name string
-		opts ec2fake.Options
+		opts ec2test.Options
 		cfg  ec2.Config
 		// upTo runs the steps before the one canceled, on a live context.
 		upTo int
@@ -28,13 +28,13 @@ func TestCtrlCDuringEachWait(t *testing.T) {
 		// pollAction is the call the wait repeats; cancel after it is seen twice.
 		pollAction string
 	}{
-		{name: "waiting for running", opts: ec2fake.Options{BootDelay: 10 * long}, upTo: 0, pollAction: "DescribeInstances"},
-		{name: "reading host keys from the console", opts: ec2fake.Options{}, cfg: ec2.Config{ConsoleTimeout: time.Minute},
+		{name: "waiting for running", opts: ec2test.Options{BootDelay: 10 * long}, upTo: 0, pollAction: "DescribeInstances"},
+		{name: "reading host keys from the console", opts: ec2test.Options{}, cfg: ec2.Config{ConsoleTimeout: time.Minute},
 			upTo: 0, noHostKey: true, pollAction: "GetConsoleOutput"},
-		{name: "waiting for stopped", opts: ec2fake.Options{StopDelay: 10 * long}, upTo: 1, pollAction: "DescribeInstances"},
-		{name: "waiting for the image", opts: ec2fake.Options{ImageDelay: 10 * long}, upTo: 2, pollAction: "DescribeImages"},
-		{name: "waiting for termination", opts: ec2fake.Options{TerminateDelay: long}, upTo: 3, pollAction: "DescribeInstances"},
-		{name: "retrying DependencyViolation", opts: ec2fake.Options{DependencyLinger: long}, upTo: 3, pollAction: "DeleteSecurityGroup"},
+		{name: "waiting for stopped", opts: ec2test.Options{StopDelay: 10 * long}, upTo: 1, pollAction: "DescribeInstances"},
+		{name: "waiting for the image", opts: ec2test.Options{ImageDelay: 10 * long}, upTo: 2, pollAction: "DescribeImages"},
+		{name: "waiting for termination", opts: ec2test.Options{TerminateDelay: long}, upTo: 3, pollAction: "DescribeInstances"},
+		{name: "retrying DependencyViolation", opts: ec2test.Options{DependencyLinger: long}, upTo: 3, pollAction: "DeleteSecurityGroup"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -117,7 +117,7 @@ func TestCtrlCDuringCreate(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.action, func(t *testing.T) {
-			f := newFake(t, ec2fake.Options{})
+			f := newFake(t, ec2test.Options{})
 			c := open(t, f, ec2.Config{})
 			id := "slow-" + tc.action
 			req, _ := launchReq(t, id)
@@ -133,7 +133,7 @@ func TestCtrlCDuringCreate(t *testing.T) {
 					t.Fatalf("step %d: %v", i, err)
 				}
 			}
-			f.Inject(ec2fake.Fault{Action: tc.action, Delay: 5 * time.Second})
+			f.Inject(ec2test.Fault{Action: tc.action, Delay: 5 * time.Second})
 			before := f.Calls(tc.action)
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)

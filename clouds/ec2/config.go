@@ -1,9 +1,6 @@
-// Package ec2 builds images on Amazon EC2 and EC2-compatible clouds (by endpoint)
-// with aws-sdk-go-v2, taking credentials from the SDK's default chain.
 package ec2
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,13 +11,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	"github.com/aws/smithy-go"
 
 	"github.com/imagegen/imagegen/clouds"
 )
@@ -124,14 +114,6 @@ func Configure(cfg clouds.Config) (clouds.Opener, error) {
 	return New(cfg.Name, c, cfg.Password == clouds.PasswordAsk, Options{})
 }
 
-// Opener is a validated ec2 cloud config.
-type Opener struct {
-	name string
-	cfg  Config
-	ask  bool
-	opts Options
-}
-
 // New validates c (named name in the server config). ask means the secret
 // access key comes with each build.
 func New(name string, c Config, ask bool, opts Options) (*Opener, error) {
@@ -215,82 +197,3 @@ func New(name string, c Config, ask bool, opts Options) (*Opener, error) {
 
 // Config returns the validated config, defaults filled in.
 func (o *Opener) Config() Config { return o.cfg }
-
-// Open builds the EC2 client: credentials from the default chain (or the
-// build's secret key for a password: ask cloud). It reaches no EC2 API.
-func (o *Opener) Open(ctx context.Context, cred clouds.Credentials) (clouds.Cloud, error) {
-	op := "open " + o.name
-	lo := []func(*awsconfig.LoadOptions) error{
-		awsconfig.WithRegion(o.cfg.Region),
-		awsconfig.WithRetryer(o.retryer),
-	}
-	if o.cfg.Profile != "" {
-		lo = append(lo, awsconfig.WithSharedConfigProfile(o.cfg.Profile))
-	}
-	if o.opts.HTTPClient != nil {
-		lo = append(lo, awsconfig.WithHTTPClient(o.opts.HTTPClient))
-	} else {
-		lo = append(lo, awsconfig.WithHTTPClient(awshttp.NewBuildableClient().WithTimeout(o.cfg.RequestTimeout)))
-	}
-	if o.opts.Credentials != nil {
-		lo = append(lo, awsconfig.WithCredentialsProvider(o.opts.Credentials))
-	}
-	if o.ask {
-		if cred.Password.IsZero() {
-			return nil, &clouds.Error{Kind: clouds.KindAuth, Op: op,
-				Err: errors.New("this cloud is password: ask and the build brought no secret access key")}
-		}
-		akid := o.cfg.AccessKeyID
-		if akid == "" {
-			// The chain may know the key id (AWS_ACCESS_KEY_ID, a profile) while
-			// the secret stays with the user.
-			base, err := awsconfig.LoadDefaultConfig(ctx, lo...)
-			if err != nil {
-				return nil, &clouds.Error{Kind: clouds.KindAuth, Op: op, Err: err}
-			}
-			if base.Credentials != nil {
-				if c, err := base.Credentials.Retrieve(ctx); err == nil {
-					akid = c.AccessKeyID
-				}
-			}
-			if akid == "" {
-				return nil, &clouds.Error{Kind: clouds.KindAuth, Op: op, Err: errors.New("no access key id to pair with the build's secret key"),
-					Hint: "set access_key_id in the cloud config or AWS_ACCESS_KEY_ID"}
-			}
-		}
-		lo = append(lo, awsconfig.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(akid, cred.Password.Reveal(), "")))
-	}
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, lo...)
-	if err != nil {
-		return nil, &clouds.Error{Kind: clouds.KindAuth, Op: op, Err: fmt.Errorf("AWS config: %w", err),
-			Hint: "check profile, the shared config files and the AWS_* environment"}
-	}
-	client := ec2.NewFromConfig(awsCfg, func(eo *ec2.Options) {
-		if o.cfg.Endpoint != "" {
-			eo.BaseEndpoint = aws.String(o.cfg.Endpoint)
-		}
-	})
-	return newCloud(o.name, o.cfg, o.opts, client), nil
-}
-
-// retryer is the SDK's standard retryer, tuned: more attempts for throttling
-// storms, and no retry of the errors no retry fixes (EC2 answers
-// InsufficientInstanceCapacity with a 500, which the SDK would retry).
-func (o *Opener) retryer() aws.Retryer {
-	return retry.NewStandard(func(so *retry.StandardOptions) {
-		so.MaxAttempts = o.cfg.MaxAttempts
-		so.MaxBackoff = o.opts.MaxBackoff
-		if o.opts.NoRetryQuota {
-			so.RateLimiter = ratelimit.None
-		}
-		so.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
-			var ae smithy.APIError
-			if errors.As(err, &ae) {
-				if _, ok := permanent[ae.ErrorCode()]; ok {
-					return aws.FalseTernary
-				}
-			}
-			return aws.UnknownTernary
-		})}, so.Retryables...)
-	})
-}

@@ -7,21 +7,21 @@ import (
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/cloudtest"
 	"github.com/imagegen/imagegen/clouds/ec2"
-	"github.com/imagegen/imagegen/clouds/ec2/ec2fake"
+	"github.com/imagegen/imagegen/clouds/ec2/ec2test"
 )
 
 func TestConformance(t *testing.T) {
 	yes := true
 	tests := []struct {
 		name string
-		opts ec2fake.Options
+		opts ec2test.Options
 		cfg  ec2.Config
 	}{
-		{"instant cloud", ec2fake.Options{}, ec2.Config{}},
-		{"public IP through a network interface, bigger gp3 root", ec2fake.Options{}, ec2.Config{
-			AssociatePublicIP: &yes, SubnetID: ec2fake.Subnet, VolumeSize: 20, VolumeType: "gp3", IAMInstanceProfile: "imagegen-builder"}},
+		{"instant cloud", ec2test.Options{}, ec2.Config{}},
+		{"public IP through a network interface, bigger gp3 root", ec2test.Options{}, ec2.Config{
+			AssociatePublicIP: &yes, SubnetID: ec2test.Subnet, VolumeSize: 20, VolumeType: "gp3", IAMInstanceProfile: "imagegen-builder"}},
 		// Slow state changes, so the suite's cancellations land inside the waits.
-		{"slow cloud", ec2fake.Options{BootDelay: 300 * time.Millisecond, StopDelay: 200 * time.Millisecond,
+		{"slow cloud", ec2test.Options{BootDelay: 300 * time.Millisecond, StopDelay: 200 * time.Millisecond,
 			TerminateDelay: 100 * time.Millisecond, ImageDelay: 300 * time.Millisecond, DependencyLinger: 50 * time.Millisecond}, ec2.Config{}},
 	}
 	for _, tc := range tests {
@@ -29,7 +29,7 @@ func TestConformance(t *testing.T) {
 			f := newFake(t, tc.opts)
 			cloudtest.Run(t, cloudtest.Harness{
 				Open:     func(t *testing.T) clouds.Cloud { return open(t, f, tc.cfg) },
-				Image:    ec2fake.BaseImage,
+				Image:    ec2test.BaseImage,
 				User:     "ubuntu",
 				Size:     "t3.micro",
 				Live:     func(*testing.T) []clouds.Resource { return f.Live() },

@@ -15,7 +15,7 @@ import (
 
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/ec2"
-	"github.com/imagegen/imagegen/clouds/ec2/ec2fake"
+	"github.com/imagegen/imagegen/clouds/ec2/ec2test"
 	"github.com/imagegen/imagegen/internal/secret"
 )
 
@@ -57,7 +57,7 @@ func configureYAML(t *testing.T, name, src string) (clouds.Opener, error) {
 }
 
 // runBuild launches, snapshots and cleans up with default (production) options.
-func runBuild(t *testing.T, c clouds.Cloud, f *ec2fake.Fake, id string) string {
+func runBuild(t *testing.T, c clouds.Cloud, f *ec2test.Fake, id string) string {
 	t.Helper()
 	req, logs := launchReq(t, id)
 	img, err := pipeline(t, c, req)
@@ -133,7 +133,7 @@ func TestCredentialSources(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			f := newFake(t, ec2fake.Options{})
+			f := newFake(t, ec2test.Options{})
 			op, err := configureYAML(t, "cloud", fmt.Sprintf(tc.yaml, f.URL))
 			if err != nil {
 				t.Fatalf("Configure: %v", err)
@@ -194,7 +194,7 @@ func TestWorkerAddress(t *testing.T) {
 				fmt.Fprint(w, tc.answer)
 			}))
 			defer checkip.Close()
-			f := newFake(t, ec2fake.Options{})
+			f := newFake(t, ec2test.Options{})
 			c := open(t, f, ec2.Config{CheckIPURL: checkip.URL, SSHPort: 2222})
 			for i := range 2 {
 				id := fmt.Sprintf("checkip-%s-%d", strings.ReplaceAll(tc.name, " ", "-"), i)

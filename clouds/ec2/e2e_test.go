@@ -12,7 +12,7 @@ import (
 	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/ec2"
-	"github.com/imagegen/imagegen/clouds/ec2/ec2fake"
+	"github.com/imagegen/imagegen/clouds/ec2/ec2test"
 	"github.com/imagegen/imagegen/internal/testenv"
 )
 
@@ -40,18 +40,18 @@ func TestBuildEndToEnd(t *testing.T) {
 	tests := []struct {
 		name      string
 		script    string
-		opts      ec2fake.Options
-		faults    []ec2fake.Fault
+		opts      ec2test.Options
+		faults    []ec2test.Fault
 		wantState builder.State
 		wantImage bool
 		wantErr   string
 	}{
 		// Throttled all along: the SDK's and the driver's retries carry the build through.
 		{name: "succeeds through a throttling storm", script: "echo building; test -d /tmp", wantState: builder.StateSucceeded, wantImage: true,
-			opts:   ec2fake.Options{BootDelay: 50 * time.Millisecond, ImageDelay: 50 * time.Millisecond},
-			faults: []ec2fake.Fault{{Code: "RequestLimitExceeded", Status: 503, Times: 30}}},
+			opts:   ec2test.Options{BootDelay: 50 * time.Millisecond, ImageDelay: 50 * time.Millisecond},
+			faults: []ec2test.Fault{{Code: "RequestLimitExceeded", Status: 503, Times: 30}}},
 		{name: "script fails", script: "echo half; exit 3", wantState: builder.StateFailed, wantErr: "exited with code 3"},
-		{name: "image fails", script: "true", opts: ec2fake.Options{FailImages: true}, wantState: builder.StateFailed, wantErr: "failed"},
+		{name: "image fails", script: "true", opts: ec2test.Options{FailImages: true}, wantState: builder.StateFailed, wantErr: "failed"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -68,7 +68,7 @@ func TestBuildEndToEnd(t *testing.T) {
 				CloudName: "ec2-test",
 				Cloud:     cloudInit{Cloud: c, t: t, sshd: sshd},
 				Spec: &spec.Spec{Name: "dstat", Script: tc.script, Digest: strings.Repeat("ef", 32),
-					Clouds: map[string]spec.CloudSpec{"ec2-test": {Image: ec2fake.BaseImage, SSHUser: sshd.User, Size: "t3.small"}}},
+					Clouds: map[string]spec.CloudSpec{"ec2-test": {Image: ec2test.BaseImage, SSHUser: sshd.User, Size: "t3.small"}}},
 				Repo:           "lab/images",
 				Commit:         "89abcdef0123456789abcdef0123456789abcdef",
 				SSHTimeout:     20 * time.Second,
@@ -99,7 +99,7 @@ func TestBuildEndToEnd(t *testing.T) {
 				}
 				for k, want := range map[string]string{
 					clouds.TagRepo: "lab/images", clouds.TagCommit: job.Commit, clouds.TagGenerator: "dstat",
-					clouds.TagScriptSHA: job.Spec.Digest, clouds.TagBaseImage: ec2fake.BaseImage, clouds.TagBuild: build,
+					clouds.TagScriptSHA: job.Spec.Digest, clouds.TagBaseImage: ec2test.BaseImage, clouds.TagBuild: build,
 				} {
 					if stored.Tags[k] != want {
 						t.Errorf("image tag %s = %q, want %q", k, stored.Tags[k], want)

@@ -9,7 +9,7 @@ import (
 
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/ec2"
-	"github.com/imagegen/imagegen/clouds/ec2/ec2fake"
+	"github.com/imagegen/imagegen/clouds/ec2/ec2test"
 )
 
 // pipeline runs what builder.Run asks of a cloud: Launch, Stop, Snapshot, and
@@ -38,19 +38,19 @@ func pipeline(t *testing.T, c clouds.Cloud, req clouds.LaunchRequest) (*clouds.I
 func TestFaults(t *testing.T) {
 	tests := []struct {
 		name   string
-		opts   ec2fake.Options
-		faults []ec2fake.Fault
+		opts   ec2test.Options
+		faults []ec2test.Fault
 		image  string
 		// wantKind "" means the build succeeds.
 		wantKind clouds.Kind
 		wantCode string
 		wantHint string
-		check    func(t *testing.T, f *ec2fake.Fake)
+		check    func(t *testing.T, f *ec2test.Fake)
 	}{
 		{
 			name: "security group in use for a while after termination",
-			opts: ec2fake.Options{TerminateDelay: 50 * time.Millisecond, DependencyLinger: 300 * time.Millisecond},
-			check: func(t *testing.T, f *ec2fake.Fake) {
+			opts: ec2test.Options{TerminateDelay: 50 * time.Millisecond, DependencyLinger: 300 * time.Millisecond},
+			check: func(t *testing.T, f *ec2test.Fake) {
 				if n := f.Calls("DeleteSecurityGroup"); n < 3 {
 					t.Errorf("DeleteSecurityGroup called %d times; the DependencyViolation should have been retried", n)
 				}
@@ -59,8 +59,8 @@ func TestFaults(t *testing.T) {
 		{
 			name: "throttling storm on every call",
 			// More throttles in a row than the SDK's attempts: the driver's own retries carry on.
-			faults: []ec2fake.Fault{{Code: "RequestLimitExceeded", Status: 503, Times: 25}},
-			check: func(t *testing.T, f *ec2fake.Fake) {
+			faults: []ec2test.Fault{{Code: "RequestLimitExceeded", Status: 503, Times: 25}},
+			check: func(t *testing.T, f *ec2test.Fake) {
 				if n := len(f.Requests()); n < 40 {
 					t.Errorf("only %d requests: the storm did not happen", n)
 				}
@@ -68,22 +68,22 @@ func TestFaults(t *testing.T) {
 		},
 		{
 			name:   "5xx while waiting for running",
-			opts:   ec2fake.Options{BootDelay: 50 * time.Millisecond},
-			faults: []ec2fake.Fault{{Action: "DescribeInstances", Code: "InternalError", Status: 500, Times: 15}},
+			opts:   ec2test.Options{BootDelay: 50 * time.Millisecond},
+			faults: []ec2test.Fault{{Action: "DescribeInstances", Code: "InternalError", Status: 500, Times: 15}},
 		},
 		{
 			name:     "image fails",
-			opts:     ec2fake.Options{FailImages: true, ImageDelay: 30 * time.Millisecond},
+			opts:     ec2test.Options{FailImages: true, ImageDelay: 30 * time.Millisecond},
 			wantKind: clouds.KindFailed,
 			wantCode: "Client.InternalError",
 		},
 		{
 			name:     "no capacity",
-			faults:   []ec2fake.Fault{{Action: "RunInstances", Code: "InsufficientInstanceCapacity", Status: 500}},
+			faults:   []ec2test.Fault{{Action: "RunInstances", Code: "InsufficientInstanceCapacity", Status: 500}},
 			wantKind: clouds.KindCapacity,
 			wantCode: "InsufficientInstanceCapacity",
 			wantHint: "another instance_type",
-			check: func(t *testing.T, f *ec2fake.Fake) {
+			check: func(t *testing.T, f *ec2test.Fake) {
 				if n := f.Calls("RunInstances"); n != 1 {
 					t.Errorf("RunInstances called %d times; capacity errors must fail at once", n)
 				}
@@ -91,14 +91,14 @@ func TestFaults(t *testing.T) {
 		},
 		{
 			name:     "instance limit",
-			faults:   []ec2fake.Fault{{Action: "RunInstances", Code: "InstanceLimitExceeded"}},
+			faults:   []ec2test.Fault{{Action: "RunInstances", Code: "InstanceLimitExceeded"}},
 			wantKind: clouds.KindQuota,
 			wantCode: "InstanceLimitExceeded",
 			wantHint: "Service Quotas",
 		},
 		{
 			name:     "missing permission for CreateImage",
-			faults:   []ec2fake.Fault{{Action: "CreateImage", Code: "UnauthorizedOperation", Status: 403}},
+			faults:   []ec2test.Fault{{Action: "CreateImage", Code: "UnauthorizedOperation", Status: 403}},
 			wantKind: clouds.KindAuth,
 			wantCode: "UnauthorizedOperation",
 			wantHint: "docs/ec2.md",
@@ -108,7 +108,7 @@ func TestFaults(t *testing.T) {
 			image:    "ami-0000000000000beef",
 			wantKind: clouds.KindNotFound,
 			wantCode: "InvalidAMIID.NotFound",
-			check: func(t *testing.T, f *ec2fake.Fake) {
+			check: func(t *testing.T, f *ec2test.Fake) {
 				if hasAction(f, "ImportKeyPair") || hasAction(f, "RunInstances") {
 					t.Error("resources were created for an image that does not exist")
 				}
@@ -122,10 +122,10 @@ func TestFaults(t *testing.T) {
 		},
 		{
 			name:     "refused credentials",
-			faults:   []ec2fake.Fault{{Code: "AuthFailure", Status: 401}},
+			faults:   []ec2test.Fault{{Code: "AuthFailure", Status: 401}},
 			wantKind: clouds.KindAuth,
 			wantCode: "AuthFailure",
-			check: func(t *testing.T, f *ec2fake.Fake) {
+			check: func(t *testing.T, f *ec2test.Fake) {
 				if n := f.Calls("DescribeImages"); n != 1 {
 					t.Errorf("DescribeImages called %d times; auth errors must fail at once", n)
 				}

@@ -16,7 +16,7 @@ import (
 
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/ec2"
-	"github.com/imagegen/imagegen/clouds/ec2/ec2fake"
+	"github.com/imagegen/imagegen/clouds/ec2/ec2test"
 	"github.com/imagegen/imagegen/internal/secret"
 	"github.com/imagegen/imagegen/internal/testenv"
 )
@@ -38,15 +38,15 @@ func fastOpts() ec2.Options {
 	}
 }
 
-func newFake(t *testing.T, opts ec2fake.Options) *ec2fake.Fake {
+func newFake(t *testing.T, opts ec2test.Options) *ec2test.Fake {
 	t.Helper()
-	f := ec2fake.New(opts)
+	f := ec2test.New(opts)
 	t.Cleanup(f.Close)
 	return f
 }
 
 // testConfig points a config at the fake with short timeouts.
-func testConfig(f *ec2fake.Fake, cfg ec2.Config) ec2.Config {
+func testConfig(f *ec2test.Fake, cfg ec2.Config) ec2.Config {
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1"
 	}
@@ -63,12 +63,12 @@ func testConfig(f *ec2fake.Fake, cfg ec2.Config) ec2.Config {
 	return cfg
 }
 
-func open(t *testing.T, f *ec2fake.Fake, cfg ec2.Config) clouds.Cloud {
+func open(t *testing.T, f *ec2test.Fake, cfg ec2.Config) clouds.Cloud {
 	t.Helper()
 	return openWith(t, f, cfg, fastOpts())
 }
 
-func openWith(t *testing.T, f *ec2fake.Fake, cfg ec2.Config, opts ec2.Options) clouds.Cloud {
+func openWith(t *testing.T, f *ec2test.Fake, cfg ec2.Config, opts ec2.Options) clouds.Cloud {
 	t.Helper()
 	o, err := ec2.New("test-ec2", testConfig(f, cfg), false, opts)
 	if err != nil {
@@ -98,7 +98,7 @@ func launchReq(t *testing.T, build string) (clouds.LaunchRequest, *testenv.Buffe
 	return clouds.LaunchRequest{
 		Build:         build,
 		Name:          "imagegen-" + build,
-		Image:         ec2fake.BaseImage,
+		Image:         ec2test.BaseImage,
 		User:          "ubuntu",
 		AuthorizedKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(spub))),
 		HostKey: clouds.HostKey{
@@ -115,7 +115,7 @@ func snapReq(build string, log *slog.Logger) clouds.SnapshotRequest {
 		Name: "dstat-20261123-2100-" + build,
 		Tags: map[string]string{
 			clouds.TagBuild: build, clouds.TagRepo: "lab/images", clouds.TagCommit: "0123456789abcdef0123456789abcdef01234567",
-			clouds.TagGenerator: "dstat", clouds.TagScriptSHA: strings.Repeat("cd", 32), clouds.TagBaseImage: ec2fake.BaseImage,
+			clouds.TagGenerator: "dstat", clouds.TagScriptSHA: strings.Repeat("cd", 32), clouds.TagBaseImage: ec2test.BaseImage,
 		},
 		Log: log,
 	}
@@ -123,7 +123,7 @@ func snapReq(build string, log *slog.Logger) clouds.SnapshotRequest {
 
 // assertClean fails when the fake holds anything of the build: instance, key
 // pair, security group, volume, image or snapshot.
-func assertClean(t *testing.T, f *ec2fake.Fake, build string) {
+func assertClean(t *testing.T, f *ec2test.Fake, build string) {
 	t.Helper()
 	var left []clouds.Resource
 	for _, rs := range [][]clouds.Resource{f.Live(), f.Volumes(), f.Snapshots()} {
@@ -164,6 +164,6 @@ func deleteImage(t *testing.T, c clouds.Cloud, img *clouds.Image) {
 	}
 }
 
-func hasAction(f *ec2fake.Fake, action string) bool {
-	return slices.ContainsFunc(f.Requests(), func(r ec2fake.Request) bool { return r.Action == action })
+func hasAction(f *ec2test.Fake, action string) bool {
+	return slices.ContainsFunc(f.Requests(), func(r ec2test.Request) bool { return r.Action == action })
 }

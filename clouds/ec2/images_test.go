@@ -7,7 +7,7 @@ import (
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/cloudtest"
 	"github.com/imagegen/imagegen/clouds/ec2"
-	"github.com/imagegen/imagegen/clouds/ec2/ec2fake"
+	"github.com/imagegen/imagegen/clouds/ec2/ec2test"
 )
 
 // TestBuildImages lists AMIs by their imagegen:build tag the way the sweep
@@ -15,7 +15,7 @@ import (
 // (owner self, the tag), every page is read, pending and failed AMIs count,
 // and each listed AMI brings its snapshots, so deleting it removes them.
 func TestBuildImages(t *testing.T) {
-	f := newFake(t, ec2fake.Options{ImagePage: 2})
+	f := newFake(t, ec2test.Options{ImagePage: 2})
 	prov := func(build, name string) map[string]string {
 		return map[string]string{clouds.TagBuild: build, clouds.TagGenerator: "dstat", "Name": name}
 	}
@@ -79,8 +79,8 @@ func TestBuildImages(t *testing.T) {
 		// With the SDK's own retries off, the driver's retry lists again.
 		once := open(t, f, ec2.Config{MaxAttempts: 1}).(clouds.ImageLister)
 		// The first page passes (a delay-only fault), the second is throttled.
-		f.Inject(ec2fake.Fault{Action: "DescribeImages", Times: 1})
-		f.Inject(ec2fake.Fault{Action: "DescribeImages", Code: "RequestLimitExceeded", Status: 503, Times: 1})
+		f.Inject(ec2test.Fault{Action: "DescribeImages", Times: 1})
+		f.Inject(ec2test.Fault{Action: "DescribeImages", Code: "RequestLimitExceeded", Status: 503, Times: 1})
 		before := len(f.Requests())
 		imgs, err := once.BuildImages(context.Background(), "")
 		if err != nil {

@@ -16,7 +16,7 @@ import (
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/cloudtest"
 	"github.com/imagegen/imagegen/clouds/ec2"
-	"github.com/imagegen/imagegen/clouds/ec2/ec2fake"
+	"github.com/imagegen/imagegen/clouds/ec2/ec2test"
 	"github.com/imagegen/imagegen/internal/testenv"
 )
 
@@ -38,13 +38,13 @@ func TestSSHReachesRealSSHD(t *testing.T) {
 	}{
 		{"console host key pinned, public address", false, "127.0.0.1", ec2.Config{}, "console", ""},
 		// The public address is unreachable (TEST-NET-1): the driver must pick the private one.
-		{"private address preferred", false, "192.0.2.1", ec2.Config{UsePrivateIP: true, SubnetID: ec2fake.Subnet}, "console", ""},
-		{"no public address", false, "", ec2.Config{AssociatePublicIP: &no, SubnetID: ec2fake.Subnet}, "console", ""},
+		{"private address preferred", false, "192.0.2.1", ec2.Config{UsePrivateIP: true, SubnetID: ec2test.Subnet}, "console", ""},
+		{"no public address", false, "", ec2.Config{AssociatePublicIP: &no, SubnetID: ec2test.Subnet}, "console", ""},
 		{"injected key the server lacks is refused", true, "127.0.0.1", ec2.Config{}, "injected", "host key mismatch"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFake(t, ec2fake.Options{PublicIP: tc.publicIP, PrivateIP: "127.0.0.1", ConsoleHostKey: sshd.HostKey, BootDelay: 30 * time.Millisecond})
+			f := newFake(t, ec2test.Options{PublicIP: tc.publicIP, PrivateIP: "127.0.0.1", ConsoleHostKey: sshd.HostKey, BootDelay: 30 * time.Millisecond})
 			cfg := tc.cfg
 			cfg.SSHPort = port
 			c := open(t, f, cfg)

@@ -12,7 +12,7 @@ import (
 	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/openstack"
-	"github.com/imagegen/imagegen/clouds/openstack/osfake"
+	"github.com/imagegen/imagegen/clouds/openstack/openstacktest"
 	"github.com/imagegen/imagegen/internal/testenv"
 )
 
@@ -35,10 +35,10 @@ func TestBuilderEndToEnd(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFake(t, osfake.Options{
+			f := newFake(t, openstacktest.Options{
 				ConsoleHostKey: sshd.HostKey,
 				// cloud-init would put the key pair in the user's authorized_keys.
-				OnActive: func(_ osfake.Server, pub string) { sshd.Authorize(t, pub) },
+				OnActive: func(_ openstacktest.Server, pub string) { sshd.Authorize(t, pub) },
 			})
 			// The real sshd cannot take the build's generated host key, so the
 			// driver pins the one the console shows.
@@ -46,7 +46,7 @@ func TestBuilderEndToEnd(t *testing.T) {
 			c := open(t, f, openstack.Config{SSHPort: port, Network: "private", InjectHostKey: &no})
 			id := "e2e-" + strings.ReplaceAll(tc.name, " ", "-")
 			sp := &spec.Spec{Name: "dstat", Script: tc.script, Digest: strings.Repeat("c", 64),
-				Clouds: map[string]spec.CloudSpec{"hotel": {Image: osfake.BaseImageID, SSHUser: sshd.User}}}
+				Clouds: map[string]spec.CloudSpec{"hotel": {Image: openstacktest.BaseImageID, SSHUser: sshd.User}}}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			res := builder.Run(ctx, builder.Job{Build: id, CloudName: "hotel", Cloud: c, Spec: sp,

@@ -1,18 +1,12 @@
-// Package openstack builds images on OpenStack clouds (Keystone, Nova, Glance v2,
-// Neutron) with gophercloud, reading credentials from the standard clouds.yaml.
 package openstack
 
 import (
-	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
 
-	"github.com/gophercloud/gophercloud/v2"
-	gopenstack "github.com/gophercloud/gophercloud/v2/openstack"
 	osclouds "github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
 
 	"github.com/imagegen/imagegen/clouds"
@@ -91,17 +85,6 @@ func Configure(cfg clouds.Config) (clouds.Opener, error) {
 	return New(cfg.Name, c, cfg.Password == clouds.PasswordAsk, Options{})
 }
 
-// Opener is a validated openstack cloud config.
-type Opener struct {
-	name     string
-	cfg      Config
-	ask      bool
-	auth     gophercloud.AuthOptions
-	endpoint gophercloud.EndpointOpts
-	tls      *tls.Config
-	opts     Options
-}
-
 // New validates c (named name in the server config) and reads its clouds.yaml
 // entry. ask means the password comes with each build: one in clouds.yaml is ignored.
 func New(name string, c Config, ask bool, opts Options) (*Opener, error) {
@@ -166,86 +149,3 @@ func New(name string, c Config, ask bool, opts Options) (*Opener, error) {
 
 // Config returns the validated config, defaults filled in.
 func (o *Opener) Config() Config { return o.cfg }
-
-// Open logs in to the cloud (with cred.Password for a password: ask cloud)
-// and finds its compute, image and network endpoints.
-func (o *Opener) Open(ctx context.Context, cred clouds.Credentials) (clouds.Cloud, error) {
-	ao := o.auth
-	if o.ask {
-		if cred.Password.IsZero() {
-			return nil, &clouds.Error{Kind: clouds.KindAuth, Op: "open " + o.name,
-				Err: errors.New("this cloud is password: ask and the build brought no password")}
-		}
-		ao.Password = cred.Password.Reveal()
-	} else if !cred.Password.IsZero() {
-		ao.Password = cred.Password.Reveal()
-	}
-	if ao.Password == "" && ao.TokenID == "" && ao.ApplicationCredentialSecret == "" {
-		return nil, &clouds.Error{Kind: clouds.KindAuth, Op: "open " + o.name,
-			Err:  fmt.Errorf("clouds.yaml entry %q has no password, token or application credential", o.cfg.Cloud),
-			Hint: "add one to clouds.yaml or secure.yaml, or mark the cloud password: ask"}
-	}
-	var pc *gophercloud.ProviderClient
-	err := clouds.Retry(ctx, o.opts.Retry, func(ctx context.Context) error {
-		var err error
-		pc, err = gopenstack.NewClient(ao.IdentityEndpoint)
-		if err != nil {
-			return &clouds.Error{Kind: clouds.KindInvalid, Op: "log in", Err: err}
-		}
-		pc.HTTPClient = o.httpClient()
-		pc.UseTokenLock()
-		return classify("log in to "+ao.IdentityEndpoint, gopenstack.Authenticate(ctx, pc, ao))
-	})
-	if err != nil {
-		return nil, err
-	}
-	c := &Cloud{name: o.name, cfg: o.cfg, opts: o.opts}
-	eo := o.endpoint
-	for _, s := range []struct {
-		what string
-		dst  **gophercloud.ServiceClient
-		mk   func(*gophercloud.ProviderClient, gophercloud.EndpointOpts) (*gophercloud.ServiceClient, error)
-	}{
-		{"compute (Nova)", &c.compute, gopenstack.NewComputeV2},
-		{"image (Glance v2)", &c.image, gopenstack.NewImageV2},
-		{"network (Neutron)", &c.network, gopenstack.NewNetworkV2},
-	} {
-		err := clouds.Retry(ctx, o.opts.Retry, func(context.Context) error {
-			sc, err := s.mk(pc, eo)
-			if err != nil {
-				return classify("find the "+s.what+" endpoint in region "+fmt.Sprintf("%q", eo.Region), err)
-			}
-			*s.dst = sc
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	if o.cfg.VolumeSize > 0 {
-		// Boot from volume needs Cinder to upload the volume as the image.
-		err := clouds.Retry(ctx, o.opts.Retry, func(context.Context) error {
-			sc, err := gopenstack.NewBlockStorageV3(pc, eo)
-			if err != nil {
-				return classify(fmt.Sprintf("find the block-storage (Cinder v3) endpoint in region %q", eo.Region), err)
-			}
-			c.volume = sc
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	return c, nil
-}
-
-func (o *Opener) httpClient() http.Client {
-	if o.opts.HTTPClient != nil {
-		return *o.opts.HTTPClient
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	if o.tls != nil {
-		tr.TLSClientConfig = o.tls
-	}
-	return http.Client{Transport: tr, Timeout: o.cfg.RequestTimeout}
-}

@@ -12,7 +12,7 @@ import (
 
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/openstack"
-	"github.com/imagegen/imagegen/clouds/openstack/osfake"
+	"github.com/imagegen/imagegen/clouds/openstack/openstacktest"
 	"github.com/imagegen/imagegen/internal/secret"
 )
 
@@ -33,7 +33,7 @@ func cloudConfig(t *testing.T, text string) clouds.Config {
 }
 
 func TestConfigure(t *testing.T) {
-	f := newFake(t, osfake.Options{})
+	f := newFake(t, openstacktest.Options{})
 	file := cloudsYAML(t, f, "secret")
 	tests := []struct {
 		name    string
@@ -93,7 +93,7 @@ func TestConfigure(t *testing.T) {
 // TestPasswordAsk: the password comes with the build; one in clouds.yaml is
 // ignored, none is an auth error, and the password appears in no error.
 func TestPasswordAsk(t *testing.T) {
-	f := newFake(t, osfake.Options{})
+	f := newFake(t, openstacktest.Options{})
 	noPassword := cloudsYAML(t, f, "")
 	wrongPassword := cloudsYAML(t, f, "stale-from-disk")
 	tests := []struct {
@@ -142,7 +142,7 @@ func TestPasswordAsk(t *testing.T) {
 
 // TestNoCredentials: a cloud that is not password: ask needs a credential on disk.
 func TestNoCredentials(t *testing.T) {
-	f := newFake(t, osfake.Options{})
+	f := newFake(t, openstacktest.Options{})
 	op, err := openstack.New("x", openstack.Config{Cloud: "hotel", CloudsFile: cloudsYAML(t, f, "")}, false, fastOpts)
 	if err != nil {
 		t.Fatal(err)
@@ -157,7 +157,7 @@ func TestNoCredentials(t *testing.T) {
 
 // TestTwoRegions builds at once on two clouds of one clouds.yaml that differ by region.
 func TestTwoRegions(t *testing.T) {
-	f := newFake(t, osfake.Options{})
+	f := newFake(t, openstacktest.Options{})
 	file := cloudsYAML(t, f, "secret")
 	var wg sync.WaitGroup
 	for _, tc := range []struct{ cloud, region string }{{"hotel", "RegionOne"}, {"sierra", "RegionTwo"}} {
@@ -193,7 +193,7 @@ func TestTwoRegions(t *testing.T) {
 
 // TestRegionOverride: the server config's region beats clouds.yaml's.
 func TestRegionOverride(t *testing.T) {
-	f := newFake(t, osfake.Options{})
+	f := newFake(t, openstacktest.Options{})
 	c := open(t, f, openstack.Config{Cloud: "hotel", Region: "RegionTwo"})
 	if _, err := build(t, c, "override"); err != nil {
 		t.Fatal(err)
@@ -213,7 +213,7 @@ func TestRegionOverride(t *testing.T) {
 
 // TestSweep: a worker died mid-build; Leftovers finds what it left by build and Remove clears it.
 func TestSweep(t *testing.T) {
-	f := newFake(t, osfake.Options{})
+	f := newFake(t, openstacktest.Options{})
 	c := open(t, f, openstack.Config{FloatingIPPool: "public"})
 	ctx := context.Background()
 	for _, id := range []string{"crashed-1", "crashed-2"} {
@@ -265,7 +265,7 @@ func TestSweep(t *testing.T) {
 // TestConsoleHostKeys: with no injected key, the host key cloud-init prints
 // on the console is pinned.
 func TestConsoleHostKeys(t *testing.T) {
-	f := newFake(t, osfake.Options{ConsoleHostKey: authorizedKey(t), ConsoleDelay: 50 * 1e6})
+	f := newFake(t, openstacktest.Options{ConsoleHostKey: authorizedKey(t), ConsoleDelay: 50 * 1e6})
 	c := open(t, f, openstack.Config{})
 	id := "console"
 	req := launchReq(t, id)
@@ -276,7 +276,7 @@ func TestConsoleHostKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	var want string
-	f.Update(func(o *osfake.Options) { want = o.ConsoleHostKey })
+	f.Update(func(o *openstacktest.Options) { want = o.ConsoleHostKey })
 	if inst.SSH.HostKeySource != "console" || len(inst.SSH.HostKeys) != 1 || inst.SSH.HostKeys[0] != want {
 		t.Errorf("host keys %q from %q, want %q from the console", inst.SSH.HostKeys, inst.SSH.HostKeySource, want)
 	}

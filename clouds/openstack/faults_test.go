@@ -10,7 +10,7 @@ import (
 
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/openstack"
-	"github.com/imagegen/imagegen/clouds/openstack/osfake"
+	"github.com/imagegen/imagegen/clouds/openstack/openstacktest"
 )
 
 // build runs the driver's part of a build (launch, stop, snapshot) and always
@@ -39,28 +39,28 @@ func build(t *testing.T, c *openstack.Cloud, id string) (*clouds.Image, error) {
 func TestFaults(t *testing.T) {
 	tests := []struct {
 		name    string
-		opts    osfake.Options
+		opts    openstacktest.Options
 		cfg     openstack.Config
-		faults  []osfake.Fault
+		faults  []openstacktest.Fault
 		kind    clouds.Kind // "" means the build succeeds
 		msg     string      // the error names this
-		check   func(t *testing.T, f *osfake.Fake)
+		check   func(t *testing.T, f *openstacktest.Fake)
 		minTime time.Duration
 	}{
-		{name: "ERROR on boot, no host", opts: osfake.Options{BootFault: "No valid host was found. There are not enough hosts available."},
+		{name: "ERROR on boot, no host", opts: openstacktest.Options{BootFault: "No valid host was found. There are not enough hosts available."},
 			kind: clouds.KindCapacity, msg: "No valid host was found"},
-		{name: "ERROR on boot", opts: osfake.Options{BootFault: "Build of instance aborted: Failed to allocate the network(s)"},
+		{name: "ERROR on boot", opts: openstacktest.Options{BootFault: "Build of instance aborted: Failed to allocate the network(s)"},
 			kind: clouds.KindFailed, msg: "Failed to allocate the network"},
-		{name: "image killed", opts: osfake.Options{KillImages: true}, kind: clouds.KindFailed, msg: "killed",
-			check: func(t *testing.T, f *osfake.Fake) {
+		{name: "image killed", opts: openstacktest.Options{KillImages: true}, kind: clouds.KindFailed, msg: "killed",
+			check: func(t *testing.T, f *openstacktest.Fake) {
 				if n := len(f.Images("")); n != 1 {
 					t.Errorf("%d images, want only the base image: the killed one is deleted", n)
 				}
 			}},
-		{name: "volume upload killed", opts: osfake.Options{KillImages: true}, cfg: openstack.Config{VolumeSize: 10}, kind: clouds.KindFailed, msg: "killed"},
+		{name: "volume upload killed", opts: openstacktest.Options{KillImages: true}, cfg: openstack.Config{VolumeSize: 10}, kind: clouds.KindFailed, msg: "killed"},
 		{name: "429 storm on create server",
-			faults: []osfake.Fault{{Method: "POST", Path: `/compute/v2\.1/servers$`, Status: 429, RetryAfter: "0", Times: 4}},
-			check: func(t *testing.T, f *osfake.Fake) {
+			faults: []openstacktest.Fault{{Method: "POST", Path: `/compute/v2\.1/servers$`, Status: 429, RetryAfter: "0", Times: 4}},
+			check: func(t *testing.T, f *openstacktest.Fake) {
 				if n := f.Count(`^POST /RegionOne/compute/v2\.1/servers$`); n != 5 {
 					t.Errorf("%d server creates, want 4 refused + 1", n)
 				}
@@ -69,9 +69,9 @@ func TestFaults(t *testing.T) {
 				}
 			}},
 		{name: "429 honours Retry-After", minTime: 900 * time.Millisecond,
-			faults: []osfake.Fault{{Method: "POST", Path: `/os-keypairs$`, Status: 429, RetryAfter: "1", Times: 1}}},
+			faults: []openstacktest.Fault{{Method: "POST", Path: `/os-keypairs$`, Status: 429, RetryAfter: "1", Times: 1}}},
 		{name: "503 storm everywhere",
-			faults: []osfake.Fault{
+			faults: []openstacktest.Fault{
 				{Method: "GET", Path: `/servers/[^/]+$`, Status: 503, Times: 4},
 				{Method: "POST", Path: `/action$`, Status: 503, Times: 2},
 				{Method: "GET", Path: `/image/v2/images/`, Status: 503, Times: 4, Skip: 1},
@@ -79,19 +79,19 @@ func TestFaults(t *testing.T) {
 				{Method: "DELETE", Path: `/os-keypairs/`, Status: 502, Times: 3},
 				{Method: "GET", Path: `/flavors/detail`, Status: 500, Times: 2},
 			},
-			check: func(t *testing.T, f *osfake.Fake) {
+			check: func(t *testing.T, f *openstacktest.Fake) {
 				if n := f.Count(`^DELETE .*/servers/`); n < 4 {
 					t.Errorf("%d server deletes, want 3 refused + 1", n)
 				}
 			}},
 		{name: "answers lost after the cloud acted",
 			cfg: openstack.Config{FloatingIPPool: "public"},
-			faults: []osfake.Fault{
+			faults: []openstacktest.Fault{
 				{Method: "POST", Path: `/compute/v2\.1/servers$`, Status: 504, After: true, Times: 1},
 				{Method: "POST", Path: `/floatingips$`, Status: 502, After: true, Times: 1},
 				{Method: "POST", Path: `/action$`, Status: 504, After: true, Times: 1, Skip: 1}, // the createImage after os-stop
 			},
-			check: func(t *testing.T, f *osfake.Fake) {
+			check: func(t *testing.T, f *openstacktest.Fake) {
 				if n := f.Count(`^POST .*/servers$`); n != 1 {
 					t.Errorf("%d server creates: the server made before the lost answer must be adopted", n)
 				}
@@ -103,29 +103,29 @@ func TestFaults(t *testing.T) {
 				}
 			}},
 		{name: "glance 404 right after createImage is tolerated",
-			faults: []osfake.Fault{{Method: "GET", Path: `/image/v2/images/`, Status: 404, Times: 2, Skip: 1}}},
+			faults: []openstacktest.Fault{{Method: "GET", Path: `/image/v2/images/`, Status: 404, Times: 2, Skip: 1}}},
 		{name: "request timeout retried", cfg: openstack.Config{RequestTimeout: 150 * time.Millisecond},
-			faults: []osfake.Fault{{Method: "GET", Path: `/flavors/detail`, Delay: time.Second, Times: 2}}},
+			faults: []openstacktest.Fault{{Method: "GET", Path: `/flavors/detail`, Delay: time.Second, Times: 2}}},
 		{name: "409 while the server is busy",
-			faults: []osfake.Fault{{Method: "DELETE", Path: `/servers/`, Status: 409, Times: 2}}},
-		{name: "quota exceeded", opts: osfake.Options{ServerQuota: -1}, kind: clouds.KindQuota, msg: "Quota exceeded for instances",
-			check: func(t *testing.T, f *osfake.Fake) {
+			faults: []openstacktest.Fault{{Method: "DELETE", Path: `/servers/`, Status: 409, Times: 2}}},
+		{name: "quota exceeded", opts: openstacktest.Options{ServerQuota: -1}, kind: clouds.KindQuota, msg: "Quota exceeded for instances",
+			check: func(t *testing.T, f *openstacktest.Fake) {
 				if n := f.Count(`^POST .*/servers$`); n != 1 {
 					t.Errorf("%d server creates: a quota is not retried", n)
 				}
 			}},
-		{name: "floating IP quota", opts: osfake.Options{FloatingIPQuota: -1}, cfg: openstack.Config{FloatingIPPool: "public"},
+		{name: "floating IP quota", opts: openstacktest.Options{FloatingIPQuota: -1}, cfg: openstack.Config{FloatingIPPool: "public"},
 			kind: clouds.KindQuota, msg: "floatingip"},
 		{name: "missing image", cfg: openstack.Config{}, kind: clouds.KindNotFound, msg: `image "no-such-image"`},
 		{name: "missing flavor", cfg: openstack.Config{Flavor: "m9.huge"}, kind: clouds.KindNotFound, msg: `flavor "m9.huge"`},
 		{name: "missing network", cfg: openstack.Config{Network: "nowhere"}, kind: clouds.KindNotFound, msg: `network "nowhere"`},
 		{name: "missing pool", cfg: openstack.Config{FloatingIPPool: "outside"}, kind: clouds.KindNotFound, msg: `floating_ip_pool "outside"`},
-		{name: "forbidden", faults: []osfake.Fault{{Method: "POST", Path: `/os-keypairs$`, Status: 403}},
+		{name: "forbidden", faults: []openstacktest.Fault{{Method: "POST", Path: `/os-keypairs$`, Status: 403}},
 			kind: clouds.KindAuth, msg: "403"},
-		{name: "unclassified 400 fails at once", faults: []osfake.Fault{{Method: "POST", Path: `/servers$`, Status: 400, Body: `{"badRequest": {"message": "Invalid availability zone", "code": 400}}`}},
+		{name: "unclassified 400 fails at once", faults: []openstacktest.Fault{{Method: "POST", Path: `/servers$`, Status: 400, Body: `{"badRequest": {"message": "Invalid availability zone", "code": 400}}`}},
 			kind: clouds.KindInvalid, msg: "Invalid availability zone"},
 		{name: "token expiry renews the token",
-			check: func(t *testing.T, f *osfake.Fake) {
+			check: func(t *testing.T, f *openstacktest.Fake) {
 				if n := f.Count(`^POST /identity/v3/auth/tokens$`); n < 2 {
 					t.Errorf("%d logins, want a second after the revocation", n)
 				}
@@ -191,21 +191,21 @@ func TestCancel(t *testing.T) {
 	slow := 10 * time.Second
 	tests := []struct {
 		name  string
-		opts  osfake.Options
-		noKey bool                      // no injected host key: Launch reads the console
-		until func(f *osfake.Fake) bool // cancel once this holds
-		stage string                    // which call is canceled
+		opts  openstacktest.Options
+		noKey bool                             // no injected host key: Launch reads the console
+		until func(f *openstacktest.Fake) bool // cancel once this holds
+		stage string                           // which call is canceled
 	}{
-		{"waiting for ACTIVE", osfake.Options{BootDelay: slow}, false,
-			func(f *osfake.Fake) bool { return len(f.Servers("")) == 1 }, "launch"},
-		{"reading the console", osfake.Options{ConsoleDelay: slow}, true,
-			func(f *osfake.Fake) bool { return f.Count(`/action$`) > 0 }, "launch"},
-		{"waiting for SHUTOFF", osfake.Options{StopDelay: slow}, false,
-			func(f *osfake.Fake) bool { return f.Count(`/action$`) > 0 }, "stop"},
-		{"waiting for the image", osfake.Options{SnapshotDelay: slow}, false,
-			func(f *osfake.Fake) bool { return len(f.Images("")) == 2 }, "snapshot"},
-		{"waiting for the server to go", osfake.Options{DeleteDelay: slow}, false,
-			func(f *osfake.Fake) bool { return f.Count(`^DELETE .*/servers/`) > 0 }, "terminate"},
+		{"waiting for ACTIVE", openstacktest.Options{BootDelay: slow}, false,
+			func(f *openstacktest.Fake) bool { return len(f.Servers("")) == 1 }, "launch"},
+		{"reading the console", openstacktest.Options{ConsoleDelay: slow}, true,
+			func(f *openstacktest.Fake) bool { return f.Count(`/action$`) > 0 }, "launch"},
+		{"waiting for SHUTOFF", openstacktest.Options{StopDelay: slow}, false,
+			func(f *openstacktest.Fake) bool { return f.Count(`/action$`) > 0 }, "stop"},
+		{"waiting for the image", openstacktest.Options{SnapshotDelay: slow}, false,
+			func(f *openstacktest.Fake) bool { return len(f.Images("")) == 2 }, "snapshot"},
+		{"waiting for the server to go", openstacktest.Options{DeleteDelay: slow}, false,
+			func(f *openstacktest.Fake) bool { return f.Count(`^DELETE .*/servers/`) > 0 }, "terminate"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -267,7 +267,7 @@ func TestCancel(t *testing.T) {
 				}
 			}
 			// Fresh context, as the pipeline's cleanup; the fake stays slow where it was slow.
-			f.Update(func(o *osfake.Options) { o.BootDelay, o.StopDelay, o.SnapshotDelay, o.DeleteDelay = 0, 0, 0, 0 })
+			f.Update(func(o *openstacktest.Options) { o.BootDelay, o.StopDelay, o.SnapshotDelay, o.DeleteDelay = 0, 0, 0, 0 })
 			start := time.Now()
 			cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer ccancel()

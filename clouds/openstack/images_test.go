@@ -7,7 +7,7 @@ import (
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/cloudtest"
 	"github.com/imagegen/imagegen/clouds/openstack"
-	"github.com/imagegen/imagegen/clouds/openstack/osfake"
+	"github.com/imagegen/imagegen/clouds/openstack/openstacktest"
 )
 
 // TestBuildImages lists images by their imagegen:build property the way the
@@ -15,14 +15,14 @@ import (
 // page for one build), every page is read for all builds, and half-made
 // (saving, killed) images count.
 func TestBuildImages(t *testing.T) {
-	f := newFake(t, osfake.Options{ImageListMax: 4})
+	f := newFake(t, openstacktest.Options{ImageListMax: 4})
 	prov := func(build, gen string) map[string]string {
 		return map[string]string{clouds.TagBuild: build, clouds.TagGenerator: gen, "image_type": "snapshot"}
 	}
 	// The builds' images first: Glance lists newest first, so the uploads
 	// added after them fill the first pages.
 	ids := map[string]string{}
-	for _, im := range []osfake.Image{
+	for _, im := range []openstacktest.Image{
 		{Name: "a1", Properties: prov("a", "dstat")},
 		{Name: "a2", Status: "killed", Properties: prov("a", "dstat")},
 		{Name: "a3", Status: "saving", Properties: prov("a", "dstat")},
@@ -32,9 +32,9 @@ func TestBuildImages(t *testing.T) {
 		ids[im.Name] = f.AddImage("RegionOne", im)
 	}
 	for _, n := range []string{"u1", "u2", "u3", "u4", "u5", "u6"} {
-		f.AddImage("RegionOne", osfake.Image{Name: n, Properties: map[string]string{"os_distro": "ubuntu"}})
+		f.AddImage("RegionOne", openstacktest.Image{Name: n, Properties: map[string]string{"os_distro": "ubuntu"}})
 	}
-	f.AddImage("RegionTwo", osfake.Image{Name: "other-region", Properties: prov("a", "dstat")})
+	f.AddImage("RegionTwo", openstacktest.Image{Name: "other-region", Properties: prov("a", "dstat")})
 	c := open(t, f, openstack.Config{})
 
 	tests := []struct {
@@ -70,7 +70,7 @@ func TestBuildImages(t *testing.T) {
 	}
 
 	t.Run("a failed page is retried from the start", func(t *testing.T) {
-		f.Inject(osfake.Fault{Method: "GET", Path: `/image/v2/images$`, Status: 503, Skip: 2, Times: 1})
+		f.Inject(openstacktest.Fault{Method: "GET", Path: `/image/v2/images$`, Status: 503, Skip: 2, Times: 1})
 		defer f.ClearFaults()
 		imgs, err := c.BuildImages(context.Background(), "")
 		if err != nil {

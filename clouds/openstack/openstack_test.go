@@ -17,7 +17,7 @@ import (
 
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/openstack"
-	"github.com/imagegen/imagegen/clouds/openstack/osfake"
+	"github.com/imagegen/imagegen/clouds/openstack/openstacktest"
 	"github.com/imagegen/imagegen/internal/secret"
 )
 
@@ -28,14 +28,14 @@ var fastOpts = openstack.Options{
 }
 
 type env struct {
-	fake  *osfake.Fake
+	fake  *openstacktest.Fake
 	file  string
 	cloud *openstack.Cloud
 }
 
 // cloudsYAML writes a clouds.yaml naming the fake as clouds "hotel" (RegionOne)
 // and "sierra" (RegionTwo); password "" leaves it out, as for password: ask.
-func cloudsYAML(t *testing.T, f *osfake.Fake, password string) string {
+func cloudsYAML(t *testing.T, f *openstacktest.Fake, password string) string {
 	t.Helper()
 	pw := ""
 	if password != "" {
@@ -53,17 +53,17 @@ func cloudsYAML(t *testing.T, f *osfake.Fake, password string) string {
 	return path
 }
 
-func newFake(t *testing.T, o osfake.Options) *osfake.Fake {
+func newFake(t *testing.T, o openstacktest.Options) *openstacktest.Fake {
 	t.Helper()
 	if len(o.Regions) == 0 {
 		o.Regions = []string{"RegionOne", "RegionTwo"}
 	}
-	f := osfake.New(o)
+	f := openstacktest.New(o)
 	t.Cleanup(f.Close)
 	return f
 }
 
-func open(t *testing.T, f *osfake.Fake, c openstack.Config) *openstack.Cloud {
+func open(t *testing.T, f *openstacktest.Fake, c openstack.Config) *openstack.Cloud {
 	t.Helper()
 	if c.Cloud == "" {
 		c.Cloud = "hotel"
@@ -125,7 +125,7 @@ func hostKey(t *testing.T) clouds.HostKey {
 
 func launchReq(t *testing.T, build string) clouds.LaunchRequest {
 	return clouds.LaunchRequest{
-		Build: build, Name: "imagegen-" + build + "-hotel", Image: osfake.BaseImageID, User: "ubuntu",
+		Build: build, Name: "imagegen-" + build + "-hotel", Image: openstacktest.BaseImageID, User: "ubuntu",
 		AuthorizedKey: authorizedKey(t), HostKey: hostKey(t),
 		Tags: map[string]string{clouds.TagBuild: build, clouds.TagGenerator: "dstat", clouds.TagImageName: "dstat-20261123-2100-abc1234"},
 		Log:  testLog(t),
@@ -135,12 +135,12 @@ func launchReq(t *testing.T, build string) clouds.LaunchRequest {
 func provenance(build string) map[string]string {
 	return map[string]string{
 		clouds.TagRepo: "example/generators", clouds.TagCommit: strings.Repeat("a", 40), clouds.TagGenerator: "dstat",
-		clouds.TagScriptSHA: strings.Repeat("b", 64), clouds.TagBaseImage: osfake.BaseImageID, clouds.TagBuild: build,
+		clouds.TagScriptSHA: strings.Repeat("b", 64), clouds.TagBaseImage: openstacktest.BaseImageID, clouds.TagBuild: build,
 	}
 }
 
 // assertClean fails when the fake holds any server, key pair or floating IP of build.
-func assertClean(t *testing.T, f *osfake.Fake, region, build string) {
+func assertClean(t *testing.T, f *openstacktest.Fake, region, build string) {
 	t.Helper()
 	for _, s := range f.Servers(region) {
 		if s.Metadata[clouds.TagBuild] == build {
@@ -181,11 +181,11 @@ func TestBuildLifecycle(t *testing.T) {
 	tests := []struct {
 		name  string
 		cfg   openstack.Config
-		check func(t *testing.T, f *osfake.Fake, inst *clouds.Instance)
-		after func(t *testing.T, f *osfake.Fake) // after the snapshot
+		check func(t *testing.T, f *openstacktest.Fake, inst *clouds.Instance)
+		after func(t *testing.T, f *openstacktest.Fake) // after the snapshot
 	}{
 		{"fixed address", openstack.Config{Network: "private", SecurityGroups: []string{"default"}, AvailabilityZone: "nova", UseConfigDrive: true},
-			func(t *testing.T, f *osfake.Fake, inst *clouds.Instance) {
+			func(t *testing.T, f *openstacktest.Fake, inst *clouds.Instance) {
 				if inst.SSH.Addr != "127.0.0.1:22" {
 					t.Errorf("Addr = %q, want 127.0.0.1:22", inst.SSH.Addr)
 				}
@@ -195,7 +195,7 @@ func TestBuildLifecycle(t *testing.T) {
 				}
 			}, nil},
 		{"floating IP", openstack.Config{FloatingIPPool: "public", SSHPort: 2222},
-			func(t *testing.T, f *osfake.Fake, inst *clouds.Instance) {
+			func(t *testing.T, f *openstacktest.Fake, inst *clouds.Instance) {
 				fips := f.FloatingIPs("RegionOne")
 				if len(fips) != 1 || inst.SSH.Addr != fips[0].Address+":2222" || fips[0].PortID == "" {
 					t.Errorf("Addr = %q, floating IPs %+v", inst.SSH.Addr, fips)
@@ -205,12 +205,12 @@ func TestBuildLifecycle(t *testing.T) {
 				}
 			}, nil},
 		{"boot from volume", openstack.Config{VolumeSize: 20},
-			func(t *testing.T, f *osfake.Fake, inst *clouds.Instance) {
-				if s := f.Servers("RegionOne")[0]; s.VolumeSize != 20 || s.ImageRef != osfake.BaseImageID {
+			func(t *testing.T, f *openstacktest.Fake, inst *clouds.Instance) {
+				if s := f.Servers("RegionOne")[0]; s.VolumeSize != 20 || s.ImageRef != openstacktest.BaseImageID {
 					t.Errorf("server %+v: want a 20 GB volume from the base image", s)
 				}
 			},
-			func(t *testing.T, f *osfake.Fake) {
+			func(t *testing.T, f *openstacktest.Fake) {
 				if n := f.Count(`^POST /RegionOne/volume/v3/volumes/vol-[^/]+/action$`); n != 1 {
 					t.Errorf("%d volume uploads, want 1", n)
 				}
@@ -221,7 +221,7 @@ func TestBuildLifecycle(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFake(t, osfake.Options{})
+			f := newFake(t, openstacktest.Options{})
 			c := open(t, f, tc.cfg)
 			ctx := context.Background()
 			build := "b-" + strings.ReplaceAll(tc.name, " ", "-")
@@ -272,7 +272,7 @@ func TestBuildLifecycle(t *testing.T) {
 			if err := c.Snapshot(ctx, inst, clouds.SnapshotRequest{Name: "dstat-20261123-2100-abc1234", Tags: provenance(build), Log: testLog(t)}, &img); err != nil {
 				t.Fatalf("Snapshot: %v", err)
 			}
-			var got *osfake.Image
+			var got *openstacktest.Image
 			for _, im := range f.Images("RegionOne") {
 				if im.ID == img.ID {
 					got = &im

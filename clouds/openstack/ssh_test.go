@@ -14,7 +14,7 @@ import (
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/cloudtest"
 	"github.com/imagegen/imagegen/clouds/openstack"
-	"github.com/imagegen/imagegen/clouds/openstack/osfake"
+	"github.com/imagegen/imagegen/clouds/openstack/openstacktest"
 	"github.com/imagegen/imagegen/internal/testenv"
 )
 
@@ -36,7 +36,7 @@ func TestSSHReachesRealSSHD(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFake(t, osfake.Options{ServerIP: "127.0.0.1", ConsoleHostKey: sshd.HostKey})
+			f := newFake(t, openstacktest.Options{ServerIP: "127.0.0.1", ConsoleHostKey: sshd.HostKey})
 			c := open(t, f, openstack.Config{SSHPort: port, Network: "private"})
 			_, priv, _ := ed25519.GenerateKey(rand.Reader)
 			signer, err := ssh.NewSignerFromKey(priv)

@@ -1,5 +1,3 @@
-// Package qemu is cloud type "qemu": builds real images on this machine by booting a
-// base disk under QEMU (KVM when usable, TCG otherwise) and saving the result as qcow2.
 package qemu
 
 import (

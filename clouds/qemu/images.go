@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -229,4 +230,115 @@ func diskFormat(path string) (string, error) {
 		return "qcow2", nil
 	}
 	return "raw", nil
+}
+
+// Snapshot converts the stopped instance's overlay into a standalone,
+// compressed qcow2 dir/<name>.qcow2, carries the base's boot sidecar over,
+// and writes the provenance sidecar dir/<name>.json last: an image is
+// listed only once it is complete.
+func (c *Cloud) Snapshot(ctx context.Context, inst *clouds.Instance, req clouds.SnapshotRequest, img *clouds.Image) error {
+	if !safeName.MatchString(req.Name) {
+		return clouds.Errorf(clouds.KindInvalid, "snapshot", "image name %q must be letters, digits, '.', '_' or '-'", req.Name)
+	}
+	if r, ok := lastOf(inst, clouds.KindServer, resQEMU); ok {
+		if pid, start, err := parseProcID(r.ID); err == nil && alive(pid, start) {
+			return clouds.Errorf(clouds.KindInvalid, "snapshot", "QEMU still runs for %q: Stop it first", inst.ID)
+		}
+	}
+	ov, ok := lastOf(inst, clouds.KindFile, resOverlay)
+	if !ok {
+		return clouds.Errorf(clouds.KindInvalid, "snapshot", "instance %q has no overlay", inst.ID)
+	}
+	out := filepath.Join(c.cfg.Dir, req.Name+".qcow2")
+	if _, err := os.Stat(out); err == nil {
+		return clouds.Errorf(clouds.KindInvalid, "snapshot", "image %s exists already", out)
+	}
+	imgBin, err := exec.LookPath(c.cfg.QEMUImg)
+	if err != nil {
+		return clouds.Errorf(clouds.KindInvalid, "snapshot", "%w", err)
+	}
+	base, boot, baseErr := c.overlayBase(ctx, imgBin, ov.ID)
+	img.ID, img.Name, img.Location, img.Tags = req.Name, req.Name, out, req.Tags
+
+	// Converted inside the work directory, then renamed into dir: a crash
+	// mid-convert leaves the partial file where the sweep finds it by build id.
+	part := filepath.Join(filepath.Dir(ov.ID), "image.part")
+	req.Log.Info("converting the overlay into a standalone image", "image", out)
+	if b, err := exec.CommandContext(ctx, imgBin, "convert", "-q", "-c", "-O", "qcow2", ov.ID, part).CombinedOutput(); err != nil {
+		_ = os.Remove(part)
+		if ctx.Err() != nil {
+			return fmt.Errorf("snapshot: %w", ctx.Err())
+		}
+		return clouds.Errorf(clouds.KindFailed, "snapshot", "qemu-img convert: %w: %s", err, strings.TrimSpace(string(b)))
+	}
+	// Link, not rename: it never replaces an image that appeared meanwhile.
+	err = os.Link(part, out)
+	_ = os.Remove(part)
+	if errors.Is(err, os.ErrExist) {
+		*img = clouds.Image{} // not ours: DeleteImage must not touch it
+		return clouds.Errorf(clouds.KindInvalid, "snapshot", "image %s exists already", out)
+	}
+	if err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	if baseErr != nil {
+		req.Log.Warn("could not find the base disk's boot sidecar", "err", baseErr)
+	}
+	if boot != nil {
+		if err := writeBoot(out, boot); err != nil {
+			return fmt.Errorf("snapshot: write boot sidecar: %w", err)
+		}
+	}
+	pv := Provenance{Name: req.Name, Disk: filepath.Base(out), Base: base, Created: time.Now().UTC(), Tags: req.Tags}
+	b, err := json.MarshalIndent(pv, "", "  ")
+	if err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(c.cfg.Dir, req.Name+".json"), append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("snapshot: write provenance: %w", err)
+	}
+	req.Log.Info("image saved", "image", out)
+	return nil
+}
+
+// overlayBase asks qemu-img which base the overlay was made on, and reads that base's boot sidecar.
+func (c *Cloud) overlayBase(ctx context.Context, imgBin, overlay string) (string, *BootConfig, error) {
+	b, err := exec.CommandContext(ctx, imgBin, "info", "--output=json", "-U", overlay).Output()
+	if err != nil {
+		return "", nil, fmt.Errorf("qemu-img info: %w", err)
+	}
+	var info struct {
+		Backing string `json:"full-backing-filename"`
+	}
+	if err := json.Unmarshal(b, &info); err != nil {
+		return "", nil, fmt.Errorf("qemu-img info: %w", err)
+	}
+	if info.Backing == "" {
+		return "", nil, nil
+	}
+	boot, err := readBoot(info.Backing)
+	return info.Backing, boot, err
+}
+
+// DeleteImage removes an image's disk and sidecars.
+func (c *Cloud) DeleteImage(_ context.Context, img *clouds.Image) error {
+	loc := img.Location
+	if loc == "" {
+		if img.ID == "" {
+			return nil
+		}
+		loc = filepath.Join(c.cfg.Dir, img.ID+".qcow2")
+	}
+	if !within(c.cfg.Dir, loc) {
+		return clouds.Errorf(clouds.KindInvalid, "delete image", "%s is not in %s", loc, c.cfg.Dir)
+	}
+	stem := sidecarStem(loc)
+	var errs []error
+	// The provenance sidecar first: a half-deleted image is then no longer listed.
+	for _, p := range []string{stem + ".json", loc, stem + ".boot.json"} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("delete image: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }

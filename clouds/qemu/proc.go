@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -152,4 +154,59 @@ func killProc(ctx context.Context, pid int, start uint64, grace time.Duration) e
 		}
 	}
 	return nil
+}
+
+// killGrace is how long a SIGTERMed QEMU gets before SIGKILL.
+const killGrace = 5 * time.Second
+
+// vm is a QEMU process this Cloud started.
+type vm struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when QEMU has exited and been reaped
+	err  error         // its exit status, once done
+	tail *tailBuffer   // the last of its console and stderr, for error messages
+	log  *slog.Logger  // the build's log
+}
+
+func (v *vm) exited() bool {
+	select {
+	case <-v.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (c *Cloud) vm(id string) *vm {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.vms[id]
+}
+
+// waitExit waits until the process is gone (and reaped, when it is ours).
+func (c *Cloud) waitExit(ctx context.Context, id string, pid int, start uint64) error {
+	if v := c.vm(id); v != nil {
+		select {
+		case <-v.done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for alive(pid, start) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func (c *Cloud) kill(ctx context.Context, id string, pid int, start uint64) error {
+	if err := killProc(ctx, pid, start, killGrace); err != nil {
+		return err
+	}
+	// Ours: wait for the reaper so no zombie holds the files.
+	return c.waitExit(ctx, id, pid, start)
 }

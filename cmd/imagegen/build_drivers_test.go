@@ -23,8 +23,8 @@ import (
 
 	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/clouds"
-	"github.com/imagegen/imagegen/clouds/ec2/ec2fake"
-	"github.com/imagegen/imagegen/clouds/openstack/osfake"
+	"github.com/imagegen/imagegen/clouds/ec2/ec2test"
+	"github.com/imagegen/imagegen/clouds/openstack/openstacktest"
 	"github.com/imagegen/imagegen/internal/testenv"
 )
 
@@ -237,7 +237,7 @@ func TestBuildOpenStack(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			sshd := testenv.StartSSHD(t)
 			guests := newOSGuests(t, sshd, names)
-			f := osfake.New(osfake.Options{
+			f := openstacktest.New(openstacktest.Options{
 				Regions:        []string{"RegionOne", "RegionTwo"},
 				ConsoleHostKey: guests.hostKeyLine(),
 				OnActive:       guests.onActive,
@@ -257,7 +257,7 @@ func TestBuildOpenStack(t *testing.T) {
 			}
 			cfgPath := writeFile(t, "imagegen.yaml", conf)
 			repo := newGeneratorRepo(t, tc.script(filepath.Join(t.TempDir(), "rendezvous")), sshd.User,
-				map[string]string{"os-one": osfake.BaseImageID, "os-two": osfake.BaseImageID})
+				map[string]string{"os-one": openstacktest.BaseImageID, "os-two": openstacktest.BaseImageID})
 
 			code, stdout, stderr := runBuildCmd(t, nil, "--config", cfgPath, repo.spec)
 			defer logOnFailure(t, stdout, stderr)
@@ -286,9 +286,9 @@ func TestBuildOpenStack(t *testing.T) {
 				if x := f.FloatingIPs(region); len(x) != 0 {
 					t.Errorf("%s: floating IPs left in %s: %+v", n, region, x)
 				}
-				var made []osfake.Image
+				var made []openstacktest.Image
 				for _, im := range f.Images(region) {
-					if im.ID != osfake.BaseImageID {
+					if im.ID != openstacktest.BaseImageID {
 						made = append(made, im)
 					}
 				}
@@ -305,7 +305,7 @@ func TestBuildOpenStack(t *testing.T) {
 				if im.ID != rows[n].imageID || im.Name != rows[n].imageName || im.Status != "active" {
 					t.Errorf("%s: the table says %s %s, %s holds %+v", n, rows[n].imageID, rows[n].imageName, region, im)
 				}
-				checkProvenance(t, n+" image "+im.ID, im.Properties, repo, build, osfake.BaseImageID)
+				checkProvenance(t, n+" image "+im.ID, im.Properties, repo, build, openstacktest.BaseImageID)
 			}
 			if r := f.Rejected(); len(r) > 0 {
 				t.Errorf("the fake refused request bodies the real API would refuse: %q", r)
@@ -351,11 +351,11 @@ func TestBuildEC2(t *testing.T) {
 				t.Setenv(k, v)
 			}
 			sshd := testenv.StartSSHD(t)
-			fakes := map[string]*ec2fake.Fake{}
+			fakes := map[string]*ec2test.Fake{}
 			guests := map[string]*guest{}
 			conf := "build: {ssh_timeout: 20s, timeout: 60s, cleanup_timeout: 30s}\nclouds:\n"
 			for _, n := range names {
-				f := ec2fake.New(ec2fake.Options{PublicIP: "127.0.0.1"})
+				f := ec2test.New(ec2test.Options{PublicIP: "127.0.0.1"})
 				t.Cleanup(f.Close)
 				fakes[n] = f
 				guests[n] = ec2Guest(t, f, sshd)
@@ -364,7 +364,7 @@ func TestBuildEC2(t *testing.T) {
 			}
 			cfgPath := writeFile(t, "imagegen.yaml", conf)
 			repo := newGeneratorRepo(t, tc.script(filepath.Join(t.TempDir(), "rendezvous")), sshd.User,
-				map[string]string{"aws-east": ec2fake.BaseImage, "nimbus": ec2fake.BaseImage})
+				map[string]string{"aws-east": ec2test.BaseImage, "nimbus": ec2test.BaseImage})
 
 			code, stdout, stderr := runBuildCmd(t, nil, "--config", cfgPath, repo.spec)
 			defer logOnFailure(t, stdout, stderr)
@@ -418,7 +418,7 @@ func TestBuildEC2(t *testing.T) {
 				if im.ID != rows[n].imageID || im.Name != rows[n].imageName || !strings.HasPrefix(im.ID, "ami-") {
 					t.Errorf("%s: the table says %s %s, the cloud holds %s %s", n, rows[n].imageID, rows[n].imageName, im.ID, im.Name)
 				}
-				checkProvenance(t, n+" AMI "+im.ID, im.Tags, repo, build, ec2fake.BaseImage)
+				checkProvenance(t, n+" AMI "+im.ID, im.Tags, repo, build, ec2test.BaseImage)
 				// Only the image's own snapshots remain.
 				var own []string
 				for _, r := range im.Resources {
@@ -599,7 +599,7 @@ func (g *guest) relay(nc ssh.NewChannel, up *ssh.Client) {
 
 // ec2Guest is an EC2 instance of f after cloud-init: the host key and the
 // authorized key are those the build put in the one live instance's user data.
-func ec2Guest(t *testing.T, f *ec2fake.Fake, up *testenv.SSHD) *guest {
+func ec2Guest(t *testing.T, f *ec2test.Fake, up *testenv.SSHD) *guest {
 	return startGuest(t, up, func() (*ssh.ServerConfig, error) {
 		var ids []string
 		for _, r := range f.Live() {
@@ -678,8 +678,8 @@ func (o *osGuests) hostKeyLine() string {
 	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(o.hostKey.PublicKey())))
 }
 
-// onActive is osfake's OnActive: cloud-init installs the key pair.
-func (o *osGuests) onActive(s osfake.Server, pub string) {
+// onActive is openstacktest's OnActive: cloud-init installs the key pair.
+func (o *osGuests) onActive(s openstacktest.Server, pub string) {
 	pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(pub))
 	if err != nil {
 		return // the guest then refuses the build, which fails

@@ -3,9 +3,9 @@ package main
 import (
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/ec2"
-	"github.com/imagegen/imagegen/clouds/fake"
 	"github.com/imagegen/imagegen/clouds/openstack"
 	"github.com/imagegen/imagegen/clouds/qemu"
+	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/clouds/sshhost"
 )
 
@@ -13,7 +13,7 @@ import (
 func registry() *clouds.Registry {
 	r := clouds.NewRegistry()
 	r.Register(sshhost.Type, sshhost.Configure)
-	r.Register(fake.Type, fake.Configure)
+	r.Register(simulated.Type, simulated.Configure)
 	r.Register(ec2.Type, ec2.Configure)
 	r.Register(openstack.Type, openstack.Configure)
 	r.Register(qemu.Type, qemu.Configure)

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/imagegen/imagegen/clouds"
-	"github.com/imagegen/imagegen/clouds/fake"
+	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/server/githubapp/githubtest"
 )
@@ -40,7 +40,7 @@ func TestHelperProcess(t *testing.T) {
 		}
 	}
 	reg := clouds.NewRegistry()
-	reg.Register(fake.Type, fake.Configure)
+	reg.Register(simulated.Type, simulated.Configure)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, lookup: os.LookupEnv}

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/imagegen/imagegen/clouds"
-	"github.com/imagegen/imagegen/clouds/fake"
+	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/config"
 )
 
@@ -17,7 +17,7 @@ import (
 func Config(tb testing.TB, yml string) *config.Config {
 	tb.Helper()
 	reg := clouds.NewRegistry()
-	reg.Register(fake.Type, fake.Configure)
+	reg.Register(simulated.Type, simulated.Configure)
 	cfg, err := config.Parse([]byte(yml), "imagegen.yaml", reg, func(string) (string, bool) { return "", false })
 	if err != nil {
 		tb.Fatalf("config: %v", err)

@@ -3,9 +3,9 @@ package charttest
 import (
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/ec2"
-	"github.com/imagegen/imagegen/clouds/fake"
 	"github.com/imagegen/imagegen/clouds/openstack"
 	"github.com/imagegen/imagegen/clouds/qemu"
+	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/clouds/sshhost"
 	"github.com/imagegen/imagegen/config"
 )
@@ -20,7 +20,7 @@ func (e *serviceError) Unwrap() error { return e.err }
 // every cloud driver imagegen has.
 func loadConfig(data []byte, lookup func(string) (string, bool)) error {
 	reg := clouds.NewRegistry()
-	reg.Register(fake.Type, fake.Configure)
+	reg.Register(simulated.Type, simulated.Configure)
 	reg.Register(openstack.Type, openstack.Configure)
 	reg.Register(ec2.Type, ec2.Configure)
 	reg.Register(qemu.Type, qemu.Configure)

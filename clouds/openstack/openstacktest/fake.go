@@ -1,6 +1,6 @@
-// Package osfake is an in-process OpenStack (Keystone v3, Nova, Glance v2, Neutron)
-// close enough for the real gophercloud client, with timed state changes and injectable faults.
-package osfake
+// Package openstacktest is an in-process OpenStack (Keystone v3, Nova, Glance v2, Neutron, Cinder v3) for the real gophercloud client.
+// It is test support with timed state changes and injectable faults; it knows no driver code, and production code never imports it.
+package openstacktest
 
 import (
 	"crypto/ed25519"
@@ -404,7 +404,7 @@ func (f *Fake) region(name string) *region {
 	}
 	r, ok := f.reg[name]
 	if !ok {
-		panic("osfake: no region " + name)
+		panic("openstacktest: no region " + name)
 	}
 	return r
 }
@@ -860,69 +860,32 @@ type bdm struct {
 	VolumeSize          int    `json:"volume_size,omitempty"`
 }
 
+// serverCreate is the body of Nova's server create, the fields imagegen sends;
+// security_groups is decoded apart (decodeServerCreate).
+type serverCreate struct {
+	Name             string            `json:"name"`
+	ImageRef         *string           `json:"imageRef"`
+	FlavorRef        string            `json:"flavorRef"`
+	Networks         json.RawMessage   `json:"networks,omitempty"`
+	Metadata         map[string]string `json:"metadata,omitempty"`
+	UserData         *string           `json:"user_data,omitempty"`
+	KeyName          string            `json:"key_name,omitempty"`
+	AvailabilityZone string            `json:"availability_zone,omitempty"`
+	ConfigDrive      *bool             `json:"config_drive,omitempty"`
+	BDM              []bdm             `json:"block_device_mapping_v2,omitempty"`
+}
+
+// createServer checks a server create as Nova does (the request's schema, then
+// flavor, image, key pair, network, security groups and quota) and makes the
+// server, which boots for BootDelay.
 func (f *Fake) createServer(w http.ResponseWriter, req *http.Request, r *region) {
-	var body struct {
-		Server struct {
-			Name             string            `json:"name"`
-			ImageRef         *string           `json:"imageRef"`
-			FlavorRef        string            `json:"flavorRef"`
-			Networks         json.RawMessage   `json:"networks,omitempty"`
-			Metadata         map[string]string `json:"metadata,omitempty"`
-			UserData         *string           `json:"user_data,omitempty"`
-			KeyName          string            `json:"key_name,omitempty"`
-			AvailabilityZone string            `json:"availability_zone,omitempty"`
-			ConfigDrive      *bool             `json:"config_drive,omitempty"`
-			BDM              []bdm             `json:"block_device_mapping_v2,omitempty"`
-		} `json:"server"`
-	}
-	// security_groups is decoded by hand: the struct tag above would refuse it.
-	raw := map[string]map[string]json.RawMessage{}
-	dec := json.NewDecoder(req.Body)
-	if err := dec.Decode(&raw); err != nil {
-		f.reject(w, req, "Malformed request body")
+	s, sgs, ok := f.decodeServerCreate(w, req)
+	if !ok {
 		return
 	}
-	var sgs []struct {
-		Name string `json:"name"`
-	}
-	if v, ok := raw["server"]["security_groups"]; ok {
-		if err := strictUnmarshal(v, &sgs); err != nil {
-			f.reject(w, req, "Invalid input for field/attribute security_groups: "+err.Error())
-			return
-		}
-		delete(raw["server"], "security_groups")
-	}
-	b, _ := json.Marshal(raw)
-	if err := strictUnmarshal(b, &body); err != nil {
-		f.reject(w, req, "Invalid input for field/attribute: "+err.Error())
+	ud, ok := f.checkServerSchema(w, req, s)
+	if !ok {
 		return
-	}
-	s := body.Server
-	if len(raw) != 1 || s.Name == "" || len(s.Name) > 255 {
-		f.reject(w, req, "Invalid input for field/attribute name.")
-		return
-	}
-	for k, v := range s.Metadata {
-		if k == "" || len(k) > 255 || len(v) > 255 {
-			f.reject(w, req, fmt.Sprintf("Invalid input for field/attribute metadata: %q is too long", k))
-			return
-		}
-	}
-	var ud string
-	if s.UserData != nil {
-		dec, err := base64.StdEncoding.DecodeString(*s.UserData)
-		if err != nil || len(*s.UserData) > 65535 {
-			f.reject(w, req, "User data needs to be valid base 64.")
-			return
-		}
-		ud = *s.UserData
-		if strings.HasPrefix(string(dec), "#cloud-config") {
-			var cc map[string]any
-			if err := yaml.Unmarshal(dec, &cc); err != nil {
-				f.reject(w, req, "user data: cloud-config is not YAML: "+err.Error())
-				return
-			}
-		}
 	}
 	fl := ""
 	for _, x := range r.flavors {
@@ -934,25 +897,8 @@ func (f *Fake) createServer(w http.ResponseWriter, req *http.Request, r *region)
 		writeErr(w, req.URL.Path, 400, "Flavor "+s.FlavorRef+" could not be found.")
 		return
 	}
-	imageRef := ""
-	if s.ImageRef != nil {
-		imageRef = *s.ImageRef
-	}
-	volSize := 0
-	if len(s.BDM) > 0 {
-		b := s.BDM[0]
-		if b.SourceType != "image" || b.DestinationType != "volume" || b.VolumeSize <= 0 || b.UUID == "" {
-			f.reject(w, req, "Block Device Mapping is Invalid: imagegen boots from a new volume made from an image")
-			return
-		}
-		if imageRef != "" {
-			f.reject(w, req, "imageRef must be empty when booting from a volume")
-			return
-		}
-		imageRef, volSize = b.UUID, b.VolumeSize
-	}
-	if im, ok := r.images[imageRef]; !ok || im.Status != "active" {
-		writeErr(w, req.URL.Path, 400, "Image "+imageRef+" could not be found.")
+	imageRef, volSize, ok := f.serverImage(w, req, r, s)
+	if !ok {
 		return
 	}
 	if s.KeyName != "" {
@@ -961,26 +907,8 @@ func (f *Fake) createServer(w http.ResponseWriter, req *http.Request, r *region)
 			return
 		}
 	}
-	netID := r.networks[0].ID
-	if len(s.Networks) > 0 {
-		var nets []struct {
-			UUID string `json:"uuid"`
-		}
-		if err := strictUnmarshal(s.Networks, &nets); err != nil || len(nets) != 1 {
-			f.reject(w, req, "Invalid input for field/attribute networks.")
-			return
-		}
-		found := false
-		for _, n := range r.networks {
-			if n.ID == nets[0].UUID && !n.External {
-				found = true
-			}
-		}
-		if !found {
-			writeErr(w, req.URL.Path, 400, "Network "+nets[0].UUID+" could not be found.")
-			return
-		}
-		netID = nets[0].UUID
+	if _, ok := f.serverNetwork(w, req, r, s.Networks); !ok {
+		return
 	}
 	var groups []string
 	for _, g := range sgs {
@@ -994,7 +922,6 @@ func (f *Fake) createServer(w http.ResponseWriter, req *http.Request, r *region)
 		writeErr(w, req.URL.Path, 403, fmt.Sprintf("Quota exceeded for instances: Requested 1, but already used %d of %d instances", len(r.servers), f.opts.ServerQuota))
 		return
 	}
-	_ = netID
 	sv := &server{ID: f.uuid(), Name: s.Name, Status: "BUILD", KeyName: s.KeyName, ImageRef: imageRef, FlavorRef: fl,
 		AZ: s.AvailabilityZone, Metadata: s.Metadata, UserData: ud, SecGroups: groups, VolumeSize: volSize,
 		ConfigDrive: s.ConfigDrive != nil && *s.ConfigDrive, Created: time.Now(), due: time.Now().Add(f.opts.BootDelay), next: "ACTIVE"}
@@ -1006,6 +933,124 @@ func (f *Fake) createServer(w http.ResponseWriter, req *http.Request, r *region)
 	writeJSON(w, 202, map[string]any{"server": map[string]any{"id": sv.ID, "adminPass": "fakePass",
 		"OS-DCF:diskConfig": "MANUAL", "security_groups": []any{map[string]any{"name": "default"}},
 		"links": []any{map[string]any{"rel": "self", "href": "http://" + req.Host + req.URL.Path + "/" + sv.ID}}}})
+}
+
+// secGroupRef is one of a server create's security_groups.
+type secGroupRef struct {
+	Name string `json:"name"`
+}
+
+// decodeServerCreate reads a server create strictly; it answers a refusal
+// itself and returns false.
+func (f *Fake) decodeServerCreate(w http.ResponseWriter, req *http.Request) (serverCreate, []secGroupRef, bool) {
+	var body struct {
+		Server serverCreate `json:"server"`
+	}
+	// security_groups is decoded by hand: the struct tag above would refuse it.
+	raw := map[string]map[string]json.RawMessage{}
+	dec := json.NewDecoder(req.Body)
+	if err := dec.Decode(&raw); err != nil {
+		f.reject(w, req, "Malformed request body")
+		return serverCreate{}, nil, false
+	}
+	var sgs []secGroupRef
+	if v, ok := raw["server"]["security_groups"]; ok {
+		if err := strictUnmarshal(v, &sgs); err != nil {
+			f.reject(w, req, "Invalid input for field/attribute security_groups: "+err.Error())
+			return serverCreate{}, nil, false
+		}
+		delete(raw["server"], "security_groups")
+	}
+	b, _ := json.Marshal(raw)
+	if err := strictUnmarshal(b, &body); err != nil {
+		f.reject(w, req, "Invalid input for field/attribute: "+err.Error())
+		return serverCreate{}, nil, false
+	}
+	if len(raw) != 1 {
+		f.reject(w, req, "Invalid input for field/attribute name.")
+		return serverCreate{}, nil, false
+	}
+	return body.Server, sgs, true
+}
+
+// checkServerSchema checks the name, metadata and user data as Nova's schema
+// does, and returns the user data.
+func (f *Fake) checkServerSchema(w http.ResponseWriter, req *http.Request, s serverCreate) (string, bool) {
+	if s.Name == "" || len(s.Name) > 255 {
+		f.reject(w, req, "Invalid input for field/attribute name.")
+		return "", false
+	}
+	for k, v := range s.Metadata {
+		if k == "" || len(k) > 255 || len(v) > 255 {
+			f.reject(w, req, fmt.Sprintf("Invalid input for field/attribute metadata: %q is too long", k))
+			return "", false
+		}
+	}
+	if s.UserData == nil {
+		return "", true
+	}
+	dec, err := base64.StdEncoding.DecodeString(*s.UserData)
+	if err != nil || len(*s.UserData) > 65535 {
+		f.reject(w, req, "User data needs to be valid base 64.")
+		return "", false
+	}
+	if strings.HasPrefix(string(dec), "#cloud-config") {
+		var cc map[string]any
+		if err := yaml.Unmarshal(dec, &cc); err != nil {
+			f.reject(w, req, "user data: cloud-config is not YAML: "+err.Error())
+			return "", false
+		}
+	}
+	return *s.UserData, true
+}
+
+// serverImage is the image the server boots, from imageRef or from the one
+// block device mapping imagegen sends with volume_size (then with its size).
+func (f *Fake) serverImage(w http.ResponseWriter, req *http.Request, r *region, s serverCreate) (string, int, bool) {
+	imageRef := ""
+	if s.ImageRef != nil {
+		imageRef = *s.ImageRef
+	}
+	volSize := 0
+	if len(s.BDM) > 0 {
+		b := s.BDM[0]
+		if b.SourceType != "image" || b.DestinationType != "volume" || b.VolumeSize <= 0 || b.UUID == "" {
+			f.reject(w, req, "Block Device Mapping is Invalid: imagegen boots from a new volume made from an image")
+			return "", 0, false
+		}
+		if imageRef != "" {
+			f.reject(w, req, "imageRef must be empty when booting from a volume")
+			return "", 0, false
+		}
+		imageRef, volSize = b.UUID, b.VolumeSize
+	}
+	if im, ok := r.images[imageRef]; !ok || im.Status != "active" {
+		writeErr(w, req.URL.Path, 400, "Image "+imageRef+" could not be found.")
+		return "", 0, false
+	}
+	return imageRef, volSize, true
+}
+
+// serverNetwork is the network the server attaches to: the one asked for,
+// which must exist and not be external, else the region's first.
+func (f *Fake) serverNetwork(w http.ResponseWriter, req *http.Request, r *region, networks json.RawMessage) (string, bool) {
+	if len(networks) == 0 {
+		return r.networks[0].ID, true
+	}
+	var nets []struct {
+		UUID string `json:"uuid"`
+	}
+	if err := strictUnmarshal(networks, &nets); err != nil || len(nets) != 1 {
+		f.reject(w, req, "Invalid input for field/attribute networks.")
+		return "", false
+	}
+	for _, n := range r.networks {
+		if n.ID == nets[0].UUID && !n.External {
+			return n.ID, true
+		}
+	}
+	writeErr(w, req.URL.Path, 400, "Network "+nets[0].UUID+" could not be found.")
+	return "", false
 }
 
 func strictUnmarshal(b []byte, v any) error {
@@ -1531,55 +1576,7 @@ func (f *Fake) network(w http.ResponseWriter, req *http.Request, r *region, p st
 		}
 		writeJSON(w, 200, map[string]any{"floatingips": list})
 	case p == "/floatingips" && req.Method == "POST":
-		var body struct {
-			FloatingIP struct {
-				FloatingNetworkID string `json:"floating_network_id"`
-				PortID            string `json:"port_id,omitempty"`
-				Description       string `json:"description,omitempty"`
-			} `json:"floatingip"`
-		}
-		if !f.decode(w, req, &body) {
-			return
-		}
-		b := body.FloatingIP
-		var ext *network
-		for i := range r.networks {
-			if r.networks[i].ID == b.FloatingNetworkID {
-				ext = &r.networks[i]
-			}
-		}
-		if ext == nil {
-			writeErr(w, req.URL.Path, 404, "Network "+b.FloatingNetworkID+" could not be found.")
-			return
-		}
-		if !ext.External {
-			writeErr(w, req.URL.Path, 400, "Bad floatingip request: Network "+ext.ID+" is not a valid external network.")
-			return
-		}
-		if len(b.Description) > 255 {
-			f.reject(w, req, "description too long")
-			return
-		}
-		if b.PortID != "" {
-			found := false
-			for _, s := range r.servers {
-				if s.PortID == b.PortID {
-					found = true
-				}
-			}
-			if !found {
-				writeErr(w, req.URL.Path, 404, "Port "+b.PortID+" could not be found.")
-				return
-			}
-		}
-		if len(r.fips) >= f.opts.FloatingIPQuota {
-			writeErr(w, req.URL.Path, 409, "Quota exceeded for resources: ['floatingip'].")
-			return
-		}
-		f.seq++
-		x := &fip{ID: f.uuid(), Address: fmt.Sprintf("203.0.113.%d", f.seq%250+1), NetworkID: ext.ID, PortID: b.PortID, Description: b.Description}
-		r.fips[x.ID] = x
-		writeJSON(w, 201, map[string]any{"floatingip": fipJSON(x)})
+		f.createFloatingIP(w, req, r)
 	case strings.HasPrefix(p, "/floatingips/") && req.Method == "DELETE":
 		id := strings.TrimPrefix(p, "/floatingips/")
 		if _, ok := r.fips[id]; !ok {
@@ -1591,6 +1588,60 @@ func (f *Fake) network(w http.ResponseWriter, req *http.Request, r *region, p st
 	default:
 		writeErr(w, req.URL.Path, 404, "The resource could not be found.")
 	}
+}
+
+// createFloatingIP allocates a floating IP on an external network, attached
+// to a server's port when one is given.
+func (f *Fake) createFloatingIP(w http.ResponseWriter, req *http.Request, r *region) {
+	var body struct {
+		FloatingIP struct {
+			FloatingNetworkID string `json:"floating_network_id"`
+			PortID            string `json:"port_id,omitempty"`
+			Description       string `json:"description,omitempty"`
+		} `json:"floatingip"`
+	}
+	if !f.decode(w, req, &body) {
+		return
+	}
+	b := body.FloatingIP
+	var ext *network
+	for i := range r.networks {
+		if r.networks[i].ID == b.FloatingNetworkID {
+			ext = &r.networks[i]
+		}
+	}
+	if ext == nil {
+		writeErr(w, req.URL.Path, 404, "Network "+b.FloatingNetworkID+" could not be found.")
+		return
+	}
+	if !ext.External {
+		writeErr(w, req.URL.Path, 400, "Bad floatingip request: Network "+ext.ID+" is not a valid external network.")
+		return
+	}
+	if len(b.Description) > 255 {
+		f.reject(w, req, "description too long")
+		return
+	}
+	if b.PortID != "" {
+		found := false
+		for _, s := range r.servers {
+			if s.PortID == b.PortID {
+				found = true
+			}
+		}
+		if !found {
+			writeErr(w, req.URL.Path, 404, "Port "+b.PortID+" could not be found.")
+			return
+		}
+	}
+	if len(r.fips) >= f.opts.FloatingIPQuota {
+		writeErr(w, req.URL.Path, 409, "Quota exceeded for resources: ['floatingip'].")
+		return
+	}
+	f.seq++
+	x := &fip{ID: f.uuid(), Address: fmt.Sprintf("203.0.113.%d", f.seq%250+1), NetworkID: ext.ID, PortID: b.PortID, Description: b.Description}
+	r.fips[x.ID] = x
+	writeJSON(w, 201, map[string]any{"floatingip": fipJSON(x)})
 }
 
 func fipJSON(x *fip) map[string]any {

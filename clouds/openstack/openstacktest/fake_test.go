@@ -1,4 +1,4 @@
-package osfake
+package openstacktest
 
 import (
 	"io"

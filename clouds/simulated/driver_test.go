@@ -1,4 +1,4 @@
-package fake_test
+package simulated_test
 
 import (
 	"context"
@@ -12,80 +12,14 @@ import (
 	"time"
 
 	"github.com/imagegen/imagegen/clouds"
-	"github.com/imagegen/imagegen/clouds/cloudtest"
-	"github.com/imagegen/imagegen/clouds/fake"
+	"github.com/imagegen/imagegen/clouds/simulated"
 )
 
 // quick are delays long enough for the suite to cancel mid-wait, short enough to stay fast.
-var quick = fake.Options{LaunchDelay: 100 * time.Millisecond, SSHDelay: 20 * time.Millisecond, StopDelay: 10 * time.Millisecond, SnapshotDelay: 50 * time.Millisecond}
+var quick = simulated.Options{LaunchDelay: 100 * time.Millisecond, SSHDelay: 20 * time.Millisecond, StopDelay: 10 * time.Millisecond, SnapshotDelay: 50 * time.Millisecond}
 
 // fast keeps the per-op runs of the suite short.
-var fast = fake.Options{LaunchDelay: 30 * time.Millisecond, SSHDelay: 5 * time.Millisecond, StopDelay: 5 * time.Millisecond, SnapshotDelay: 10 * time.Millisecond}
-
-func harness(opts fake.Options, cur **fake.Cloud) cloudtest.Harness {
-	return cloudtest.Harness{
-		Open: func(t *testing.T) clouds.Cloud {
-			*cur = fake.New(opts)
-			return *cur
-		},
-		Image:    "base-image",
-		User:     "ubuntu",
-		Size:     "small",
-		Live:     func(t *testing.T) []clouds.Resource { return (*cur).Live() },
-		Images:   func(t *testing.T) []clouds.Image { return (*cur).Images() },
-		BadImage: "no-such-image",
-		SkipSSH:  opts.SSH == nil,
-	}
-}
-
-func TestConformance(t *testing.T) {
-	withSSH := quick
-	withSSH.SSH = &clouds.Endpoint{Addr: "127.0.0.1:2222", HostKeys: []string{"ssh-ed25519 AAAA"}}
-	noImages := quick
-	noImages.NoImages = true
-	flaky := quick
-	flaky.FailRate = 0.2
-	flaky.Seed = 7
-	for _, tc := range []struct {
-		name string
-		opts fake.Options
-	}{
-		{"default", quick},
-		{"ssh endpoint", withSSH},
-		{"no images", noImages},
-		{"20% transient failures", flaky},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel() // the suite mostly sleeps in the fake's delays
-			var cur *fake.Cloud
-			opts := tc.opts
-			opts.BaseImages = []string{"base-image"}
-			cloudtest.Run(t, harness(opts, &cur))
-		})
-	}
-}
-
-// TestConformanceWithFaults runs the suite with a slow call at every op:
-// delays must not break any edge of the contract.
-func TestConformanceWithFaults(t *testing.T) {
-	for _, op := range fake.Ops {
-		t.Run(string(op), func(t *testing.T) {
-			t.Parallel()
-			var cur *fake.Cloud
-			opts := fast
-			opts.BaseImages = []string{"base-image"}
-			h := harness(opts, &cur)
-			open := h.Open
-			h.Open = func(t *testing.T) clouds.Cloud {
-				c := open(t)
-				cur.Inject(op, fake.Fault{Delay: 10 * time.Millisecond, Times: 1})
-				cur.Inject(op, fake.Fault{Err: &clouds.Error{Kind: clouds.KindTransient, Code: "503", Err: errors.New("busy")}, Times: 2})
-				return c
-			}
-			cloudtest.Run(t, h)
-		})
-	}
-}
+var fast = simulated.Options{LaunchDelay: 30 * time.Millisecond, SSHDelay: 5 * time.Millisecond, StopDelay: 5 * time.Millisecond, SnapshotDelay: 10 * time.Millisecond}
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
@@ -96,7 +30,7 @@ func launchReq(build string) clouds.LaunchRequest {
 
 // pipeline does what the builder does, cleanup included, and returns the
 // first error and the image it made (nil if it was deleted on failure).
-func pipeline(ctx context.Context, c *fake.Cloud, build string) (*clouds.Image, error) {
+func pipeline(ctx context.Context, c *simulated.Cloud, build string) (*clouds.Image, error) {
 	inst := &clouds.Instance{Build: build}
 	img := &clouds.Image{}
 	err := func() error {
@@ -130,7 +64,7 @@ func pipeline(ctx context.Context, c *fake.Cloud, build string) (*clouds.Image, 
 
 // sweep removes every leftover, as the sweeper does after a failed cleanup:
 // a few rounds, since with permanent_fail_rate the sweep's calls fail too.
-func sweep(t *testing.T, c *fake.Cloud) {
+func sweep(t *testing.T, c *simulated.Cloud) {
 	t.Helper()
 	var err error
 	for range 5 {
@@ -153,7 +87,7 @@ func sweep(t *testing.T, c *fake.Cloud) {
 // hit cleanup itself) leaves nothing.
 func TestFaultAtEachOp(t *testing.T) {
 	boom := errors.New("boom")
-	for _, op := range fake.Ops {
+	for _, op := range simulated.Ops {
 		for _, f := range []struct {
 			name string
 			err  error
@@ -163,12 +97,12 @@ func TestFaultAtEachOp(t *testing.T) {
 			{"quota", &clouds.Error{Kind: clouds.KindQuota, Op: string(op), Code: "QuotaExceeded", Err: boom}, clouds.KindQuota},
 		} {
 			t.Run(string(op)+"/"+f.name, func(t *testing.T) {
-				c := fake.New(fast)
-				c.Inject(op, fake.Fault{Err: f.err, Times: 1})
+				c := simulated.New(fast)
+				c.Inject(op, simulated.Fault{Err: f.err, Times: 1})
 				img, err := pipeline(context.Background(), c, "b1")
-				inPipeline := !slices.Contains([]fake.Op{fake.OpTerminate, fake.OpDeleteKey, fake.OpDeleteImage, fake.OpLeftovers, fake.OpRemove}, op)
+				inPipeline := !slices.Contains([]simulated.Op{simulated.OpTerminate, simulated.OpDeleteKey, simulated.OpDeleteImage, simulated.OpLeftovers, simulated.OpRemove}, op)
 				switch {
-				case op == fake.OpTerminate || op == fake.OpDeleteKey:
+				case op == simulated.OpTerminate || op == simulated.OpDeleteKey:
 					// The delete failed: the pipeline reports it, the sweep cleans.
 					if err == nil || clouds.KindOf(err) != f.kind || !errors.Is(err, boom) {
 						t.Fatalf("pipeline error = %v (kind %q), want the injected %q", err, clouds.KindOf(err), f.kind)
@@ -212,8 +146,8 @@ func TestInjectedTransientIsRetried(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := fake.New(fake.Options{})
-			c.Inject(fake.OpLaunch, fake.Fault{Err: &clouds.Error{Kind: clouds.KindTransient, Code: "503", Err: errors.New("busy")}, Times: tt.times})
+			c := simulated.New(simulated.Options{})
+			c.Inject(simulated.OpLaunch, simulated.Fault{Err: &clouds.Error{Kind: clouds.KindTransient, Code: "503", Err: errors.New("busy")}, Times: tt.times})
 			_, err := pipeline(context.Background(), c, "b1")
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
@@ -229,10 +163,10 @@ func TestInjectedTransientIsRetried(t *testing.T) {
 }
 
 func TestBlockAndDelayHonourContext(t *testing.T) {
-	for _, op := range []fake.Op{fake.OpImportKey, fake.OpLaunch, fake.OpWaitRunning, fake.OpStop, fake.OpSnapshot, fake.OpWaitImage} {
-		for _, f := range []fake.Fault{{Block: true}, {Delay: time.Hour}} {
+	for _, op := range []simulated.Op{simulated.OpImportKey, simulated.OpLaunch, simulated.OpWaitRunning, simulated.OpStop, simulated.OpSnapshot, simulated.OpWaitImage} {
+		for _, f := range []simulated.Fault{{Block: true}, {Delay: time.Hour}} {
 			t.Run(fmt.Sprintf("%s/block=%v", op, f.Block), func(t *testing.T) {
-				c := fake.New(fake.Options{})
+				c := simulated.New(simulated.Options{})
 				c.Inject(op, f)
 				ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 				defer cancel()
@@ -253,7 +187,7 @@ func TestBlockAndDelayHonourContext(t *testing.T) {
 }
 
 func TestCallsAndImages(t *testing.T) {
-	c := fake.New(fake.Options{Seed: 1})
+	c := simulated.New(simulated.Options{Seed: 1})
 	img, err := pipeline(context.Background(), c, "b1")
 	if err != nil {
 		t.Fatal(err)
@@ -283,7 +217,7 @@ func TestCallsAndImages(t *testing.T) {
 		t.Fatalf("image id %q does not start with sim-", img.ID)
 	}
 	// The new image is a base image the cloud now knows.
-	c2 := fake.New(fake.Options{BaseImages: []string{"base"}})
+	c2 := simulated.New(simulated.Options{BaseImages: []string{"base"}})
 	if _, err := pipeline(context.Background(), c2, "b2"); err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +237,7 @@ func TestCallsAndImages(t *testing.T) {
 func TestContractViolations(t *testing.T) {
 	ctx := context.Background()
 	t.Run("snapshot without stop", func(t *testing.T) {
-		c := fake.New(fake.Options{})
+		c := simulated.New(simulated.Options{})
 		inst := &clouds.Instance{}
 		if err := c.Launch(ctx, launchReq("b1"), inst); err != nil {
 			t.Fatal(err)
@@ -319,7 +253,7 @@ func TestContractViolations(t *testing.T) {
 		}
 	})
 	t.Run("terminate before the image is usable", func(t *testing.T) {
-		c := fake.New(fake.Options{SnapshotDelay: time.Second})
+		c := simulated.New(simulated.Options{SnapshotDelay: time.Second})
 		inst := &clouds.Instance{}
 		if err := c.Launch(ctx, launchReq("b1"), inst); err != nil {
 			t.Fatal(err)
@@ -352,7 +286,7 @@ func TestContractViolations(t *testing.T) {
 // TestConcurrentBuilds runs many builds at once on one cloud, with random
 // transient and a few permanent failures; run with -race.
 func TestConcurrentBuilds(t *testing.T) {
-	c := fake.New(fake.Options{LaunchDelay: 5 * time.Millisecond, SnapshotDelay: 5 * time.Millisecond,
+	c := simulated.New(simulated.Options{LaunchDelay: 5 * time.Millisecond, SnapshotDelay: 5 * time.Millisecond,
 		FailRate: 0.1, PermanentFailRate: 0.02, Seed: 42})
 	const n = 40
 	var wg sync.WaitGroup

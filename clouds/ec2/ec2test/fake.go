@@ -1,6 +1,6 @@
-// Package ec2fake is an httptest server speaking the EC2 Query API (form-encoded
-// requests, XML answers of the real shapes) for the calls imagegen's ec2 driver makes.
-package ec2fake
+// Package ec2test is an httptest server speaking the EC2 Query API, real request and XML shapes, for the calls the ec2 driver makes.
+// It is test support that knows no driver code (tests point the real SDK at it), and production code never imports it.
+package ec2test
 
 import (
 	"crypto/sha256"
@@ -1057,6 +1057,8 @@ func (f *Fake) instanceNode(in *instance) node {
 	return el("item", kids...)
 }
 
+// runInstances is RunInstances: one instance, pending for BootDelay, with its
+// root volume; a ClientToken seen before answers that reservation again.
 func (f *Fake) runInstances(form url.Values, now time.Time) ([]node, *apiError) {
 	if token := form.Get("ClientToken"); token != "" {
 		if id, ok := f.tokens[token]; ok {
@@ -1064,51 +1066,13 @@ func (f *Fake) runInstances(form url.Values, now time.Time) ([]node, *apiError) 
 			return []node{tx("reservationId", "r-"+id), tx("ownerId", "123456789012"), el("instancesSet", f.instanceNode(f.instances[id]))}, nil
 		}
 	}
-	img := form.Get("ImageId")
-	if !validAMI(img) {
-		return nil, errf("InvalidAMIID.Malformed", "Invalid id: \"%s\" (expecting \"ami-...\")", img)
+	img, typ, keyName, aerr := f.runTarget(form)
+	if aerr != nil {
+		return nil, aerr
 	}
-	if img != BaseImage {
-		if im, ok := f.images[img]; !ok || im.state != "available" {
-			return nil, errf("InvalidAMIID.NotFound", "The image id '[%s]' does not exist", img)
-		}
-	}
-	if form.Get("MinCount") != "1" || form.Get("MaxCount") != "1" {
-		return nil, errf("InvalidParameterValue", "imagegen launches exactly one instance")
-	}
-	typ := form.Get("InstanceType")
-	if typ == "" {
-		typ = "m1.small"
-	}
-	if !instanceType.MatchString(typ) {
-		return nil, errf("InvalidParameterValue", "Invalid value '%s' for InstanceType.", typ)
-	}
-	keyName := form.Get("KeyName")
-	if keyName != "" {
-		if _, ok := f.keys[keyName]; !ok {
-			return nil, errf("InvalidKeyPair.NotFound", "The key pair '%s' does not exist", keyName)
-		}
-	}
-	subnet, groups := form.Get("SubnetId"), list(form, "SecurityGroupId")
-	publicIP := true
-	if count(form, "NetworkInterface") > 0 {
-		if subnet != "" || len(groups) > 0 {
-			return nil, errf("InvalidParameterCombination", "Network interfaces and an instance-level subnet ID or security groups may not be specified on the same request")
-		}
-		p := "NetworkInterface.1."
-		if form.Get(p+"DeviceIndex") != "0" {
-			return nil, errf("InvalidParameterValue", "the first network interface needs DeviceIndex 0")
-		}
-		subnet, groups = form.Get(p+"SubnetId"), list(form, p+"SecurityGroupId")
-		publicIP = form.Get(p+"AssociatePublicIpAddress") == "true"
-	}
-	if subnet != "" && subnet != Subnet {
-		return nil, errf("InvalidSubnetID.NotFound", "The subnet ID '%s' does not exist", subnet)
-	}
-	for _, g := range groups {
-		if _, ok := f.groups[g]; !ok {
-			return nil, errf("InvalidGroup.NotFound", "The security group '%s' does not exist", g)
-		}
+	subnet, groups, publicIP, aerr := f.runNetwork(form)
+	if aerr != nil {
+		return nil, aerr
 	}
 	var userData string
 	if ud := form.Get("UserData"); ud != "" {
@@ -1151,6 +1115,65 @@ func (f *Fake) runInstances(form url.Values, now time.Time) ([]node, *apiError) 
 		gs = append(gs, el("item", tx("groupId", g)))
 	}
 	return []node{tx("reservationId", "r-"+in.id), tx("ownerId", "123456789012"), el("groupSet", gs...), el("instancesSet", f.instanceNode(in))}, nil
+}
+
+// runTarget checks what a RunInstances launches: a known, available image,
+// exactly one instance, a well-formed type (default m1.small), a known key pair.
+func (f *Fake) runTarget(form url.Values) (img, typ, keyName string, aerr *apiError) {
+	img = form.Get("ImageId")
+	if !validAMI(img) {
+		return "", "", "", errf("InvalidAMIID.Malformed", "Invalid id: \"%s\" (expecting \"ami-...\")", img)
+	}
+	if img != BaseImage {
+		if im, ok := f.images[img]; !ok || im.state != "available" {
+			return "", "", "", errf("InvalidAMIID.NotFound", "The image id '[%s]' does not exist", img)
+		}
+	}
+	if form.Get("MinCount") != "1" || form.Get("MaxCount") != "1" {
+		return "", "", "", errf("InvalidParameterValue", "imagegen launches exactly one instance")
+	}
+	typ = form.Get("InstanceType")
+	if typ == "" {
+		typ = "m1.small"
+	}
+	if !instanceType.MatchString(typ) {
+		return "", "", "", errf("InvalidParameterValue", "Invalid value '%s' for InstanceType.", typ)
+	}
+	keyName = form.Get("KeyName")
+	if keyName != "" {
+		if _, ok := f.keys[keyName]; !ok {
+			return "", "", "", errf("InvalidKeyPair.NotFound", "The key pair '%s' does not exist", keyName)
+		}
+	}
+	return img, typ, keyName, nil
+}
+
+// runNetwork reads where a RunInstances puts the instance: the subnet and
+// security groups, given on the instance or on its one network interface
+// (which also says whether it gets a public address), never both.
+func (f *Fake) runNetwork(form url.Values) (subnet string, groups []string, publicIP bool, aerr *apiError) {
+	subnet, groups = form.Get("SubnetId"), list(form, "SecurityGroupId")
+	publicIP = true
+	if count(form, "NetworkInterface") > 0 {
+		if subnet != "" || len(groups) > 0 {
+			return "", nil, false, errf("InvalidParameterCombination", "Network interfaces and an instance-level subnet ID or security groups may not be specified on the same request")
+		}
+		p := "NetworkInterface.1."
+		if form.Get(p+"DeviceIndex") != "0" {
+			return "", nil, false, errf("InvalidParameterValue", "the first network interface needs DeviceIndex 0")
+		}
+		subnet, groups = form.Get(p+"SubnetId"), list(form, p+"SecurityGroupId")
+		publicIP = form.Get(p+"AssociatePublicIpAddress") == "true"
+	}
+	if subnet != "" && subnet != Subnet {
+		return "", nil, false, errf("InvalidSubnetID.NotFound", "The subnet ID '%s' does not exist", subnet)
+	}
+	for _, g := range groups {
+		if _, ok := f.groups[g]; !ok {
+			return "", nil, false, errf("InvalidGroup.NotFound", "The security group '%s' does not exist", g)
+		}
+	}
+	return subnet, groups, publicIP, nil
 }
 
 func (f *Fake) describeInstances(form url.Values, now time.Time) ([]node, *apiError) {

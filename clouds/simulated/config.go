@@ -1,7 +1,6 @@
-package fake
+package simulated
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -20,6 +19,46 @@ import (
 // Type is the server config's cloud type for the simulated cloud: a fake
 // Cloud that launches nothing, for load tests and trying the service.
 const Type = "simulated"
+
+// Options shape a fake cloud. The zero value is a cloud that does everything at once.
+type Options struct {
+	// LaunchDelay is how long a server takes to become active, SSHDelay how much
+	// longer until it would answer SSH; StopDelay and SnapshotDelay likewise.
+	LaunchDelay, SSHDelay, StopDelay, SnapshotDelay time.Duration
+
+	// FailRate is the fraction of API calls that fail with a transient error;
+	// the fake retries them with a short backoff, as real drivers retry theirs,
+	// so only a run of failures reaches the caller.
+	FailRate float64
+	// PermanentFailRate is the fraction of API calls that fail permanently
+	// (clouds.KindFailed); these reach the caller at once.
+	PermanentFailRate float64
+
+	// SSH, when set, is where launched instances are reachable (a real local
+	// sshd). Nil: inst.SSH stays nil and the pipeline runs no script.
+	SSH *clouds.Endpoint
+
+	// NoImages makes Features().Images false, like type ssh.
+	NoImages bool
+	// PoweroffOverSSH sets Features().PoweroffOverSSH, like type qemu.
+	PoweroffOverSSH bool
+
+	// BaseImages, when set, are the only base images Launch accepts (besides
+	// images this cloud made); any other fails with clouds.KindNotFound.
+	// Empty: every image name is accepted.
+	BaseImages []string
+
+	// StateFile, when set, keeps the cloud's resources and images in that file
+	// (locked per call) instead of in memory, so they outlive the process and
+	// every process using the file sees one cloud (see state.go).
+	StateFile string
+
+	// Seed seeds the randomness of FailRate and image ids (0: time-based).
+	Seed int64
+	// Now is the clock for creation times (nil: time.Now). Delays are always
+	// real time, so a frozen test clock cannot make a wait endless.
+	Now func() time.Time
+}
 
 // simConfig is a simulated cloud's entry in the server config.
 type simConfig struct {
@@ -154,29 +193,4 @@ func (s *sshConfig) endpoint(file string) (*clouds.Endpoint, error) {
 		ep.HostKeySource = "config"
 	}
 	return ep, nil
-}
-
-// opener hands every build the same Cloud, so servers and images persist
-// across the builds a worker runs, as on a real cloud.
-type opener struct {
-	cloud *Cloud
-	ask   bool
-}
-
-// Open implements clouds.Opener. A password: ask simulated cloud wants some
-// password, so the re-run flow can be tried; any non-empty one is accepted.
-func (o *opener) Open(ctx context.Context, cred clouds.Credentials) (clouds.Cloud, error) {
-	if o.ask && cred.Password.IsZero() {
-		return nil, &clouds.Error{Kind: clouds.KindAuth, Op: "open", Err: errors.New("this cloud asks for a password and none was given")}
-	}
-	return o.cloud, nil
-}
-
-// CloudOf returns the shared Cloud of a simulated cloud's Opener (for tests
-// and load runs that inspect it); nil when op is not one.
-func CloudOf(op clouds.Opener) *Cloud {
-	if o, ok := op.(*opener); ok {
-		return o.cloud
-	}
-	return nil
 }

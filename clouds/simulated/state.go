@@ -1,4 +1,4 @@
-package fake
+package simulated
 
 import (
 	"encoding/json"

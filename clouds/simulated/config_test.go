@@ -1,4 +1,4 @@
-package fake_test
+package simulated_test
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/imagegen/imagegen/clouds"
-	"github.com/imagegen/imagegen/clouds/fake"
+	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/internal/secret"
 )
 
@@ -26,7 +26,7 @@ func simConfig(t *testing.T, src string) clouds.Config {
 	if err := yaml.Unmarshal([]byte(src), &doc); err != nil {
 		t.Fatal(err)
 	}
-	cfg := clouds.Config{Name: "sim", Type: fake.Type, Node: doc.Content[0], File: "imagegen.yaml"}
+	cfg := clouds.Config{Name: "sim", Type: simulated.Type, Node: doc.Content[0], File: "imagegen.yaml"}
 	for i := 0; i+1 < len(cfg.Node.Content); i += 2 {
 		if cfg.Node.Content[i].Value == "password" {
 			cfg.Password = cfg.Node.Content[i+1].Value
@@ -82,7 +82,7 @@ func TestConfigureErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := fake.Configure(simConfig(t, tt.src))
+			_, err := simulated.Configure(simConfig(t, tt.src))
 			if err == nil {
 				t.Fatal("Configure succeeded")
 			}
@@ -110,7 +110,7 @@ ssh:
   private_key_file: ` + keyFile + `
   host_key: "` + hostKey + `"
 `
-	op, err := fake.Configure(simConfig(t, src))
+	op, err := simulated.Configure(simConfig(t, src))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ ssh:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c1 != c2 || c1 != clouds.Cloud(fake.CloudOf(op)) {
+	if c1 != c2 || c1 != clouds.Cloud(simulated.CloudOf(op)) {
 		t.Fatal("Open returned different clouds; state must persist across builds")
 	}
 
@@ -147,13 +147,13 @@ ssh:
 		t.Fatal(err)
 	}
 	// The other Open sees what the first did: it is one cloud.
-	if calls := c2.(*fake.Cloud).Calls(); len(calls) != 4 {
+	if calls := c2.(*simulated.Cloud).Calls(); len(calls) != 4 {
 		t.Fatalf("calls seen through the second Open: %q", calls)
 	}
 }
 
 func TestConfigureNoSSH(t *testing.T) {
-	op, err := fake.Configure(simConfig(t, "type: simulated\n"))
+	op, err := simulated.Configure(simConfig(t, "type: simulated\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestConfigureNoSSH(t *testing.T) {
 }
 
 func TestPasswordAsk(t *testing.T) {
-	op, err := fake.Configure(simConfig(t, "type: simulated\npassword: ask\n"))
+	op, err := simulated.Configure(simConfig(t, "type: simulated\npassword: ask\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

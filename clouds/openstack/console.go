@@ -2,6 +2,7 @@ package openstack
 
 import (
 	"context"
+	"io"
 
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 
@@ -24,4 +25,14 @@ func (c *Cloud) consoleHostKeys(ctx context.Context, id string) ([]string, error
 		})
 	})
 	return keys, err
+}
+
+func (c *Cloud) copyConsole(ctx context.Context, server *servers.Server, req clouds.LaunchRequest) {
+	if req.Console == nil || server == nil {
+		return
+	}
+	out, err := servers.ShowConsoleOutput(ctx, c.compute, server.ID, servers.ShowConsoleOutputOpts{Length: 200}).Extract()
+	if err == nil {
+		_, _ = io.WriteString(req.Console, out)
+	}
 }

@@ -1,5 +1,5 @@
-// Package sshexec is the build's SSH provisioner: it waits for a VM's SSH server,
-// pins its host key, uploads the generator script and streams its output, in lines.
+// Package sshexec is imagegen's SSH client: it waits for a server, pins its host key, uploads a script and streams its output in lines.
+// It knows no cloud, build or log store: builder runs generator scripts with it, clouds/cloudtest checks drivers' endpoints with it.
 package sshexec
 
 import (
@@ -346,85 +346,120 @@ func (c *Client) upload(ctx context.Context, path, script string) error {
 	return nil
 }
 
+// run runs cmd in a new session, its output line by line into out, and
+// returns its exit status. A canceled ctx returns at once.
 func (c *Client) run(ctx context.Context, cmd string, out Output) (int, error) {
-	sess, err := c.c.NewSession()
+	s, err := c.start(cmd)
 	if err != nil {
 		return -1, err
 	}
-	stdin, err := sess.StdinPipe()
-	if err != nil {
-		sess.Close()
-		return -1, err
-	}
-	stdout, err := sess.StdoutPipe()
-	if err != nil {
-		sess.Close()
-		return -1, err
-	}
-	stderr, err := sess.StderrPipe()
-	if err != nil {
-		sess.Close()
-		return -1, err
-	}
-	if err := sess.Start(cmd); err != nil {
-		sess.Close()
-		return -1, err
-	}
-
-	tail := newTail(TailLines)
-	var mu sync.Mutex // serializes out and tail across the two streams
-	canceled := false // set under mu: no line reaches out after run returns
-	emit := func(stream string) func(time.Time, []string) {
-		return func(t time.Time, lines []string) {
-			mu.Lock()
-			defer mu.Unlock()
-			if canceled {
-				return
-			}
-			// Only the last lines can end up in the tail.
-			for _, s := range lines[max(0, len(lines)-TailLines):] {
-				tail.add(s)
-			}
-			if out.Batch != nil {
-				out.Batch(Batch{Time: t, Stream: stream, Lines: lines})
-			}
-		}
-	}
+	col := &collector{out: out, tail: newTail(TailLines)}
 	done := make(chan error, 1)
 	go func() {
 		var wg sync.WaitGroup
-		wg.Go(func() { readLines(stdout, out.Redact, emit("stdout")) })
-		wg.Go(func() { readLines(stderr, out.Redact, emit("stderr")) })
+		wg.Go(func() { readLines(s.stdout, out.Redact, col.emit("stdout")) })
+		wg.Go(func() { readLines(s.stderr, out.Redact, col.emit("stderr")) })
 		wg.Wait()
-		done <- sess.Wait()
+		done <- s.sess.Wait()
 	}()
 
 	select {
 	case err = <-done:
-		stdin.Close()
-		sess.Close()
+		s.stdin.Close()
+		s.sess.Close()
 	case <-ctx.Done():
 		// Closing stdin fires the watchdog; the signal is for servers that
 		// honour it; closing the session lets the reader goroutines end.
 		// Return now: a server may hold the channel open until the
 		// processes behind it exit.
-		mu.Lock()
-		canceled = true
-		mu.Unlock()
-		stdin.Close()
-		_ = sess.Signal(ssh.SIGKILL)
-		sess.Close()
+		col.cancel()
+		s.stdin.Close()
+		_ = s.sess.Signal(ssh.SIGKILL)
+		s.sess.Close()
 		return -1, ctx.Err()
 	}
+	return exitStatus(err, col)
+}
 
+// session is a started command: its SSH session and the pipes of its streams.
+type session struct {
+	sess   *ssh.Session
+	stdin  io.WriteCloser
+	stdout io.Reader
+	stderr io.Reader
+}
+
+// start opens a session with a pipe for each stream and starts cmd in it.
+func (c *Client) start(cmd string) (*session, error) {
+	sess, err := c.c.NewSession()
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*session, error) {
+		sess.Close()
+		return nil, err
+	}
+	s := &session{sess: sess}
+	if s.stdin, err = sess.StdinPipe(); err != nil {
+		return fail(err)
+	}
+	if s.stdout, err = sess.StdoutPipe(); err != nil {
+		return fail(err)
+	}
+	if s.stderr, err = sess.StderrPipe(); err != nil {
+		return fail(err)
+	}
+	if err := sess.Start(cmd); err != nil {
+		return fail(err)
+	}
+	return s, nil
+}
+
+// collector takes the lines of both streams: into out, and the last
+// TailLines of them into the tail an ExitError carries.
+type collector struct {
+	mu       sync.Mutex // serializes out and tail across the two streams
+	out      Output
+	tail     *tailRing
+	canceled bool // set under mu: no line reaches out after run returns
+}
+
+// emit is readLines' callback for one stream.
+func (c *collector) emit(stream string) func(time.Time, []string) {
+	return func(t time.Time, lines []string) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.canceled {
+			return
+		}
+		// Only the last lines can end up in the tail.
+		for _, s := range lines[max(0, len(lines)-TailLines):] {
+			c.tail.add(s)
+		}
+		if c.out.Batch != nil {
+			c.out.Batch(Batch{Time: t, Stream: stream, Lines: lines})
+		}
+	}
+}
+
+func (c *collector) cancel() {
+	c.mu.Lock()
+	c.canceled = true
+	c.mu.Unlock()
+}
+
+// exitStatus turns the session's end into run's results: 0, the script's
+// exit code or signal as an *ExitError with the output's tail, or why no
+// exit status came.
+func exitStatus(err error, col *collector) (int, error) {
 	var ee *ssh.ExitError
 	switch {
 	case err == nil:
 		return 0, nil
 	case errors.As(err, &ee):
-		mu.Lock()
-		x := &ExitError{Code: ee.ExitStatus(), Tail: tail.lines()}
-		mu.Unlock()
+		col.mu.Lock()
+		x := &ExitError{Code: ee.ExitStatus(), Tail: col.tail.lines()}
+		col.mu.Unlock()
 		if ee.Signal() != "" {
 			x.Code, x.Signal = -1, ee.Signal()
 		}

@@ -1,4 +1,4 @@
-package ec2fake_test
+package ec2test_test
 
 import (
 	"context"
@@ -10,14 +10,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/smithy-go"
 
-	"github.com/imagegen/imagegen/clouds/ec2/ec2fake"
+	"github.com/imagegen/imagegen/clouds/ec2/ec2test"
 )
 
 // TestDescribeImagesPages: DescribeImages pages as EC2 does, read through the
 // SDK's own paginator: MaxResults per page (capped by ImagePage), a NextToken
 // while more remain, none on the last page; EC2's refusals for bad input.
 func TestDescribeImagesPages(t *testing.T) {
-	f := ec2fake.New(ec2fake.Options{ImagePage: 3})
+	f := ec2test.New(ec2test.Options{ImagePage: 3})
 	defer f.Close()
 	c := client(f)
 	ctx := context.Background()
@@ -84,7 +84,7 @@ func TestDescribeImagesPages(t *testing.T) {
 				ids = append(ids, aws.ToString(im.ImageId))
 			}
 		}
-		if len(ids) != 8 || ids[0] != ec2fake.BaseImage {
+		if len(ids) != 8 || ids[0] != ec2test.BaseImage {
 			t.Fatalf("listed %v, want the base image then the 7 of the account", ids)
 		}
 	})
@@ -94,7 +94,7 @@ func TestDescribeImagesPages(t *testing.T) {
 		in   *ec2.DescribeImagesInput
 		code string
 	}{
-		{"MaxResults with ImageIds", &ec2.DescribeImagesInput{ImageIds: []string{ec2fake.BaseImage}, MaxResults: aws.Int32(5)}, "InvalidParameterCombination"},
+		{"MaxResults with ImageIds", &ec2.DescribeImagesInput{ImageIds: []string{ec2test.BaseImage}, MaxResults: aws.Int32(5)}, "InvalidParameterCombination"},
 		{"MaxResults over 1000", &ec2.DescribeImagesInput{MaxResults: aws.Int32(1001)}, "InvalidParameterValue"},
 		{"a token the fake never gave", &ec2.DescribeImagesInput{MaxResults: aws.Int32(5), NextToken: aws.String("bm9wZQ")}, "InvalidPaginationToken"},
 	}

@@ -1,4 +1,4 @@
-package fake_test
+package simulated_test
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/imagegen/imagegen/clouds"
-	"github.com/imagegen/imagegen/clouds/fake"
+	"github.com/imagegen/imagegen/clouds/simulated"
 )
 
 // TestStateFileSharedAcrossClouds: two clouds on one state_file behave as one
@@ -16,8 +16,8 @@ import (
 func TestStateFileSharedAcrossClouds(t *testing.T) {
 	ctx := context.Background()
 	file := filepath.Join(t.TempDir(), "sim.json")
-	a := fake.New(fake.Options{StateFile: file})
-	b := fake.New(fake.Options{StateFile: file})
+	a := simulated.New(simulated.Options{StateFile: file})
+	b := simulated.New(simulated.Options{StateFile: file})
 
 	var wg sync.WaitGroup
 	insts := make([]*clouds.Instance, 8)
@@ -45,7 +45,7 @@ func TestStateFileSharedAcrossClouds(t *testing.T) {
 			ids[r.ID] = true
 		}
 	}
-	fresh := fake.New(fake.Options{StateFile: file})
+	fresh := simulated.New(simulated.Options{StateFile: file})
 	left, err := fresh.Leftovers(ctx, "")
 	if err != nil {
 		t.Fatal(err)

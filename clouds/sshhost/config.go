@@ -1,9 +1,6 @@
-// Package sshhost is cloud type "ssh": a machine that already exists, reached
-// over SSH with a configured key. It runs the script and makes no image.
 package sshhost
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -76,55 +73,3 @@ func orPlaceholder(h string) string {
 	}
 	return h
 }
-
-// Cloud is a configured machine. It holds no per-build state, so one value
-// serves every build.
-type Cloud struct {
-	addr    string
-	user    string
-	signer  ssh.Signer
-	hostKey string
-}
-
-// Open returns the cloud itself: the machine needs no credentials per build.
-func (c *Cloud) Open(context.Context, clouds.Credentials) (clouds.Cloud, error) { return c, nil }
-
-// Features: no image, and no power-off (the machine is not ours to stop).
-func (c *Cloud) Features() clouds.Features { return clouds.Features{} }
-
-// Launch creates nothing: it says where the machine is and how to log in.
-func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clouds.Instance) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	inst.ID = c.addr
-	inst.SSH = &clouds.Endpoint{
-		Addr:          c.addr,
-		HostKeys:      []string{c.hostKey},
-		HostKeySource: "config",
-		User:          c.user,
-		Signer:        c.signer,
-	}
-	req.Log.Info("using the existing machine", "addr", c.addr)
-	return nil
-}
-
-// Stop does nothing: the pipeline never calls it (no images), and the machine is not ours.
-func (c *Cloud) Stop(context.Context, *clouds.Instance) error { return nil }
-
-// Snapshot refuses: this cloud makes no images.
-func (c *Cloud) Snapshot(context.Context, *clouds.Instance, clouds.SnapshotRequest, *clouds.Image) error {
-	return clouds.Errorf(clouds.KindInvalid, "snapshot", "cloud type %s makes no images", Type)
-}
-
-// Terminate does nothing: Launch created nothing.
-func (c *Cloud) Terminate(context.Context, *clouds.Instance) error { return nil }
-
-// DeleteImage does nothing: there are never images.
-func (c *Cloud) DeleteImage(context.Context, *clouds.Image) error { return nil }
-
-// Leftovers is always empty.
-func (c *Cloud) Leftovers(context.Context, string) ([]clouds.Resource, error) { return nil, nil }
-
-// Remove does nothing.
-func (c *Cloud) Remove(context.Context, clouds.Resource) error { return nil }

@@ -1,4 +1,4 @@
-package ec2fake_test
+package ec2test_test
 
 import (
 	"context"
@@ -16,10 +16,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/smithy-go"
 
-	"github.com/imagegen/imagegen/clouds/ec2/ec2fake"
+	"github.com/imagegen/imagegen/clouds/ec2/ec2test"
 )
 
-func client(f *ec2fake.Fake) *ec2.Client {
+func client(f *ec2test.Fake) *ec2.Client {
 	return ec2.New(ec2.Options{
 		Region:           "test-1",
 		BaseEndpoint:     aws.String(f.URL),
@@ -30,7 +30,7 @@ func client(f *ec2fake.Fake) *ec2.Client {
 
 // TestProtocolEdges: what the fake refuses, in EC2's error XML.
 func TestProtocolEdges(t *testing.T) {
-	f := ec2fake.New(ec2fake.Options{})
+	f := ec2test.New(ec2test.Options{})
 	defer f.Close()
 	tests := []struct {
 		name     string
@@ -69,14 +69,14 @@ func TestProtocolEdges(t *testing.T) {
 // states change over time, and RunInstances is idempotent by ClientToken.
 func TestWithTheSDK(t *testing.T) {
 	const boot = 500 * time.Millisecond
-	f := ec2fake.New(ec2fake.Options{BootDelay: boot})
+	f := ec2test.New(ec2test.Options{BootDelay: boot})
 	defer f.Close()
 	c := client(f)
 	ctx := context.Background()
 
-	f.Inject(ec2fake.Fault{Action: "DescribeImages", Code: "RequestLimitExceeded", Status: 503, Times: 2})
+	f.Inject(ec2test.Fault{Action: "DescribeImages", Code: "RequestLimitExceeded", Status: 503, Times: 2})
 	for i, want := range []string{"RequestLimitExceeded", "RequestLimitExceeded", ""} {
-		_, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{ec2fake.BaseImage}})
+		_, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{ec2test.BaseImage}})
 		var ae smithy.APIError
 		got := ""
 		if errors.As(err, &ae) {
@@ -89,7 +89,7 @@ func TestWithTheSDK(t *testing.T) {
 		}
 	}
 
-	in := &ec2.RunInstancesInput{ImageId: aws.String(ec2fake.BaseImage), MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+	in := &ec2.RunInstancesInput{ImageId: aws.String(ec2test.BaseImage), MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
 		ClientToken: aws.String("token-1"), InstanceType: types.InstanceTypeT3Micro,
 		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeInstance, Tags: []types.Tag{{Key: aws.String("imagegen:build"), Value: aws.String("b1")}}}}}
 	launched := time.Now()

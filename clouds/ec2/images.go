@@ -1,0 +1,241 @@
+package ec2
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/imagegen/imagegen/clouds"
+)
+
+// Snapshot makes an AMI of the instance, tagging it and its snapshots with
+// the provenance, and waits until it is available.
+func (c *Cloud) Snapshot(ctx context.Context, inst *clouds.Instance, req clouds.SnapshotRequest, img *clouds.Image) error {
+	if inst.ID == "" {
+		return &clouds.Error{Kind: clouds.KindInvalid, Op: "create image", Err: errors.New("no instance")}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("create image: %w", err)
+	}
+	tags := map[string]string{}
+	for k, v := range req.Tags {
+		tags[k] = v
+	}
+	tags["Name"] = req.Name
+	img.Name, img.Tags = req.Name, req.Tags
+	op := "create image " + req.Name
+	err := c.retry(ctx, op, func(ctx context.Context) error {
+		out, err := c.api.CreateImage(ctx, &ec2.CreateImageInput{
+			InstanceId:  aws.String(inst.ID),
+			Name:        aws.String(truncate(req.Name, 128)),
+			Description: aws.String(truncate("imagegen build "+req.Tags[clouds.TagBuild]+" of "+req.Tags[clouds.TagGenerator], 255)),
+			// A stopped instance needs no reboot; a running one (stop_instance:
+			// false) is rebooted by EC2 so its disk is consistent.
+			NoReboot:          aws.Bool(*c.cfg.StopInstance),
+			TagSpecifications: tagSpec(tags, types.ResourceTypeImage, types.ResourceTypeSnapshot),
+		})
+		if err == nil {
+			img.ID = aws.ToString(out.ImageId)
+		}
+		return err
+	})
+	if img.ID == "" && (codeOf(err) == "InvalidAMIName.Duplicate" || ctx.Err() != nil) {
+		// A retry after a lost answer, or a cancellation that cut it off:
+		// adopt the image of that name only if this build made it.
+		if id := c.findImage(ctx, req.Name, req.Tags[clouds.TagBuild]); id != "" {
+			img.ID = id
+			if ctx.Err() == nil {
+				err = nil
+			}
+		}
+	}
+	if err != nil {
+		return err
+	}
+	req.Log.Info("creating image, waiting for available", "image", img.ID, "name", req.Name)
+	return c.waitImage(ctx, img)
+}
+
+// waitImage polls until the image is available, recording its EBS snapshots
+// in img as they appear; a failed image fails at once with EC2's reason.
+func (c *Cloud) waitImage(ctx context.Context, img *clouds.Image) error {
+	what := "wait for image " + img.ID + " to be available"
+	return clouds.Within(ctx, what, c.cfg.ImageTimeout, func(ctx context.Context) error {
+		return clouds.Poll(ctx, c.opts.Poll, func(ctx context.Context) (bool, error) {
+			out, err := c.api.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{img.ID}})
+			if err != nil {
+				if codeOf(err) == "InvalidAMIID.NotFound" {
+					// Not visible yet (eventual consistency).
+					return false, nil
+				}
+				return false, classify(what, err)
+			}
+			if len(out.Images) == 0 {
+				return false, nil
+			}
+			im := out.Images[0]
+			recordSnapshots(img, im)
+			switch im.State {
+			case types.ImageStateAvailable:
+				return true, nil
+			case types.ImageStateFailed, types.ImageStateError, types.ImageStateInvalid, types.ImageStateDeregistered:
+				msg := "no reason given"
+				code := ""
+				if im.StateReason != nil {
+					msg, code = aws.ToString(im.StateReason.Message), aws.ToString(im.StateReason.Code)
+				}
+				return false, &clouds.Error{Kind: clouds.KindFailed, Op: what, Code: code,
+					Err: fmt.Errorf("image %s is %s: %s", img.ID, im.State, msg)}
+			}
+			return false, nil
+		})
+	})
+}
+
+func recordSnapshots(img *clouds.Image, im types.Image) {
+	for _, b := range im.BlockDeviceMappings {
+		if b.Ebs == nil || b.Ebs.SnapshotId == nil {
+			continue
+		}
+		id := aws.ToString(b.Ebs.SnapshotId)
+		known := false
+		for _, r := range img.Resources {
+			known = known || r.ID == id
+		}
+		if !known {
+			img.Resources = append(img.Resources, clouds.Resource{Kind: clouds.KindSnapshot, ID: id, Name: aws.ToString(b.DeviceName), Build: img.Tags[clouds.TagBuild]})
+		}
+	}
+}
+
+func (c *Cloud) findImage(ctx context.Context, name, build string) string {
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
+	defer cancel()
+	fs := []types.Filter{{Name: aws.String("name"), Values: []string{name}}}
+	if build != "" {
+		fs = append(fs, buildFilter(build))
+	}
+	out, err := c.api.DescribeImages(lctx, &ec2.DescribeImagesInput{Owners: []string{"self"}, Filters: fs})
+	if err != nil || len(out.Images) == 0 {
+		return ""
+	}
+	return aws.ToString(out.Images[0].ImageId)
+}
+
+// DeleteImage deregisters a half-made image and deletes its EBS snapshots,
+// which deregistration leaves behind.
+func (c *Cloud) DeleteImage(ctx context.Context, img *clouds.Image) error {
+	if img.ID == "" {
+		return nil
+	}
+	op := "delete image " + img.ID
+	err := clouds.Retry(ctx, c.opts.Retry, func(ctx context.Context) error {
+		out, err := c.api.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{img.ID}})
+		if gone(err) {
+			return nil
+		}
+		if err != nil {
+			return classify(op, err)
+		}
+		for _, im := range out.Images {
+			recordSnapshots(img, im)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if build := img.Tags[clouds.TagBuild]; build != "" && img.Name != "" {
+		// A failed image may name no snapshots; its tags still find them.
+		out, err := c.api.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{OwnerIds: []string{"self"},
+			Filters: []types.Filter{buildFilter(build), {Name: aws.String("tag:Name"), Values: []string{img.Name}}}})
+		if err == nil {
+			for _, s := range out.Snapshots {
+				recordSnapshots(img, types.Image{BlockDeviceMappings: []types.BlockDeviceMapping{{Ebs: &types.EbsBlockDevice{SnapshotId: s.SnapshotId}}}})
+			}
+		}
+	}
+	err = clouds.Retry(ctx, c.opts.Retry, func(ctx context.Context) error {
+		_, err := c.api.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(img.ID)})
+		if gone(err) {
+			return nil
+		}
+		return classify(op, err)
+	})
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, r := range img.Resources {
+		if r.Kind == clouds.KindSnapshot {
+			errs = append(errs, c.deleteSnapshot(ctx, r.ID))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Cloud) deleteSnapshot(ctx context.Context, id string) error {
+	op := "delete snapshot " + id
+	// InvalidSnapshot.InUse clears once the deregistration has gone through.
+	return clouds.Within(ctx, op, c.cfg.DeleteTimeout, func(ctx context.Context) error {
+		return clouds.Retry(ctx, c.opts.Retry, func(ctx context.Context) error {
+			_, err := c.api.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(id)})
+			if gone(err) {
+				return nil
+			}
+			return classify(op, err)
+		})
+	})
+}
+
+var _ clouds.ImageLister = (*Cloud)(nil)
+
+// imagePage is the most images one DescribeImages page asks for (EC2's maximum).
+const imagePage = 1000
+
+// BuildImages lists the AMIs this account owns tagged imagegen:build=build
+// (any build when build is ""), pending and failed ones too: an attempt killed
+// mid-snapshot leaves those. Each carries its EBS snapshots in Resources, so
+// DeleteImage removes them with it.
+func (c *Cloud) BuildImages(ctx context.Context, build string) ([]clouds.Image, error) {
+	var out []clouds.Image
+	err := c.retry(ctx, "list images", func(ctx context.Context) error {
+		out = out[:0]
+		in := &ec2.DescribeImagesInput{Owners: []string{"self"}, Filters: []types.Filter{buildFilter(build)}, MaxResults: aws.Int32(imagePage)}
+		for {
+			res, err := c.api.DescribeImages(ctx, in)
+			if err != nil {
+				return err
+			}
+			for _, im := range res.Images {
+				tags := tagMap(im.Tags)
+				b := tags[clouds.TagBuild]
+				if b == "" || (build != "" && b != build) || im.State == types.ImageStateDeregistered {
+					continue
+				}
+				// The Name tag holds the name Snapshot was given (the AMI's own
+				// name is cut at 128), and DeleteImage finds snapshots by it.
+				name := tags["Name"]
+				if name == "" {
+					name = aws.ToString(im.Name)
+				}
+				delete(tags, "Name")
+				img := clouds.Image{ID: aws.ToString(im.ImageId), Name: name, Tags: tags}
+				recordSnapshots(&img, im)
+				out = append(out, img)
+			}
+			if aws.ToString(res.NextToken) == "" {
+				return nil
+			}
+			in.NextToken = res.NextToken
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}

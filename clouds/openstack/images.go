@@ -1,0 +1,303 @@
+package openstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumes"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
+	"github.com/gophercloud/gophercloud/v2/pagination"
+
+	"github.com/imagegen/imagegen/clouds"
+)
+
+// Snapshot saves the stopped server as an image carrying req.Tags as
+// properties, and waits until Glance says it is active.
+func (c *Cloud) Snapshot(ctx context.Context, inst *clouds.Instance, req clouds.SnapshotRequest, img *clouds.Image) error {
+	if inst.ID == "" {
+		return &clouds.Error{Kind: clouds.KindInvalid, Op: "snapshot", Err: errors.New("no server")}
+	}
+	md := map[string]string{}
+	for k, v := range req.Tags {
+		md[k] = truncate(v, 255)
+	}
+	img.Name = req.Name
+	img.Tags = req.Tags
+	if c.cfg.VolumeSize > 0 {
+		return c.snapshotVolume(ctx, inst, req, img)
+	}
+	op := "create image " + req.Name
+	err := c.retry(ctx, op, func(ctx context.Context) error {
+		if img.ID == "" {
+			// A 5xx may have come after Nova made the image: adopt it, never make two.
+			if id, err := c.findImageByName(ctx, req.Name, req.Tags[clouds.TagBuild]); err != nil {
+				return err
+			} else if id != "" {
+				img.ID = id
+				return nil
+			}
+		}
+		id, err := imageIDFromCreate(servers.CreateImage(ctx, c.compute, inst.ID, servers.CreateImageOpts{Name: req.Name, Metadata: md}))
+		if err != nil {
+			return err
+		}
+		img.ID = id
+		return nil
+	})
+	if err != nil && img.ID == "" && ctx.Err() != nil {
+		// Canceled while Nova answered: the image may exist; find it so DeleteImage can.
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
+		defer cancel()
+		if id, lerr := c.findImageByName(lctx, req.Name, req.Tags[clouds.TagBuild]); lerr == nil {
+			img.ID = id
+		}
+	}
+	if err != nil {
+		return err
+	}
+	req.Log.Info("creating image, waiting for active", "image", img.ID, "name", req.Name)
+	return c.waitImage(ctx, img.ID)
+}
+
+// imageIDFromCreate reads the new image's id the way the cloud gives it:
+// in the body from microversion 2.45, else in the Location header; old clouds
+// send no microversion header at all.
+func imageIDFromCreate(r servers.CreateImageResult) (string, error) {
+	if r.Err != nil {
+		return "", r.Err
+	}
+	if id, err := r.ExtractImageID(); err == nil && id != "" {
+		return id, nil
+	}
+	loc := r.Header.Get("Location")
+	if loc == "" {
+		return "", errors.New("the cloud returned no image id (no Location header)")
+	}
+	u, err := url.Parse(loc)
+	if err != nil {
+		return "", fmt.Errorf("image Location %q: %w", loc, err)
+	}
+	id := path.Base(u.Path)
+	if id == "" || id == "." || id == "/" {
+		return "", fmt.Errorf("image Location %q names no image", loc)
+	}
+	return id, nil
+}
+
+// snapshotVolume uploads a volume-backed server's boot volume to Glance as
+// the image (Nova's createImage would make only a volume snapshot that the
+// image points at, useless on another cloud and lost with the volume), then sets
+// the provenance properties on it.
+func (c *Cloud) snapshotVolume(ctx context.Context, inst *clouds.Instance, req clouds.SnapshotRequest, img *clouds.Image) error {
+	var volID string
+	err := c.retry(ctx, "find the boot volume of server "+inst.ID, func(ctx context.Context) error {
+		s, err := servers.Get(ctx, c.compute, inst.ID).Extract()
+		if err != nil {
+			return err
+		}
+		if len(s.AttachedVolumes) == 0 {
+			return &clouds.Error{Kind: clouds.KindFailed, Op: "snapshot", Err: fmt.Errorf("server %s has no volume attached", inst.ID)}
+		}
+		volID = s.AttachedVolumes[0].ID
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	op := "upload volume " + volID + " as image " + req.Name
+	err = c.retry(ctx, op, func(ctx context.Context) error {
+		if img.ID == "" {
+			if id, err := c.findImageByName(ctx, req.Name, req.Tags[clouds.TagBuild]); err != nil {
+				return err
+			} else if id != "" {
+				img.ID = id
+				return nil
+			}
+		}
+		vi, err := volumes.UploadImage(ctx, c.volume, volID, volumes.UploadImageOpts{
+			ImageName: req.Name, Force: true, DiskFormat: "qcow2", ContainerFormat: "bare",
+		}).Extract()
+		if err != nil {
+			return err
+		}
+		img.ID = vi.ImageID
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// Properties first, so even an image whose upload fails says which build made it.
+	var patch images.UpdateOpts
+	keys := make([]string, 0, len(req.Tags))
+	for k := range req.Tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		patch = append(patch, images.UpdateImageProperty{Op: images.AddOp, Name: k, Value: truncate(req.Tags[k], 255)})
+	}
+	err = c.retry(ctx, "tag image "+img.ID, func(ctx context.Context) error {
+		_, err := images.Update(ctx, c.image, img.ID, patch).Extract()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	req.Log.Info("uploading volume as image, waiting for active", "image", img.ID, "volume", volID, "name", req.Name)
+	return c.waitImage(ctx, img.ID)
+}
+
+func (c *Cloud) findImageByName(ctx context.Context, name, build string) (string, error) {
+	if build == "" {
+		return "", nil
+	}
+	page, err := images.List(c.image, images.ListOpts{Name: name}).AllPages(ctx)
+	if err != nil {
+		return "", err
+	}
+	all, err := images.ExtractImages(page)
+	if err != nil {
+		return "", err
+	}
+	for _, im := range all {
+		if v, _ := im.Properties[clouds.TagBuild].(string); v == build {
+			return im.ID, nil
+		}
+	}
+	return "", nil
+}
+
+// waitImage polls Glance until the image is active, tolerating a few 404s
+// (Nova registers the image before Glance lists it on some clouds) and transient errors.
+func (c *Cloud) waitImage(ctx context.Context, id string) error {
+	what := "wait for image " + id + " to be active"
+	notFound := 0
+	return clouds.Within(ctx, what, c.cfg.ImageTimeout, func(ctx context.Context) error {
+		return clouds.Poll(ctx, c.opts.Poll, func(ctx context.Context) (bool, error) {
+			im, err := images.Get(ctx, c.image, id).Extract()
+			if err != nil {
+				err = classify(what, err)
+				if clouds.IsNotFound(err) {
+					notFound++
+					if notFound >= c.opts.ImageNotFoundTries {
+						return false, &clouds.Error{Kind: clouds.KindFailed, Op: what,
+							Err: fmt.Errorf("image %s not found after %d tries: %w", id, notFound, err)}
+					}
+					return false, nil
+				}
+				return false, err
+			}
+			notFound = 0
+			switch im.Status {
+			case images.ImageStatusActive:
+				return true, nil
+			case images.ImageStatusKilled, images.ImageStatusDeleted, "pending_delete":
+				return false, &clouds.Error{Kind: clouds.KindFailed, Op: what, Code: string(im.Status),
+					Err: fmt.Errorf("image %s is %s: the upload failed", id, im.Status)}
+			}
+			return false, nil
+		})
+	})
+}
+
+// DeleteImage deletes an image from Glance; one already gone is success.
+func (c *Cloud) DeleteImage(ctx context.Context, img *clouds.Image) error {
+	if img == nil || img.ID == "" {
+		return nil
+	}
+	err := c.retry(ctx, "delete image "+img.ID, func(ctx context.Context) error {
+		return images.Delete(ctx, c.image, img.ID).ExtractErr()
+	})
+	if clouds.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+var _ clouds.ImageLister = (*Cloud)(nil)
+
+// imageListLimit asks Glance for its largest usual page (api_limit_max is 1000
+// by default); a deployment with a smaller cap answers less and a next link.
+const imageListLimit = 1000
+
+// propertyQuery is Glance's image list query with property filters, which
+// gophercloud's ListOpts cannot express: Glance takes any query key it does
+// not know as the name of an image property to match.
+type propertyQuery struct {
+	images.ListOpts
+	props map[string]string
+}
+
+func (q propertyQuery) ToImageListQuery() (string, error) {
+	s, err := q.ListOpts.ToImageListQuery()
+	if err != nil {
+		return "", err
+	}
+	v, err := url.ParseQuery(strings.TrimPrefix(s, "?"))
+	if err != nil {
+		return "", err
+	}
+	for k, val := range q.props {
+		v.Set(k, val)
+	}
+	if len(v) == 0 {
+		return "", nil
+	}
+	return "?" + v.Encode(), nil
+}
+
+// BuildImages lists the images whose imagegen:build property is build (any
+// build when build is ""), in any state but deleted: a snapshot still saving
+// or killed is as much an orphan as an active one. Every page is read (Glance
+// pages by its next link). Tags are the image's imagegen:* properties.
+func (c *Cloud) BuildImages(ctx context.Context, build string) ([]clouds.Image, error) {
+	q := propertyQuery{ListOpts: images.ListOpts{Limit: imageListLimit}}
+	if build != "" {
+		q.props = map[string]string{clouds.TagBuild: build}
+	}
+	var out []clouds.Image
+	err := c.retry(ctx, "list images", func(ctx context.Context) error {
+		out = out[:0]
+		// Every image the project can see, when build is "": Glance cannot
+		// filter on a property's presence, so the filter is ours.
+		return images.List(c.image, q).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
+			all, err := images.ExtractImages(page)
+			if err != nil {
+				return false, err
+			}
+			for _, im := range all {
+				tags := imagegenTags(im.Properties)
+				b := tags[clouds.TagBuild]
+				if b == "" || (build != "" && b != build) || im.Status == images.ImageStatusDeleted || im.Status == "pending_delete" {
+					continue
+				}
+				out = append(out, clouds.Image{ID: im.ID, Name: im.Name, Tags: tags})
+			}
+			return true, nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// tagPrefix starts every provenance tag's name.
+const tagPrefix = clouds.TagManagedKey + ":"
+
+// imagegenTags picks an image's imagegen:* properties, the ones Snapshot set.
+func imagegenTags(props map[string]any) map[string]string {
+	tags := map[string]string{}
+	for k, v := range props {
+		if s, ok := v.(string); ok && strings.HasPrefix(k, tagPrefix) {
+			tags[k] = s
+		}
+	}
+	return tags
+}

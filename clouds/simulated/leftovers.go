@@ -1,0 +1,62 @@
+package simulated
+
+import (
+	"context"
+	"slices"
+
+	"github.com/imagegen/imagegen/clouds"
+)
+
+// Leftovers implements clouds.Cloud.
+func (c *Cloud) Leftovers(ctx context.Context, build string) ([]clouds.Resource, error) {
+	var out []clouds.Resource
+	err := c.api(ctx, OpLeftovers, func() error {
+		out = out[:0]
+		rs := make([]*resource, 0, len(c.resources))
+		for _, r := range c.resources {
+			if b := r.tags[clouds.TagBuild]; b != "" && (build == "" || b == build) {
+				rs = append(rs, r)
+			}
+		}
+		slices.SortFunc(rs, func(a, b *resource) int { return a.seq - b.seq })
+		for _, r := range rs {
+			out = append(out, r.Resource)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Remove implements clouds.Cloud.
+func (c *Cloud) Remove(ctx context.Context, r clouds.Resource) error {
+	return c.remove(ctx, OpRemove, r)
+}
+
+// remove deletes one resource in one API call (op); gone already is success.
+func (c *Cloud) remove(ctx context.Context, op Op, r clouds.Resource) error {
+	return c.api(ctx, op, func() error {
+		if r.Kind == clouds.KindImage {
+			if _, ok := c.images[r.ID]; ok {
+				delete(c.images, r.ID)
+				c.calls = append(c.calls, "delete image "+r.ID)
+			}
+			return nil
+		}
+		res, ok := c.resources[r.ID]
+		if !ok || res.Kind != r.Kind {
+			return nil
+		}
+		delete(c.resources, r.ID)
+		c.calls = append(c.calls, "delete "+r.Kind+" "+r.ID)
+		if r.Kind == clouds.KindServer {
+			// Deleting a server whose image is still saving spoils the image,
+			// as on real clouds: the contract says Snapshot's return comes first.
+			for _, im := range c.images {
+				if im.server == r.ID && c.imageStateLocked(im) == statePending {
+					im.state = stateError
+				}
+			}
+		}
+		return nil
+	})
+}
