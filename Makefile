@@ -12,7 +12,8 @@ RUN_DIR ?= .run
 
 all: build
 
-# chart-test (mk/chart.mk), bench (mk/bench.mk), chaos and fuzz (mk/chaos.mk).
+# chart-test (mk/chart.mk), bench (mk/bench.mk), chaos and fuzz (mk/chaos.mk),
+# unit and lint (mk/dev.mk).
 include $(wildcard mk/*.mk)
 
 build:

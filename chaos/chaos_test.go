@@ -23,6 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/imagegen/imagegen/clouds/simulated"
+	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server/githubapp/githubtest"
 )
@@ -388,6 +389,9 @@ func orphanImages(t *testing.T, ctx context.Context, addr string, sim *simulated
 // buildImagegen builds the real binary: the suite runs what ships.
 func buildImagegen(t *testing.T, dir string) string {
 	t.Helper()
+	// The chaos tests run the real binary against a real Redis: skip under
+	// -short before spending the build on it.
+	testenv.Need(t, "Redis (Debian package redis-server)", "redis-server")
 	bin := filepath.Join(dir, "imagegen")
 	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	if _, err := os.Stat(goBin); err != nil {

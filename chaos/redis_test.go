@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/imagegen/imagegen/internal/testenv"
 )
 
 // redisProc is a redis-server configured as `make run` configures it (AOF,
@@ -33,10 +35,7 @@ func startRedis(t *testing.T, dir string) *redisProc {
 
 func startRedisFsync(t *testing.T, dir, fsync string) *redisProc {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatalf("redis-server not found (%v): install it with scripts/install-deps.sh test (Debian package redis-server)", err)
-	}
+	bin := testenv.Need(t, "Redis (Debian package redis-server)", "redis-server")[0]
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
