@@ -8,3 +8,8 @@ import _ "embed"
 //
 //go:embed generator.schema.json
 var Generator []byte
+
+// Config is the JSON Schema (draft 2020-12) of the server config, imagegen.yaml.
+//
+//go:embed config.schema.json
+var Config []byte
