@@ -140,11 +140,9 @@ func curveName(c ecdh.Curve) string {
 	return "unknown-curve"
 }
 
-// sslibSignerVerifier builds securesystemslib's DSSE signer-verifier for a key
-// (a PKCS#8 private or PKIX public key, DER), and returns its key id: the one
-// in-toto and securesystemslib compute for the same key, the hex SHA-256 of
-// the canonical JSON of the public key in securesystemslib's key format.
-func sslibSignerVerifier(pemType string, der []byte, pub crypto.PublicKey) (dsse.SignerVerifier, string, error) {
+// signerVerifier builds securesystemslib's DSSE signer-verifier for a key (a
+// PKCS#8 private or a PKIX public key, DER) and gives it imagegen's key id.
+func signerVerifier(pemType string, der []byte, pub crypto.PublicKey) (dsse.SignerVerifier, string, error) {
 	key, err := signerverifier.LoadKey(pem.EncodeToMemory(&pem.Block{Type: pemType, Bytes: der}))
 	if err != nil {
 		return nil, "", err
@@ -159,8 +157,32 @@ func sslibSignerVerifier(pemType string, der []byte, pub crypto.PublicKey) (dsse
 	if err != nil {
 		return nil, "", err
 	}
-	return sv, key.KeyID, nil
+	id, err := keyID(pub)
+	if err != nil {
+		return nil, "", err
+	}
+	return withKeyID{sv, id}, id, nil
 }
+
+// keyID is the DSSE library's own id for a public key (dsse.SHA256KeyID):
+// "SHA256:" and the unpadded base64 SHA-256 of the key in SSH wire format, the
+// fingerprint ssh-keygen -l prints. The library's EnvelopeVerifier computes it
+// for every verifier that names no key id of its own, and so do the verifiers
+// built on it without configuration (sigstore's, which cosign uses): they
+// match imagegen's signatures to the key as they are. securesystemslib's key
+// objects carry another id (a hash of their JSON form); a verifier built from
+// one must drop it, or it skips the signature as another key's.
+func keyID(pub crypto.PublicKey) (string, error) {
+	return dsse.SHA256KeyID(pub)
+}
+
+// withKeyID gives a signer-verifier imagegen's key id.
+type withKeyID struct {
+	dsse.SignerVerifier
+	id string
+}
+
+func (w withKeyID) KeyID() (string, error) { return w.id, nil }
 
 func publicKeyPEM(pub crypto.PublicKey) ([]byte, error) {
 	der, err := x509.MarshalPKIXPublicKey(pub)

@@ -63,7 +63,7 @@ func ParseSigner(pemData []byte) (*Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	sv, keyID, err := sslibSignerVerifier("PRIVATE KEY", der, pub)
+	sv, keyID, err := signerVerifier("PRIVATE KEY", der, pub)
 	if err != nil {
 		return nil, err
 	}
@@ -82,9 +82,9 @@ func (s *Signer) Warning() string {
 }
 
 // KeyID returns the key's id ("" without a key), as it appears in the
-// envelope's signatures: securesystemslib's key id, the hex SHA-256 of the
-// canonical JSON of the public key in its key format, so in-toto and
-// securesystemslib verifiers match it to the same PEM public key.
+// envelope's signatures: "SHA256:" and the base64 SHA-256 of the public key in
+// SSH wire format, the DSSE library's own key id (dsse.SHA256KeyID) and the
+// fingerprint `ssh-keygen -l` prints for the key.
 func (s *Signer) KeyID() string {
 	if !s.Signs() {
 		return ""

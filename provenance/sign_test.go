@@ -3,6 +3,7 @@ package provenance_test
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -40,7 +41,8 @@ func TestSignVerifyRoundTrip(t *testing.T) {
 			envelope := sign(t, s, st)
 
 			v := verifier(t, s)
-			if v.KeyID() != s.KeyID() || len(s.KeyID()) != 64 || v.Algorithm() != kp.name {
+			wantID, _ := dsse.SHA256KeyID(kp.private.Public())
+			if s.KeyID() != wantID || v.KeyID() != wantID || !strings.HasPrefix(wantID, "SHA256:") || v.Algorithm() != kp.name {
 				t.Errorf("key ids: signer %q, verifier %q; algorithm %q", s.KeyID(), v.KeyID(), v.Algorithm())
 			}
 			got, err := v.Verify(context.Background(), envelope)
@@ -69,10 +71,11 @@ func TestSignVerifyRoundTrip(t *testing.T) {
 }
 
 // TestIndependentVerifier checks envelopes without this package's Verifier:
-// with the DSSE library's own EnvelopeVerifier over securesystemslib's
-// verifier built from the published PEM public key, with the standard library
-// over the DSSE pre-authentication encoding written from the spec, and then
-// reads the payload with the in-toto bindings and validates it.
+// with the DSSE library's own EnvelopeVerifier over verifiers built from the
+// published PEM public key (securesystemslib's, and one made the way sigstore's
+// adapter, which cosign uses, is), with the standard library over the DSSE
+// pre-authentication encoding written from the spec, and then reads the
+// payload with the in-toto bindings and validates it.
 func TestIndependentVerifier(t *testing.T) {
 	for _, kp := range keyTypes(t) {
 		t.Run(kp.name, func(t *testing.T) {
@@ -81,33 +84,32 @@ func TestIndependentVerifier(t *testing.T) {
 			pubPEM := publicPEM(t, s)
 			env := decodeEnvelope(t, envelope)
 
-			// 1. The dsse library, its dsse.Verifier built from the PEM.
-			key, err := signerverifier.LoadKey(pubPEM)
-			if err != nil {
-				t.Fatal(err)
+			// 1. The dsse library, with securesystemslib's dsse.Verifier
+			// built from the PEM, and with a bare one (no key id of its own,
+			// like sigstore's VerifierAdapter): the library matches both to
+			// the signature by the key id it computes itself.
+			verifiers := map[string]dsse.Verifier{
+				"securesystemslib": sslibVerifier(t, pubPEM, false),
+				"bare":             bareVerifier{kp.private.Public()},
 			}
-			var dv dsse.Verifier
-			switch key.KeyType {
-			case signerverifier.ED25519KeyType:
-				dv, err = signerverifier.NewED25519SignerVerifierFromSSLibKey(key)
-			case signerverifier.ECDSAKeyType:
-				dv, err = signerverifier.NewECDSASignerVerifierFromSSLibKey(key)
-			default:
-				t.Fatalf("key type %q", key.KeyType)
+			for name, dv := range verifiers {
+				ev, err := dsse.NewEnvelopeVerifier(dv)
+				if err != nil {
+					t.Fatal(err)
+				}
+				accepted, err := ev.Verify(context.Background(), env)
+				if err != nil {
+					t.Fatalf("dsse.EnvelopeVerifier over the %s verifier: %v", name, err)
+				}
+				if len(accepted) != 1 || accepted[0].KeyID != s.KeyID() {
+					t.Errorf("%s: accepted %+v, want key %s", name, accepted, s.KeyID())
+				}
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			ev, err := dsse.NewEnvelopeVerifier(dv)
-			if err != nil {
-				t.Fatal(err)
-			}
-			accepted, err := ev.Verify(context.Background(), env)
-			if err != nil {
-				t.Fatalf("dsse.EnvelopeVerifier: %v", err)
-			}
-			if len(accepted) != 1 || accepted[0].KeyID != s.KeyID() || key.KeyID != s.KeyID() {
-				t.Errorf("accepted %+v; securesystemslib key id %s, ours %s", accepted, key.KeyID, s.KeyID())
+			// As KeyID documents: a verifier that keeps securesystemslib's own
+			// key id takes the signature for another key's and skips it.
+			ev, _ := dsse.NewEnvelopeVerifier(sslibVerifier(t, pubPEM, true))
+			if _, err := ev.Verify(context.Background(), env); err == nil {
+				t.Error("a verifier with securesystemslib's key id accepted the signature; update the KeyID docs")
 			}
 
 			// 2. The standard library, over PAE as the DSSE spec defines it:
@@ -161,6 +163,53 @@ func TestIndependentVerifier(t *testing.T) {
 	}
 }
 
+// sslibVerifier is securesystemslib's dsse.Verifier for a PEM public key,
+// with or without the key id securesystemslib gives it.
+func sslibVerifier(t *testing.T, pubPEM []byte, keepID bool) dsse.Verifier {
+	t.Helper()
+	key, err := signerverifier.LoadKey(pubPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !keepID {
+		key.KeyID = ""
+	}
+	var v dsse.Verifier
+	switch key.KeyType {
+	case signerverifier.ED25519KeyType:
+		v, err = signerverifier.NewED25519SignerVerifierFromSSLibKey(key)
+	case signerverifier.ECDSAKeyType:
+		v, err = signerverifier.NewECDSASignerVerifierFromSSLibKey(key)
+	default:
+		t.Fatalf("key type %q", key.KeyType)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// bareVerifier is a dsse.Verifier from the standard library and nothing else,
+// with no key id of its own.
+type bareVerifier struct{ pub crypto.PublicKey }
+
+func (b bareVerifier) Verify(_ context.Context, data, sig []byte) error {
+	ok := false
+	switch pub := b.pub.(type) {
+	case ed25519.PublicKey:
+		ok = ed25519.Verify(pub, data, sig)
+	case *ecdsa.PublicKey:
+		digest := sha256.Sum256(data)
+		ok = ecdsa.VerifyASN1(pub, digest[:], sig)
+	}
+	if !ok {
+		return errors.New("bad signature")
+	}
+	return nil
+}
+func (b bareVerifier) KeyID() (string, error)   { return "", nil }
+func (b bareVerifier) Public() crypto.PublicKey { return b.pub }
+
 // TestOpenSSLVerifies checks a signature with OpenSSL, a verifier that shares
 // no code with Go, and that a key made by `openssl genpkey` loads. Skipped
 // where openssl is not installed.
@@ -171,7 +220,7 @@ func TestOpenSSLVerifies(t *testing.T) {
 	}
 	try := func(args ...string) error {
 		if out, err := exec.Command(openssl, args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
+			return fmt.Errorf("openssl %s: %w\n%s", strings.Join(args, " "), err, out)
 		}
 		return nil
 	}
@@ -216,6 +265,21 @@ func TestOpenSSLVerifies(t *testing.T) {
 			}
 			if try(verify...) == nil {
 				t.Error("openssl accepts the signature over an altered payload")
+			}
+			// The key id is the key's SSH fingerprint (OpenSSH 9.2 imports no
+			// ed25519 PKCS#8 key, so ECDSA only).
+			if sshKeygen, err := exec.LookPath("ssh-keygen"); err == nil && alg.name == "ecdsa-p256" {
+				sshPub, err := exec.Command(sshKeygen, "-i", "-m", "PKCS8", "-f", p("pub.pem")).Output()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p("ssh.pub"), sshPub, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				fp, err := exec.Command(sshKeygen, "-l", "-f", p("ssh.pub")).Output()
+				if err != nil || !strings.Contains(string(fp), " "+s.KeyID()+" ") {
+					t.Errorf("ssh-keygen -l: %s (%v), want key id %s", fp, err, s.KeyID())
+				}
 			}
 		})
 	}
@@ -321,9 +385,7 @@ func TestUnsigned(t *testing.T) {
 				t.Errorf("Verify: err = %v, want ErrUnsigned", err)
 			}
 			// The dsse library agrees that there is nothing to verify.
-			key, _ := signerverifier.LoadKey(publicPEM(t, loadSigner(t, newEd25519(t))))
-			dv, _ := signerverifier.NewED25519SignerVerifierFromSSLibKey(key)
-			ev, _ := dsse.NewEnvelopeVerifier(dv)
+			ev, _ := dsse.NewEnvelopeVerifier(sslibVerifier(t, publicPEM(t, loadSigner(t, newEd25519(t))), false))
 			if _, err := ev.Verify(context.Background(), decodeEnvelope(t, envelope)); !errors.Is(err, dsse.ErrNoSignature) {
 				t.Errorf("dsse: err = %v, want ErrNoSignature", err)
 			}

@@ -52,7 +52,7 @@ func ParseVerifier(pemData []byte) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	sv, keyID, err := sslibSignerVerifier("PUBLIC KEY", der, pub)
+	sv, keyID, err := signerVerifier("PUBLIC KEY", der, pub)
 	if err != nil {
 		return nil, err
 	}
