@@ -30,8 +30,9 @@ const UnsignedWarning = "provenance: no signing key configured (provenance.signi
 // envelope, with no signatures: the statement is stored, served, hashed into
 // TagProvenance and read by trace exactly as a signed one, and only
 // verification tells them apart (ErrUnsigned). One format for both keeps every
-// caller free of "was it signed" branches, and an envelope with an empty
-// signature list is a valid DSSE envelope that no verifier accepts by mistake.
+// caller free of "was it signed" branches, and an envelope whose signature
+// list is empty is one every DSSE verifier rejects (the dsse library with
+// dsse.ErrNoSignature), so none takes it for signed by mistake.
 type Signer struct {
 	sv    dsse.SignerVerifier // nil: no key
 	keyID string
