@@ -57,26 +57,3 @@ func TestUnmarshalText(t *testing.T) {
 		t.Fatalf("got %q", v.Token.Reveal())
 	}
 }
-
-func TestRedactor(t *testing.T) {
-	tests := []struct {
-		name    string
-		secrets []String
-		in      string
-		want    string
-	}{
-		{"none", nil, "password is pw12345", "password is pw12345"},
-		{"one", []String{New("pw12345")}, "password is pw12345!", "password is [redacted]!"},
-		{"repeated", []String{New("s3cret")}, "s3cret s3cret", "[redacted] [redacted]"},
-		{"longest first", []String{New("abcd"), New("abcdefgh")}, "x abcdefgh y abcd", "x [redacted] y [redacted]"},
-		{"too short is kept", []String{New("ab")}, "about abba", "about abba"},
-		{"empty secret", []String{New("")}, "text", "text"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := NewRedactor(tt.secrets...).Redact(tt.in); got != tt.want {
-				t.Fatalf("Redact(%q) = %q, want %q", tt.in, got, tt.want)
-			}
-		})
-	}
-}
