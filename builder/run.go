@@ -402,11 +402,12 @@ func (p *pipeline) runScript(ctx context.Context) error {
 }
 
 // scriptOutput streams a command's output into the build log a read at a
-// time: sshexec redacts each read's lines at once (a secret split between two
-// reads is still whole there), and the observer gets them as one batch.
+// time: sshexec redacts it as a stream (a secret split between two reads, or
+// cut with a long line, is still whole there), and the observer gets each
+// read's lines as one batch.
 func (p *pipeline) scriptOutput() sshexec.Output {
 	return sshexec.Output{
-		Redact: p.log.redact.Redact,
+		Redact: p.log.redact,
 		Batch:  func(b sshexec.Batch) { p.log.redactedLines(b.Time, b.Stream, b.Lines) },
 	}
 }

@@ -1,10 +1,13 @@
 package sshexec
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +15,7 @@ import (
 	"time"
 
 	"github.com/imagegen/imagegen/internal/secret"
+	"github.com/imagegen/imagegen/internal/secret/secrettest"
 	"github.com/imagegen/imagegen/internal/testenv"
 )
 
@@ -40,7 +44,7 @@ type batch struct {
 	lines []string
 }
 
-func readAll(t *testing.T, text string, sizes []int, redact func(string) string) ([]string, []batch) {
+func readAll(t *testing.T, text string, sizes []int, redact secret.Redactor) ([]string, []batch) {
 	t.Helper()
 	var all []string
 	var batches []batch
@@ -90,7 +94,7 @@ func TestReadLinesWhateverTheReads(t *testing.T) {
 				continue // byte by byte through 200 kB proves nothing more, slowly
 			}
 			t.Run(tt.name+"/"+rname, func(t *testing.T) {
-				got, _ := readAll(t, tt.text, sizes, nil)
+				got, _ := readAll(t, tt.text, sizes, secret.Redactor{})
 				if !slices.Equal(got, tt.want) {
 					t.Errorf("got %d lines %.200q, want %d lines %.200q", len(got), got, len(tt.want), tt.want)
 				}
@@ -103,7 +107,7 @@ func TestReadLinesWhateverTheReads(t *testing.T) {
 // with one time, in order, and a read completing nothing makes no call.
 func TestReadLinesBatchPerRead(t *testing.T) {
 	text := "a\nb\nc" + "d\ne\n" // reads: "a\nb\nc", "d\ne\n"
-	_, batches := readAll(t, text, []int{5, 4}, nil)
+	_, batches := readAll(t, text, []int{5, 4}, secret.Redactor{})
 	want := [][]string{{"a", "b"}, {"cd", "e"}}
 	if len(batches) != len(want) {
 		t.Fatalf("%d batches %v, want %d", len(batches), batches, len(want))
@@ -119,34 +123,53 @@ func TestReadLinesBatchPerRead(t *testing.T) {
 
 	// 100-byte lines read 32 KiB at a time: hundreds of lines a call.
 	lines := strings.Repeat(strings.Repeat("z", 99)+"\n", 10000)
-	got, batches := readAll(t, lines, []int{1 << 20}, nil)
+	got, batches := readAll(t, lines, []int{1 << 20}, secret.Redactor{})
 	if len(got) != 10000 || len(batches) > len(lines)/(readChunk/2) {
 		t.Errorf("%d lines in %d batches; want 10000 lines in at most %d", len(got), len(batches), len(lines)/(readChunk/2))
 	}
 }
 
 // TestReadLinesRedactsAcrossReads: a secret split between two reads, at
-// every place, is still replaced, with one secret or several.
+// every place, is still replaced, with one secret or several; a secret with
+// newlines in it (a key) is replaced whole, while the halves of one printed
+// on two lines are not the secret; a secret across the MaxLine cut of a
+// long line is replaced before the line is cut (the [redacted] may be).
 func TestReadLinesRedactsAcrossReads(t *testing.T) {
-	const pw, token = "hunter2-very-secret", "tok-0123456789"
+	const pw, token, key = "hunter2-very-secret", "tok-0123456789", "-----BEGIN KEY-----\nMIIE\r\n-----END KEY-----\n"
+	long := strings.Repeat(".", MaxLine-5)
 	tests := []struct {
 		name    string
 		secrets []secret.String
 		text    string
 		want    []string
+		cuts    []int // where the first read ends; default: everywhere
+		then    int   // the size of the next reads; default: as large as they can be
 	}{
 		{"one secret", []secret.String{secret.New(pw)},
-			"before\npw=" + pw + " end\nafter\n", []string{"before", "pw=[redacted] end", "after"}},
+			"before\npw=" + pw + " end\nafter\n", []string{"before", "pw=[redacted] end", "after"}, nil, 0},
 		{"two secrets", []secret.String{secret.New(pw), secret.New(token)},
-			"t=" + token + "\npw=" + pw + "\n", []string{"t=[redacted]", "pw=[redacted]"}},
+			"t=" + token + "\npw=" + pw + "\n", []string{"t=[redacted]", "pw=[redacted]"}, nil, 0},
+		{"multi-line secret", []secret.String{secret.New(key)},
+			"key:\n" + key + "end\n" + key[:19] + "\n", []string{"key:", "[redacted]end", "-----BEGIN KEY-----"}, nil, 0},
+		{"a secret broken by a newline is two harmless halves", []secret.String{secret.New(pw)},
+			"pw=hunter2-\nvery-secret\n", []string{"pw=hunter2-", "very-secret"}, nil, 0},
+		{"across the MaxLine cut", []secret.String{secret.New(pw)},
+			long + pw + "\nnext\n", []string{long + "[reda", "cted]", "next"},
+			[]int{1, 2, 3, 4, 5, 6, 7}, 7},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := secret.NewRedactor(tt.secrets...)
-			for cut := 1; cut < len(tt.text); cut++ {
-				got, _ := readAll(t, tt.text, []int{cut, 1 << 20}, r.Redact)
+			cuts := tt.cuts
+			if cuts == nil {
+				for cut := 1; cut < len(tt.text); cut++ {
+					cuts = append(cuts, cut)
+				}
+			}
+			for _, cut := range cuts {
+				got, _ := readAll(t, tt.text, []int{cut, cmp.Or(tt.then, 1<<20)}, r)
 				if !slices.Equal(got, tt.want) {
-					t.Fatalf("first read of %d bytes: got %q, want %q", cut, got, tt.want)
+					t.Fatalf("first read of %d bytes: got %.200q, want %.200q", cut, got, tt.want)
 				}
 			}
 		})
@@ -166,7 +189,7 @@ func TestRunScriptToBatchesAndRedacts(t *testing.T) {
 	var stdout, stderr []string
 	calls := 0
 	out := Output{
-		Redact: red.Redact,
+		Redact: red,
 		Batch: func(b Batch) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -221,7 +244,7 @@ func BenchmarkReadLines(b *testing.B) {
 	n := 0
 	out := func(bt Batch) { n += len(bt.Lines) }
 	for b.Loop() {
-		readLines(&chunkReader{s: text, sizes: []int{32 << 10}}, nil, func(t time.Time, lines []string) {
+		readLines(&chunkReader{s: text, sizes: []int{32 << 10}}, secret.Redactor{}, func(t time.Time, lines []string) {
 			mu.Lock()
 			defer mu.Unlock()
 			for _, s := range lines[max(0, len(lines)-TailLines):] {
@@ -232,5 +255,108 @@ func BenchmarkReadLines(b *testing.B) {
 	}
 	if n != 100000*b.N {
 		b.Fatalf("%d lines, want %d", n, 100000*b.N)
+	}
+}
+
+// randomReads returns read sizes for chunkReader: bytes, a few KiB, more
+// than MaxLine, in a random mix; the last one (repeated) is at least 4 KiB.
+func randomReads(rng *rand.Rand) []int {
+	sizes := make([]int, 1+rng.IntN(40))
+	for i := range sizes {
+		switch rng.IntN(3) {
+		case 0:
+			sizes[i] = 1 + rng.IntN(16)
+		case 1:
+			sizes[i] = 1 + rng.IntN(4096)
+		default:
+			sizes[i] = MaxLine - 100 + rng.IntN(10000)
+		}
+	}
+	sizes[len(sizes)-1] = max(sizes[len(sizes)-1], 4096)
+	return sizes
+}
+
+// TestReadLinesRedactProperty: random secrets (repetitive, overlapping,
+// multi-line, not UTF-8) in random output, read in random pieces and cut
+// into lines as the worker does: the lines are those of the output
+// redacted whole, so no secret is in them, however the reads fell, where a
+// long line was cut, across lines; output without secrets is unchanged.
+func TestReadLinesRedactProperty(t *testing.T) {
+	iterations := 300
+	if testing.Short() {
+		iterations = 30
+	}
+	for i := range iterations {
+		rng := rand.New(rand.NewPCG(22, uint64(i)))
+		maxText := 3000
+		if i%4 == 0 {
+			maxText = 3 * MaxLine
+		}
+		c := secrettest.Random(rng, secrettest.Options{MaxText: maxText, LineCut: MaxLine})
+		sizes := randomReads(rng)
+		got, _ := readAll(t, c.Text, sizes, secret.NewRedactor(c.Strings()...))
+		want := splitLines(nil, secrettest.Reference(c.Secrets, c.Text))
+		if !slices.Equal(got, want) {
+			t.Fatalf("case %d, reads %v: secrets %.300q\ntext %.300q\ngot  %.300q\nwant %.300q", i, sizes, c.Secrets, c.Text, got, want)
+		}
+		for _, l := range got {
+			if s, ok := secrettest.Leak(c.Secrets, l); ok {
+				t.Fatalf("case %d: secret %q in line %.300q", i, s, l)
+			}
+		}
+	}
+}
+
+// FuzzReadLines: secrets (separated by "\x00\x00"), output (after a filler
+// that brings it near the MaxLine cut, if cut is not 0) and read sizes.
+func FuzzReadLines(f *testing.F) {
+	f.Add([]byte("hunter2-very\nsecret\x00\x00aaaa"), []byte("pw=hunter2-very\nsecret aaaaaa\nhunter2-very\n\nsecret"), uint16(5), uint64(3))
+	f.Add([]byte("0123456789"), []byte("0123456789\n"), uint16(4), uint64(9))
+	f.Fuzz(func(t *testing.T, secrets, text []byte, cut uint16, seed uint64) {
+		var ss []string
+		var strs []secret.String
+		for _, s := range bytes.Split(secrets, []byte("\x00\x00")) {
+			ss = append(ss, string(s))
+			strs = append(strs, secret.New(string(s)))
+		}
+		out := string(text)
+		if cut > 0 {
+			out = strings.Repeat(".", MaxLine-int(cut)%MaxLine) + out
+		}
+		rng := rand.New(rand.NewPCG(seed, seed))
+		got, _ := readAll(t, out, randomReads(rng), secret.NewRedactor(strs...))
+		if want := splitLines(nil, secrettest.Reference(ss, out)); !slices.Equal(got, want) {
+			t.Fatalf("got %.300q, want %.300q", got, want)
+		}
+	})
+}
+
+// BenchmarkReadLinesRedacted is BenchmarkReadLines with the service's
+// secrets redacted on the stream, in 100-byte lines of one letter ("yes")
+// and in apt-like output.
+func BenchmarkReadLinesRedacted(b *testing.B) {
+	texts := []struct{ name, text string }{
+		{"yes", strings.Repeat(strings.Repeat("x", 99)+"\n", 100000)},
+		{"apt", secrettest.AptLog(10_000_000)},
+	}
+	for _, tx := range texts {
+		for _, n := range []int{0, 1, 6} {
+			b.Run(fmt.Sprintf("%s/secrets=%d", tx.name, n), func(b *testing.B) {
+				red := secret.NewRedactor(secrettest.Typical[:n]...)
+				b.SetBytes(int64(len(tx.text)))
+				b.ReportAllocs()
+				tail := newTail(TailLines)
+				var mu sync.Mutex
+				for b.Loop() {
+					readLines(&chunkReader{s: tx.text, sizes: []int{32 << 10}}, red, func(t time.Time, lines []string) {
+						mu.Lock()
+						defer mu.Unlock()
+						for _, s := range lines[max(0, len(lines)-TailLines):] {
+							tail.add(s)
+						}
+					})
+				}
+			})
+		}
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/imagegen/imagegen/internal/secret"
 )
 
 // Defaults for Config's zero values.
@@ -239,12 +241,13 @@ type Output struct {
 	// Batch is called with each read's lines. Calls are serialized: lines
 	// of one stream are in order, the two streams may interleave. May be nil.
 	Batch func(Batch)
-	// Redact, when set, is applied to the output before it is split into
-	// lines and before it reaches Batch or an ExitError's tail. It gets whole
-	// lines (several at once) and never a part of one, so a secret is
-	// replaced however the network split the output; only a line longer than
-	// MaxLine is cut, and a secret across that cut is not seen whole.
-	Redact func(string) string
+	// Redact is applied to each stream's bytes as they arrive, before they
+	// are cut into lines and reach Batch or an ExitError's tail: a secret is
+	// replaced however the network split the output, where a line longer
+	// than MaxLine is cut, and when it has newlines in it. It holds back at
+	// most Redact.Lookbehind bytes that may begin a secret. The zero value
+	// redacts nothing.
+	Redact secret.Redactor
 }
 
 // lineByLine adapts a per-line callback to Output.
@@ -486,27 +489,40 @@ const (
 // readLines reads r to its end and calls emit, once per read, with the lines
 // that read completed, stamped with one clock reading. Lines longer than
 // MaxLine are cut into MaxLine pieces, at the same places however r's reads
-// fall. Each read's lines share one string, redacted whole by redact (if
-// set) before it is split. Memory is readBuf plus what the callee keeps.
-func readLines(r io.Reader, redact func(string) string, emit func(time.Time, []string)) {
+// fall. With secrets to redact, the bytes read are redacted as a stream
+// first, and lines are cut from what comes out. Each read's lines share one
+// string. Memory is readBuf (and readChunk) plus what the callee keeps.
+func readLines(r io.Reader, redact secret.Redactor, emit func(time.Time, []string)) {
 	buf := make([]byte, readBuf)
+	var st *secret.Stream
+	var raw []byte // what a read brought, before it is redacted into buf
+	if !redact.IsZero() {
+		st, raw = redact.Stream(), make([]byte, readChunk)
+	}
 	var lines []string // reused: emit must not keep the slice
 	n := 0             // bytes of buf not yet passed on: one unfinished line, at most MaxLine
 	for {
-		m, err := r.Read(buf[n:max(n+minRead, readChunk)])
-		if m > 0 || (err != nil && n > 0) {
+		var m int
+		var err error
+		if st == nil {
+			m, err = r.Read(buf[n:max(n+minRead, readChunk)])
 			n += m
+		} else {
+			m, err = r.Read(raw[:max(minRead, readChunk-n)])
+			out := st.Redact(buf[:n], raw[:m])
+			if err != nil {
+				out = st.Flush(out)
+			}
+			buf, n = out[:cap(out)], len(out)
+		}
+		if m > 0 || (err != nil && n > 0) {
 			end := n // at the end, an unfinished last line goes too
 			if err == nil {
 				end = complete(buf[:n])
 			}
 			if end > 0 {
 				t := time.Now()
-				chunk := string(buf[:end])
-				if redact != nil {
-					chunk = redact(chunk)
-				}
-				lines = splitLines(lines[:0], chunk)
+				lines = splitLines(lines[:0], string(buf[:end]))
 				if len(lines) > 0 {
 					emit(t, lines)
 				}
