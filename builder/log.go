@@ -32,14 +32,21 @@ func (l *buildLog) lineAt(t time.Time, stream, text string) {
 	if l.observer == nil {
 		return
 	}
-	ll := LogLine{Time: t, Cloud: l.cloud, Stream: stream, Text: l.redact.Redact(text)}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.observer.Line(ll)
+	l.redactedLine(t, stream, l.redact.Redact(text))
 }
 
-// redactedLines passes lines already redacted (by sshexec, a whole read at
-// once) that share a time, in one call to a LineBatcher observer.
+// redactedLine passes one line redacted already (on its stream).
+func (l *buildLog) redactedLine(t time.Time, stream, text string) {
+	if l.observer == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.observer.Line(LogLine{Time: t, Cloud: l.cloud, Stream: stream, Text: text})
+}
+
+// redactedLines passes lines already redacted (by sshexec, on the stream)
+// that share a time, in one call to a LineBatcher observer.
 func (l *buildLog) redactedLines(t time.Time, stream string, texts []string) {
 	if l.observer == nil || len(texts) == 0 {
 		return
@@ -98,10 +105,10 @@ func (h *lineHandler) Handle(_ context.Context, r slog.Record) error {
 	b.WriteString(r.Message)
 	prefix := strings.Join(h.groups, ".")
 	for _, a := range h.attrs {
-		writeAttr(&b, "", a)
+		writeAttr(&b, "", a, h.log.redact)
 	}
 	r.Attrs(func(a slog.Attr) bool {
-		writeAttr(&b, prefix, a)
+		writeAttr(&b, prefix, a, h.log.redact)
 		return true
 	})
 	t := r.Time
@@ -112,7 +119,10 @@ func (h *lineHandler) Handle(_ context.Context, r slog.Record) error {
 	return nil
 }
 
-func writeAttr(b *bytes.Buffer, prefix string, a slog.Attr) {
+// writeAttr writes a as key=value, the value redacted before it is quoted:
+// quoting escapes a secret's newlines, quotes or backslashes, and the line
+// would not hold it as it is any more.
+func writeAttr(b *bytes.Buffer, prefix string, a slog.Attr, redact secret.Redactor) {
 	a.Value = a.Value.Resolve()
 	if a.Equal(slog.Attr{}) {
 		return
@@ -123,11 +133,11 @@ func writeAttr(b *bytes.Buffer, prefix string, a slog.Attr) {
 	}
 	if a.Value.Kind() == slog.KindGroup {
 		for _, ga := range a.Value.Group() {
-			writeAttr(b, key, ga)
+			writeAttr(b, key, ga, redact)
 		}
 		return
 	}
-	v := a.Value.String()
+	v := redact.Redact(a.Value.String())
 	if strings.ContainsAny(v, " \t\n\"=") || v == "" {
 		v = fmt.Sprintf("%q", v)
 	}
@@ -157,12 +167,15 @@ func (h *lineHandler) WithGroup(name string) slog.Handler {
 }
 
 // lineWriter is an io.Writer (a VM's console) split into LogLines, holding at
-// most maxLine bytes of an unfinished line.
+// most maxLine bytes of an unfinished line. It redacts what is written as a
+// stream, before cutting lines, as sshexec does the script's output.
 type lineWriter struct {
-	log    *buildLog
-	stream string
-	mu     sync.Mutex
-	buf    []byte
+	log      *buildLog
+	stream   string
+	mu       sync.Mutex
+	redact   *secret.Stream // made at the first write
+	redacted []byte         // reused: what redact let through
+	buf      []byte
 }
 
 const maxLine = 64 << 10
@@ -170,36 +183,53 @@ const maxLine = 64 << 10
 func (w *lineWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	n := len(p)
+	if w.redact == nil {
+		w.redact = w.log.redact.Stream()
+	}
+	w.redacted = w.redact.Redact(w.redacted[:0], p)
+	w.split(w.redacted)
+	return len(p), nil
+}
+
+// split adds p to the unfinished line and passes on the lines it ends. A
+// line longer than maxLine is cut in maxLine pieces (one of exactly maxLine
+// is whole), as sshexec cuts the script's.
+func (w *lineWriter) split(p []byte) {
 	for len(p) > 0 {
+		if len(w.buf) == maxLine {
+			if p[0] == '\n' {
+				p = p[1:]
+			}
+			w.flushLocked()
+			continue
+		}
 		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			room := maxLine - len(w.buf)
-			take := min(room, len(p))
+		if i < 0 || len(w.buf)+i > maxLine {
+			take := min(maxLine-len(w.buf), len(p))
 			w.buf = append(w.buf, p[:take]...)
 			p = p[take:]
-			if len(w.buf) >= maxLine {
-				w.flushLocked()
-			}
 			continue
 		}
 		w.buf = append(w.buf, p[:i]...)
 		p = p[i+1:]
 		w.flushLocked()
 	}
-	return n, nil
 }
 
 func (w *lineWriter) flushLocked() {
 	text := strings.TrimRight(string(w.buf), "\r")
 	w.buf = w.buf[:0]
-	w.log.line(w.stream, text)
+	w.log.redactedLine(w.log.now(), w.stream, text)
 }
 
-// Flush writes an unfinished last line.
+// Flush writes what the redaction held back and an unfinished last line.
 func (w *lineWriter) Flush() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.redact != nil {
+		w.redacted = w.redact.Flush(w.redacted[:0])
+		w.split(w.redacted)
+	}
 	if len(w.buf) > 0 {
 		w.flushLocked()
 	}
