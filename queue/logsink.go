@@ -56,8 +56,11 @@ var _ builder.LineBatcher = (*LogSink)(nil)
 
 // NewLogSink starts storing the log of build × cloud; Close stores what is
 // left. ctx bounds the Redis calls (a build's context without its cancel:
-// the log of a canceled build is still stored); redact is applied to every
-// line, a second guard behind the builder's own redaction.
+// the log of a canceled build is still stored); redact is applied to the
+// lines taken one by one (Line), a second guard behind the builder's own
+// redaction. The batches (Lines) are the script's output, which the builder
+// redacted as a stream, before it was cut into lines: they are not redacted
+// again (that doubled the cost of streaming, and could catch nothing more).
 func (s *Store) NewLogSink(ctx context.Context, build, cloud string, log *slog.Logger, redact secret.Redactor) *LogSink {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -144,6 +147,7 @@ func (l *LogSink) flush() {
 
 // Line takes one line.
 func (l *LogSink) Line(ln builder.LogLine) {
+	ln.Text = l.redact.Redact(ln.Text)
 	l.mu.Lock()
 	l.add(ln)
 	n := len(l.pending) - l.head
@@ -153,7 +157,7 @@ func (l *LogSink) Line(ln builder.LogLine) {
 }
 
 // Lines takes the script's output one read at a time (builder.LineBatcher):
-// one lock and one wake-up for the whole batch.
+// one lock and one wake-up for the whole batch; redacted already.
 func (l *LogSink) Lines(ls []builder.LogLine) {
 	l.mu.Lock()
 	for _, ln := range ls { // ln is a copy: the slice is reused once Lines returns
@@ -167,7 +171,6 @@ func (l *LogSink) Lines(ls []builder.LogLine) {
 
 // add appends one line to pending; l.mu is held.
 func (l *LogSink) add(ln builder.LogLine) {
-	ln.Text = l.redact.Redact(ln.Text)
 	if ln.Cloud == "" {
 		ln.Cloud = l.cloud
 	}
