@@ -25,6 +25,7 @@ import (
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/internal/secret"
+	"github.com/imagegen/imagegen/internal/secret/secrettest"
 	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
 )
@@ -185,6 +186,10 @@ func streamChild() int {
 		}
 		return 0
 	}
+	var secrets []secret.String // to redact: six like the service's, none in the output
+	if os.Getenv("IMAGEGEN_BENCH_REDACT") != "" {
+		secrets = secrettest.Typical
+	}
 	ep := &clouds.Endpoint{Addr: os.Getenv("IMAGEGEN_BENCH_SSH"), User: user, Signer: signer,
 		HostKeys: []string{os.Getenv("IMAGEGEN_BENCH_HOSTKEY")}, HostKeySource: "config"}
 	obs := &countingObserver{phases: map[builder.Phase]time.Time{}}
@@ -193,11 +198,12 @@ func streamChild() int {
 		rdb := redis.NewClient(&redis.Options{Addr: addr})
 		defer rdb.Close()
 		store = queue.NewStore(rdb, 24*time.Hour, streamLogLimit)
-		obs.sink = store.NewLogSink(context.Background(), "bench-stream", "sim", nil, secret.Redactor{})
+		obs.sink = store.NewLogSink(context.Background(), "bench-stream", "sim", nil, secret.NewRedactor(secrets...))
 	}
 	sp := &spec.Spec{Name: "stream", Script: streamScript(n), Clouds: map[string]spec.CloudSpec{"sim": {Image: "debian-12", SSHUser: user}}}
 	r := builder.Run(context.Background(), builder.Job{
 		Build: "bench-stream", CloudName: "sim", Cloud: simulated.New(simulated.Options{SSH: ep}), Spec: sp, Repo: "bench", Observer: obs,
+		Secrets: secrets,
 	})
 	end := obs.phases[builder.PhaseStop]
 	if obs.sink != nil {
@@ -302,7 +308,7 @@ func runStreamChild(tb testing.TB, d *testenv.SSHD, key string, n int64, redisAd
 }
 
 // runChild runs the child for n bytes: a build, or with raw x/crypto/ssh alone.
-func runChild(tb testing.TB, d *testenv.SSHD, key string, n int64, redisAddr string, raw bool) streamOut {
+func runChild(tb testing.TB, d *testenv.SSHD, key string, n int64, redisAddr string, raw bool, env ...string) streamOut {
 	tb.Helper()
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), childEnv+"=stream",
@@ -311,6 +317,7 @@ func runChild(tb testing.TB, d *testenv.SSHD, key string, n int64, redisAddr str
 	if raw {
 		cmd.Env = append(cmd.Env, "IMAGEGEN_BENCH_RAW=1")
 	}
+	cmd.Env = append(cmd.Env, env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -448,5 +455,32 @@ func benchLogStream(b *testing.B) {
 	b.ReportMetric(float64(hwm)/(1<<20), "peak-MiB")
 	if err := res.Write(); err != nil {
 		b.Fatal(err)
+	}
+}
+
+// BenchmarkLogStreamRedacted is BenchmarkLogStream's build with six secrets
+// like the service's to redact (the builder's and the log sink's, as the
+// worker has them; none is in the output): into the bounded tail, and into
+// Redis through the worker's log sink. The best of two runs of each.
+func BenchmarkLogStreamRedacted(b *testing.B) {
+	for range b.N {
+		d := testenv.StartSSHD(b)
+		key := d.WriteClientKey(b)
+		rds := testenv.StartRedis(b)
+		var best, bestRedis streamOut
+		for range 2 {
+			o := runChild(b, d, key, streamBytes, "", false, "IMAGEGEN_BENCH_REDACT=1")
+			if best.Seconds == 0 || o.Seconds < best.Seconds {
+				best = o
+			}
+			r := runChild(b, d, key, streamRedisBytes, rds.Addr, false, "IMAGEGEN_BENCH_REDACT=1")
+			if bestRedis.Seconds == 0 || r.Seconds < bestRedis.Seconds {
+				bestRedis = r
+			}
+		}
+		b.ReportMetric(float64(best.Bytes)/1e6/best.Seconds, "MB/s")
+		b.ReportMetric(best.CPU, "CPU-s")
+		b.ReportMetric(float64(bestRedis.Bytes)/1e6/bestRedis.Seconds, "redis-MB/s")
+		b.ReportMetric(bestRedis.CPU, "redis-CPU-s")
 	}
 }
