@@ -19,8 +19,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/tidwall/gjson"
 
+	"github.com/imagegen/imagegen/github/githubtest"
 	"github.com/imagegen/imagegen/queue"
-	"github.com/imagegen/imagegen/server/githubapp/githubtest"
 )
 
 // Ingest knobs: the load generator's concurrency, each closed-loop phase's

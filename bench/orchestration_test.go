@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/github/githubtest"
 	"github.com/imagegen/imagegen/queue"
-	"github.com/imagegen/imagegen/server/githubapp/githubtest"
 )
 
 // The simulated cloud's fixed delays: the ideal build takes their sum.

@@ -22,12 +22,12 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/github"
+	"github.com/imagegen/imagegen/github/githubtest"
 	"github.com/imagegen/imagegen/internal/servicetest"
 	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server"
-	"github.com/imagegen/imagegen/server/githubapp"
-	"github.com/imagegen/imagegen/server/githubapp/githubtest"
 )
 
 const webhookSecret = "whsec-bench-0123456789abcdef"
@@ -95,7 +95,7 @@ clouds:%s`, s.redis.URL, ac.AppID, ac.PrivateKeyFile, webhookSecret, s.gh.URL(),
 	promReg := prometheus.NewRegistry()
 	qo := queue.Options{Config: cfg, Redis: rdb, Logger: log, Metrics: queue.NewMetrics(promReg), Deliveries: server.HandleDelivery}
 	if o.worker {
-		f, err := githubapp.New(cfg.GitHub, githubapp.Options{Logger: log})
+		f, err := github.New(cfg.GitHub, github.Options{Logger: log})
 		if err != nil {
 			tb.Fatal(err)
 		}

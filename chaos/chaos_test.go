@@ -23,8 +23,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/imagegen/imagegen/clouds/fake"
+	"github.com/imagegen/imagegen/github/githubtest"
 	"github.com/imagegen/imagegen/queue"
-	"github.com/imagegen/imagegen/server/githubapp/githubtest"
 )
 
 // params of a run, from the environment so `make chaos` can run the full

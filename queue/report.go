@@ -12,7 +12,7 @@ import (
 )
 
 // GitHub is the code host as the worker sees it; the server implements it
-// with server/githubapp, tests with fakes. Repos are "owner/name".
+// with github, tests with fakes. Repos are "owner/name".
 type GitHub interface {
 	// Repo returns a client acting for an installation (0 with token auth).
 	Repo(ctx context.Context, installation int64) (RepoClient, error)

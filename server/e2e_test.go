@@ -7,9 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imagegen/imagegen/github/githubtest"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server"
-	"github.com/imagegen/imagegen/server/githubapp/githubtest"
 )
 
 const helloSpec = `name: hello

@@ -17,12 +17,12 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/github"
+	"github.com/imagegen/imagegen/github/githubtest"
 	"github.com/imagegen/imagegen/internal/servicetest"
 	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server"
-	"github.com/imagegen/imagegen/server/githubapp"
-	"github.com/imagegen/imagegen/server/githubapp/githubtest"
 )
 
 const (
@@ -86,7 +86,7 @@ clouds:%s`, e.redis.URL, gh, webhookSecret, e.gh.URL(), apiToken, strings.Repeat
 	cfg := servicetest.Config(t, yml)
 	e.cfg = cfg
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	f, err := githubapp.New(cfg.GitHub, githubapp.Options{Logger: log})
+	f, err := github.New(cfg.GitHub, github.Options{Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,18 +177,18 @@ func (e *testEnv) waitFor(what string, cond func() bool) {
 }
 
 // checkRun returns the check run with the given name, if any.
-func (e *testEnv) checkRun(name string) (githubapp.CheckRun, bool) {
+func (e *testEnv) checkRun(name string) (github.CheckRun, bool) {
 	for _, cr := range e.gh.CheckRuns(exampleRepo) {
 		if cr.Name == name {
 			return cr, true
 		}
 	}
-	return githubapp.CheckRun{}, false
+	return github.CheckRun{}, false
 }
 
 // checkRuns returns every check run with the given name.
-func (e *testEnv) checkRunsNamed(name string) []githubapp.CheckRun {
-	var out []githubapp.CheckRun
+func (e *testEnv) checkRunsNamed(name string) []github.CheckRun {
+	var out []github.CheckRun
 	for _, cr := range e.gh.CheckRuns(exampleRepo) {
 		if cr.Name == name {
 			out = append(out, cr)

@@ -5,15 +5,15 @@ import (
 	"fmt"
 	"io/fs"
 
+	"github.com/imagegen/imagegen/github"
 	"github.com/imagegen/imagegen/queue"
-	"github.com/imagegen/imagegen/server/githubapp"
 )
 
-// GitHub adapts a githubapp.Factory to what the queue needs, so the queue
+// GitHub adapts a github.Factory to what the queue needs, so the queue
 // knows nothing of go-github.
-func GitHub(f *githubapp.Factory) queue.GitHub { return ghFactory{f} }
+func GitHub(f *github.Factory) queue.GitHub { return ghFactory{f} }
 
-type ghFactory struct{ f *githubapp.Factory }
+type ghFactory struct{ f *github.Factory }
 
 func (g ghFactory) Repo(ctx context.Context, installation int64) (queue.RepoClient, error) {
 	c, err := g.f.Client(ctx, installation)
@@ -23,12 +23,12 @@ func (g ghFactory) Repo(ctx context.Context, installation int64) (queue.RepoClie
 	return ghClient{c}, nil
 }
 
-type ghClient struct{ c *githubapp.Client }
+type ghClient struct{ c *github.Client }
 
-func repoOf(s string) (githubapp.Repo, error) {
-	r, err := githubapp.ParseRepo(s)
+func repoOf(s string) (github.Repo, error) {
+	r, err := github.ParseRepo(s)
 	if err != nil {
-		return githubapp.Repo{}, fmt.Errorf("repository %q: %w", s, err)
+		return github.Repo{}, fmt.Errorf("repository %q: %w", s, err)
 	}
 	return r, nil
 }
@@ -54,13 +54,13 @@ func (g ghClient) SetStatus(ctx context.Context, repo, sha string, s queue.Statu
 	if err != nil {
 		return err
 	}
-	return g.c.SetStatus(ctx, r, sha, githubapp.Status{State: s.State, Context: s.Context, Description: s.Description, TargetURL: s.TargetURL})
+	return g.c.SetStatus(ctx, r, sha, github.Status{State: s.State, Context: s.Context, Description: s.Description, TargetURL: s.TargetURL})
 }
 
 func (g ghClient) CheckRuns() bool { return g.c.IsApp() }
 
-func checkRun(c queue.CheckRun) githubapp.CheckRun {
-	return githubapp.CheckRun{
+func checkRun(c queue.CheckRun) github.CheckRun {
+	return github.CheckRun{
 		Name: c.Name, HeadSHA: c.HeadSHA, Status: c.Status, Conclusion: c.Conclusion,
 		Title: c.Title, Summary: c.Summary, Text: c.Text, DetailsURL: c.DetailsURL,
 		ExternalID: c.ExternalID, StartedAt: c.StartedAt, CompletedAt: c.CompletedAt,

@@ -20,11 +20,11 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/imagegen/imagegen/github/githubtest"
 	"github.com/imagegen/imagegen/internal/servicetest"
 	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server"
-	"github.com/imagegen/imagegen/server/githubapp/githubtest"
 )
 
 // TestWebhookAnswers sends real octokit payloads (and broken ones) through

@@ -18,9 +18,9 @@ import (
 
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/github"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server"
-	"github.com/imagegen/imagegen/server/githubapp"
 	"github.com/imagegen/imagegen/server/pages"
 )
 
@@ -161,7 +161,7 @@ func openService(ctx context.Context, cfg *config.Config, log *slog.Logger, with
 		// Links on GitHub open the build's page without a login (signed, expiring).
 		BuildURL: func(id string) string { return pages.BuildLink(cfg, id) }}
 	if withGitHub {
-		f, err := githubapp.New(cfg.GitHub, githubapp.Options{Logger: log.With("component", "github")})
+		f, err := github.New(cfg.GitHub, github.Options{Logger: log.With("component", "github")})
 		if err != nil {
 			rdb.Close()
 			return nil, err

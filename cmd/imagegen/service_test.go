@@ -19,8 +19,8 @@ import (
 
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/fake"
+	"github.com/imagegen/imagegen/github/githubtest"
 	"github.com/imagegen/imagegen/internal/testenv"
-	"github.com/imagegen/imagegen/server/githubapp/githubtest"
 )
 
 // helperEnv makes the test binary act as imagegen (serve or worker) with the

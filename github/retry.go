@@ -1,4 +1,4 @@
-package githubapp
+package github
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/bradleyfalzon/ghinstallation/v2"
-	"github.com/google/go-github/v60/github"
+	gogithub "github.com/google/go-github/v60/github"
 )
 
 // Error is a failed GitHub call, after any retries.
@@ -111,9 +111,9 @@ func (c *Client) do(ctx context.Context, op string, fn func(context.Context) err
 
 // classify decides whether a failed try is worth another and how long to wait.
 func (f *Factory) classify(err error, try int) verdict {
-	var rle *github.RateLimitError
-	var abuse *github.AbuseRateLimitError
-	var er *github.ErrorResponse
+	var rle *gogithub.RateLimitError
+	var abuse *gogithub.AbuseRateLimitError
+	var er *gogithub.ErrorResponse
 	var he *ghinstallation.HTTPError
 	switch {
 	case errors.As(err, &rle):

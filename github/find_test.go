@@ -1,12 +1,12 @@
-package githubapp_test
+package github_test
 
 import (
 	"context"
 	"errors"
 	"testing"
 
-	"github.com/imagegen/imagegen/server/githubapp"
-	"github.com/imagegen/imagegen/server/githubapp/githubtest"
+	"github.com/imagegen/imagegen/github"
+	"github.com/imagegen/imagegen/github/githubtest"
 )
 
 // TestFindCheckRun: a run is found by name and external id on its commit,
@@ -14,11 +14,11 @@ import (
 // (no App) cannot look.
 func TestFindCheckRun(t *testing.T) {
 	s := githubtest.NewServer(t)
-	c := newClient(t, s.AppConfig(t), 42, githubapp.Options{})
+	c := newClient(t, s.AppConfig(t), 42, github.Options{})
 	ctx := context.Background()
 	var want int64
 	for _, ext := range []string{"b-1", "b-2", "b-3"} {
-		id, err := c.CreateCheckRun(ctx, repo, githubapp.CheckRun{Name: "imagegen: dstat", HeadSHA: sha, Status: githubapp.CheckInProgress, ExternalID: ext})
+		id, err := c.CreateCheckRun(ctx, repo, github.CheckRun{Name: "imagegen: dstat", HeadSHA: sha, Status: github.CheckInProgress, ExternalID: ext})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -43,8 +43,8 @@ func TestFindCheckRun(t *testing.T) {
 			}
 		})
 	}
-	tok := newClient(t, s.TokenConfig(), 0, githubapp.Options{})
-	if _, _, err := tok.FindCheckRun(ctx, repo, sha, "imagegen: dstat", "b-2"); !errors.Is(err, githubapp.ErrNeedsApp) {
+	tok := newClient(t, s.TokenConfig(), 0, github.Options{})
+	if _, _, err := tok.FindCheckRun(ctx, repo, sha, "imagegen: dstat", "b-2"); !errors.Is(err, github.ErrNeedsApp) {
 		t.Errorf("token mode: %v, want ErrNeedsApp", err)
 	}
 }

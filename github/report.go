@@ -1,4 +1,4 @@
-package githubapp
+package github
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/google/go-github/v60/github"
+	gogithub "github.com/google/go-github/v60/github"
 )
 
 // GitHub's limits on what imagegen writes.
@@ -69,8 +69,8 @@ var ErrNeedsApp = errors.New("check runs need a GitHub App (github.app_id and pr
 // SetStatus sets a commit status on sha. The description is cut to
 // MaxDescription characters (ending in …), as GitHub refuses longer ones.
 func (c *Client) SetStatus(ctx context.Context, repo Repo, sha string, s Status) error {
-	rs := &github.RepoStatus{
-		State:       github.String(s.State),
+	rs := &gogithub.RepoStatus{
+		State:       gogithub.String(s.State),
 		Context:     optional(s.Context),
 		Description: optional(TruncateDescription(s.Description)),
 		TargetURL:   optional(s.TargetURL),
@@ -93,7 +93,7 @@ func (c *Client) CreateCheckRun(ctx context.Context, repo Repo, cr CheckRun) (in
 		return 0, &Error{Op: op, Err: ErrNeedsApp}
 	}
 	status, conclusion, completedAt := checkState(cr)
-	opts := github.CreateCheckRunOptions{
+	opts := gogithub.CreateCheckRunOptions{
 		Name:        cr.Name,
 		HeadSHA:     cr.HeadSHA,
 		DetailsURL:  optional(cr.DetailsURL),
@@ -136,7 +136,7 @@ func (c *Client) UpdateCheckRun(ctx context.Context, repo Repo, id int64, cr Che
 	}
 	op := fmt.Sprintf("update check run %d %q on %s", id, cr.Name, repo)
 	status, conclusion, completedAt := checkState(cr)
-	opts := github.UpdateCheckRunOptions{
+	opts := gogithub.UpdateCheckRunOptions{
 		Name:        cr.Name,
 		DetailsURL:  optional(cr.DetailsURL),
 		ExternalID:  optional(cr.ExternalID),
@@ -153,7 +153,7 @@ func (c *Client) UpdateCheckRun(ctx context.Context, repo Repo, id int64, cr Che
 
 // checkState fills what GitHub requires together: a conclusion means
 // completed, and completed needs a completion time.
-func checkState(cr CheckRun) (status, conclusion *string, completedAt *github.Timestamp) {
+func checkState(cr CheckRun) (status, conclusion *string, completedAt *gogithub.Timestamp) {
 	s := cr.Status
 	if cr.Conclusion != "" {
 		s = CheckCompleted
@@ -163,12 +163,12 @@ func checkState(cr CheckRun) (status, conclusion *string, completedAt *github.Ti
 		if at.IsZero() {
 			at = time.Now()
 		}
-		completedAt = &github.Timestamp{Time: at}
+		completedAt = &gogithub.Timestamp{Time: at}
 	}
 	return optional(s), optional(cr.Conclusion), completedAt
 }
 
-func output(cr CheckRun) *github.CheckRunOutput {
+func output(cr CheckRun) *gogithub.CheckRunOutput {
 	if cr.Title == "" && cr.Summary == "" && cr.Text == "" {
 		return nil
 	}
@@ -180,9 +180,9 @@ func output(cr CheckRun) *github.CheckRunOutput {
 		// GitHub requires a summary whenever there is output.
 		summary = title
 	}
-	return &github.CheckRunOutput{
-		Title:   github.String(title),
-		Summary: github.String(TruncateOutput(summary)),
+	return &gogithub.CheckRunOutput{
+		Title:   gogithub.String(title),
+		Summary: gogithub.String(TruncateOutput(summary)),
 		Text:    optional(TruncateOutput(cr.Text)),
 	}
 }
@@ -240,12 +240,12 @@ func (c *Client) ChangedFiles(ctx context.Context, repo Repo, base, head string)
 	seen := map[string]bool{}
 	capped := false
 	for page := 1; page != 0; {
-		var cmp *github.CommitsComparison
-		var resp *github.Response
+		var cmp *gogithub.CommitsComparison
+		var resp *gogithub.Response
 		err := c.do(ctx, fmt.Sprintf("%s (page %d)", op, page), func(ctx context.Context) error {
 			var err error
 			cmp, resp, err = c.gh.Repositories.CompareCommits(ctx, repo.Owner, repo.Name, base, head,
-				&github.ListOptions{Page: page, PerPage: 100})
+				&gogithub.ListOptions{Page: page, PerPage: 100})
 			return err
 		})
 		if err != nil {
@@ -282,11 +282,11 @@ func optional(s string) *string {
 	return &s
 }
 
-func timestamp(t time.Time) *github.Timestamp {
+func timestamp(t time.Time) *gogithub.Timestamp {
 	if t.IsZero() {
 		return nil
 	}
-	return &github.Timestamp{Time: t}
+	return &gogithub.Timestamp{Time: t}
 }
 
 func short(sha string) string {

@@ -1,4 +1,4 @@
-package githubapp_test
+package github_test
 
 import (
 	"bytes"
@@ -23,24 +23,24 @@ import (
 
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/github"
+	"github.com/imagegen/imagegen/github/githubtest"
 	"github.com/imagegen/imagegen/internal/secret"
-	"github.com/imagegen/imagegen/server/githubapp"
-	"github.com/imagegen/imagegen/server/githubapp/githubtest"
 )
 
 const sha = "6dcb09b5b57875f334f61aebed695e2e4193db5e"
 
-var repo = githubapp.Repo{Owner: "octo", Name: "gens"}
+var repo = github.Repo{Owner: "octo", Name: "gens"}
 
 // fastRetry keeps retry tests quick while still exercising the waits.
 var fastRetry = clouds.Backoff{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond, Factor: 2, Attempts: 4}
 
-func newClient(t *testing.T, cfg config.GitHub, installation int64, opts githubapp.Options) *githubapp.Client {
+func newClient(t *testing.T, cfg config.GitHub, installation int64, opts github.Options) *github.Client {
 	t.Helper()
 	if opts.Retry == (clouds.Backoff{}) {
 		opts.Retry = fastRetry
 	}
-	f, err := githubapp.New(cfg, opts)
+	f, err := github.New(cfg, opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -64,17 +64,17 @@ func callsTo(s *githubtest.Server, method, prefix string) []githubtest.Call {
 func TestParseRepo(t *testing.T) {
 	tests := []struct {
 		in      string
-		want    githubapp.Repo
+		want    github.Repo
 		wantErr bool
 	}{
-		{in: "octo/gens", want: githubapp.Repo{Owner: "octo", Name: "gens"}},
+		{in: "octo/gens", want: github.Repo{Owner: "octo", Name: "gens"}},
 		{in: "octo", wantErr: true},
 		{in: "/gens", wantErr: true},
 		{in: "octo/", wantErr: true},
 		{in: "a/b/c", wantErr: true},
 	}
 	for _, tt := range tests {
-		got, err := githubapp.ParseRepo(tt.in)
+		got, err := github.ParseRepo(tt.in)
 		if (err != nil) != tt.wantErr || got != tt.want {
 			t.Errorf("ParseRepo(%q) = %v, %v; want %v, err %v", tt.in, got, err, tt.want, tt.wantErr)
 		}
@@ -99,7 +99,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := githubapp.New(tt.cfg, githubapp.Options{})
+			_, err := github.New(tt.cfg, github.Options{})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("New error = %v, want one containing %q", err, tt.want)
 			}
@@ -109,7 +109,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 
 func TestAppAuth(t *testing.T) {
 	s := githubtest.NewServer(t)
-	f, err := githubapp.New(s.AppConfig(t), githubapp.Options{Retry: fastRetry})
+	f, err := github.New(s.AppConfig(t), github.Options{Retry: fastRetry})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,8 +129,8 @@ func TestAppAuth(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Client(7): %v", err)
 	}
-	for _, c := range []*githubapp.Client{c42, c7, c42} {
-		if err := c.SetStatus(ctx, repo, sha, githubapp.Status{State: "pending", Context: "imagegen/a/b"}); err != nil {
+	for _, c := range []*github.Client{c42, c7, c42} {
+		if err := c.SetStatus(ctx, repo, sha, github.Status{State: "pending", Context: "imagegen/a/b"}); err != nil {
 			t.Fatalf("SetStatus: %v", err)
 		}
 	}
@@ -166,7 +166,7 @@ func TestAppWithWrongKeyFails(t *testing.T) {
 	other := githubtest.NewServer(t).AppConfig(t)
 	other.APIURL = s.URL()
 	other.AppID = s.AppID()
-	f, err := githubapp.New(other, githubapp.Options{Retry: fastRetry})
+	f, err := github.New(other, github.Options{Retry: fastRetry})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestAppWithWrongKeyFails(t *testing.T) {
 	if err == nil {
 		t.Fatal("Client with a key GitHub does not know: no error")
 	}
-	if !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "installation 42") || githubapp.IsTransient(err) {
+	if !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "installation 42") || github.IsTransient(err) {
 		t.Errorf("error = %v; want a permanent 401 naming installation 42", err)
 	}
 	if n := len(s.Calls()); n != 1 {
@@ -184,7 +184,7 @@ func TestAppWithWrongKeyFails(t *testing.T) {
 
 func TestTokenMode(t *testing.T) {
 	s := githubtest.NewServer(t)
-	f, err := githubapp.New(s.TokenConfig(), githubapp.Options{Retry: fastRetry})
+	f, err := github.New(s.TokenConfig(), github.Options{Retry: fastRetry})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,15 +196,15 @@ func TestTokenMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.SetStatus(ctx, repo, sha, githubapp.Status{State: "success", Context: "imagegen/g/c"}); err != nil {
+	if err := c.SetStatus(ctx, repo, sha, github.Status{State: "success", Context: "imagegen/g/c"}); err != nil {
 		t.Fatalf("SetStatus: %v", err)
 	}
 	calls := s.Calls()
 	if len(calls) != 1 || calls[0].Auth != "token" {
 		t.Fatalf("calls = %+v; want one status call with the token", calls)
 	}
-	_, err = c.CreateCheckRun(ctx, repo, githubapp.CheckRun{Name: "imagegen: g", HeadSHA: sha})
-	if !errors.Is(err, githubapp.ErrNeedsApp) {
+	_, err = c.CreateCheckRun(ctx, repo, github.CheckRun{Name: "imagegen: g", HeadSHA: sha})
+	if !errors.Is(err, github.ErrNeedsApp) {
 		t.Errorf("CreateCheckRun in token mode = %v, want ErrNeedsApp", err)
 	}
 	if len(s.Calls()) != 1 {
@@ -220,12 +220,12 @@ func TestFS(t *testing.T) {
 	s.SetFile(r, sha, ".imagegen/web.yaml", []byte("name: web\n"))
 	s.SetFile(r, sha, "scripts/dstat.sh", []byte("#!/bin/sh\necho dstat\n"))
 	s.SetFile(r, sha, "README.md", []byte("# gens\n"))
-	s.SetFile(r, sha, "big.bin", bytes.Repeat([]byte("x"), githubapp.MaxFileSize+1))
+	s.SetFile(r, sha, "big.bin", bytes.Repeat([]byte("x"), github.MaxFileSize+1))
 	s.SetSymlink(r, sha, ".imagegen/link.yaml", "web.yaml")           // to a file: GitHub follows it
 	s.SetSymlink(r, sha, ".imagegen/escape.yaml", "../../etc/passwd") // outside: GitHub describes it
 	s.SetFile(r, "other", ".imagegen/dstat.yaml", []byte("name: other\n"))
 
-	c := newClient(t, s.AppConfig(t), 42, githubapp.Options{})
+	c := newClient(t, s.AppConfig(t), 42, github.Options{})
 	fsys := c.FS(context.Background(), repo, sha)
 
 	t.Run("read", func(t *testing.T) {
@@ -273,7 +273,7 @@ func TestFS(t *testing.T) {
 			{".imagegen/escape.yaml", fs.ErrPermission, "symlink refused"},
 			{".imagegen/missing.yaml", fs.ErrNotExist, ""},
 			{"nope/dstat.yaml", fs.ErrNotExist, ""},
-			{"big.bin", githubapp.ErrTooLarge, "limit"},
+			{"big.bin", github.ErrTooLarge, "limit"},
 			{"../x", fs.ErrInvalid, ""},
 		}
 		for _, tt := range tests {
@@ -308,7 +308,7 @@ func TestFS(t *testing.T) {
 
 func TestStatusTruncation(t *testing.T) {
 	s := githubtest.NewServer(t)
-	c := newClient(t, s.TokenConfig(), 0, githubapp.Options{})
+	c := newClient(t, s.TokenConfig(), 0, github.Options{})
 	ctx := context.Background()
 	long := strings.Repeat("é", 200)
 	tests := []struct {
@@ -320,7 +320,7 @@ func TestStatusTruncation(t *testing.T) {
 		{long, strings.Repeat("é", 139) + "…"},
 	}
 	for i, tt := range tests {
-		st := githubapp.Status{State: "failure", Context: "imagegen/g/c" + string(rune('0'+i)), Description: tt.desc, TargetURL: "https://imagegen.example/builds/1"}
+		st := github.Status{State: "failure", Context: "imagegen/g/c" + string(rune('0'+i)), Description: tt.desc, TargetURL: "https://imagegen.example/builds/1"}
 		if err := c.SetStatus(ctx, repo, sha, st); err != nil {
 			t.Fatalf("SetStatus(%d runes): %v", utf8.RuneCountInString(tt.desc), err)
 		}
@@ -334,7 +334,7 @@ func TestStatusTruncation(t *testing.T) {
 			t.Errorf("status %d = %+v, want description %q", i, got[i], tt.want)
 		}
 	}
-	if err := c.SetStatus(ctx, repo, sha, githubapp.Status{State: "success", Context: "imagegen/g/c0"}); err != nil {
+	if err := c.SetStatus(ctx, repo, sha, github.Status{State: "success", Context: "imagegen/g/c0"}); err != nil {
 		t.Fatal(err)
 	}
 	if latest := s.LatestStatuses("octo/gens", sha); latest["imagegen/g/c0"].State != "success" || len(latest) != 3 {
@@ -343,8 +343,8 @@ func TestStatusTruncation(t *testing.T) {
 
 	// GitHub's own validation still answers, and a 422 is not retried.
 	before := len(s.Calls())
-	err := c.SetStatus(ctx, repo, sha, githubapp.Status{State: "done", Context: "imagegen/g/c"})
-	if err == nil || !strings.Contains(err.Error(), "422") || githubapp.IsTransient(err) {
+	err := c.SetStatus(ctx, repo, sha, github.Status{State: "done", Context: "imagegen/g/c"})
+	if err == nil || !strings.Contains(err.Error(), "422") || github.IsTransient(err) {
 		t.Errorf("bad state: %v; want a permanent 422", err)
 	}
 	if n := len(s.Calls()) - before; n != 1 {
@@ -354,11 +354,11 @@ func TestStatusTruncation(t *testing.T) {
 
 func TestCheckRuns(t *testing.T) {
 	s := githubtest.NewServer(t)
-	c := newClient(t, s.AppConfig(t), 42, githubapp.Options{})
+	c := newClient(t, s.AppConfig(t), 42, github.Options{})
 	ctx := context.Background()
 	started := time.Date(2026, 11, 23, 20, 0, 0, 0, time.UTC)
-	id, err := c.CreateCheckRun(ctx, repo, githubapp.CheckRun{
-		Name: "imagegen: dstat", HeadSHA: sha, Status: githubapp.CheckInProgress,
+	id, err := c.CreateCheckRun(ctx, repo, github.CheckRun{
+		Name: "imagegen: dstat", HeadSHA: sha, Status: github.CheckInProgress,
 		Title: "Building on 2 clouds", Summary: "queued", ExternalID: "b-1",
 		DetailsURL: "https://imagegen.example/builds/b-1", StartedAt: started,
 	})
@@ -371,8 +371,8 @@ func TestCheckRuns(t *testing.T) {
 	}
 
 	big := strings.Repeat("| image | ✓ |\n", 6000) // 84000 bytes, 72000 characters
-	if err := c.UpdateCheckRun(ctx, repo, id, githubapp.CheckRun{
-		Conclusion: githubapp.ConclusionSuccess, Title: "2 images", Summary: big, Text: big,
+	if err := c.UpdateCheckRun(ctx, repo, id, github.CheckRun{
+		Conclusion: github.ConclusionSuccess, Title: "2 images", Summary: big, Text: big,
 	}); err != nil {
 		t.Fatalf("UpdateCheckRun: %v", err)
 	}
@@ -384,18 +384,18 @@ func TestCheckRuns(t *testing.T) {
 		t.Errorf("after update: status %q conclusion %q completed %v", run.Status, run.Conclusion, run.CompletedAt)
 	}
 	for name, v := range map[string]string{"summary": run.Summary, "text": run.Text} {
-		if n := utf8.RuneCountInString(v); n > githubapp.MaxOutput || !strings.Contains(v, "truncated") || !strings.HasPrefix(v, "| image | ✓ |\n") || !utf8.ValidString(v) {
+		if n := utf8.RuneCountInString(v); n > github.MaxOutput || !strings.Contains(v, "truncated") || !strings.HasPrefix(v, "| image | ✓ |\n") || !utf8.ValidString(v) {
 			t.Errorf("%s: %d characters, valid %v, tail %q", name, n, utf8.ValidString(v), v[max(0, len(v)-80):])
 		}
 	}
 
 	// GitHub's validation is real: an unknown conclusion is a permanent 422.
-	err = c.UpdateCheckRun(ctx, repo, id, githubapp.CheckRun{Name: "imagegen: dstat", Conclusion: "great"})
+	err = c.UpdateCheckRun(ctx, repo, id, github.CheckRun{Name: "imagegen: dstat", Conclusion: "great"})
 	if err == nil || !strings.Contains(err.Error(), "422") {
 		t.Errorf("bad conclusion: %v, want 422", err)
 	}
-	err = c.UpdateCheckRun(ctx, repo, 999999, githubapp.CheckRun{Name: "x", Status: githubapp.CheckInProgress})
-	if !githubapp.IsNotFound(err) {
+	err = c.UpdateCheckRun(ctx, repo, 999999, github.CheckRun{Name: "x", Status: github.CheckInProgress})
+	if !github.IsNotFound(err) {
 		t.Errorf("update of a missing run: %v, want not found", err)
 	}
 }
@@ -407,19 +407,19 @@ func TestTruncateOutput(t *testing.T) {
 	}{
 		{"ascii", strings.Repeat("a", 70000)},
 		{"multibyte at the cut", strings.Repeat("日本語", 30000)},
-		{"exactly the limit", strings.Repeat("a", githubapp.MaxOutput)},
+		{"exactly the limit", strings.Repeat("a", github.MaxOutput)},
 		{"short", "fine"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := githubapp.TruncateOutput(tt.in)
-			if len(tt.in) <= githubapp.MaxOutput {
+			got := github.TruncateOutput(tt.in)
+			if len(tt.in) <= github.MaxOutput {
 				if got != tt.in {
 					t.Fatalf("changed a value under the limit")
 				}
 				return
 			}
-			if len(got) > githubapp.MaxOutput || !utf8.ValidString(got) || !strings.Contains(got, "truncated") {
+			if len(got) > github.MaxOutput || !utf8.ValidString(got) || !strings.Contains(got, "truncated") {
 				t.Fatalf("len %d, valid %v, tail %q", len(got), utf8.ValidString(got), got[len(got)-60:])
 			}
 			kept := strings.Index(got, "\n\n… (truncated")
@@ -432,7 +432,7 @@ func TestTruncateOutput(t *testing.T) {
 
 func TestChangedFiles(t *testing.T) {
 	s := githubtest.NewServer(t)
-	c := newClient(t, s.TokenConfig(), 0, githubapp.Options{})
+	c := newClient(t, s.TokenConfig(), 0, github.Options{})
 	ctx := context.Background()
 	names := func(n int) []string {
 		var out []string
@@ -458,7 +458,7 @@ func TestChangedFiles(t *testing.T) {
 	}{
 		{"renames name both paths", "a1", "b1", []string{".imagegen/new.yaml", ".imagegen/old.yaml", ".imagegen/web.yaml", "README.md"}, 1, nil},
 		{"many commits, every page", "a2", "b2", names(40), 3, nil},
-		{"over GitHub's cap", "a3", "b3", names(300), 1, githubapp.ErrTooManyFiles},
+		{"over GitHub's cap", "a3", "b3", names(300), 1, github.ErrTooManyFiles},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -476,16 +476,16 @@ func TestChangedFiles(t *testing.T) {
 		})
 	}
 
-	if _, err := c.ChangedFiles(ctx, repo, strings.Repeat("0", 40), "b1"); !errors.Is(err, githubapp.ErrNoBase) {
+	if _, err := c.ChangedFiles(ctx, repo, strings.Repeat("0", 40), "b1"); !errors.Is(err, github.ErrNoBase) {
 		t.Errorf("zero base: %v, want ErrNoBase", err)
 	}
-	if _, err := c.ChangedFiles(ctx, repo, "a1", "zzz"); !githubapp.IsNotFound(err) {
+	if _, err := c.ChangedFiles(ctx, repo, "a1", "zzz"); !github.IsNotFound(err) {
 		t.Errorf("unknown comparison: %v, want not found", err)
 	}
 }
 
 func TestRetries(t *testing.T) {
-	status := githubapp.Status{State: "pending", Context: "imagegen/g/c"}
+	status := github.Status{State: "pending", Context: "imagegen/g/c"}
 	tests := []struct {
 		name      string
 		fail      func(s *githubtest.Server)
@@ -557,7 +557,7 @@ func TestRetries(t *testing.T) {
 			cfg := s.AppConfig(t)
 			tt.fail(s)
 			start := time.Now()
-			c := newClient(t, cfg, 42, githubapp.Options{MaxRateLimitWait: time.Minute})
+			c := newClient(t, cfg, 42, github.Options{MaxRateLimitWait: time.Minute})
 			err := c.SetStatus(context.Background(), repo, sha, status)
 			elapsed := time.Since(start)
 			switch {
@@ -565,7 +565,7 @@ func TestRetries(t *testing.T) {
 				t.Fatalf("SetStatus: %v", err)
 			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
 				t.Fatalf("SetStatus error = %v, want %q", err, tt.wantErr)
-			case tt.wantErr != "" && githubapp.IsTransient(err) != tt.transient:
+			case tt.wantErr != "" && github.IsTransient(err) != tt.transient:
 				t.Fatalf("IsTransient(%v) = %v, want %v", err, !tt.transient, tt.transient)
 			}
 			if n := len(callsTo(s, http.MethodPost, "/repos/")); n != tt.wantCalls {
@@ -583,13 +583,13 @@ func TestRetries(t *testing.T) {
 
 func TestRetryStopsAtDeadline(t *testing.T) {
 	s := githubtest.NewServer(t)
-	c := newClient(t, s.TokenConfig(), 0, githubapp.Options{})
+	c := newClient(t, s.TokenConfig(), 0, github.Options{})
 	s.FailNext("POST", "/repos/", 429, 1, map[string]string{"Retry-After": "30"})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	start := time.Now()
-	err := c.SetStatus(ctx, repo, sha, githubapp.Status{State: "pending", Context: "imagegen/g/c"})
-	if err == nil || !strings.Contains(err.Error(), "deadline") || !githubapp.IsTransient(err) {
+	err := c.SetStatus(ctx, repo, sha, github.Status{State: "pending", Context: "imagegen/g/c"})
+	if err == nil || !strings.Contains(err.Error(), "deadline") || !github.IsTransient(err) {
 		t.Fatalf("SetStatus = %v; want a transient error about the deadline", err)
 	}
 	if time.Since(start) > time.Second {
@@ -602,12 +602,12 @@ func TestEnterprisePrefix(t *testing.T) {
 	s.SetFile("octo/gens", sha, ".imagegen/a.yaml", []byte("name: a\n"))
 	cfg := s.AppConfig(t)
 	cfg.APIURL = s.URL() + "api/v3/"
-	c := newClient(t, cfg, 42, githubapp.Options{})
+	c := newClient(t, cfg, 42, github.Options{})
 	ctx := context.Background()
 	if _, err := fs.ReadFile(c.FS(ctx, repo, sha), ".imagegen/a.yaml"); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.SetStatus(ctx, repo, sha, githubapp.Status{State: "pending", Context: "imagegen/a/x"}); err != nil {
+	if err := c.SetStatus(ctx, repo, sha, github.Status{State: "pending", Context: "imagegen/a/x"}); err != nil {
 		t.Fatal(err)
 	}
 	calls := s.Calls()
@@ -634,18 +634,18 @@ func TestNoSecretsInLogs(t *testing.T) {
 		// Retries log; errors carry messages: both must stay clean.
 		s.FailNext("", "/", 503, 2, nil)
 		s.FailNext("POST", "/repos/", 429, 1, map[string]string{"Retry-After": "0"})
-		c := newClient(t, cfg, 42, githubapp.Options{Logger: log})
-		if err := c.SetStatus(ctx, repo, sha, githubapp.Status{State: "pending", Context: "imagegen/g/c"}); err != nil {
+		c := newClient(t, cfg, 42, github.Options{Logger: log})
+		if err := c.SetStatus(ctx, repo, sha, github.Status{State: "pending", Context: "imagegen/g/c"}); err != nil {
 			t.Fatal(err)
 		}
 		s.FailNext("POST", "/repos/", 401, 1, nil)
-		err := c.SetStatus(ctx, repo, sha, githubapp.Status{State: "pending", Context: "imagegen/g/c"})
+		err := c.SetStatus(ctx, repo, sha, github.Status{State: "pending", Context: "imagegen/g/c"})
 		if err == nil {
 			t.Fatal("a 401 was not reported")
 		}
 		errs = append(errs, err.Error())
 	}
-	f, _ := githubapp.New(app, githubapp.Options{Logger: log, Retry: fastRetry})
+	f, _ := github.New(app, github.Options{Logger: log, Retry: fastRetry})
 	s.FailNext("POST", "/app/", 401, 1, nil)
 	if _, err := f.Client(ctx, 9); err == nil {
 		t.Fatal("a failed token exchange was not reported")
@@ -678,7 +678,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 
 func TestConcurrentUse(t *testing.T) {
 	s := githubtest.NewServer(t)
-	f, err := githubapp.New(s.AppConfig(t), githubapp.Options{Retry: fastRetry})
+	f, err := github.New(s.AppConfig(t), github.Options{Retry: fastRetry})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -692,7 +692,7 @@ func TestConcurrentUse(t *testing.T) {
 				_, err = fs.ReadFile(c.FS(ctx, repo, sha), ".imagegen/a.yaml")
 			}
 			if err == nil {
-				err = c.SetStatus(ctx, repo, sha, githubapp.Status{State: "pending", Context: "imagegen/a/c" + string(rune('a'+i))})
+				err = c.SetStatus(ctx, repo, sha, github.Status{State: "pending", Context: "imagegen/a/c" + string(rune('a'+i))})
 			}
 			errs <- err
 		}()
@@ -738,7 +738,7 @@ func TestKeyFormats(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := app
 			cfg.PrivateKey = secret.New(string(tt.pem))
-			f, err := githubapp.New(cfg, githubapp.Options{Retry: fastRetry})
+			f, err := github.New(cfg, github.Options{Retry: fastRetry})
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), cfg.PrivateKeyFile) {
 					t.Fatalf("New = %v, want an error with %q naming the key file", err, tt.wantErr)
@@ -781,10 +781,10 @@ func TestTransportErrors(t *testing.T) {
 			var logs bytes.Buffer
 			log := slog.New(slog.NewTextHandler(&logs, nil))
 			cfg := config.GitHub{Token: secret.New("ghp_transport_test"), APIURL: tt.api}
-			c := newClient(t, cfg, 0, githubapp.Options{Logger: log})
-			err := c.SetStatus(context.Background(), repo, sha, githubapp.Status{State: "pending", Context: "imagegen/g/c"})
-			if err == nil || !strings.Contains(err.Error(), tt.want) || githubapp.IsTransient(err) != tt.transient {
-				t.Fatalf("SetStatus = %v (transient %v); want %q, transient %v", err, githubapp.IsTransient(err), tt.want, tt.transient)
+			c := newClient(t, cfg, 0, github.Options{Logger: log})
+			err := c.SetStatus(context.Background(), repo, sha, github.Status{State: "pending", Context: "imagegen/g/c"})
+			if err == nil || !strings.Contains(err.Error(), tt.want) || github.IsTransient(err) != tt.transient {
+				t.Fatalf("SetStatus = %v (transient %v); want %q, transient %v", err, github.IsTransient(err), tt.want, tt.transient)
 			}
 			if retries := strings.Count(logs.String(), "retrying"); retries != tt.wantTries-1 {
 				t.Errorf("%d retries logged, want %d", retries, tt.wantTries-1)
@@ -806,9 +806,9 @@ func TestInstallationTokenRefresh(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := githubtest.NewServer(t)
 			s.SetTokenLifetime(tt.lifetime)
-			c := newClient(t, s.AppConfig(t), 42, githubapp.Options{})
+			c := newClient(t, s.AppConfig(t), 42, github.Options{})
 			for range 3 {
-				if err := c.SetStatus(context.Background(), repo, sha, githubapp.Status{State: "pending", Context: "imagegen/g/c"}); err != nil {
+				if err := c.SetStatus(context.Background(), repo, sha, github.Status{State: "pending", Context: "imagegen/g/c"}); err != nil {
 					t.Fatal(err)
 				}
 			}

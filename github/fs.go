@@ -1,4 +1,4 @@
-package githubapp
+package github
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/go-github/v60/github"
+	gogithub "github.com/google/go-github/v60/github"
 )
 
 // MaxFileSize is the largest file FS reads; specs and scripts are small, and
@@ -134,17 +134,17 @@ func (f *repoFS) fetch(name string) (*node, error) {
 	if name == "." {
 		apiPath = ""
 	}
-	var file *github.RepositoryContent
-	var dir []*github.RepositoryContent
+	var file *gogithub.RepositoryContent
+	var dir []*gogithub.RepositoryContent
 	op := fmt.Sprintf("read %s at %s@%s", name, f.repo, f.ref)
 	err := f.c.do(f.ctx, op, func(ctx context.Context) error {
 		var err error
 		file, dir, _, err = f.c.gh.Repositories.GetContents(ctx, f.repo.Owner, f.repo.Name, apiPath,
-			&github.RepositoryContentGetOptions{Ref: f.ref})
+			&gogithub.RepositoryContentGetOptions{Ref: f.ref})
 		return err
 	})
 	switch {
-	case errors.Is(err, github.ErrPathForbidden):
+	case errors.Is(err, gogithub.ErrPathForbidden):
 		return &node{err: fmt.Errorf("path refused by the GitHub client: %w", fs.ErrInvalid)}, nil
 	case IsNotFound(err):
 		return &node{err: fs.ErrNotExist}, nil
@@ -184,7 +184,7 @@ func (f *repoFS) fetch(name string) (*node, error) {
 	return &node{info: fileInfo{name: base, size: int64(len(content)), mode: 0o444}, data: []byte(content)}, nil
 }
 
-func entryInfo(e *github.RepositoryContent) fileInfo {
+func entryInfo(e *gogithub.RepositoryContent) fileInfo {
 	fi := fileInfo{name: e.GetName(), size: int64(e.GetSize()), mode: 0o444}
 	switch e.GetType() {
 	case "dir":

@@ -1,10 +1,10 @@
-package githubapp
+package github
 
 import (
 	"context"
 	"fmt"
 
-	"github.com/google/go-github/v60/github"
+	gogithub "github.com/google/go-github/v60/github"
 )
 
 // FindCheckRun looks on commit sha for a check run named name whose
@@ -17,11 +17,11 @@ func (c *Client) FindCheckRun(ctx context.Context, repo Repo, sha, name, externa
 	if !c.isApp {
 		return 0, false, &Error{Op: op, Err: ErrNeedsApp}
 	}
-	opts := &github.ListCheckRunsOptions{CheckName: github.String(name), Filter: github.String("all"), ListOptions: github.ListOptions{PerPage: 100}}
+	opts := &gogithub.ListCheckRunsOptions{CheckName: gogithub.String(name), Filter: gogithub.String("all"), ListOptions: gogithub.ListOptions{PerPage: 100}}
 	// A generator's runs on one commit are few (one per build and re-run).
 	for page := 1; page <= 10; page++ {
 		opts.Page = page
-		var res *github.ListCheckRunsResults
+		var res *gogithub.ListCheckRunsResults
 		var next int
 		err := c.do(ctx, op, func(ctx context.Context) error {
 			r, resp, err := c.gh.Checks.ListCheckRunsForRef(ctx, repo.Owner, repo.Name, sha, opts)

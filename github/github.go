@@ -1,6 +1,6 @@
-// Package githubapp is imagegen's GitHub client: App or token auth, reading specs at
+// Package github is imagegen's GitHub client: App or token auth, reading specs at
 // a commit, the files a push changed, commit statuses and check runs, with retries.
-package githubapp
+package github
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/bradleyfalzon/ghinstallation/v2"
-	"github.com/google/go-github/v60/github"
+	gogithub "github.com/google/go-github/v60/github"
 
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/config"
@@ -133,7 +133,7 @@ func New(cfg config.GitHub, opts Options) (*Factory, error) {
 		}
 		f.key = key
 	case !cfg.Token.IsZero():
-		gh := github.NewClient(&http.Client{Transport: f.transport(), Timeout: f.hc.Timeout}).WithAuthToken(cfg.Token.Reveal())
+		gh := gogithub.NewClient(&http.Client{Transport: f.transport(), Timeout: f.hc.Timeout}).WithAuthToken(cfg.Token.Reveal())
 		gh.BaseURL = u
 		gh.UserAgent = userAgent
 		f.tok = f.newClient(gh)
@@ -141,7 +141,7 @@ func New(cfg config.GitHub, opts Options) (*Factory, error) {
 		// No credentials: public repositories are still readable (at GitHub's
 		// anonymous rate limit), and nothing is reported back. For trying
 		// imagegen out; serve warns about it at start.
-		gh := github.NewClient(&http.Client{Transport: f.transport(), Timeout: f.hc.Timeout})
+		gh := gogithub.NewClient(&http.Client{Transport: f.transport(), Timeout: f.hc.Timeout})
 		gh.BaseURL = u
 		gh.UserAgent = userAgent
 		f.tok = f.newClient(gh)
@@ -237,7 +237,7 @@ func (f *Factory) Client(ctx context.Context, installationID int64) (*Client, er
 	}); err != nil {
 		return nil, err
 	}
-	gh := github.NewClient(&http.Client{Transport: itr, Timeout: f.hc.Timeout})
+	gh := gogithub.NewClient(&http.Client{Transport: itr, Timeout: f.hc.Timeout})
 	gh.BaseURL = f.baseURL
 	gh.UserAgent = userAgent
 	c.gh = gh
@@ -246,14 +246,14 @@ func (f *Factory) Client(ctx context.Context, installationID int64) (*Client, er
 	return c, nil
 }
 
-func (f *Factory) newClient(gh *github.Client) *Client {
+func (f *Factory) newClient(gh *gogithub.Client) *Client {
 	return &Client{gh: gh, f: f, isApp: f.key != nil}
 }
 
 // Client talks to GitHub for one installation (or the token). It is safe for
 // concurrent use.
 type Client struct {
-	gh           *github.Client
+	gh           *gogithub.Client
 	f            *Factory
 	isApp        bool
 	anonymous    bool // no credentials: statuses are logged, not sent
@@ -269,4 +269,4 @@ func (c *Client) IsApp() bool { return c.isApp }
 
 // GitHub returns the underlying go-github client for calls this package does
 // not wrap. Its calls are not retried.
-func (c *Client) GitHub() *github.Client { return c.gh }
+func (c *Client) GitHub() *gogithub.Client { return c.gh }
