@@ -19,7 +19,6 @@ import (
 	"github.com/bradleyfalzon/ghinstallation/v2"
 	gogithub "github.com/google/go-github/v60/github"
 
-	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/config"
 )
 
@@ -47,14 +46,14 @@ type Options struct {
 	Logger *slog.Logger
 	// Retry is the policy for transient errors (5xx, 429, secondary rate
 	// limits, transport errors). Default: DefaultRetry.
-	Retry clouds.Backoff
+	Retry Backoff
 	// MaxRateLimitWait is the longest imagegen waits for an exhausted primary
 	// rate limit to reset before failing. Default: 5m.
 	MaxRateLimitWait time.Duration
 }
 
 // DefaultRetry is the retry policy when Options.Retry is zero.
-var DefaultRetry = clouds.Backoff{Initial: time.Second, Max: 30 * time.Second, Factor: 2, Attempts: 6}
+var DefaultRetry = Backoff{Initial: time.Second, Max: 30 * time.Second, Factor: 2, Attempts: 6}
 
 // userAgent names imagegen in GitHub's logs, as GitHub asks of API clients.
 const userAgent = "imagegen"
@@ -68,7 +67,7 @@ type Factory struct {
 	baseURL *url.URL
 	hc      *http.Client
 	log     *slog.Logger
-	retry   clouds.Backoff
+	retry   Backoff
 	maxWait time.Duration
 
 	key  *rsa.PrivateKey // the App's key; nil in token mode
@@ -113,7 +112,7 @@ func New(cfg config.GitHub, opts Options) (*Factory, error) {
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}
-	if f.retry == (clouds.Backoff{}) {
+	if f.retry == (Backoff{}) {
 		f.retry = DefaultRetry
 	}
 	if f.maxWait <= 0 {

@@ -21,7 +21,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/config"
 	"github.com/imagegen/imagegen/github"
 	"github.com/imagegen/imagegen/github/githubtest"
@@ -33,11 +32,11 @@ const sha = "6dcb09b5b57875f334f61aebed695e2e4193db5e"
 var repo = github.Repo{Owner: "octo", Name: "gens"}
 
 // fastRetry keeps retry tests quick while still exercising the waits.
-var fastRetry = clouds.Backoff{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond, Factor: 2, Attempts: 4}
+var fastRetry = github.Backoff{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond, Factor: 2, Attempts: 4}
 
 func newClient(t *testing.T, cfg config.GitHub, installation int64, opts github.Options) *github.Client {
 	t.Helper()
-	if opts.Retry == (clouds.Backoff{}) {
+	if opts.Retry == (github.Backoff{}) {
 		opts.Retry = fastRetry
 	}
 	f, err := github.New(cfg, opts)
@@ -816,5 +815,17 @@ func TestInstallationTokenRefresh(t *testing.T) {
 				t.Errorf("%d token exchanges, want %d", n, tt.wantTokens)
 			}
 		})
+	}
+}
+
+func TestBackoffDelay(t *testing.T) {
+	b := github.Backoff{Initial: 100 * time.Millisecond, Max: time.Second, Factor: 2}
+	for n, want := range []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond, time.Second, time.Second} {
+		if got := b.Delay(n); got != want {
+			t.Errorf("Delay(%d) = %s; want %s", n, got, want)
+		}
+	}
+	if got := (github.Backoff{}).Delay(3); got != 100*time.Millisecond {
+		t.Errorf("zero Backoff: Delay(3) = %s; want 100ms (no growth below factor 1)", got)
 	}
 }

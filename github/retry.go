@@ -59,6 +59,36 @@ func IsTransient(err error) bool {
 	return errors.As(err, &e) && e.Transient
 }
 
+// Backoff is the retry policy for transient GitHub errors: waits grow from
+// Initial by Factor up to Max; Attempts (0: unlimited, bounded by ctx) limits
+// the number of tries. (Its own, not clouds.Backoff: this package knows
+// nothing of clouds.)
+type Backoff struct {
+	Initial  time.Duration
+	Max      time.Duration
+	Factor   float64
+	Attempts int
+}
+
+// Delay returns the wait before try n (0-based).
+func (b Backoff) Delay(n int) time.Duration {
+	d := b.Initial
+	if d <= 0 {
+		d = 100 * time.Millisecond
+	}
+	f := max(b.Factor, 1)
+	for range n {
+		d = time.Duration(float64(d) * f)
+		if b.Max > 0 && d >= b.Max {
+			return b.Max
+		}
+	}
+	if b.Max > 0 && d > b.Max {
+		d = b.Max
+	}
+	return d
+}
+
 // verdict is what to do about one failed try.
 type verdict struct {
 	retry   bool
