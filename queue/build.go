@@ -107,7 +107,8 @@ func (s *Service) RunBuild(ctx context.Context, t BuildTask) error {
 
 	// The builder redacts already; the sink's redactor is a second guard,
 	// for the password this service handed over.
-	obs := &observer{LogSink: s.store.NewLogSink(context.WithoutCancel(ctx), b.ID, t.Cloud, log, secret.NewRedactor(cred.Password)), progress: pr}
+	redact := secret.NewRedactor(cred.Password)
+	obs := &observer{LogSink: s.store.NewLogSink(context.WithoutCancel(ctx), b.ID, t.Cloud, log, redact), progress: pr}
 	bctx, cancel := context.WithTimeout(ctx, s.cfg.Build.Timeout)
 	defer cancel()
 	res := builder.Run(bctx, builder.Job{
@@ -134,7 +135,7 @@ func (s *Service) RunBuild(ctx context.Context, t BuildTask) error {
 		res.State = builder.StateFailed
 		res.Error = fmt.Sprintf("timed out after %s (build.timeout): %s", s.cfg.Build.Timeout, res.Error)
 	}
-	res.Error = obs.redact.Redact(res.Error)
+	res.Error = redact.Redact(res.Error)
 	fctx := context.WithoutCancel(ctx)
 	s.finishWith(fctx, b, t.Cloud, res)
 	log.Info("build finished", "state", res.State, "err", res.Error)

@@ -22,6 +22,7 @@ import (
 	"github.com/imagegen/imagegen/config"
 	"github.com/imagegen/imagegen/internal/secret"
 	"github.com/imagegen/imagegen/queue"
+	"github.com/imagegen/imagegen/store"
 )
 
 //go:embed templates/*.html
@@ -260,7 +261,7 @@ func (p *Pages) list(c echo.Context) error {
 	if state != "" && !validState(state) {
 		return p.errorPage(c, http.StatusBadRequest, fmt.Sprintf("Unknown state %q.", state))
 	}
-	builds, more, err := p.store.Page(c.Request().Context(), queue.PageOptions{
+	builds, more, err := p.store.Page(c.Request().Context(), store.PageOptions{
 		Repo: q.Get("repo"), Generator: q.Get("generator"), State: builder.State(state),
 		Offset: (page - 1) * pageSize, Limit: pageSize,
 	})

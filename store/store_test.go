@@ -1,4 +1,4 @@
-package queue
+package store
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/imagegen/imagegen/builder"
 	"github.com/imagegen/imagegen/builder/spec"
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/internal/secret"
 	"github.com/imagegen/imagegen/internal/testenv"
 )
@@ -24,13 +25,13 @@ func newStore(t *testing.T, retention time.Duration, logLimit int) (*Store, *red
 	r := testenv.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
 	t.Cleanup(func() { rdb.Close() })
-	return NewStore(rdb, retention, logLimit), rdb
+	return New(rdb, retention, logLimit), rdb
 }
 
-func twoCloudBuild(id string) (*Build, *spec.Spec) {
+func twoCloudBuild(id string) (*builds.Build, *spec.Spec) {
 	now := time.Now().UTC()
-	b := &Build{ID: id, Repo: "octo/images", Commit: "abc", Generator: "dstat", Created: now, Installation: 7,
-		Clouds: map[string]*CloudRecord{
+	b := &builds.Build{ID: id, Repo: "octo/images", Commit: "abc", Generator: "dstat", Created: now, Installation: 7,
+		Clouds: map[string]*builds.CloudRecord{
 			"a": {Cloud: "a", State: builder.StateQueued, Queued: now},
 			"b": {Cloud: "b", State: builder.StateQueued, Queued: now},
 		}}
@@ -59,10 +60,10 @@ func TestStoreCreateGetRetention(t *testing.T) {
 	if ttl <= 0 || ttl > time.Hour {
 		t.Errorf("build TTL %v; want the retention (1h)", ttl)
 	}
-	if _, _, err := s.Get(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+	if _, _, err := s.Get(ctx, "nope"); !errors.Is(err, builds.ErrNotFound) {
 		t.Errorf("missing build: %v", err)
 	}
-	if _, _, err := s.Get(ctx, "a:b"); !errors.Is(err, ErrNotFound) {
+	if _, _, err := s.Get(ctx, "a:b"); !errors.Is(err, builds.ErrNotFound) {
 		t.Errorf("id with a colon: %v", err)
 	}
 }
@@ -81,12 +82,12 @@ func TestStoreConcurrentCloudUpdates(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < 50; i++ {
-				if _, err := s.UpdateCloud(ctx, "b2", c, func(r *CloudRecord) { r.Attempts++ }); err != nil {
+				if _, err := s.UpdateCloud(ctx, "b2", c, func(r *builds.CloudRecord) { r.Attempts++ }); err != nil {
 					t.Error(err)
 					return
 				}
 			}
-			if err := s.UpdateMeta(ctx, "b2", func(m *Build) { m.CheckRunID++ }); err != nil {
+			if err := s.UpdateMeta(ctx, "b2", func(m *builds.Build) { m.CheckRunID++ }); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -102,7 +103,7 @@ func TestStoreLogKeepsTail(t *testing.T) {
 	s, _ := newStore(t, time.Hour, 1000)
 	ctx := context.Background()
 	for i := 0; i < 100; i++ {
-		if err := s.AppendLog(ctx, "b3", "a", LogEntry{Cloud: "a", Stream: "stdout", Text: fmt.Sprintf("line %03d %s", i, strings.Repeat("x", 40))}); err != nil {
+		if err := s.AppendLog(ctx, "b3", "a", builds.LogEntry{Cloud: "a", Stream: "stdout", Text: fmt.Sprintf("line %03d %s", i, strings.Repeat("x", 40))}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -137,18 +138,18 @@ func TestStoreListAndLineage(t *testing.T) {
 		if _, err := s.Create(ctx, b, sp); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.AddImage(ctx, LineageEntry{Build: id, Repo: "octo/images", Generator: "dstat", Cloud: "a", ImageID: "img-" + id, Created: b.Created}); err != nil {
+		if err := s.AddImage(ctx, builds.LineageEntry{Build: id, Repo: "octo/images", Generator: "dstat", Cloud: "a", ImageID: "img-" + id, Created: b.Created}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	tests := []struct {
-		opts ListOptions
+		opts builds.ListOptions
 		want string
 	}{
-		{ListOptions{}, "[new mid old]"},
-		{ListOptions{Generator: "dstat"}, "[new old]"},
-		{ListOptions{Limit: 1}, "[new]"},
-		{ListOptions{Repo: "someone/else"}, "[]"},
+		{builds.ListOptions{}, "[new mid old]"},
+		{builds.ListOptions{Generator: "dstat"}, "[new old]"},
+		{builds.ListOptions{Limit: 1}, "[new]"},
+		{builds.ListOptions{Repo: "someone/else"}, "[]"},
 	}
 	for _, tc := range tests {
 		bs, err := s.List(ctx, tc.opts)
@@ -205,45 +206,6 @@ func TestLockSerializes(t *testing.T) {
 	defer unlock()
 	if _, err := s.Lock(cctx, "held", time.Minute); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("lock held elsewhere: %v; want the deadline", err)
-	}
-}
-
-func TestSealer(t *testing.T) {
-	hexKey := strings.Repeat("0f", 32)
-	a, err := NewSealer(secret.New(hexKey))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b64, _ := NewSealer(secret.New("Dw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8=")) // the same 32 bytes
-	other, _ := NewSealer(secret.String{})
-	sealed, err := a.Seal(secret.New("pw-1234"), "b1/c1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(string(sealed), "pw-1234") {
-		t.Fatal("sealed text holds the password")
-	}
-	tests := []struct {
-		name   string
-		s      *Sealer
-		ctx    string
-		wantOK bool
-	}{
-		{"same key and context", a, "b1/c1", true},
-		{"same key in base64", b64, "b1/c1", true},
-		{"another build", a, "b2/c1", false},
-		{"another key", other, "b1/c1", false},
-	}
-	for _, tc := range tests {
-		pw, err := tc.s.Open(sealed, tc.ctx)
-		if ok := err == nil && pw.Reveal() == "pw-1234"; ok != tc.wantOK {
-			t.Errorf("%s: %q %v; want ok=%v", tc.name, pw.Reveal(), err, tc.wantOK)
-		}
-	}
-	for _, bad := range []string{"short", strings.Repeat("z", 64)} {
-		if _, err := NewSealer(secret.New(bad)); err == nil {
-			t.Errorf("key %q accepted", bad)
-		}
 	}
 }
 
@@ -341,7 +303,7 @@ func TestLogSinkKeepsTheTailInMemory(t *testing.T) {
 	for i := range n {
 		l := line(i)
 		l.Cloud = "c"
-		if err := ref.AppendLogs(context.Background(), "b", "c", []LogEntry{l}, 0); err != nil {
+		if err := ref.AppendLogs(context.Background(), "b", "c", []builds.LogEntry{l}, 0); err != nil {
 			t.Fatal(err)
 		}
 	}

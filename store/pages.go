@@ -1,4 +1,4 @@
-package queue
+package store
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/builds"
 )
 
 // PageOptions filter and page Store.Page, for the build list in the browser.
@@ -23,14 +24,14 @@ type PageOptions struct {
 // Page returns one page of builds matching o, newest first, and whether more
 // match after it. Filtering reads records in index order, so a deep page costs
 // the reads of every page before it: fine for people clicking "older".
-func (s *Store) Page(ctx context.Context, o PageOptions) ([]*Build, bool, error) {
+func (s *Store) Page(ctx context.Context, o PageOptions) ([]*builds.Build, bool, error) {
 	if o.Limit <= 0 || o.Limit > 500 {
 		o.Limit = 25
 	}
 	if o.Offset < 0 {
 		o.Offset = 0
 	}
-	var out []*Build
+	var out []*builds.Build
 	skip := o.Offset
 	const batch = 100
 	for start := int64(0); ; start += batch {
@@ -40,7 +41,7 @@ func (s *Store) Page(ctx context.Context, o PageOptions) ([]*Build, bool, error)
 		}
 		for _, id := range ids {
 			b, _, err := s.Get(ctx, id)
-			if errors.Is(err, ErrNotFound) {
+			if errors.Is(err, builds.ErrNotFound) {
 				continue // expired
 			}
 			if err != nil {
@@ -69,7 +70,7 @@ func (s *Store) Page(ctx context.Context, o PageOptions) ([]*Build, bool, error)
 // counted from the log's first line ever written (lines dropped to keep the
 // log under its limit still count), and the number to ask from next time. A
 // from that points into the dropped part starts at the oldest line kept.
-func (s *Store) LogSince(ctx context.Context, id, cloud string, from int) ([]LogEntry, int, error) {
+func (s *Store) LogSince(ctx context.Context, id, cloud string, from int) ([]builds.LogEntry, int, error) {
 	if from < 0 {
 		from = 0
 	}
@@ -97,9 +98,9 @@ func (s *Store) LogSince(ctx context.Context, id, cloud string, from int) ([]Log
 	if skip >= len(raw) {
 		return nil, max(from, d+len(raw)), nil
 	}
-	out := make([]LogEntry, 0, len(raw)-skip)
+	out := make([]builds.LogEntry, 0, len(raw)-skip)
 	for _, r := range raw[skip:] {
-		var l LogEntry
+		var l builds.LogEntry
 		if err := json.Unmarshal([]byte(r), &l); err != nil {
 			return nil, from, fmt.Errorf("decode log line: %w", err)
 		}

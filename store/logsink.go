@@ -1,4 +1,4 @@
-package queue
+package store
 
 import (
 	"context"
@@ -17,7 +17,7 @@ const (
 	logBatch     = 512                    // lines that make the flusher go at once
 	logFlushEach = 100 * time.Millisecond // and otherwise lines wait at most this long
 	logFlushMax  = 8 * logBatch           // lines stored in one request at most
-	// logEntryFloor is less than the JSON of a LogEntry adds to its text
+	// logEntryFloor is less than the JSON of a builder.LogLine adds to its text
 	// (time, cloud, stream and the keys: 70 bytes and more), so the tail
 	// kept in memory is never shorter than the one the store keeps.
 	logEntryFloor = 60
@@ -40,10 +40,10 @@ type LogSink struct {
 
 	mu           sync.Mutex
 	failed       bool
-	pending      []LogEntry // lines not yet stored, oldest first, from head on
-	head         int        // pending[:head] were dropped (trim), not yet compacted away
-	pendingBytes int        // the size of pending[head:] as the store counts it, at least
-	skipped      int        // lines dropped since the last flush
+	pending      []builder.LogLine // lines not yet stored, oldest first, from head on
+	head         int               // pending[:head] were dropped (trim), not yet compacted away
+	pendingBytes int               // the size of pending[head:] as the store counts it, at least
+	skipped      int               // lines dropped since the last flush
 
 	wake     chan struct{} // lines are waiting (pending went from none to some)
 	kick     chan struct{} // a full batch is waiting
@@ -180,7 +180,7 @@ func (l *LogSink) add(ln builder.LogLine) {
 func (l *LogSink) trim() {
 	for l.pendingBytes > l.store.logLimit && len(l.pending)-l.head > 1 {
 		l.pendingBytes -= len(l.pending[l.head].Text) + logEntryFloor
-		l.pending[l.head] = LogEntry{} // its text can go
+		l.pending[l.head] = builder.LogLine{} // its text can go
 		l.head++
 		l.skipped++
 	}

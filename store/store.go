@@ -1,127 +1,24 @@
-package queue
+// Package store keeps imagegen's records in Redis: builds and their clouds'
+// records, build logs (and the LogSink that writes them as a build runs), the
+// image lineage, short locks, and the pages of builds the browser lists. It
+// implements builds.Store; its Redis keys and scripts are a compatibility
+// contract (records written by one version are read by the next). It knows
+// nothing of GitHub, the queue or HTTP.
+package store
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/imagegen/imagegen/builder"
 	"github.com/imagegen/imagegen/builder/spec"
+	"github.com/imagegen/imagegen/builds"
 )
-
-// ErrNotFound says a build does not exist (or has expired).
-var ErrNotFound = errors.New("not found")
-
-// Build is the record of one generator built at one commit.
-type Build struct {
-	ID           string                  `json:"id"`
-	Repo         string                  `json:"repo"`
-	Commit       string                  `json:"commit"`
-	Ref          string                  `json:"ref,omitempty"`
-	Generator    string                  `json:"generator"`
-	SpecFile     string                  `json:"spec_file"`
-	Digest       string                  `json:"script_sha256"`
-	Created      time.Time               `json:"created"`
-	Delivery     string                  `json:"delivery,omitempty"`
-	RerunOf      string                  `json:"rerun_of,omitempty"`
-	Installation int64                   `json:"installation,omitempty"`
-	CheckRunID   int64                   `json:"check_run_id,omitempty"`
-	State        builder.State           `json:"state"` // summed up from the clouds
-	Clouds       map[string]*CloudRecord `json:"clouds"`
-}
-
-// CloudRecord is one cloud's part of a build.
-type CloudRecord struct {
-	Cloud        string                `json:"cloud"`
-	State        builder.State         `json:"state"`
-	AsksPassword bool                  `json:"asks_password,omitempty"`
-	BaseImage    string                `json:"base_image"`
-	ImageID      string                `json:"image_id,omitempty"`
-	ImageName    string                `json:"image_name,omitempty"`
-	Phase        builder.Phase         `json:"phase,omitempty"`
-	Attempts     int                   `json:"attempts"`
-	Queued       time.Time             `json:"queued"`
-	Started      time.Time             `json:"started,omitzero"`
-	Finished     time.Time             `json:"finished,omitzero"`
-	Phases       []builder.PhaseTiming `json:"phases,omitempty"`
-	ExitCode     int                   `json:"exit_code,omitempty"`
-	Error        string                `json:"error,omitempty"`
-	Leftovers    int                   `json:"leftovers,omitempty"` // resources cleanup could not remove
-}
-
-// Duration is how long the cloud's part ran (so far).
-func (c *CloudRecord) Duration(now time.Time) time.Duration {
-	switch {
-	case c.Started.IsZero():
-		return 0
-	case c.Finished.IsZero():
-		return now.Sub(c.Started)
-	default:
-		return c.Finished.Sub(c.Started)
-	}
-}
-
-// CloudNames returns the build's clouds, sorted.
-func (b *Build) CloudNames() []string {
-	names := make([]string, 0, len(b.Clouds))
-	for n := range b.Clouds {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
-
-// summarize sets b.State from its clouds: failed when any failed, running while
-// any runs or is queued, waiting when the rest is done but some wait for a password.
-func (b *Build) summarize() {
-	counts := map[builder.State]int{}
-	for _, c := range b.Clouds {
-		counts[c.State]++
-	}
-	switch {
-	case counts[builder.StateRunning] > 0:
-		b.State = builder.StateRunning
-	case counts[builder.StateQueued] > 0:
-		if counts[builder.StateSucceeded]+counts[builder.StateFailed]+counts[builder.StateCanceled] > 0 {
-			b.State = builder.StateRunning
-		} else {
-			b.State = builder.StateQueued
-		}
-	case counts[builder.StateWaiting] > 0:
-		b.State = builder.StateWaiting
-	case counts[builder.StateFailed] > 0:
-		b.State = builder.StateFailed
-	case counts[builder.StateCanceled] > 0:
-		b.State = builder.StateCanceled
-	default:
-		b.State = builder.StateSucceeded
-	}
-}
-
-// LineageEntry is one image built for a generator.
-type LineageEntry struct {
-	Build     string    `json:"build"`
-	Repo      string    `json:"repo"`
-	Generator string    `json:"generator"`
-	Cloud     string    `json:"cloud"`
-	Commit    string    `json:"commit"`
-	Digest    string    `json:"script_sha256"`
-	BaseImage string    `json:"base_image"`
-	ImageID   string    `json:"image_id"`
-	ImageName string    `json:"image_name"`
-	Created   time.Time `json:"created"`
-}
-
-// LogEntry is a stored build log line.
-type LogEntry = builder.LogLine
 
 // Store keeps build records, logs and lineage in Redis. Every key expires
 // after the retention, refreshed when written.
@@ -134,8 +31,8 @@ type Store struct {
 	logLimit  int
 }
 
-// NewStore returns a Store; logLimit is the bytes of log kept per build × cloud (the tail).
-func NewStore(rdb redis.UniversalClient, retention time.Duration, logLimit int) *Store {
+// New returns a Store; logLimit is the bytes of log kept per build × cloud (the tail).
+func New(rdb redis.UniversalClient, retention time.Duration, logLimit int) *Store {
 	if retention <= 0 {
 		retention = 90 * 24 * time.Hour
 	}
@@ -158,13 +55,6 @@ func lockKey(name string) string { return prefix + "lock:" + name }
 
 const buildsIndex = prefix + "builds"
 
-// NewID returns a random build id.
-func NewID() string {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 // createBuild writes a new build's hash and indexes it, unless the build
 // exists, in one step: a plan retried after a crash never finds a build
 // whose meta was written but not its clouds (it would look done, and stay so).
@@ -180,8 +70,8 @@ return 1
 
 // Create stores a new build with its spec. It returns false, and changes
 // nothing, when a build with that id exists (a retried plan).
-func (s *Store) Create(ctx context.Context, b *Build, sp *spec.Spec) (bool, error) {
-	b.summarize()
+func (s *Store) Create(ctx context.Context, b *builds.Build, sp *spec.Spec) (bool, error) {
+	b.Summarize()
 	meta, err := json.Marshal(metaOf(b))
 	if err != nil {
 		return false, fmt.Errorf("encode build: %w", err)
@@ -207,16 +97,16 @@ func (s *Store) Create(ctx context.Context, b *Build, sp *spec.Spec) (bool, erro
 }
 
 // metaOf is b without its clouds (they have their own fields).
-func metaOf(b *Build) *Build {
+func metaOf(b *builds.Build) *builds.Build {
 	m := *b
 	m.Clouds = nil
 	return &m
 }
 
 // Get returns the build and its spec.
-func (s *Store) Get(ctx context.Context, id string) (*Build, *spec.Spec, error) {
+func (s *Store) Get(ctx context.Context, id string) (*builds.Build, *spec.Spec, error) {
 	if id == "" || strings.ContainsAny(id, ":* ") {
-		return nil, nil, ErrNotFound
+		return nil, nil, builds.ErrNotFound
 	}
 	h, err := s.rdb.HGetAll(ctx, buildKey(id)).Result()
 	if err != nil {
@@ -225,27 +115,27 @@ func (s *Store) Get(ctx context.Context, id string) (*Build, *spec.Spec, error) 
 	return decodeBuild(id, h)
 }
 
-func decodeBuild(id string, h map[string]string) (*Build, *spec.Spec, error) {
+func decodeBuild(id string, h map[string]string) (*builds.Build, *spec.Spec, error) {
 	if h["meta"] == "" {
-		return nil, nil, fmt.Errorf("build %s: %w", id, ErrNotFound)
+		return nil, nil, fmt.Errorf("build %s: %w", id, builds.ErrNotFound)
 	}
-	var b Build
+	var b builds.Build
 	if err := json.Unmarshal([]byte(h["meta"]), &b); err != nil {
 		return nil, nil, fmt.Errorf("decode build %s: %w", id, err)
 	}
-	b.Clouds = map[string]*CloudRecord{}
+	b.Clouds = map[string]*builds.CloudRecord{}
 	for k, v := range h {
 		name, ok := strings.CutPrefix(k, "cloud:")
 		if !ok {
 			continue
 		}
-		var c CloudRecord
+		var c builds.CloudRecord
 		if err := json.Unmarshal([]byte(v), &c); err != nil {
 			return nil, nil, fmt.Errorf("decode build %s cloud %s: %w", id, name, err)
 		}
 		b.Clouds[name] = &c
 	}
-	b.summarize()
+	b.Summarize()
 	var sp *spec.Spec
 	if h["spec"] != "" {
 		sp = new(spec.Spec)
@@ -257,9 +147,9 @@ func decodeBuild(id string, h map[string]string) (*Build, *spec.Spec, error) {
 }
 
 // UpdateMeta changes the build's own fields (not its clouds) atomically.
-func (s *Store) UpdateMeta(ctx context.Context, id string, fn func(*Build)) error {
+func (s *Store) UpdateMeta(ctx context.Context, id string, fn func(*builds.Build)) error {
 	return s.update(ctx, id, "meta", func(raw string) (any, error) {
-		var b Build
+		var b builds.Build
 		if err := json.Unmarshal([]byte(raw), &b); err != nil {
 			return nil, err
 		}
@@ -269,8 +159,8 @@ func (s *Store) UpdateMeta(ctx context.Context, id string, fn func(*Build)) erro
 }
 
 // UpdateCloud changes one cloud's record atomically and returns it as written.
-func (s *Store) UpdateCloud(ctx context.Context, id, cloud string, fn func(*CloudRecord)) (*CloudRecord, error) {
-	var out CloudRecord
+func (s *Store) UpdateCloud(ctx context.Context, id, cloud string, fn func(*builds.CloudRecord)) (*builds.CloudRecord, error) {
+	var out builds.CloudRecord
 	err := s.update(ctx, id, "cloud:"+cloud, func(raw string) (any, error) {
 		if err := json.Unmarshal([]byte(raw), &out); err != nil {
 			return nil, err
@@ -292,7 +182,7 @@ func (s *Store) update(ctx context.Context, id, field string, fn func(raw string
 		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
 			raw, err := tx.HGet(ctx, key, field).Result()
 			if errors.Is(err, redis.Nil) {
-				return fmt.Errorf("build %s %s: %w", id, field, ErrNotFound)
+				return fmt.Errorf("build %s %s: %w", id, field, builds.ErrNotFound)
 			}
 			if err != nil {
 				return err
@@ -323,19 +213,12 @@ func (s *Store) update(ctx context.Context, id, field string, fn func(raw string
 	return fmt.Errorf("update build %s: too much contention", id)
 }
 
-// ListOptions filter List.
-type ListOptions struct {
-	Repo      string
-	Generator string
-	Limit     int // default 50
-}
-
 // List returns builds, newest first.
-func (s *Store) List(ctx context.Context, o ListOptions) ([]*Build, error) {
+func (s *Store) List(ctx context.Context, o builds.ListOptions) ([]*builds.Build, error) {
 	if o.Limit <= 0 || o.Limit > 500 {
 		o.Limit = 50
 	}
-	var out []*Build
+	var out []*builds.Build
 	const page = 100
 	for start := int64(0); len(out) < o.Limit; start += page {
 		ids, err := s.rdb.ZRevRange(ctx, buildsIndex, start, start+page-1).Result()
@@ -347,7 +230,7 @@ func (s *Store) List(ctx context.Context, o ListOptions) ([]*Build, error) {
 		}
 		for _, id := range ids {
 			b, _, err := s.Get(ctx, id)
-			if errors.Is(err, ErrNotFound) {
+			if errors.Is(err, builds.ErrNotFound) {
 				continue // expired
 			}
 			if err != nil {
@@ -404,8 +287,8 @@ return n
 `)
 
 // AppendLog adds one (already redacted) line to a build × cloud log.
-func (s *Store) AppendLog(ctx context.Context, id, cloud string, l LogEntry) error {
-	return s.AppendLogs(ctx, id, cloud, []LogEntry{l}, 0)
+func (s *Store) AppendLog(ctx context.Context, id, cloud string, l builds.LogEntry) error {
+	return s.AppendLogs(ctx, id, cloud, []builds.LogEntry{l}, 0)
 }
 
 // AppendLogs adds (already redacted) lines to a build × cloud log in one
@@ -413,7 +296,7 @@ func (s *Store) AppendLog(ctx context.Context, id, cloud string, l LogEntry) err
 // that came just before ls and were never sent, being beyond the tail anyway
 // (LogSink drops them in memory): they and every line stored before them
 // count as dropped.
-func (s *Store) AppendLogs(ctx context.Context, id, cloud string, ls []LogEntry, skipped int) error {
+func (s *Store) AppendLogs(ctx context.Context, id, cloud string, ls []builds.LogEntry, skipped int) error {
 	if len(ls) == 0 && skipped == 0 {
 		return nil
 	}
@@ -434,14 +317,14 @@ func (s *Store) AppendLogs(ctx context.Context, id, cloud string, ls []LogEntry,
 }
 
 // Log returns a build × cloud log and how many lines were dropped from its start.
-func (s *Store) Log(ctx context.Context, id, cloud string) ([]LogEntry, int, error) {
+func (s *Store) Log(ctx context.Context, id, cloud string) ([]builds.LogEntry, int, error) {
 	raw, err := s.rdb.LRange(ctx, logKey(id, cloud), 0, -1).Result()
 	if err != nil {
 		return nil, 0, fmt.Errorf("read log %s/%s: %w", id, cloud, err)
 	}
-	out := make([]LogEntry, 0, len(raw))
+	out := make([]builds.LogEntry, 0, len(raw))
 	for _, r := range raw {
-		var l LogEntry
+		var l builds.LogEntry
 		if err := json.Unmarshal([]byte(r), &l); err != nil {
 			return nil, 0, fmt.Errorf("decode log line: %w", err)
 		}
@@ -455,7 +338,7 @@ func (s *Store) Log(ctx context.Context, id, cloud string) ([]LogEntry, int, err
 }
 
 // AddImage records a new image in its generator's lineage.
-func (s *Store) AddImage(ctx context.Context, e LineageEntry) error {
+func (s *Store) AddImage(ctx context.Context, e builds.LineageEntry) error {
 	j, err := json.Marshal(e)
 	if err != nil {
 		return err
@@ -474,14 +357,14 @@ func (s *Store) AddImage(ctx context.Context, e LineageEntry) error {
 }
 
 // Images returns the lineage of a generator, newest first.
-func (s *Store) Images(ctx context.Context, repo, generator string) ([]LineageEntry, error) {
+func (s *Store) Images(ctx context.Context, repo, generator string) ([]builds.LineageEntry, error) {
 	raw, err := s.rdb.ZRevRange(ctx, lineageKey(repo, generator), 0, -1).Result()
 	if err != nil {
 		return nil, fmt.Errorf("read lineage: %w", err)
 	}
-	out := make([]LineageEntry, 0, len(raw))
+	out := make([]builds.LineageEntry, 0, len(raw))
 	for _, r := range raw {
-		var e LineageEntry
+		var e builds.LineageEntry
 		if err := json.Unmarshal([]byte(r), &e); err != nil {
 			return nil, fmt.Errorf("decode lineage: %w", err)
 		}
@@ -530,7 +413,7 @@ return 0`)
 // block forever), polling until ctx ends. It serializes the read-then-report
 // of a build's statuses and check run across workers.
 func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (func(), error) {
-	token := NewID()
+	token := builds.NewID()
 	key := lockKey(name)
 	// Held for a few GitHub calls at most: poll briskly, as the waiter is
 	// usually a build's final report, which the commit's status waits for.
