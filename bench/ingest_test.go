@@ -339,7 +339,7 @@ type steps struct {
 // stepCosts times, on the delivery's own body, the steps pprof showed
 // dominating the handler, as they were and as they are now. "now" for the
 // parse is gjson's validation and a lookup of the four fields, as the handler
-// does it (server.peekPush walks the object once instead).
+// does it (github.PeekDelivery walks the object once instead).
 func stepCosts(body []byte) (st steps, err error) {
 	const n = 2000
 	timeIt := func(f func() error) (time.Duration, error) {

@@ -22,9 +22,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/clouds/fake"
 	"github.com/imagegen/imagegen/github/githubtest"
-	"github.com/imagegen/imagegen/queue"
+	"github.com/imagegen/imagegen/store"
 )
 
 // params of a run, from the environment so `make chaos` can run the full
@@ -308,13 +309,13 @@ clouds:
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: rd.addr})
 	defer rdb.Close()
-	builds, err := queue.NewStore(rdb, 0, 0).List(ctx, queue.ListOptions{Limit: 500})
+	bs, err := store.New(rdb, 0, 0).List(ctx, builds.ListOptions{Limit: 500})
 	if err != nil {
 		t.Fatal(err)
 	}
 	perDelivery := map[string]int{}
 	recorded := map[string]bool{}
-	for _, b := range builds {
+	for _, b := range bs {
 		perDelivery[b.Delivery]++
 		for _, c := range b.Clouds {
 			if c.ImageID != "" {
@@ -366,12 +367,12 @@ clouds:
 func orphanImages(t *testing.T, ctx context.Context, addr string, sim *fake.Cloud) int {
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	defer rdb.Close()
-	builds, err := queue.NewStore(rdb, 0, 0).List(ctx, queue.ListOptions{Limit: 500})
+	bs, err := store.New(rdb, 0, 0).List(ctx, builds.ListOptions{Limit: 500})
 	if err != nil {
 		return 1 // Redis is busy: look again
 	}
 	recorded := map[string]bool{}
-	for _, b := range builds {
+	for _, b := range bs {
 		for _, c := range b.Clouds {
 			recorded[c.ImageID] = true
 		}

@@ -7,12 +7,16 @@ import (
 	gogithub "github.com/google/go-github/v60/github"
 )
 
-// FindCheckRun looks on commit sha for a check run named name whose
+// FindCheckRun looks on commit sha of repoName (owner/name) for a check run named name whose
 // external_id is externalID, and returns its id (found false when there is
 // none). Creating a check run is not idempotent: a worker killed between
 // GitHub's answer and recording the id would, on retry, create a second run
 // that stays in progress forever; asking first closes that window.
-func (c *Client) FindCheckRun(ctx context.Context, repo Repo, sha, name, externalID string) (int64, bool, error) {
+func (c *Client) FindCheckRun(ctx context.Context, repoName, sha, name, externalID string) (int64, bool, error) {
+	repo, err := ParseRepo(repoName)
+	if err != nil {
+		return 0, false, err
+	}
 	op := fmt.Sprintf("find check run %q on %s@%s", name, repo, short(sha))
 	if !c.isApp {
 		return 0, false, &Error{Op: op, Err: ErrNeedsApp}

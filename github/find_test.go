@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/github"
 	"github.com/imagegen/imagegen/github/githubtest"
 )
@@ -18,7 +19,7 @@ func TestFindCheckRun(t *testing.T) {
 	ctx := context.Background()
 	var want int64
 	for _, ext := range []string{"b-1", "b-2", "b-3"} {
-		id, err := c.CreateCheckRun(ctx, repo, github.CheckRun{Name: "imagegen: dstat", HeadSHA: sha, Status: github.CheckInProgress, ExternalID: ext})
+		id, err := c.CreateCheckRun(ctx, repo, builds.CheckRun{Name: "imagegen: dstat", HeadSHA: sha, Status: github.CheckInProgress, ExternalID: ext})
 		if err != nil {
 			t.Fatal(err)
 		}

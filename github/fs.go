@@ -24,13 +24,17 @@ const MaxFileSize = 1 << 20
 // ErrTooLarge is wrapped by FS for files over MaxFileSize.
 var ErrTooLarge = errors.New("file too large")
 
-// FS returns the repository's files at ref (a commit SHA, branch or tag),
+// FS returns the files of repository name (owner/name) at ref (a commit SHA, branch or tag),
 // read on demand through the contents API; ctx bounds every read. Symlinks
 // and submodules are refused (their targets may lie outside the commit), a
 // missing path is fs.ErrNotExist, and files over MaxFileSize are refused.
 // The returned FS implements fs.ReadFileFS, fs.ReadDirFS and fs.StatFS, and
 // remembers what it has read.
-func (c *Client) FS(ctx context.Context, repo Repo, ref string) fs.FS {
+func (c *Client) FS(ctx context.Context, name, ref string) fs.FS {
+	repo, err := ParseRepo(name)
+	if err != nil {
+		return errFS{err}
+	}
 	return &repoFS{ctx: ctx, c: c, repo: repo, ref: ref, cache: map[string]*node{}}
 }
 
@@ -252,3 +256,8 @@ func (d *dirFile) ReadDir(n int) ([]fs.DirEntry, error) {
 	}
 	return out, nil
 }
+
+// errFS fails every open with the error that kept the real FS from being made.
+type errFS struct{ err error }
+
+func (e errFS) Open(string) (fs.File, error) { return nil, e.err }

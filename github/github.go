@@ -1,5 +1,7 @@
-// Package github is imagegen's GitHub client: App or token auth, reading specs at
-// a commit, the files a push changed, commit statuses and check runs, with retries.
+// Package github is imagegen's GitHub: App or token auth, reading specs at a
+// commit, the files a push changed, commit statuses and check runs (with
+// retries), and the parsing of webhook deliveries. Its Factory implements
+// builds.GitHub; it knows nothing of the queue, Redis or HTTP serving.
 package github
 
 import (
@@ -19,6 +21,7 @@ import (
 	"github.com/bradleyfalzon/ghinstallation/v2"
 	gogithub "github.com/google/go-github/v60/github"
 
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/config"
 )
 
@@ -245,6 +248,20 @@ func (f *Factory) Client(ctx context.Context, installationID int64) (*Client, er
 	return c, nil
 }
 
+// Repo is Client as builds.GitHub.
+func (f *Factory) Repo(ctx context.Context, installationID int64) (builds.RepoClient, error) {
+	c, err := f.Client(ctx, installationID)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+var (
+	_ builds.GitHub     = (*Factory)(nil)
+	_ builds.RepoClient = (*Client)(nil)
+)
+
 func (f *Factory) newClient(gh *gogithub.Client) *Client {
 	return &Client{gh: gh, f: f, isApp: f.key != nil}
 }
@@ -263,8 +280,9 @@ type Client struct {
 // reads public repositories and reports nothing.
 func (f *Factory) IsAnonymous() bool { return f.key == nil && f.cfg.Token.IsZero() }
 
-// IsApp reports whether the client can create check runs.
-func (c *Client) IsApp() bool { return c.isApp }
+// CheckRuns reports whether the client can create check runs (a GitHub App
+// can; a token cannot).
+func (c *Client) CheckRuns() bool { return c.isApp }
 
 // GitHub returns the underlying go-github client for calls this package does
 // not wrap. Its calls are not retried.

@@ -21,6 +21,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/config"
 	"github.com/imagegen/imagegen/github"
 	"github.com/imagegen/imagegen/github/githubtest"
@@ -29,7 +30,7 @@ import (
 
 const sha = "6dcb09b5b57875f334f61aebed695e2e4193db5e"
 
-var repo = github.Repo{Owner: "octo", Name: "gens"}
+const repo = "octo/gens"
 
 // fastRetry keeps retry tests quick while still exercising the waits.
 var fastRetry = github.Backoff{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond, Factor: 2, Attempts: 4}
@@ -129,7 +130,7 @@ func TestAppAuth(t *testing.T) {
 		t.Fatalf("Client(7): %v", err)
 	}
 	for _, c := range []*github.Client{c42, c7, c42} {
-		if err := c.SetStatus(ctx, repo, sha, github.Status{State: "pending", Context: "imagegen/a/b"}); err != nil {
+		if err := c.SetStatus(ctx, repo, sha, builds.Status{State: "pending", Context: "imagegen/a/b"}); err != nil {
 			t.Fatalf("SetStatus: %v", err)
 		}
 	}
@@ -195,14 +196,14 @@ func TestTokenMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.SetStatus(ctx, repo, sha, github.Status{State: "success", Context: "imagegen/g/c"}); err != nil {
+	if err := c.SetStatus(ctx, repo, sha, builds.Status{State: "success", Context: "imagegen/g/c"}); err != nil {
 		t.Fatalf("SetStatus: %v", err)
 	}
 	calls := s.Calls()
 	if len(calls) != 1 || calls[0].Auth != "token" {
 		t.Fatalf("calls = %+v; want one status call with the token", calls)
 	}
-	_, err = c.CreateCheckRun(ctx, repo, github.CheckRun{Name: "imagegen: g", HeadSHA: sha})
+	_, err = c.CreateCheckRun(ctx, repo, builds.CheckRun{Name: "imagegen: g", HeadSHA: sha})
 	if !errors.Is(err, github.ErrNeedsApp) {
 		t.Errorf("CreateCheckRun in token mode = %v, want ErrNeedsApp", err)
 	}
@@ -319,7 +320,7 @@ func TestStatusTruncation(t *testing.T) {
 		{long, strings.Repeat("é", 139) + "…"},
 	}
 	for i, tt := range tests {
-		st := github.Status{State: "failure", Context: "imagegen/g/c" + string(rune('0'+i)), Description: tt.desc, TargetURL: "https://imagegen.example/builds/1"}
+		st := builds.Status{State: "failure", Context: "imagegen/g/c" + string(rune('0'+i)), Description: tt.desc, TargetURL: "https://imagegen.example/builds/1"}
 		if err := c.SetStatus(ctx, repo, sha, st); err != nil {
 			t.Fatalf("SetStatus(%d runes): %v", utf8.RuneCountInString(tt.desc), err)
 		}
@@ -333,7 +334,7 @@ func TestStatusTruncation(t *testing.T) {
 			t.Errorf("status %d = %+v, want description %q", i, got[i], tt.want)
 		}
 	}
-	if err := c.SetStatus(ctx, repo, sha, github.Status{State: "success", Context: "imagegen/g/c0"}); err != nil {
+	if err := c.SetStatus(ctx, repo, sha, builds.Status{State: "success", Context: "imagegen/g/c0"}); err != nil {
 		t.Fatal(err)
 	}
 	if latest := s.LatestStatuses("octo/gens", sha); latest["imagegen/g/c0"].State != "success" || len(latest) != 3 {
@@ -342,7 +343,7 @@ func TestStatusTruncation(t *testing.T) {
 
 	// GitHub's own validation still answers, and a 422 is not retried.
 	before := len(s.Calls())
-	err := c.SetStatus(ctx, repo, sha, github.Status{State: "done", Context: "imagegen/g/c"})
+	err := c.SetStatus(ctx, repo, sha, builds.Status{State: "done", Context: "imagegen/g/c"})
 	if err == nil || !strings.Contains(err.Error(), "422") || github.IsTransient(err) {
 		t.Errorf("bad state: %v; want a permanent 422", err)
 	}
@@ -356,7 +357,7 @@ func TestCheckRuns(t *testing.T) {
 	c := newClient(t, s.AppConfig(t), 42, github.Options{})
 	ctx := context.Background()
 	started := time.Date(2026, 11, 23, 20, 0, 0, 0, time.UTC)
-	id, err := c.CreateCheckRun(ctx, repo, github.CheckRun{
+	id, err := c.CreateCheckRun(ctx, repo, builds.CheckRun{
 		Name: "imagegen: dstat", HeadSHA: sha, Status: github.CheckInProgress,
 		Title: "Building on 2 clouds", Summary: "queued", ExternalID: "b-1",
 		DetailsURL: "https://imagegen.example/builds/b-1", StartedAt: started,
@@ -370,7 +371,7 @@ func TestCheckRuns(t *testing.T) {
 	}
 
 	big := strings.Repeat("| image | ✓ |\n", 6000) // 84000 bytes, 72000 characters
-	if err := c.UpdateCheckRun(ctx, repo, id, github.CheckRun{
+	if err := c.UpdateCheckRun(ctx, repo, id, builds.CheckRun{
 		Conclusion: github.ConclusionSuccess, Title: "2 images", Summary: big, Text: big,
 	}); err != nil {
 		t.Fatalf("UpdateCheckRun: %v", err)
@@ -389,11 +390,11 @@ func TestCheckRuns(t *testing.T) {
 	}
 
 	// GitHub's validation is real: an unknown conclusion is a permanent 422.
-	err = c.UpdateCheckRun(ctx, repo, id, github.CheckRun{Name: "imagegen: dstat", Conclusion: "great"})
+	err = c.UpdateCheckRun(ctx, repo, id, builds.CheckRun{Name: "imagegen: dstat", Conclusion: "great"})
 	if err == nil || !strings.Contains(err.Error(), "422") {
 		t.Errorf("bad conclusion: %v, want 422", err)
 	}
-	err = c.UpdateCheckRun(ctx, repo, 999999, github.CheckRun{Name: "x", Status: github.CheckInProgress})
+	err = c.UpdateCheckRun(ctx, repo, 999999, builds.CheckRun{Name: "x", Status: github.CheckInProgress})
 	if !github.IsNotFound(err) {
 		t.Errorf("update of a missing run: %v, want not found", err)
 	}
@@ -484,7 +485,7 @@ func TestChangedFiles(t *testing.T) {
 }
 
 func TestRetries(t *testing.T) {
-	status := github.Status{State: "pending", Context: "imagegen/g/c"}
+	status := builds.Status{State: "pending", Context: "imagegen/g/c"}
 	tests := []struct {
 		name      string
 		fail      func(s *githubtest.Server)
@@ -587,7 +588,7 @@ func TestRetryStopsAtDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	start := time.Now()
-	err := c.SetStatus(ctx, repo, sha, github.Status{State: "pending", Context: "imagegen/g/c"})
+	err := c.SetStatus(ctx, repo, sha, builds.Status{State: "pending", Context: "imagegen/g/c"})
 	if err == nil || !strings.Contains(err.Error(), "deadline") || !github.IsTransient(err) {
 		t.Fatalf("SetStatus = %v; want a transient error about the deadline", err)
 	}
@@ -606,7 +607,7 @@ func TestEnterprisePrefix(t *testing.T) {
 	if _, err := fs.ReadFile(c.FS(ctx, repo, sha), ".imagegen/a.yaml"); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.SetStatus(ctx, repo, sha, github.Status{State: "pending", Context: "imagegen/a/x"}); err != nil {
+	if err := c.SetStatus(ctx, repo, sha, builds.Status{State: "pending", Context: "imagegen/a/x"}); err != nil {
 		t.Fatal(err)
 	}
 	calls := s.Calls()
@@ -634,11 +635,11 @@ func TestNoSecretsInLogs(t *testing.T) {
 		s.FailNext("", "/", 503, 2, nil)
 		s.FailNext("POST", "/repos/", 429, 1, map[string]string{"Retry-After": "0"})
 		c := newClient(t, cfg, 42, github.Options{Logger: log})
-		if err := c.SetStatus(ctx, repo, sha, github.Status{State: "pending", Context: "imagegen/g/c"}); err != nil {
+		if err := c.SetStatus(ctx, repo, sha, builds.Status{State: "pending", Context: "imagegen/g/c"}); err != nil {
 			t.Fatal(err)
 		}
 		s.FailNext("POST", "/repos/", 401, 1, nil)
-		err := c.SetStatus(ctx, repo, sha, github.Status{State: "pending", Context: "imagegen/g/c"})
+		err := c.SetStatus(ctx, repo, sha, builds.Status{State: "pending", Context: "imagegen/g/c"})
 		if err == nil {
 			t.Fatal("a 401 was not reported")
 		}
@@ -691,7 +692,7 @@ func TestConcurrentUse(t *testing.T) {
 				_, err = fs.ReadFile(c.FS(ctx, repo, sha), ".imagegen/a.yaml")
 			}
 			if err == nil {
-				err = c.SetStatus(ctx, repo, sha, github.Status{State: "pending", Context: "imagegen/a/c" + string(rune('a'+i))})
+				err = c.SetStatus(ctx, repo, sha, builds.Status{State: "pending", Context: "imagegen/a/c" + string(rune('a'+i))})
 			}
 			errs <- err
 		}()
@@ -781,7 +782,7 @@ func TestTransportErrors(t *testing.T) {
 			log := slog.New(slog.NewTextHandler(&logs, nil))
 			cfg := config.GitHub{Token: secret.New("ghp_transport_test"), APIURL: tt.api}
 			c := newClient(t, cfg, 0, github.Options{Logger: log})
-			err := c.SetStatus(context.Background(), repo, sha, github.Status{State: "pending", Context: "imagegen/g/c"})
+			err := c.SetStatus(context.Background(), repo, sha, builds.Status{State: "pending", Context: "imagegen/g/c"})
 			if err == nil || !strings.Contains(err.Error(), tt.want) || github.IsTransient(err) != tt.transient {
 				t.Fatalf("SetStatus = %v (transient %v); want %q, transient %v", err, github.IsTransient(err), tt.want, tt.transient)
 			}
@@ -807,7 +808,7 @@ func TestInstallationTokenRefresh(t *testing.T) {
 			s.SetTokenLifetime(tt.lifetime)
 			c := newClient(t, s.AppConfig(t), 42, github.Options{})
 			for range 3 {
-				if err := c.SetStatus(context.Background(), repo, sha, github.Status{State: "pending", Context: "imagegen/g/c"}); err != nil {
+				if err := c.SetStatus(context.Background(), repo, sha, builds.Status{State: "pending", Context: "imagegen/g/c"}); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -10,21 +10,15 @@ import (
 	"unicode/utf8"
 
 	gogithub "github.com/google/go-github/v60/github"
+
+	"github.com/imagegen/imagegen/builds"
 )
 
 // GitHub's limits on what imagegen writes.
 const (
-	MaxDescription = 140   // a commit status description, characters
-	MaxOutput      = 65535 // a check run's output summary or text, characters
+	MaxDescription = builds.MaxStatusDescription // a commit status description, characters
+	MaxOutput      = builds.MaxCheckRunText      // a check run's output summary or text, characters
 )
-
-// Status is a commit status.
-type Status struct {
-	State       string // pending | success | failure | error
-	Context     string // imagegen/<generator>/<cloud>
-	Description string // truncated to MaxDescription characters by SetStatus
-	TargetURL   string
-}
 
 // Commit status states.
 const (
@@ -33,22 +27,6 @@ const (
 	StateFailure = "failure"
 	StateError   = "error"
 )
-
-// CheckRun is a check run as imagegen writes it.
-type CheckRun struct {
-	ID          int64  // set by GitHub; ignored by CreateCheckRun
-	Name        string // imagegen: <generator>
-	HeadSHA     string
-	Status      string // queued | in_progress | completed; completed is implied by a Conclusion
-	Conclusion  string // success | failure | cancelled | neutral | action_required | skipped | timed_out
-	Title       string // output title; defaults to Name when there is output
-	Summary     string // markdown; truncated under MaxOutput with a note
-	Text        string // markdown; truncated under MaxOutput with a note
-	DetailsURL  string
-	ExternalID  string
-	StartedAt   time.Time
-	CompletedAt time.Time // defaults to now when the run is completed
-}
 
 // Check run statuses and conclusions.
 const (
@@ -66,9 +44,14 @@ const (
 // ErrNeedsApp is returned by the check run calls in token mode.
 var ErrNeedsApp = errors.New("check runs need a GitHub App (github.app_id and private_key_file); a token can only set commit statuses")
 
-// SetStatus sets a commit status on sha. The description is cut to
-// MaxDescription characters (ending in …), as GitHub refuses longer ones.
-func (c *Client) SetStatus(ctx context.Context, repo Repo, sha string, s Status) error {
+// SetStatus sets a commit status on sha of repo (owner/name). The
+// description is cut to MaxDescription characters (ending in …), as GitHub
+// refuses longer ones.
+func (c *Client) SetStatus(ctx context.Context, name, sha string, s builds.Status) error {
+	repo, err := ParseRepo(name)
+	if err != nil {
+		return err
+	}
 	rs := &gogithub.RepoStatus{
 		State:       gogithub.String(s.State),
 		Context:     optional(s.Context),
@@ -86,8 +69,15 @@ func (c *Client) SetStatus(ctx context.Context, repo Repo, sha string, s Status)
 	})
 }
 
-// CreateCheckRun creates a check run and returns its id.
-func (c *Client) CreateCheckRun(ctx context.Context, repo Repo, cr CheckRun) (int64, error) {
+// CreateCheckRun creates a check run on repo (owner/name) and returns its
+// id. Status "completed" is implied by a Conclusion; CompletedAt defaults to
+// now for a completed run; the output's Title defaults to Name, and its
+// Summary (required) to the title.
+func (c *Client) CreateCheckRun(ctx context.Context, name string, cr builds.CheckRun) (int64, error) {
+	repo, err := ParseRepo(name)
+	if err != nil {
+		return 0, err
+	}
 	op := fmt.Sprintf("create check run %q on %s@%s", cr.Name, repo, short(cr.HeadSHA))
 	if !c.isApp {
 		return 0, &Error{Op: op, Err: ErrNeedsApp}
@@ -105,7 +95,7 @@ func (c *Client) CreateCheckRun(ctx context.Context, repo Repo, cr CheckRun) (in
 		Output:      output(cr),
 	}
 	var id int64
-	err := c.do(ctx, op, func(ctx context.Context) error {
+	err = c.do(ctx, op, func(ctx context.Context) error {
 		run, _, err := c.gh.Checks.CreateCheckRun(ctx, repo.Owner, repo.Name, opts)
 		if err == nil {
 			id = run.GetID()
@@ -115,9 +105,13 @@ func (c *Client) CreateCheckRun(ctx context.Context, repo Repo, cr CheckRun) (in
 	return id, err
 }
 
-// UpdateCheckRun updates check run id. Empty fields are left as they are;
-// the output is replaced when Title, Summary or Text is set.
-func (c *Client) UpdateCheckRun(ctx context.Context, repo Repo, id int64, cr CheckRun) error {
+// UpdateCheckRun updates check run id on repo (owner/name). Empty fields are
+// left as they are; the output is replaced when Title, Summary or Text is set.
+func (c *Client) UpdateCheckRun(ctx context.Context, name string, id int64, cr builds.CheckRun) error {
+	repo, err := ParseRepo(name)
+	if err != nil {
+		return err
+	}
 	if !c.isApp {
 		return &Error{Op: fmt.Sprintf("update check run %d on %s", id, repo), Err: ErrNeedsApp}
 	}
@@ -153,7 +147,7 @@ func (c *Client) UpdateCheckRun(ctx context.Context, repo Repo, id int64, cr Che
 
 // checkState fills what GitHub requires together: a conclusion means
 // completed, and completed needs a completion time.
-func checkState(cr CheckRun) (status, conclusion *string, completedAt *gogithub.Timestamp) {
+func checkState(cr builds.CheckRun) (status, conclusion *string, completedAt *gogithub.Timestamp) {
 	s := cr.Status
 	if cr.Conclusion != "" {
 		s = CheckCompleted
@@ -168,7 +162,7 @@ func checkState(cr CheckRun) (status, conclusion *string, completedAt *gogithub.
 	return optional(s), optional(cr.Conclusion), completedAt
 }
 
-func output(cr CheckRun) *gogithub.CheckRunOutput {
+func output(cr builds.CheckRun) *gogithub.CheckRunOutput {
 	if cr.Title == "" && cr.Summary == "" && cr.Text == "" {
 		return nil
 	}
@@ -232,7 +226,11 @@ const compareFileCap = 300
 // The compare API pages through commits and lists the files (at most 300)
 // with each page; every page is read and the files merged, so a version of
 // the API that spreads files over pages loses none.
-func (c *Client) ChangedFiles(ctx context.Context, repo Repo, base, head string) ([]string, error) {
+func (c *Client) ChangedFiles(ctx context.Context, name, base, head string) ([]string, error) {
+	repo, err := ParseRepo(name)
+	if err != nil {
+		return nil, err
+	}
 	if strings.Trim(base, "0") == "" {
 		return nil, &Error{Op: fmt.Sprintf("compare %s on %s", short(head), repo), Err: ErrNoBase}
 	}

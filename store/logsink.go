@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/internal/secret"
 )
 
@@ -58,7 +59,11 @@ var _ builder.LineBatcher = (*LogSink)(nil)
 // left. ctx bounds the Redis calls (a build's context without its cancel:
 // the log of a canceled build is still stored); redact is applied to every
 // line, a second guard behind the builder's own redaction.
-func (s *Store) NewLogSink(ctx context.Context, build, cloud string, log *slog.Logger, redact secret.Redactor) *LogSink {
+func (s *Store) NewLogSink(ctx context.Context, build, cloud string, log *slog.Logger, redact secret.Redactor) builds.LogSink {
+	return s.newLogSink(ctx, build, cloud, log, redact)
+}
+
+func (s *Store) newLogSink(ctx context.Context, build, cloud string, log *slog.Logger, redact secret.Redactor) *LogSink {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,6 +55,15 @@ func generatorKey(repo, gen string) string {
 func lockKey(name string) string { return prefix + "lock:" + name }
 
 const buildsIndex = prefix + "builds"
+
+// sweepSeenKey remembers when the sweep first saw a resource of an unknown
+// build, so it is removed only once it has been orphaned for a while.
+const sweepSeenKey = prefix + "sweep:seen"
+
+var _ builds.Store = (*Store)(nil)
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }
 
 // createBuild writes a new build's hash and indexes it, unless the build
 // exists, in one step: a plan retried after a crash never finds a build
@@ -248,6 +258,15 @@ func (s *Store) List(ctx context.Context, o builds.ListOptions) ([]*builds.Build
 	return out, nil
 }
 
+// BuildsSince returns the ids of the builds created since t, oldest first.
+func (s *Store) BuildsSince(ctx context.Context, t time.Time) ([]string, error) {
+	ids, err := s.rdb.ZRangeByScore(ctx, buildsIndex, &redis.ZRangeBy{Min: strconv.FormatInt(t.UnixNano(), 10), Max: "+inf"}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list builds: %w", err)
+	}
+	return ids, nil
+}
+
 // appendLog pushes a line and drops the oldest lines while the log is over
 // its byte limit, in one step, so concurrent writers cannot overshoot.
 // appendLog adds lines to a log and trims it to its limit from the start.
@@ -438,4 +457,38 @@ func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (func(
 			wait *= 2
 		}
 	}
+}
+
+// TryLock takes the lock name for ttl when it is free, and does not release
+// it: held, it says "done by someone" until it expires.
+func (s *Store) TryLock(ctx context.Context, name string, ttl time.Duration) (bool, error) {
+	ok, err := s.rdb.SetNX(ctx, lockKey(name), builds.NewID(), ttl).Result()
+	if err != nil {
+		return false, fmt.Errorf("lock %s: %w", name, err)
+	}
+	return ok, nil
+}
+
+// FirstSeen returns when key was first seen, recording now (to the second)
+// if it was not seen before; every sighting is forgotten keep after the
+// latest first sighting was recorded.
+func (s *Store) FirstSeen(ctx context.Context, key string, now time.Time, keep time.Duration) (time.Time, error) {
+	if err := s.rdb.HSetNX(ctx, sweepSeenKey, key, now.Unix()).Err(); err != nil {
+		return time.Time{}, fmt.Errorf("remember %s: %w", key, err)
+	}
+	s.rdb.Expire(ctx, sweepSeenKey, keep)
+	v, err := s.rdb.HGet(ctx, sweepSeenKey, key).Result()
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read %s: %w", key, err)
+	}
+	first, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read %s: %w", key, err)
+	}
+	return time.Unix(first, 0), nil
+}
+
+// ForgetSeen forgets key's sighting, best effort.
+func (s *Store) ForgetSeen(ctx context.Context, key string) {
+	s.rdb.HDel(ctx, sweepSeenKey, key)
 }

@@ -238,7 +238,7 @@ func TestObserverBatchesLogInOrder(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, rdb := newStore(t, time.Hour, 1<<20)
-			o := s.NewLogSink(context.Background(), "b", "c", nil, secret.Redactor{})
+			o := s.newLogSink(context.Background(), "b", "c", nil, secret.Redactor{})
 			before, _ := rdb.Info(context.Background(), "commandstats").Result()
 			tc.feed(o)
 			o.Close()
@@ -267,7 +267,7 @@ func TestObserverBatchesLogInOrder(t *testing.T) {
 // lines come, and must wake for them.
 func TestObserverStoresAQuietLine(t *testing.T) {
 	s, _ := newStore(t, time.Hour, 1<<20)
-	o := s.NewLogSink(context.Background(), "b", "c", nil, secret.Redactor{})
+	o := s.newLogSink(context.Background(), "b", "c", nil, secret.Redactor{})
 	defer o.Close()
 	for i := range 3 {
 		time.Sleep(3 * logFlushEach / 2) // the flusher is asleep again
@@ -313,7 +313,7 @@ func TestLogSinkKeepsTheTailInMemory(t *testing.T) {
 	}
 
 	s, rdb := newStore(t, time.Hour, limit)
-	o := s.NewLogSink(context.Background(), "b", "c", nil, secret.Redactor{})
+	o := s.newLogSink(context.Background(), "b", "c", nil, secret.Redactor{})
 	// Hold the flusher: Redis is "slow", every line comes while it waits.
 	o.flushing.Lock()
 	batch := make([]builder.LogLine, 0, 100)
@@ -355,10 +355,10 @@ func TestLogSinkKeepsTheTailInMemory(t *testing.T) {
 	// before it stays (the log is one run), and the count from the start
 	// still adds up. A long line skipped leaves room that the line stored
 	// before it would otherwise fill.
-	o2 := s.NewLogSink(context.Background(), "b2", "c", nil, secret.Redactor{})
+	o2 := s.newLogSink(context.Background(), "b2", "c", nil, secret.Redactor{})
 	o2.Line(builder.LogLine{Text: "stored first"})
 	o2.Close()
-	o2 = s.NewLogSink(context.Background(), "b2", "c", nil, secret.Redactor{})
+	o2 = s.newLogSink(context.Background(), "b2", "c", nil, secret.Redactor{})
 	o2.flushing.Lock()
 	o2.Line(builder.LogLine{Text: strings.Repeat("y", limit+5000)})
 	o2.Line(builder.LogLine{Text: "after 1"})

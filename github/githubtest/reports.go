@@ -9,7 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/imagegen/imagegen/github"
+	"github.com/imagegen/imagegen/builds"
 )
 
 var statusStates = []string{"pending", "success", "failure", "error"}
@@ -39,7 +39,7 @@ func (s *Server) createStatus(w http.ResponseWriter, repo, sha string, body []by
 	if in.Context == "" {
 		in.Context = "default"
 	}
-	st := github.Status{State: in.State, Context: in.Context, Description: in.Description, TargetURL: in.TargetURL}
+	st := builds.Status{State: in.State, Context: in.Context, Description: in.Description, TargetURL: in.TargetURL}
 	s.mu.Lock()
 	s.nextID++
 	id := s.nextID
@@ -131,7 +131,7 @@ func (s *Server) createCheckRun(w http.ResponseWriter, repo string, body []byte)
 	}
 	s.mu.Lock()
 	s.nextID++
-	cr := &checkRun{repo: repo, run: github.CheckRun{ID: s.nextID, Status: "queued", StartedAt: time.Now().UTC()}}
+	cr := &checkRun{repo: repo, run: CheckRun{ID: s.nextID, CheckRun: builds.CheckRun{Status: "queued", StartedAt: time.Now().UTC()}}}
 	apply(&cr.run, &in)
 	s.checkRuns[repo] = append(s.checkRuns[repo], cr)
 	s.runsByID[cr.run.ID] = cr
@@ -167,7 +167,7 @@ func (s *Server) checkRun(w http.ResponseWriter, method, repo string, id int64, 
 	writeJSON(w, http.StatusOK, out)
 }
 
-func apply(run *github.CheckRun, in *checkRunIn) {
+func apply(run *CheckRun, in *checkRunIn) {
 	set := func(dst *string, src *string) {
 		if src != nil {
 			*dst = *src
@@ -199,7 +199,7 @@ func apply(run *github.CheckRun, in *checkRunIn) {
 	}
 }
 
-func checkRunJSON(api, repo string, run github.CheckRun) map[string]any {
+func checkRunJSON(api, repo string, run CheckRun) map[string]any {
 	m := map[string]any{
 		"id": run.ID, "name": run.Name, "head_sha": run.HeadSHA, "status": run.Status,
 		"details_url": run.DetailsURL, "external_id": run.ExternalID,

@@ -22,8 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/config"
-	"github.com/imagegen/imagegen/github"
 	"github.com/imagegen/imagegen/internal/secret"
 )
 
@@ -55,7 +55,7 @@ type Server struct {
 	key       *rsa.PrivateKey             // the App's key, made by AppConfig
 	files     map[string]map[string]entry // repo@ref → path → entry
 	changed   map[string]*comparison      // repo|base|head
-	statuses  map[string][]github.Status
+	statuses  map[string][]builds.Status
 	checkRuns map[string][]*checkRun // repo → runs in creation order
 	runsByID  map[int64]*checkRun
 	instToks  map[string]instToken
@@ -76,7 +76,7 @@ type instToken struct {
 
 type checkRun struct {
 	repo string
-	run  github.CheckRun
+	run  CheckRun
 }
 
 type fault struct {
@@ -93,7 +93,7 @@ func NewServer(t testing.TB) *Server {
 		token:     "ghp_fake" + randHex(16),
 		files:     map[string]map[string]entry{},
 		changed:   map[string]*comparison{},
-		statuses:  map[string][]github.Status{},
+		statuses:  map[string][]builds.Status{},
 		checkRuns: map[string][]*checkRun{},
 		runsByID:  map[int64]*checkRun{},
 		instToks:  map[string]instToken{},
@@ -229,26 +229,33 @@ func (s *Server) SetCommitCount(repo, base, head string, n int) {
 }
 
 // Statuses returns every status posted for sha, in order.
-func (s *Server) Statuses(repo, sha string) []github.Status {
+func (s *Server) Statuses(repo, sha string) []builds.Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.statuses[repo+"@"+sha])
 }
 
 // LatestStatuses returns the latest status per context, as GitHub shows them.
-func (s *Server) LatestStatuses(repo, sha string) map[string]github.Status {
-	out := map[string]github.Status{}
+func (s *Server) LatestStatuses(repo, sha string) map[string]builds.Status {
+	out := map[string]builds.Status{}
 	for _, st := range s.Statuses(repo, sha) {
 		out[st.Context] = st
 	}
 	return out
 }
 
+// CheckRun is a check run as the fake GitHub keeps it: what imagegen wrote,
+// and the id GitHub gave it.
+type CheckRun struct {
+	ID int64
+	builds.CheckRun
+}
+
 // CheckRuns returns the current state of each check run in repo, in creation order.
-func (s *Server) CheckRuns(repo string) []github.CheckRun {
+func (s *Server) CheckRuns(repo string) []CheckRun {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []github.CheckRun
+	var out []CheckRun
 	for _, cr := range s.checkRuns[repo] {
 		out = append(out, cr.run)
 	}

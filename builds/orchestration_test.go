@@ -1,4 +1,4 @@
-package queue
+package builds_test
 
 import (
 	"context"
@@ -11,25 +11,15 @@ import (
 	"time"
 
 	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/builds"
+	"github.com/imagegen/imagegen/github/githubtest"
+	"github.com/imagegen/imagegen/queue"
 )
-
-// sequence returns the statuses of one context in the order they landed.
-func (m *memGitHub) sequence(context string) []Status {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []Status
-	for _, s := range m.statuses {
-		if s.Context == context {
-			out = append(out, s)
-		}
-	}
-	return out
-}
 
 // staleAfterFinal returns the statuses that landed after the first final
 // (success, failure, error) one and are not final themselves.
-func staleAfterFinal(seq []Status) []Status {
-	var stale []Status
+func staleAfterFinal(seq []builds.Status) []builds.Status {
+	var stale []builds.Status
 	final := false
 	for _, s := range seq {
 		switch {
@@ -61,21 +51,21 @@ func TestProgressNeverLandsAfterTheEnd(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			gh := &memGitHub{files: fstest.MapFS{".imagegen/a.yaml": {Data: []byte("script: echo hi\nclouds:\n  c: {image: i, ssh_user: u}\n")}}}
-			gh.hook = func(s Status) {
+			gh := &githubtest.Mem{Files: fstest.MapFS{".imagegen/a.yaml": {Data: []byte("script: echo hi\nclouds:\n  c: {image: i, ssh_user: u}\n")}}}
+			gh.Hook = func(s builds.Status) {
 				if strings.HasPrefix(s.Description, "running") {
 					time.Sleep(tc.slow) // GitHub slow to accept progress
 				}
 			}
 			s, _, _ := newServiceWith(t, gh, "github: {token: t, webhook_secret: s}\nbuild: {timeout: 30s, cleanup_timeout: 5s}\nclouds:\n  "+tc.clouds+"\n")
 			ctx := context.Background()
-			if err := s.Plan(ctx, Push{Delivery: "d", Repo: "o/r", Ref: "refs/heads/main", DefaultBranch: "main", Before: zeroSHA, Created: true, After: "c0ffee"}); err != nil {
+			if err := s.planner.Plan(ctx, builds.Push{Delivery: "d", Repo: "o/r", Ref: "refs/heads/main", DefaultBranch: "main", Before: builds.ZeroSHA, Created: true, After: "c0ffee"}); err != nil {
 				t.Fatal(err)
 			}
-			if err := s.RunBuild(ctx, BuildTask{Build: planID("d", "a"), Cloud: "c"}); err != nil {
+			if err := s.runner.Run(ctx, builds.RunRequest{Build: builds.PlanID("d", "a"), Cloud: "c"}); err != nil {
 				t.Fatal(err)
 			}
-			seq := gh.sequence(StatusContext("a", "c"))
+			seq := gh.Sequence(builds.StatusContext("a", "c"))
 			var got []string
 			running, phases := 0, 0
 			for _, st := range seq {
@@ -99,7 +89,7 @@ func TestProgressNeverLandsAfterTheEnd(t *testing.T) {
 			if seq[0].State != "pending" || running == 0 {
 				t.Errorf("statuses %q; want pending first, and the start reported", got)
 			}
-			if runs := gh.runs(); len(runs) != 1 || runs[0].Conclusion != "success" {
+			if runs := gh.Runs(); len(runs) != 1 || runs[0].Conclusion != "success" {
 				t.Errorf("check runs %+v; want one, succeeded", runs)
 			}
 		})
@@ -115,32 +105,30 @@ func TestReportsAreSerialized(t *testing.T) {
 		noChecks bool
 	}{{"app", false}, {"token", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			gh := &memGitHub{noChecks: tc.noChecks, files: fstest.MapFS{".imagegen/a.yaml": {Data: []byte("script: echo\nclouds:\n  sim: {image: i, ssh_user: u}\n")}}}
+			gh := &githubtest.Mem{NoCheckRuns: tc.noChecks, Files: fstest.MapFS{".imagegen/a.yaml": {Data: []byte("script: echo\nclouds:\n  sim: {image: i, ssh_user: u}\n")}}}
 			s, _, _ := newService(t, gh)
 			ctx := context.Background()
-			if err := s.Plan(ctx, Push{Delivery: "d", Repo: "o/r", Ref: "refs/heads/main", DefaultBranch: "main", Before: zeroSHA, Created: true, After: "c0ffee"}); err != nil {
+			if err := s.planner.Plan(ctx, builds.Push{Delivery: "d", Repo: "o/r", Ref: "refs/heads/main", DefaultBranch: "main", Before: builds.ZeroSHA, Created: true, After: "c0ffee"}); err != nil {
 				t.Fatal(err)
 			}
-			id := planID("d", "a")
+			id := builds.PlanID("d", "a")
 			entered, release := make(chan struct{}), make(chan struct{})
 			var once sync.Once
-			gh.mu.Lock()
-			gh.hook = func(st Status) {
+			gh.SetHook(func(st builds.Status) {
 				if st.Description == "queued" {
 					once.Do(func() { close(entered); <-release })
 				}
-			}
-			gh.mu.Unlock()
+			})
 			older := make(chan error, 1)
-			go func() { older <- s.report(ctx, gh, id, "sim") }()
+			go func() { older <- s.reporter.Report(ctx, gh, id, "sim") }()
 			select { // the older report has read "queued" and is sending it
 			case <-entered:
 			case <-time.After(10 * time.Second):
 				t.Fatal("the report never sent the queued status")
 			}
-			s.finish(ctx, id, "sim", builder.Result{Cloud: "sim", State: builder.StateSucceeded, Finished: time.Now()})
+			builds.RecordResult(ctx, s.deps, &builds.Build{ID: id}, "sim", builder.Result{Cloud: "sim", State: builder.StateSucceeded, Finished: time.Now()})
 			newer := make(chan error, 1)
-			go func() { newer <- s.report(ctx, gh, id, "sim") }()
+			go func() { newer <- s.reporter.Report(ctx, gh, id, "sim") }()
 			// Time for a report that does not wait its turn to land first.
 			landed := false
 			select {
@@ -158,7 +146,7 @@ func TestReportsAreSerialized(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			seq := gh.sequence(StatusContext("a", "sim"))
+			seq := gh.Sequence(builds.StatusContext("a", "sim"))
 			if last := seq[len(seq)-1]; last.State != "success" {
 				t.Errorf("last status %+v; want success (statuses %+v)", last, seq)
 			}
@@ -202,7 +190,7 @@ func (g *gateFS) ReadFile(name string) ([]byte, error) {
 func (g *gateFS) Open(name string) (fs.File, error) { return g.MapFS.Open(name) }
 
 // TestPlanIsConcurrentAndEnqueuesFirst: the generators of a push are planned
-// at once (within planConcurrency), and a generator's build tasks are queued
+// at once (within builds.PlanConcurrency), and a generator's build tasks are queued
 // before its statuses and check run are reported.
 func TestPlanIsConcurrentAndEnqueuesFirst(t *testing.T) {
 	const gens = 12
@@ -211,35 +199,35 @@ func TestPlanIsConcurrentAndEnqueuesFirst(t *testing.T) {
 		files[fmt.Sprintf(".imagegen/g%02d.yaml", i)] = &fstest.MapFile{Data: []byte("script: echo\nclouds:\n  sim: {image: i, ssh_user: u}\n  sim2: {image: i, ssh_user: u}\n")}
 	}
 	g := &gateFS{MapFS: files, wake: make(chan struct{})}
-	gh := &memGitHub{fsys: g}
+	gh := &githubtest.Mem{RepoFS: g}
 	s, _, _ := newService(t, gh)
 	var mu sync.Mutex
 	var notQueued []string
-	gh.hook = func(st Status) {
+	gh.Hook = func(st builds.Status) {
 		// The status's build task must be in the queue by now.
 		gen, cloud, _ := strings.Cut(strings.TrimPrefix(st.Context, "imagegen/"), "/")
-		if _, err := s.inspector.GetTaskInfo(QueueName, "build:"+planID("d", gen)+":"+cloud); err != nil {
+		if _, err := s.inspector.GetTaskInfo(queue.QueueName, "build:"+builds.PlanID("d", gen)+":"+cloud); err != nil {
 			mu.Lock()
 			notQueued = append(notQueued, st.Context+": "+err.Error())
 			mu.Unlock()
 		}
 	}
-	if err := s.Plan(context.Background(), Push{Delivery: "d", Repo: "o/r", Ref: "refs/heads/main", DefaultBranch: "main", Before: zeroSHA, Created: true, After: "c0ffee"}); err != nil {
+	if err := s.planner.Plan(context.Background(), builds.Push{Delivery: "d", Repo: "o/r", Ref: "refs/heads/main", DefaultBranch: "main", Before: builds.ZeroSHA, Created: true, After: "c0ffee"}); err != nil {
 		t.Fatal(err)
 	}
 	if len(notQueued) > 0 {
 		t.Errorf("statuses reported before their build was queued: %q", notQueued)
 	}
-	if g.max < 2 || g.max > planConcurrency {
-		t.Errorf("at most %d specs read at once; want 2 to %d", g.max, planConcurrency)
+	if g.max < 2 || g.max > builds.PlanConcurrency {
+		t.Errorf("at most %d specs read at once; want 2 to %d", g.max, builds.PlanConcurrency)
 	}
-	if n := len(gh.latest()); n != 2*gens {
+	if n := len(gh.Latest()); n != 2*gens {
 		t.Errorf("%d statuses; want %d", n, 2*gens)
 	}
-	if depth, err := s.QueueDepth(); err != nil || depth != 2*gens {
+	if depth, err := s.queue.QueueDepth(); err != nil || depth != 2*gens {
 		t.Errorf("queue depth %d (%v); want %d build tasks", depth, err, 2*gens)
 	}
-	if runs := gh.runs(); len(runs) != gens {
+	if runs := gh.Runs(); len(runs) != gens {
 		t.Errorf("%d check runs; want %d", len(runs), gens)
 	}
 }

@@ -1,4 +1,4 @@
-package queue
+package builds_test
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 
 	"github.com/imagegen/imagegen/builder"
 	"github.com/imagegen/imagegen/builder/spec"
+	"github.com/imagegen/imagegen/builds"
+	"github.com/imagegen/imagegen/github/githubtest"
 )
 
 // TestReportAdoptsOrphanCheckRun: a worker killed after GitHub created the
@@ -16,27 +18,27 @@ import (
 // know; the retry's report finds it by its external id and updates it instead
 // of creating a second run (which would stay in progress forever).
 func TestReportAdoptsOrphanCheckRun(t *testing.T) {
-	gh := &memGitHub{}
+	gh := &githubtest.Mem{}
 	s, _, _ := newService(t, gh)
 	ctx := context.Background()
 	now := time.Now().UTC()
-	b := &Build{ID: "orphan", Repo: "octo/images", Commit: "abc", Generator: "g", Created: now,
-		Clouds: map[string]*CloudRecord{"sim": {Cloud: "sim", State: builder.StateRunning, Queued: now}}}
+	b := &builds.Build{ID: "orphan", Repo: "octo/images", Commit: "abc", Generator: "g", Created: now,
+		Clouds: map[string]*builds.CloudRecord{"sim": {Cloud: "sim", State: builder.StateRunning, Queued: now}}}
 	if _, err := s.store.Create(ctx, b, &spec.Spec{Name: "g"}); err != nil {
 		t.Fatal(err)
 	}
 	// The dead attempt's create: GitHub has the run, the record has no id.
 	got, _, _ := s.store.Get(ctx, b.ID)
-	if _, err := gh.CreateCheckRun(ctx, b.Repo, RenderCheckRun(got, "", "", now)); err != nil {
+	if _, err := gh.CreateCheckRun(ctx, b.Repo, builds.RenderCheckRun(got, "", "", now)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.store.UpdateCloud(ctx, b.ID, "sim", func(c *CloudRecord) { c.State = builder.StateSucceeded }); err != nil {
+	if _, err := s.store.UpdateCloud(ctx, b.ID, "sim", func(c *builds.CloudRecord) { c.State = builder.StateSucceeded }); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.report(ctx, gh, b.ID, "sim"); err != nil {
+	if err := s.reporter.Report(ctx, gh, b.ID, "sim"); err != nil {
 		t.Fatal(err)
 	}
-	runs := gh.runs()
+	runs := gh.Runs()
 	if len(runs) != 1 {
 		t.Fatalf("%d check runs after the retry's report, want the one adopted", len(runs))
 	}
@@ -52,26 +54,26 @@ func TestReportAdoptsOrphanCheckRun(t *testing.T) {
 // spec's check run (its worker killed before the plan ended, so the delivery
 // task runs again) finds the run it made and makes no second one.
 func TestSpecErrorCheckRunOnce(t *testing.T) {
-	gh := &memGitHub{files: fstest.MapFS{
+	gh := &githubtest.Mem{Files: fstest.MapFS{
 		".imagegen/broken.yaml": {Data: []byte("script: echo\nclouds:\n  sim: {image: i, ssh_user: u, colour: blue}\n")},
 	}}
 	s, _, _ := newService(t, gh)
-	push := Push{Delivery: "d", Repo: "o/r", Ref: "refs/heads/main", DefaultBranch: "main", Before: zeroSHA, Created: true, After: "c"}
+	push := builds.Push{Delivery: "d", Repo: "o/r", Ref: "refs/heads/main", DefaultBranch: "main", Before: builds.ZeroSHA, Created: true, After: "c"}
 	for range 2 {
-		if err := s.Plan(context.Background(), push); err != nil {
+		if err := s.planner.Plan(context.Background(), push); err != nil {
 			t.Fatal(err)
 		}
 	}
-	runs := gh.runs()
+	runs := gh.Runs()
 	if len(runs) != 1 || runs[0].Conclusion != "failure" || !strings.Contains(runs[0].Summary, ".imagegen/broken.yaml:3:") {
 		t.Fatalf("check runs after the plan ran twice: %+v; want the one failed run", runs)
 	}
 	// Another push of the same commit (a new delivery) is reported again.
 	push.Delivery = "d2"
-	if err := s.Plan(context.Background(), push); err != nil {
+	if err := s.planner.Plan(context.Background(), push); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(gh.runs()); n != 2 {
+	if n := len(gh.Runs()); n != 2 {
 		t.Errorf("%d check runs after a second delivery, want 2", n)
 	}
 }

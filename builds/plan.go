@@ -1,4 +1,4 @@
-package queue
+package builds
 
 import (
 	"context"
@@ -14,17 +14,30 @@ import (
 
 	"github.com/imagegen/imagegen/builder"
 	"github.com/imagegen/imagegen/builder/spec"
+	"github.com/imagegen/imagegen/internal/secret"
 )
 
 // zeroSHA is the "before" of a push that created the branch.
 const zeroSHA = "0000000000000000000000000000000000000000"
 
+// Planner turns a push into builds.
+type Planner struct {
+	d   Deps
+	rep *Reporter
+}
+
+// NewPlanner returns a Planner; it needs d.Config, d.Store, d.GitHub and d.Queue.
+func NewPlanner(d Deps) *Planner {
+	d = d.withDefaults()
+	return &Planner{d: d, rep: NewReporter(d)}
+}
+
 // Plan decides which generators a push changed and starts their builds:
 // records a Build per generator, creates its check run and pending statuses,
 // and enqueues one build task per cloud (a password: ask cloud waits instead).
 // It is safe to run twice for one push: build ids derive from the delivery.
-func (s *Service) Plan(ctx context.Context, p Push) error {
-	log := s.log.With("delivery", p.Delivery, "repo", p.Repo, "sha", p.After, "ref", p.Ref)
+func (pl *Planner) Plan(ctx context.Context, p Push) error {
+	log := pl.d.Logger.With("delivery", p.Delivery, "repo", p.Repo, "sha", p.After, "ref", p.Ref)
 	branch, ok := strings.CutPrefix(p.Ref, "refs/heads/")
 	switch {
 	case p.Deleted || p.After == zeroSHA:
@@ -34,7 +47,7 @@ func (s *Service) Plan(ctx context.Context, p Push) error {
 		log.Info("push ignored: not a branch")
 		return nil
 	}
-	gh, err := s.gh.Repo(ctx, p.Installation)
+	gh, err := pl.d.GitHub.Repo(ctx, p.Installation)
 	if err != nil {
 		return fmt.Errorf("github client: %w", err)
 	}
@@ -59,7 +72,7 @@ func (s *Service) Plan(ctx context.Context, p Push) error {
 	// The parser checks cloud names against the config, and needs to know
 	// which clouds make images (type ssh does not, so image is optional there).
 	known := map[string]bool{}
-	for name, e := range s.cfg.Clouds {
+	for name, e := range pl.d.Config.Clouds {
 		known[name] = e.Type != "ssh"
 	}
 	// The generators of a push are independent: plan them at once (bounded),
@@ -72,7 +85,7 @@ func (s *Service) Plan(ctx context.Context, p Push) error {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			errs[i] = s.planFile(ctx, gh, repo, p, sc, file)
+			errs[i] = pl.planFile(ctx, gh, repo, p, sc, file)
 		})
 	}
 	wg.Wait()
@@ -95,8 +108,8 @@ type planScope struct {
 
 // planFile plans one spec file of a push: builds its generator when the push
 // concerns it, or reports its errors.
-func (s *Service) planFile(ctx context.Context, gh RepoClient, repo fs.FS, p Push, sc planScope, file string) error {
-	flog := s.log.With("delivery", p.Delivery, "repo", p.Repo, "sha", p.After, "ref", p.Ref, "file", file)
+func (pl *Planner) planFile(ctx context.Context, gh RepoClient, repo fs.FS, p Push, sc planScope, file string) error {
+	flog := pl.d.Logger.With("delivery", p.Delivery, "repo", p.Repo, "sha", p.After, "ref", p.Ref, "file", file)
 	all, changed := sc.all, sc.changed
 	// Read first, so a GitHub failure is retried rather than reported as
 	// an invalid spec.
@@ -113,7 +126,7 @@ func (s *Service) planFile(ctx context.Context, gh RepoClient, repo fs.FS, p Pus
 			return nil
 		}
 		flog.Warn("spec invalid", "err", err)
-		return s.reportSpecErrors(ctx, gh, p, file, serrs)
+		return pl.rep.SpecErrors(ctx, gh, p, file, serrs)
 	case err != nil:
 		return fmt.Errorf("read %s: %w", file, err)
 	}
@@ -135,7 +148,7 @@ func (s *Service) planFile(ctx context.Context, gh RepoClient, repo fs.FS, p Pus
 	case sp.ScriptFile != "" && changed[sp.ScriptFile]:
 		why = "script changed"
 	default:
-		last, ok, err := s.store.LastClouds(ctx, p.Repo, sp.Name)
+		last, ok, err := pl.d.Store.LastClouds(ctx, p.Repo, sp.Name)
 		if err != nil {
 			return err
 		}
@@ -148,7 +161,7 @@ func (s *Service) planFile(ctx context.Context, gh RepoClient, repo fs.FS, p Pus
 		return nil
 	}
 	flog.Info("building generator", "why", why)
-	return s.startBuild(ctx, gh, p, sp)
+	return pl.startBuild(ctx, gh, p, sp)
 }
 
 // specFiles lists the spec files in a repository, with their sizes as the
@@ -201,7 +214,9 @@ func readSpec(repo fs.FS, file string, listed int64) ([]byte, error) {
 	return nil, err
 }
 
-func (s *Service) startBuild(ctx context.Context, gh RepoClient, p Push, sp *spec.Spec) error {
+// startBuild records the build of spec sp for push p, queues its clouds'
+// tasks (a password: ask cloud waits instead) and reports it.
+func (pl *Planner) startBuild(ctx context.Context, gh RepoClient, p Push, sp *spec.Spec) error {
 	now := time.Now().UTC()
 	b := &Build{
 		ID:           planID(p.Delivery, sp.Name),
@@ -218,7 +233,7 @@ func (s *Service) startBuild(ctx context.Context, gh RepoClient, p Push, sp *spe
 	}
 	for _, name := range sp.CloudNames() {
 		c := &CloudRecord{Cloud: name, State: builder.StateQueued, BaseImage: sp.Clouds[name].Image, Queued: now}
-		entry := s.cfg.Clouds[name]
+		entry := pl.d.Config.Clouds[name]
 		switch {
 		case entry == nil:
 			c.State, c.Error, c.Finished = builder.StateFailed, fmt.Sprintf("cloud %q is not in this server's config", name), now
@@ -227,17 +242,17 @@ func (s *Service) startBuild(ctx context.Context, gh RepoClient, p Push, sp *spe
 		}
 		b.Clouds[name] = c
 	}
-	created, err := s.store.Create(ctx, b, sp)
+	created, err := pl.d.Store.Create(ctx, b, sp)
 	if err != nil {
 		return err
 	}
 	if !created {
 		// A retried plan: carry on from what is recorded.
-		if b, _, err = s.store.Get(ctx, b.ID); err != nil {
+		if b, _, err = pl.d.Store.Get(ctx, b.ID); err != nil {
 			return err
 		}
 	}
-	log := s.log.With("build", b.ID, "generator", b.Generator, "repo", b.Repo, "sha", b.Commit)
+	log := pl.d.Logger.With("build", b.ID, "generator", b.Generator, "repo", b.Repo, "sha", b.Commit)
 	log.Info("build recorded", "clouds", b.CloudNames(), "new", created)
 	// Enqueue first, report after: the builds need not wait for GitHub. A
 	// build may then start, even end, before the plan's report is made; but
@@ -248,66 +263,12 @@ func (s *Service) startBuild(ctx context.Context, gh RepoClient, p Push, sp *spe
 		if b.Clouds[name].State != builder.StateQueued {
 			continue
 		}
-		if err := s.enqueueBuild(ctx, b.ID, name, noPassword); err != nil {
+		if err := pl.d.Queue.EnqueueBuild(ctx, b.ID, name, secret.String{}); err != nil {
 			return err
 		}
 	}
-	if err := s.store.SetLastClouds(ctx, p.Repo, sp.Name, sp.CloudNames()); err != nil {
+	if err := pl.d.Store.SetLastClouds(ctx, p.Repo, sp.Name, sp.CloudNames()); err != nil {
 		return err
 	}
-	return s.report(ctx, gh, b.ID, b.CloudNames()...)
-}
-
-// reportSpecErrors fails the generator's check run with the spec's errors
-// (a token, which cannot make check runs, gets a failed commit status instead).
-func (s *Service) reportSpecErrors(ctx context.Context, gh RepoClient, p Push, file string, errs spec.Errors) error {
-	gen := strings.TrimSuffix(path.Base(file), path.Ext(file))
-	var sum strings.Builder
-	fmt.Fprintf(&sum, "`%s` at `%s` is not a valid generator spec:\n\n```\n", file, shortSHA(p.After))
-	for i, e := range errs {
-		line := e.Error() + "\n"
-		if sum.Len()+len(line) > MaxCheckRunText-200 {
-			fmt.Fprintf(&sum, "… and %d more\n", len(errs)-i)
-			break
-		}
-		sum.WriteString(line)
-	}
-	sum.WriteString("```\n\nRun `imagegen validate` to check specs before pushing.\n")
-	now := time.Now().UTC()
-	if gh.CheckRuns() {
-		cr := CheckRun{
-			Name:        CheckRunName(gen),
-			HeadSHA:     p.After,
-			Status:      "completed",
-			Conclusion:  "failure",
-			Title:       fmt.Sprintf("invalid spec: %d %s", len(errs), plural(len(errs), "error", "errors")),
-			Summary:     sum.String(),
-			StartedAt:   now,
-			CompletedAt: now,
-			// Keyed by the delivery: a plan retried after GitHub made the run
-			// (a worker killed before the plan ended) finds it and makes no second.
-			ExternalID: "spec:" + p.Delivery + ":" + gen,
-		}
-		if f, ok := gh.(CheckRunFinder); ok {
-			_, found, err := f.FindCheckRun(ctx, p.Repo, p.After, cr.Name, cr.ExternalID)
-			if err != nil {
-				return fmt.Errorf("report spec errors in %s: find check run: %w", file, err)
-			}
-			if found {
-				return nil
-			}
-		}
-		_, err := gh.CreateCheckRun(ctx, p.Repo, cr)
-		if err != nil {
-			return fmt.Errorf("report spec errors in %s: %w", file, err)
-		}
-		return nil
-	}
-	desc := "invalid spec"
-	if len(errs) > 0 {
-		desc = "invalid spec: " + errs[0].Error()
-	}
-	return gh.SetStatus(ctx, p.Repo, p.After, Status{
-		State: "failure", Context: "imagegen/" + gen, Description: truncate(desc, MaxStatusDescription),
-	})
+	return pl.rep.Report(ctx, gh, b.ID, b.CloudNames()...)
 }

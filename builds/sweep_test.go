@@ -1,4 +1,4 @@
-package queue
+package builds_test
 
 import (
 	"context"
@@ -10,9 +10,16 @@ import (
 
 	"github.com/imagegen/imagegen/builder"
 	"github.com/imagegen/imagegen/builder/spec"
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/fake"
+	"github.com/imagegen/imagegen/github/githubtest"
+	"github.com/imagegen/imagegen/internal/secret"
+	"github.com/imagegen/imagegen/queue"
 )
+
+// sweepSeenKey is the store's record of the sweep's first sightings.
+const sweepSeenKey = "imagegen:sweep:seen"
 
 // TestSweep: one sweep over builds in every situation a crash leaves behind.
 // It removes the resources of builds that are over (final, or lost and now
@@ -20,7 +27,7 @@ import (
 // until they have been orphaned for longer than a build lasts, and reports
 // failed the clouds whose task was archived or is gone.
 func TestSweep(t *testing.T) {
-	gh := &memGitHub{}
+	gh := &githubtest.Mem{}
 	s, cfg, rdb := newService(t, gh)
 	ctx := context.Background()
 	sim := fake.CloudOf(cfg.Clouds["sim"].Opener)
@@ -44,19 +51,19 @@ func TestSweep(t *testing.T) {
 	}
 	for _, tc := range tests {
 		if tc.state != "" {
-			b := &Build{ID: tc.build, Repo: "octo/images", Commit: "abc", Generator: tc.build, Created: tc.queued,
-				Clouds: map[string]*CloudRecord{"sim": {Cloud: "sim", State: tc.state, Queued: tc.queued}}}
+			b := &builds.Build{ID: tc.build, Repo: "octo/images", Commit: "abc", Generator: tc.build, Created: tc.queued,
+				Clouds: map[string]*builds.CloudRecord{"sim": {Cloud: "sim", State: tc.state, Queued: tc.queued}}}
 			sp := &spec.Spec{Name: tc.build, Script: "true", Clouds: map[string]spec.CloudSpec{"sim": {Image: "debian"}}}
 			if _, err := s.store.Create(ctx, b, sp); err != nil {
 				t.Fatal(err)
 			}
 		}
 		if tc.task != "" {
-			if err := s.enqueueBuild(ctx, tc.build, "sim", noPassword); err != nil {
+			if err := s.queue.EnqueueBuild(ctx, tc.build, "sim", secret.String{}); err != nil {
 				t.Fatal(err)
 			}
 			if tc.task == "archived" {
-				if err := s.inspector.ArchiveTask(QueueName, "build:"+tc.build+":sim"); err != nil {
+				if err := s.inspector.ArchiveTask(queue.QueueName, "build:"+tc.build+":sim"); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -66,7 +73,7 @@ func TestSweep(t *testing.T) {
 		}
 	}
 
-	rep, err := s.Sweep(ctx)
+	rep, err := s.sweeper.Sweep(ctx)
 	if err != nil || len(rep.Errors) > 0 {
 		t.Fatalf("sweep: %v %v", err, rep.Errors)
 	}
@@ -93,7 +100,7 @@ func TestSweep(t *testing.T) {
 	if want := []string{"archived/sim", "task-gone/sim"}; !slices.Equal(rep.Lost, want) {
 		t.Errorf("lost %v, want %v", rep.Lost, want)
 	}
-	st := gh.latest()
+	st := gh.Latest()
 	for _, ctxName := range []string{"imagegen/archived/sim", "imagegen/task-gone/sim"} {
 		if st[ctxName].State != "failure" {
 			t.Errorf("status %s = %+v, want failure", ctxName, st[ctxName])
@@ -102,7 +109,7 @@ func TestSweep(t *testing.T) {
 	if d := st["imagegen/archived/sim"].Description; !strings.Contains(d, "gave up after") {
 		t.Errorf("the archived build's status says %q; want the reason", d)
 	}
-	if _, err := s.inspector.GetTaskInfo(QueueName, "build:archived:sim"); err == nil {
+	if _, err := s.inspector.GetTaskInfo(queue.QueueName, "build:archived:sim"); err == nil {
 		t.Errorf("the archived task was kept after it was reported")
 	}
 
@@ -113,9 +120,9 @@ func TestSweep(t *testing.T) {
 		t.Fatalf("first sightings recorded: %v %v; want the unknown build's 2 resources", fields, err)
 	}
 	for _, f := range fields {
-		rdb.HSet(ctx, sweepSeenKey, f, strconv.FormatInt(time.Now().Add(-s.orphanAge()-time.Minute).Unix(), 10))
+		rdb.HSet(ctx, sweepSeenKey, f, strconv.FormatInt(time.Now().Add(-builds.TaskTimeout(s.cfg)-time.Minute).Unix(), 10))
 	}
-	rep, err = s.Sweep(ctx)
+	rep, err = s.sweeper.Sweep(ctx)
 	if err != nil || len(rep.Errors) > 0 {
 		t.Fatalf("second sweep: %v %v", err, rep.Errors)
 	}
@@ -132,12 +139,12 @@ func TestSweep(t *testing.T) {
 // TestSweepLoop: the periodic sweep removes what a finished build left, and
 // stops when the worker stops.
 func TestSweepLoop(t *testing.T) {
-	gh := &memGitHub{}
+	gh := &githubtest.Mem{}
 	s, cfg, _ := newService(t, gh)
 	sim := fake.CloudOf(cfg.Clouds["sim"].Opener)
 	bg := context.Background()
-	b := &Build{ID: "over", Repo: "octo/images", Commit: "abc", Generator: "g", Created: time.Now().UTC(),
-		Clouds: map[string]*CloudRecord{"sim": {Cloud: "sim", State: builder.StateSucceeded}}}
+	b := &builds.Build{ID: "over", Repo: "octo/images", Commit: "abc", Generator: "g", Created: time.Now().UTC(),
+		Clouds: map[string]*builds.CloudRecord{"sim": {Cloud: "sim", State: builder.StateSucceeded}}}
 	if _, err := s.store.Create(bg, b, &spec.Spec{Name: "g"}); err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +153,7 @@ func TestSweepLoop(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(bg)
 	done := make(chan struct{})
-	go func() { s.sweepLoop(ctx, 100*time.Millisecond); close(done) }()
+	go func() { s.sweeper.Loop(ctx, 100*time.Millisecond); close(done) }()
 	deadline := time.Now().Add(5 * time.Second)
 	for len(sim.Live()) > 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
@@ -167,7 +174,7 @@ func TestSweepLoop(t *testing.T) {
 // snapshot; the sweep deletes it. The recorded image, the images of builds
 // still running and those of builds no record knows (expired: products) stay.
 func TestSweepOrphanImages(t *testing.T) {
-	gh := &memGitHub{}
+	gh := &githubtest.Mem{}
 	s, cfg, _ := newService(t, gh)
 	ctx := context.Background()
 	sim := fake.CloudOf(cfg.Clouds["sim"].Opener)
@@ -190,8 +197,8 @@ func TestSweepOrphanImages(t *testing.T) {
 		return img.ID
 	}
 	record := func(build string, state builder.State, image string) {
-		b := &Build{ID: build, Repo: "octo/images", Commit: "abc", Generator: build, Created: time.Now().UTC(),
-			Clouds: map[string]*CloudRecord{"sim": {Cloud: "sim", State: state, ImageID: image}}}
+		b := &builds.Build{ID: build, Repo: "octo/images", Commit: "abc", Generator: build, Created: time.Now().UTC(),
+			Clouds: map[string]*builds.CloudRecord{"sim": {Cloud: "sim", State: state, ImageID: image}}}
 		sp := &spec.Spec{Name: build, Script: "true", Clouds: map[string]spec.CloudSpec{"sim": {Image: "debian"}}}
 		if _, err := s.store.Create(ctx, b, sp); err != nil {
 			t.Fatal(err)
@@ -203,12 +210,12 @@ func TestSweepOrphanImages(t *testing.T) {
 	record("failed", builder.StateFailed, "")
 	running := snapshot("running")
 	record("running", builder.StateRunning, "")
-	if err := s.enqueueBuild(ctx, "running", "sim", noPassword); err != nil { // its task lives
+	if err := s.queue.EnqueueBuild(ctx, "running", "sim", secret.String{}); err != nil { // its task lives
 		t.Fatal(err)
 	}
 	expired := snapshot("expired") // no record
 
-	rep, err := s.Sweep(ctx)
+	rep, err := s.sweeper.Sweep(ctx)
 	if err != nil || len(rep.Errors) > 0 {
 		t.Fatalf("sweep: %v %v", err, rep.Errors)
 	}

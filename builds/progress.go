@@ -1,4 +1,4 @@
-package queue
+package builds
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 // flight (and the start's, if still to be made) and drops the phases not
 // reported, so the final report, made after stop, lands last.
 type progress struct {
-	s     *Service
+	rep   *Reporter
 	ctx   context.Context
 	gh    RepoClient
 	b     *Build // the build's meta: its statuses' context and link
@@ -37,9 +37,12 @@ type progress struct {
 // keep the reports of builds started together out of the moment they start.
 const progressSettle = 500 * time.Millisecond
 
+// progressTimeout bounds a progress status update.
+const progressTimeout = 10 * time.Second
+
 // startProgress starts the reporter of one cloud's run of build b.
-func (s *Service) startProgress(ctx context.Context, gh RepoClient, b *Build, cloud string, log *slog.Logger) *progress {
-	pr := &progress{s: s, ctx: ctx, gh: gh, b: b, cloud: cloud, log: log,
+func (r *Reporter) startProgress(ctx context.Context, gh RepoClient, b *Build, cloud string, log *slog.Logger) *progress {
+	pr := &progress{rep: r, ctx: ctx, gh: gh, b: b, cloud: cloud, log: log,
 		kick: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{})}
 	go pr.loop()
 	return pr
@@ -129,18 +132,18 @@ func (pr *progress) post(start bool, phase builder.Phase) {
 	var rec *CloudRecord
 	if phase != "" {
 		var err error
-		if rec, err = pr.s.store.UpdateCloud(ctx, pr.b.ID, pr.cloud, func(c *CloudRecord) { c.Phase = phase }); err != nil {
+		if rec, err = pr.rep.d.Store.UpdateCloud(ctx, pr.b.ID, pr.cloud, func(c *CloudRecord) { c.Phase = phase }); err != nil {
 			pr.log.Warn("record phase", "phase", phase, "err", err)
 		}
 	}
 	switch {
 	case start:
-		if err := pr.s.report(ctx, pr.gh, pr.b.ID, pr.cloud); err != nil {
+		if err := pr.rep.Report(ctx, pr.gh, pr.b.ID, pr.cloud); err != nil {
 			pr.log.Warn("report start", "err", err) // the end is what must be reported
 		}
 	case rec != nil && rec.State == builder.StateRunning && phase != builder.PhaseDone && phase != builder.PhaseCleanup:
 		// The record as written is the status's source: no second read.
-		st := cloudStatus(pr.b, rec, pr.s.cfg.BaseURL, pr.s.buildURL(pr.b.ID))
+		st := pr.rep.status(pr.b, rec)
 		if err := pr.gh.SetStatus(ctx, pr.b.Repo, pr.b.Commit, st); err != nil {
 			pr.log.Warn("report phase", "phase", phase, "err", err)
 		}

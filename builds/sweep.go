@@ -1,24 +1,20 @@
-package queue
+package builds
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"time"
-
-	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/imagegen/imagegen/builder"
 	"github.com/imagegen/imagegen/clouds"
 )
 
 // The sweep is the safety net under the build task's own cleanup. A worker
-// killed outright (SIGKILL, OOM, a lost node) runs no cleanup, and asynq's
-// recoverer re-queues its task only after the lease expires — or archives it,
-// without calling the error handler, when the retries are spent. So the sweep
+// killed outright (SIGKILL, OOM, a lost node) runs no cleanup, and the queue
+// runs its task again only after the task's lease expires — or archives it,
+// without a word to the Runner (GaveUp), when its retries are spent. So the sweep
 //   - reports failed every queued or running cloud whose task is archived or
 //     gone (else its commit status would stay pending forever), and
 //   - removes every resource tagged imagegen:build whose build is no longer
@@ -34,12 +30,22 @@ type SweepReport struct {
 	Errors  []error           // what could not be listed, removed or reported (retried next sweep)
 }
 
-// sweepSeenKey remembers when the sweep first saw a resource of an unknown
-// build, so it is removed only once it has been orphaned for a while.
-const sweepSeenKey = prefix + "sweep:seen"
+// Sweeper is the sweep: see SweepReport.
+type Sweeper struct {
+	d     Deps
+	tasks Tasks
+	rep   *Reporter
+}
 
-// sweepLockKey makes one worker sweep per interval, however many run.
-const sweepLockKey = prefix + "lock:sweep"
+// NewSweeper returns a Sweeper; it needs d.Config, d.Store and d.GitHub, and
+// the queue's tasks.
+func NewSweeper(d Deps, tasks Tasks) *Sweeper {
+	d = d.withDefaults()
+	return &Sweeper{d: d, tasks: tasks, rep: NewReporter(d)}
+}
+
+// sweepLock makes one worker sweep per interval, however many run.
+const sweepLock = "sweep"
 
 // lostWindow bounds how far back the sweep looks for builds whose task was
 // lost: a build task older than this has long ended, one way or another.
@@ -47,22 +53,22 @@ const lostWindow = 7 * 24 * time.Hour
 
 // orphanAge is how long a resource of a build no record knows must have been
 // seen before it is removed: longer than any build of any deployment lasts.
-func (s *Service) orphanAge() time.Duration { return s.buildTimeout() }
+func (s *Sweeper) orphanAge() time.Duration { return TaskTimeout(s.d.Config) }
 
 // Sweep runs one sweep now: lost tasks first (so their clouds turn final),
 // then the resources of builds that are over.
-func (s *Service) Sweep(ctx context.Context) (SweepReport, error) {
+func (s *Sweeper) Sweep(ctx context.Context) (SweepReport, error) {
 	var rep SweepReport
 	if err := s.sweepLost(ctx, &rep); err != nil {
 		return rep, err
 	}
-	names := make([]string, 0, len(s.cfg.Clouds))
-	for name := range s.cfg.Clouds {
+	names := make([]string, 0, len(s.d.Config.Clouds))
+	for name := range s.d.Config.Clouds {
 		names = append(names, name)
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		entry := s.cfg.Clouds[name]
+		entry := s.d.Config.Clouds[name]
 		if entry.AsksPassword() {
 			// No password is stored, so the sweep cannot open this cloud; the
 			// build's own cleanup and its retry's leftover removal are all there is.
@@ -81,8 +87,8 @@ func (s *Service) Sweep(ctx context.Context) (SweepReport, error) {
 	return rep, ctx.Err()
 }
 
-func (s *Service) sweepCloud(ctx context.Context, name string, cl clouds.Cloud, rep *SweepReport) {
-	log := s.log.With("component", "sweep", "cloud", name)
+func (s *Sweeper) sweepCloud(ctx context.Context, name string, cl clouds.Cloud, rep *SweepReport) {
+	log := s.d.Logger.With("component", "sweep", "cloud", name)
 	rs, err := cl.Leftovers(ctx, "")
 	if err != nil {
 		rep.Errors = append(rep.Errors, fmt.Errorf("list leftovers on %s: %w", name, err))
@@ -121,7 +127,7 @@ func (s *Service) sweepCloud(ctx context.Context, name string, cl clouds.Cloud, 
 			rep.Errors = append(rep.Errors, fmt.Errorf("remove %s %s of build %s on %s: %w", r.Kind, r.ID, r.Build, name, err))
 			continue
 		}
-		s.rdb.HDel(ctx, sweepSeenKey, field)
+		s.d.Store.ForgetSeen(ctx, field)
 		rep.Removed = append(rep.Removed, r)
 		log.Info("swept a leftover", "build", r.Build, "kind", r.Kind, "id", r.ID)
 	}
@@ -131,7 +137,7 @@ func (s *Service) sweepCloud(ctx context.Context, name string, cl clouds.Cloud, 
 // part is over and names another image or none: an attempt killed after its
 // snapshot left it, and the retry made another or failed. An image of a build
 // no record knows is kept: records expire, images are the product.
-func (s *Service) sweepImages(ctx context.Context, name string, cl clouds.Cloud, l clouds.ImageLister, rep *SweepReport) {
+func (s *Sweeper) sweepImages(ctx context.Context, name string, cl clouds.Cloud, l clouds.ImageLister, rep *SweepReport) {
 	imgs, err := l.BuildImages(ctx, "")
 	if err != nil {
 		rep.Errors = append(rep.Errors, fmt.Errorf("list images on %s: %w", name, err))
@@ -139,7 +145,7 @@ func (s *Service) sweepImages(ctx context.Context, name string, cl clouds.Cloud,
 	}
 	for _, img := range imgs {
 		id := img.Tags[clouds.TagBuild]
-		b, _, err := s.store.Get(ctx, id)
+		b, _, err := s.d.Store.Get(ctx, id)
 		if err != nil {
 			if !errors.Is(err, ErrNotFound) {
 				rep.Errors = append(rep.Errors, err)
@@ -156,15 +162,15 @@ func (s *Service) sweepImages(ctx context.Context, name string, cl clouds.Cloud,
 		}
 		r := clouds.Resource{Kind: clouds.KindImage, ID: img.ID, Name: img.Name, Build: id}
 		rep.Removed = append(rep.Removed, r)
-		s.log.Info("swept an image no build record names", "component", "sweep", "cloud", name, "build", id, "image", img.ID)
+		s.d.Logger.Info("swept an image no build record names", "component", "sweep", "cloud", name, "build", id, "image", img.ID)
 	}
 }
 
 // buildOver says whether no cloud of the build can still be running: the
 // record says every cloud is final or waiting for a password. An unknown
 // build is not over here; unknownFor ages it.
-func (s *Service) buildOver(ctx context.Context, id string) (bool, error) {
-	b, _, err := s.store.Get(ctx, id)
+func (s *Sweeper) buildOver(ctx context.Context, id string) (bool, error) {
+	b, _, err := s.d.Store.Get(ctx, id)
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
 	}
@@ -181,42 +187,33 @@ func (s *Service) buildOver(ctx context.Context, id string) (bool, error) {
 
 // unknownFor returns how long the resource (field) of a build no record
 // knows has been seen; 0 when the build is known (running).
-func (s *Service) unknownFor(ctx context.Context, build, field string, now time.Time) (time.Duration, error) {
-	_, _, err := s.store.Get(ctx, build)
+func (s *Sweeper) unknownFor(ctx context.Context, build, field string, now time.Time) (time.Duration, error) {
+	_, _, err := s.d.Store.Get(ctx, build)
 	if err == nil {
-		s.rdb.HDel(ctx, sweepSeenKey, field)
+		s.d.Store.ForgetSeen(ctx, field)
 		return 0, nil
 	}
 	if !errors.Is(err, ErrNotFound) {
 		return 0, err
 	}
-	if err := s.rdb.HSetNX(ctx, sweepSeenKey, field, now.Unix()).Err(); err != nil {
-		return 0, fmt.Errorf("sweep: remember %s: %w", build, err)
-	}
-	s.rdb.Expire(ctx, sweepSeenKey, 2*s.orphanAge()+24*time.Hour)
-	v, err := s.rdb.HGet(ctx, sweepSeenKey, field).Result()
-	if err != nil {
-		return 0, fmt.Errorf("sweep: read %s: %w", build, err)
-	}
-	first, err := strconv.ParseInt(v, 10, 64)
+	first, err := s.d.Store.FirstSeen(ctx, field, now, 2*s.orphanAge()+24*time.Hour)
 	if err != nil {
 		return 0, fmt.Errorf("sweep: %s: %w", build, err)
 	}
-	return now.Sub(time.Unix(first, 0)), nil
+	return now.Sub(first), nil
 }
 
 // sweepLost reports failed every queued or running cloud whose build task is
-// archived (its retries spent: asynq's recoverer archives a task whose worker
-// died without calling the error handler) or gone.
-func (s *Service) sweepLost(ctx context.Context, rep *SweepReport) error {
-	min := time.Now().Add(-lostWindow).UnixNano()
-	ids, err := s.rdb.ZRangeByScore(ctx, buildsIndex, &redis.ZRangeBy{Min: strconv.FormatInt(min, 10), Max: "+inf"}).Result()
+// archived (its retries spent: the queue archives the task of a worker that
+// died without a word to the Runner) or gone.
+func (s *Sweeper) sweepLost(ctx context.Context, rep *SweepReport) error {
+	ids, err := s.d.Store.BuildsSince(ctx, time.Now().Add(-lostWindow))
 	if err != nil {
 		return fmt.Errorf("sweep: list builds: %w", err)
 	}
-	grace := s.cfg.Build.SweepInterval
+	grace := s.d.Config.Build.SweepInterval
 	for _, id := range ids {
-		b, _, err := s.store.Get(ctx, id)
+		b, _, err := s.d.Store.Get(ctx, id)
 		if errors.Is(err, ErrNotFound) {
 			continue
 		}
@@ -229,16 +226,16 @@ func (s *Service) sweepLost(ctx context.Context, rep *SweepReport) error {
 			if c.State != builder.StateQueued && c.State != builder.StateRunning {
 				continue
 			}
-			cause, lost := s.taskLost(b, name, grace)
+			cause, lost := s.taskLost(ctx, b, name, grace)
 			if !lost {
 				continue
 			}
 			// Read again: the task may have finished (and its record turned
 			// final) between the first read and the task lookup.
-			if nb, _, err := s.store.Get(ctx, id); err != nil || nb.Clouds[name] == nil || nb.Clouds[name].State.Final() {
+			if nb, _, err := s.d.Store.Get(ctx, id); err != nil || nb.Clouds[name] == nil || nb.Clouds[name].State.Final() {
 				continue
 			}
-			s.log.Error("build task lost; reporting the build failed", "component", "sweep", "build", id, "cloud", name, "err", cause)
+			s.d.Logger.Error("build task lost; reporting the build failed", "component", "sweep", "build", id, "cloud", name, "err", cause)
 			if err := s.failLost(ctx, id, name, errors.New(cause)); err != nil {
 				rep.Errors = append(rep.Errors, err)
 				continue
@@ -249,23 +246,18 @@ func (s *Service) sweepLost(ctx context.Context, rep *SweepReport) error {
 	return nil
 }
 
-// taskLost looks up the cloud's build task: archived or absent (and no plan
-// of the build that could still enqueue it) means it will never run again.
-func (s *Service) taskLost(b *Build, cloud string, grace time.Duration) (cause string, lost bool) {
-	info, err := s.inspector.GetTaskInfo(QueueName, "build:"+b.ID+":"+cloud)
+// taskLost looks up the cloud's build task: archived, or absent for longer
+// than a plan or re-run takes to queue it, means it will never run again.
+func (s *Sweeper) taskLost(ctx context.Context, b *Build, cloud string, grace time.Duration) (cause string, lost bool) {
+	info, err := s.tasks.BuildTask(ctx, b.ID, cloud)
 	switch {
-	case err == nil && info.State == asynq.TaskStateArchived:
-		_ = s.inspector.DeleteTask(QueueName, info.ID) // it may hold a sealed password
-		return fmt.Sprintf("gave up after %d attempts: %s", info.Retried+1, info.LastErr), true
-	case err == nil:
-		return "", false
-	case !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound):
+	case err != nil:
 		return "", false // Redis trouble: decide next time
-	}
-	if b.Delivery != "" {
-		if _, err := s.inspector.GetTaskInfo(QueueName, "plan:"+b.Delivery); err == nil {
-			return "", false // the plan is still running: it enqueues the task
-		}
+	case info.State == TaskArchived:
+		_ = s.tasks.DeleteBuildTask(ctx, b.ID, cloud) // it may hold a sealed password
+		return fmt.Sprintf("gave up after %d attempts: %s", info.Retried+1, info.LastErr), true
+	case info.State != TaskGone:
+		return "", false
 	}
 	if time.Since(b.Clouds[cloud].Queued) < grace {
 		return "", false // a re-run enqueues right after recording
@@ -273,27 +265,22 @@ func (s *Service) taskLost(b *Build, cloud string, grace time.Duration) (cause s
 	return "its task was lost (Redis lost data, or the task was deleted)", true
 }
 
-// failLost is failCloud, returning the report's error so the sweep counts it.
-func (s *Service) failLost(ctx context.Context, build, cloud string, cause error) error {
-	b, _, err := s.store.Get(ctx, build)
+// failLost records a cloud whose task was lost failed, and reports it.
+func (s *Sweeper) failLost(ctx context.Context, build, cloud string, cause error) error {
+	b, _, err := s.d.Store.Get(ctx, build)
 	if err != nil {
 		return err
 	}
-	s.finish(ctx, build, cloud, builder.Result{Cloud: cloud, State: builder.StateFailed, Error: cause.Error(), ExitCode: -1})
-	gh, err := s.gh.Repo(ctx, b.Installation)
-	if err != nil {
-		return fmt.Errorf("report lost build %s/%s: %w", build, cloud, err)
-	}
-	if err := s.report(ctx, gh, build, cloud); err != nil {
+	if err := failAndReport(ctx, s.d, s.rep, b, cloud, cause); err != nil {
 		return fmt.Errorf("report lost build %s/%s: %w", build, cloud, err)
 	}
 	return nil
 }
 
-// sweepLoop sweeps every interval, once across all workers (a Redis lock
-// held for most of the interval), until the worker stops.
-func (s *Service) sweepLoop(ctx context.Context, interval time.Duration) {
-	log := s.log.With("component", "sweep")
+// Loop sweeps every interval, once across all workers (a lock held for most
+// of the interval), until ctx ends.
+func (s *Sweeper) Loop(ctx context.Context, interval time.Duration) {
+	log := s.d.Logger.With("component", "sweep")
 	// The first sweep comes soon: a worker restarting after a crash is when
 	// leftovers are likeliest.
 	wait := min(interval, 10*time.Second)
@@ -306,7 +293,7 @@ func (s *Service) sweepLoop(ctx context.Context, interval time.Duration) {
 		case <-t.C:
 		}
 		wait = interval
-		ok, err := s.rdb.SetNX(ctx, sweepLockKey, NewID(), interval*9/10).Result()
+		ok, err := s.d.Store.TryLock(ctx, sweepLock, interval*9/10)
 		if err != nil || !ok {
 			continue // another worker sweeps this time, or Redis is away
 		}

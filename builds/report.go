@@ -1,80 +1,142 @@
-package queue
+package builds
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"io/fs"
+	"path"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/builder/spec"
 )
 
-// GitHub is the code host as the worker sees it; the server implements it
-// with github, tests with fakes. Repos are "owner/name".
-type GitHub interface {
-	// Repo returns a client acting for an installation (0 with token auth).
-	Repo(ctx context.Context, installation int64) (RepoClient, error)
+// Reporter brings a build's commit statuses and check run up to date.
+type Reporter struct{ d Deps }
+
+// NewReporter returns a Reporter; it needs d.Config and d.Store.
+func NewReporter(d Deps) *Reporter { return &Reporter{d: d.withDefaults()} }
+
+// reportLockTTL bounds how long a report may hold a build's report lock.
+const reportLockTTL = time.Minute
+
+// Report sets the statuses of the given clouds and brings the check run up
+// to date, from one read of the record made under the build's report lock.
+// Reports are serialized across workers and plans, and each reads the record
+// after the one before it landed, so the last to land shows the newest state:
+// a plan's "queued" or a start's "running" never lands after a final status,
+// and when clouds finish at once the check run's last writer is the newest.
+func (r *Reporter) Report(ctx context.Context, gh RepoClient, id string, cloudNames ...string) error {
+	unlock, err := r.d.Store.Lock(ctx, "report:"+id, reportLockTTL)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	b, _, err := r.d.Store.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, name := range cloudNames {
+		if c := b.Clouds[name]; c != nil {
+			if err := gh.SetStatus(ctx, b.Repo, b.Commit, r.status(b, c)); err != nil {
+				errs = append(errs, fmt.Errorf("status %s: %w", name, err))
+			}
+		}
+	}
+	if gh.CheckRuns() {
+		errs = append(errs, r.checkRun(ctx, gh, b))
+	}
+	return errors.Join(errs...)
 }
 
-// RepoClient reads a repository and reports on its commits.
-type RepoClient interface {
-	FS(ctx context.Context, repo, ref string) fs.FS
-	ChangedFiles(ctx context.Context, repo, base, head string) ([]string, error)
-	SetStatus(ctx context.Context, repo, sha string, s Status) error
-	// CheckRuns reports whether check runs can be made (a GitHub App can; a token cannot).
-	CheckRuns() bool
-	CreateCheckRun(ctx context.Context, repo string, c CheckRun) (int64, error)
-	UpdateCheckRun(ctx context.Context, repo string, id int64, c CheckRun) error
+// status is the commit status of cloud record c of build b.
+func (r *Reporter) status(b *Build, c *CloudRecord) Status {
+	return cloudStatus(b, c, r.d.Config.BaseURL, r.d.BuildURL(b.ID))
 }
 
-// CheckRunFinder is what a RepoClient may add so a check run is never made
-// twice: creating one is not idempotent, and a worker killed between GitHub's
-// answer and recording its id would, on retry, make a second run that stays
-// in progress forever. A RepoClient without it gets no such protection.
-type CheckRunFinder interface {
-	// FindCheckRun returns the id of the run named name on commit sha whose
-	// external_id is externalID; found is false when there is none.
-	FindCheckRun(ctx context.Context, repo, sha, name, externalID string) (id int64, found bool, err error)
+// checkRun creates or updates the build's check run; the caller holds the
+// report lock.
+func (r *Reporter) checkRun(ctx context.Context, gh RepoClient, b *Build) error {
+	cr := RenderCheckRun(b, r.d.Config.BaseURL, r.d.BuildURL(b.ID), time.Now().UTC())
+	if b.CheckRunID != 0 {
+		if err := gh.UpdateCheckRun(ctx, b.Repo, b.CheckRunID, cr); err != nil {
+			return fmt.Errorf("update check run: %w", err)
+		}
+		return nil
+	}
+	crID, found, err := gh.FindCheckRun(ctx, b.Repo, b.Commit, cr.Name, cr.ExternalID)
+	if err != nil {
+		return fmt.Errorf("find check run: %w", err)
+	}
+	var errs []error
+	if found {
+		// Made by an attempt that died before recording it: adopt it.
+		if err := gh.UpdateCheckRun(ctx, b.Repo, crID, cr); err != nil {
+			errs = append(errs, fmt.Errorf("update check run: %w", err))
+		}
+	} else if crID, err = gh.CreateCheckRun(ctx, b.Repo, cr); err != nil {
+		return fmt.Errorf("create check run: %w", err)
+	}
+	if err := r.d.Store.UpdateMeta(ctx, b.ID, func(m *Build) { m.CheckRunID = crID }); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
-// Status is a commit status.
-type Status struct {
-	State       string // pending, success, failure, error
-	Context     string // imagegen/<generator>/<cloud>
-	Description string // at most MaxStatusDescription characters
-	TargetURL   string
+// SpecErrors fails the generator's check run with the errors of its spec
+// file, which push p brought (a token, which cannot make check runs, gets a
+// failed commit status instead).
+func (r *Reporter) SpecErrors(ctx context.Context, gh RepoClient, p Push, file string, errs spec.Errors) error {
+	gen := strings.TrimSuffix(path.Base(file), path.Ext(file))
+	var sum strings.Builder
+	fmt.Fprintf(&sum, "`%s` at `%s` is not a valid generator spec:\n\n```\n", file, shortSHA(p.After))
+	for i, e := range errs {
+		line := e.Error() + "\n"
+		if sum.Len()+len(line) > MaxCheckRunText-200 {
+			fmt.Fprintf(&sum, "… and %d more\n", len(errs)-i)
+			break
+		}
+		sum.WriteString(line)
+	}
+	sum.WriteString("```\n\nRun `imagegen validate` to check specs before pushing.\n")
+	if !gh.CheckRuns() {
+		desc := "invalid spec"
+		if len(errs) > 0 {
+			desc = "invalid spec: " + errs[0].Error()
+		}
+		return gh.SetStatus(ctx, p.Repo, p.After, Status{
+			State: "failure", Context: "imagegen/" + gen, Description: truncate(desc, MaxStatusDescription),
+		})
+	}
+	now := time.Now().UTC()
+	cr := CheckRun{
+		Name:        CheckRunName(gen),
+		HeadSHA:     p.After,
+		Status:      "completed",
+		Conclusion:  "failure",
+		Title:       fmt.Sprintf("invalid spec: %d %s", len(errs), plural(len(errs), "error", "errors")),
+		Summary:     sum.String(),
+		StartedAt:   now,
+		CompletedAt: now,
+		// Keyed by the delivery: a plan retried after GitHub made the run
+		// (a worker killed before the plan ended) finds it and makes no second.
+		ExternalID: "spec:" + p.Delivery + ":" + gen,
+	}
+	_, found, err := gh.FindCheckRun(ctx, p.Repo, p.After, cr.Name, cr.ExternalID)
+	if err != nil {
+		return fmt.Errorf("report spec errors in %s: find check run: %w", file, err)
+	}
+	if found {
+		return nil
+	}
+	if _, err := gh.CreateCheckRun(ctx, p.Repo, cr); err != nil {
+		return fmt.Errorf("report spec errors in %s: %w", file, err)
+	}
+	return nil
 }
-
-// CheckRun is a check run as created or updated.
-type CheckRun struct {
-	Name        string
-	HeadSHA     string
-	Status      string // queued, in_progress, completed
-	Conclusion  string // with completed: success, failure, action_required, cancelled
-	Title       string
-	Summary     string // markdown, at most MaxCheckRunText characters
-	Text        string
-	DetailsURL  string
-	ExternalID  string // the build id
-	StartedAt   time.Time
-	CompletedAt time.Time
-}
-
-// GitHub's limits.
-const (
-	MaxStatusDescription = 140
-	MaxCheckRunText      = 65535
-)
-
-// StatusContext is the commit status context of a generator on a cloud.
-func StatusContext(generator, cloud string) string {
-	return "imagegen/" + generator + "/" + cloud
-}
-
-// CheckRunName is the check run name of a generator.
-func CheckRunName(generator string) string { return "imagegen: " + generator }
 
 // truncate cuts s to at most n characters (runes), marking the cut.
 func truncate(s string, n int) string {
@@ -132,11 +194,6 @@ func cloudStatus(b *Build, c *CloudRecord, baseURL, link string) Status {
 	}
 	st.Description = truncate(st.Description, MaxStatusDescription)
 	return st
-}
-
-// BuildURL is where a build's record is served.
-func BuildURL(baseURL, id string) string {
-	return strings.TrimSuffix(baseURL, "/") + "/api/v1/builds/" + id
 }
 
 // RenderCheckRun renders the check run for the build as it stands at now;
