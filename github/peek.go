@@ -28,7 +28,8 @@ type Peek struct {
 //     when not): gjson's validator, or encoding/json's for a payload that
 //     could nest deeper than maxNesting;
 //   - of a push, the top-level object's ref, after, deleted and
-//     repository.full_name, in one pass that stops once it has them;
+//     repository.full_name (keys as GitHub writes them: encoding/json
+//     would also match other cases), skipping over the rest;
 //   - of check_run and check_suite (rare), everything ParseDelivery reads,
 //     decoded by the same code.
 //
@@ -83,52 +84,42 @@ func validJSON(payload []byte) error {
 }
 
 // peekPush reads the four fields of a valid JSON push the answer depends on,
-// in one pass over the top-level object that stops once it has them, with
-// the types go-github's PushEvent gives them.
+// with the types go-github's PushEvent gives them. gjson finds each,
+// skipping over the values before it without decoding them, and copies only
+// what it finds; the repository object is copied (to check its type) only
+// when it has no full_name, which a push GitHub sends always has.
 func peekPush(payload []byte) (Peek, error) {
 	var p Peek
-	root := gjson.ParseBytes(payload)
-	if !root.IsObject() {
+	if b := bytes.TrimLeft(payload, " \t\r\n"); len(b) == 0 || b[0] != '{' {
 		return p, errors.New("not a JSON object")
 	}
-	var err error
+	f := gjson.GetManyBytes(payload, "ref", "after", "deleted", "repository.full_name")
+	var errs []error
 	str := func(name string, v gjson.Result, to *string) {
 		switch v.Type {
 		case gjson.String:
 			*to = v.Str
-		case gjson.Null:
+		case gjson.Null: // or absent
 		default:
-			err = fmt.Errorf("%s: not a string", name)
+			errs = append(errs, fmt.Errorf("%s: not a string", name))
 		}
 	}
-	found := 0
-	root.ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
-		case "deleted":
-			switch v.Type {
-			case gjson.True:
-				p.Deleted = true
-			case gjson.False, gjson.Null:
-			default:
-				err = errors.New("deleted: not a boolean")
-			}
-		case "ref":
-			str("ref", v, &p.Ref)
-		case "after":
-			str("after", v, &p.After)
-		case "repository":
-			switch {
-			case v.Type == gjson.Null:
-			case v.IsObject():
-				str("repository.full_name", v.Get("full_name"), &p.Repo)
-			default:
-				err = errors.New("repository: not an object")
-			}
-		default:
-			return true
-		}
-		found++
-		return err == nil && found < 4
-	})
-	return p, err
+	str("ref", f[0], &p.Ref)
+	str("after", f[1], &p.After)
+	switch f[2].Type {
+	case gjson.True:
+		p.Deleted = true
+	case gjson.False, gjson.Null:
+	default:
+		errs = append(errs, errors.New("deleted: not a boolean"))
+	}
+	if f[3].Exists() { // then repository is an object
+		str("repository.full_name", f[3], &p.Repo)
+	} else if repo := gjson.GetBytes(payload, "repository"); repo.Type != gjson.Null && !repo.IsObject() {
+		errs = append(errs, errors.New("repository: not an object"))
+	}
+	if len(errs) > 0 {
+		return Peek{}, errs[0]
+	}
+	return p, nil
 }

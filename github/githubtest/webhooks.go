@@ -50,6 +50,20 @@ func Example(t testing.TB, event string, pick func(map[string]any) bool) []byte 
 	return nil
 }
 
+// Examples returns every payload of @octokit/webhooks-examples, by event
+// (the X-GitHub-Event it comes with), for checks that must hold for all of
+// them; the test fails as Example does when they are missing.
+func Examples(t testing.TB) map[string][][]byte {
+	t.Helper()
+	out := map[string][][]byte{}
+	for event, list := range loadExamples(t) {
+		for _, raw := range list {
+			out[event] = append(out[event], bytes.Clone(raw))
+		}
+	}
+	return out
+}
+
 func loadExamples(t testing.TB) map[string][]json.RawMessage {
 	t.Helper()
 	dir := os.Getenv(ExamplesEnv)
