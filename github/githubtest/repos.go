@@ -53,7 +53,17 @@ func (s *Server) contents(w http.ResponseWriter, r *http.Request, repo, p string
 		})
 		return
 	}
-	// A directory: every entry one level below p.
+	list := dirList(files, p)
+	if len(list) == 0 {
+		writeError(w, http.StatusNotFound, "Not Found")
+		return
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+// dirList lists directory p of files as the contents API does: every entry
+// one level below p, sorted by name; none when p is no directory.
+func dirList(files map[string]entry, p string) []map[string]any {
 	dirPrefix := ""
 	if p != "" {
 		dirPrefix = p + "/"
@@ -76,10 +86,6 @@ func (s *Server) contents(w http.ResponseWriter, r *http.Request, repo, p string
 			seen[name] = map[string]any{"type": "file", "name": name, "path": full, "size": len(e.content), "sha": gitSHA(e.content)}
 		}
 	}
-	if len(seen) == 0 {
-		writeError(w, http.StatusNotFound, "Not Found")
-		return
-	}
 	names := make([]string, 0, len(seen))
 	for n := range seen {
 		names = append(names, n)
@@ -89,7 +95,7 @@ func (s *Server) contents(w http.ResponseWriter, r *http.Request, repo, p string
 	for _, n := range names {
 		list = append(list, seen[n])
 	}
-	writeJSON(w, http.StatusOK, list)
+	return list
 }
 
 func (s *Server) compare(w http.ResponseWriter, r *http.Request, repo, basehead string) {

@@ -348,8 +348,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		writeError(rw, http.StatusForbidden, "A JSON web token cannot be used to access this resource; use an installation token")
 		return
 	}
-	repo := seg[1] + "/" + seg[2]
-	rest := seg[3:]
+	s.repos(rw, r, c, seg[1]+"/"+seg[2], seg[3:])
+}
+
+// repos answers the calls under /repos/{owner}/{name}/ (rest is the path
+// after it) that c, authenticated, makes.
+func (s *Server) repos(rw http.ResponseWriter, r *http.Request, c Call, repo string, rest []string) {
+	body := c.Body
 	switch {
 	case r.Method == http.MethodGet && len(rest) >= 1 && rest[0] == "contents":
 		s.contents(rw, r, repo, strings.Join(rest[1:], "/"))
