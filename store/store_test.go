@@ -392,3 +392,46 @@ func evalsha(info string) int {
 	}
 	return total
 }
+
+// TestSweepSupport: what the sweep keeps in the store: builds by age, a lock
+// taken for an interval, first sightings (their Redis key is unchanged).
+func TestSweepSupport(t *testing.T) {
+	s, rdb := newStore(t, time.Hour, 0)
+	ctx := context.Background()
+	old, sp := twoCloudBuild("old")
+	old.Created = time.Now().Add(-2 * time.Hour)
+	young, _ := twoCloudBuild("young")
+	for _, b := range []*builds.Build{old, young} {
+		if _, err := s.Create(ctx, b, sp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ids, err := s.BuildsSince(ctx, time.Now().Add(-time.Hour)); err != nil || !slices.Equal(ids, []string{"young"}) {
+		t.Errorf("builds since an hour ago: %v %v; want [young]", ids, err)
+	}
+
+	if ok, err := s.TryLock(ctx, "sweep", time.Minute); !ok || err != nil {
+		t.Fatalf("first TryLock: %v %v", ok, err)
+	}
+	if ok, err := s.TryLock(ctx, "sweep", time.Minute); ok || err != nil {
+		t.Errorf("second TryLock: %v %v; want false (held)", ok, err)
+	}
+	if ttl, _ := rdb.TTL(ctx, "imagegen:lock:sweep").Result(); ttl <= 0 || ttl > time.Minute {
+		t.Errorf("sweep lock TTL %v; want up to a minute", ttl)
+	}
+
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	if first, err := s.FirstSeen(ctx, "k", t0, time.Hour); err != nil || !first.Equal(t0) {
+		t.Errorf("first sighting %v %v; want %v", first, err, t0)
+	}
+	if first, err := s.FirstSeen(ctx, "k", time.Now(), time.Hour); err != nil || !first.Equal(t0) {
+		t.Errorf("second sighting %v %v; want the first, %v", first, err, t0)
+	}
+	if n, _ := rdb.HLen(ctx, "imagegen:sweep:seen").Result(); n != 1 {
+		t.Errorf("%d sightings in imagegen:sweep:seen; want 1", n)
+	}
+	s.ForgetSeen(ctx, "k")
+	if n, _ := rdb.HLen(ctx, "imagegen:sweep:seen").Result(); n != 0 {
+		t.Errorf("%d sightings left after ForgetSeen", n)
+	}
+}
