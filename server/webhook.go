@@ -81,6 +81,7 @@ var (
 	answerAccepted  = fixedAnswer(http.StatusAccepted, "accepted", "accepted")
 	answerDuplicate = fixedAnswer(http.StatusOK, "duplicate", "already received")
 	answerPong      = fixedAnswer(http.StatusOK, "ping", "pong")
+	answerTooLarge  = refuse(http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("payload over %d bytes", MaxWebhookBody))
 )
 
 func fixedAnswer(code int, outcome, msg string) *answer {
@@ -110,15 +111,14 @@ func (s *Server) answer(c echo.Context, start time.Time, event, delivery string,
 // authenticate reads the body of a delivery and checks that GitHub signed
 // it; it returns the body and its content type, or the answer refusing it.
 func (s *Server) authenticate(w http.ResponseWriter, req *http.Request) (body []byte, ct string, a *answer) {
-	tooLarge := refuse(http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("payload over %d bytes", MaxWebhookBody))
 	if req.ContentLength > MaxWebhookBody {
-		return nil, "", tooLarge
+		return nil, "", answerTooLarge
 	}
 	body, err := readBody(w, req)
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		return nil, "", tooLarge
+		return nil, "", answerTooLarge
 	case err != nil:
 		return nil, "", refuse(http.StatusBadRequest, "bad_request", "reading the body: "+err.Error())
 	}
