@@ -70,7 +70,7 @@ func NewDeliveries(parse ParseFunc, p *Planner, r *Reruns) *Deliveries {
 func (d *Deliveries) Handle(ctx context.Context, id, event string, payload []byte) error {
 	ev, err := d.parse(event, payload)
 	if err != nil {
-		return fmt.Errorf("delivery %s: %v: %w", id, err, ErrNoRetry)
+		return fmt.Errorf("delivery %s: %w: %w", id, err, ErrNoRetry)
 	}
 	switch ev := ev.(type) {
 	case Push:

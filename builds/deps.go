@@ -133,11 +133,11 @@ type TaskInfo struct {
 type TaskState int
 
 const (
-	// TaskGone: the queue has no such task.
+	// TaskGone says the queue has no such task.
 	TaskGone TaskState = iota
-	// TaskPresent: the task is queued, running, or waiting for a retry.
+	// TaskPresent says the task is queued, running, or waiting for a retry.
 	TaskPresent
-	// TaskArchived: its retries are spent; it will never run again.
+	// TaskArchived says its retries are spent: it will never run again.
 	TaskArchived
 )
 

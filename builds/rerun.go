@@ -178,7 +178,7 @@ func (r *Reruns) pick(old *Build, sp *spec.Spec, req RerunRequest) ([]string, er
 		picked = append(picked, name)
 	}
 	if len(missing) > 0 {
-		return nil, &RequestError{fmt.Sprintf("cloud(s) %s need a password (\"passwords\": {\"%s\": \"...\"})", strings.Join(missing, ", "), missing[0])}
+		return nil, &RequestError{fmt.Sprintf("cloud(s) %s need a password (\"passwords\": {%q: \"...\"})", strings.Join(missing, ", "), missing[0])}
 	}
 	return picked, nil
 }

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -274,7 +273,7 @@ clouds:
 	// The sweep (every 2 s) removes what failed cleanups and killed workers left.
 	sim := fake.New(fake.Options{StateFile: state})
 	sweepDeadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(sweepDeadline) && (len(sim.Live()) > 0 || orphanImages(t, ctx, rd.addr, sim) > 0) {
+	for time.Now().Before(sweepDeadline) && (len(sim.Live()) > 0 || orphanImages(ctx, rd.addr, sim) > 0) {
 		time.Sleep(250 * time.Millisecond)
 	}
 	wmu.Lock()
@@ -364,7 +363,7 @@ clouds:
 }
 
 // orphanImages counts the images no build record names.
-func orphanImages(t *testing.T, ctx context.Context, addr string, sim *fake.Cloud) int {
+func orphanImages(ctx context.Context, addr string, sim *fake.Cloud) int {
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	defer rdb.Close()
 	bs, err := store.New(rdb, 0, 0).List(ctx, builds.ListOptions{Limit: 500})
@@ -390,11 +389,8 @@ func orphanImages(t *testing.T, ctx context.Context, addr string, sim *fake.Clou
 func buildImagegen(t *testing.T, dir string) string {
 	t.Helper()
 	bin := filepath.Join(dir, "imagegen")
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		goBin = "go"
-	}
-	cmd := exec.Command(goBin, "build", "-o", bin, "github.com/imagegen/imagegen/cmd/imagegen")
+	// go test puts the go command of its own toolchain first in PATH.
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/imagegen/imagegen/cmd/imagegen")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}

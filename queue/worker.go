@@ -97,14 +97,14 @@ func (w *Worker) Handler() asynq.Handler {
 	mux.HandleFunc(TypeDelivery, func(ctx context.Context, t *asynq.Task) error {
 		var d Delivery
 		if err := json.Unmarshal(t.Payload(), &d); err != nil {
-			return fmt.Errorf("decode delivery: %v: %w", err, asynq.SkipRetry)
+			return fmt.Errorf("decode delivery: %w: %w", err, asynq.SkipRetry)
 		}
 		return asynqError(w.deliveries.Handle(ctx, d.ID, d.Event, d.Body))
 	})
 	mux.HandleFunc(TypeBuild, func(ctx context.Context, t *asynq.Task) error {
 		var bt BuildTask
 		if err := json.Unmarshal(t.Payload(), &bt); err != nil {
-			return fmt.Errorf("decode build task: %v: %w", err, asynq.SkipRetry)
+			return fmt.Errorf("decode build task: %w: %w", err, asynq.SkipRetry)
 		}
 		w.running.Add(1)
 		defer w.running.Done()

@@ -157,8 +157,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-type ctxKey struct{}
-
 // requestLog gives each request a logger and logs the request when it ends.
 // The webhook is left to log its own one line per delivery (with the
 // delivery id and the outcome): a logger derived per request and a second line

@@ -179,7 +179,7 @@ func readPassword(e *env, in *bufio.Reader, prompt string) (string, error) {
 		return string(pw), nil
 	}
 	line, err := in.ReadString('\n')
-	if err != nil && !(errors.Is(err, io.EOF) && line != "") {
+	if err != nil && (!errors.Is(err, io.EOF) || line == "") {
 		return "", fmt.Errorf("read password from stdin: %w", err)
 	}
 	return strings.TrimRight(line, "\r\n"), nil

@@ -181,7 +181,7 @@ func signJWT(t *testing.T, key *rsa.PrivateKey, claims map[string]any) string {
 	}
 	signed := enc(map[string]string{"alg": "RS256", "typ": "JWT"}) + "." + enc(claims)
 	sum := sha256.Sum256([]byte(signed))
-	sig, err := rsa.SignPKCS1v15(rand.Reader, key, 5, sum[:]) // 5 = crypto.SHA256
+	sig, err := rsa.SignPKCS1v15(rand.Reader, key, 5, sum[:]) // 5 is crypto.SHA256's value
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -432,12 +432,12 @@ func writeFault(w http.ResponseWriter, f fault) {
 		doc = "https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits"
 	}
 	w.WriteHeader(f.status)
-	json.NewEncoder(w).Encode(map[string]string{"message": msg, "documentation_url": doc})
+	_ = json.NewEncoder(w).Encode(map[string]string{"message": msg, "documentation_url": doc})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
+	_ = json.NewEncoder(w).Encode(v) // the client went away: nothing to tell it
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {

@@ -189,7 +189,7 @@ func describeMachine() machine {
 		for _, l := range strings.Split(string(b), "\n") {
 			if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
 				var kb int64
-				fmt.Sscan(strings.TrimSpace(v), &kb)
+				_, _ = fmt.Sscan(strings.TrimSpace(v), &kb) // 0 when unreadable: "0.0 GiB"
 				m.Mem = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
 			}
 		}
