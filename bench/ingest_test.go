@@ -15,12 +15,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-github/v60/github"
+	gogithub "github.com/google/go-github/v60/github"
 	"github.com/hibiken/asynq"
-	"github.com/tidwall/gjson"
 
+	"github.com/imagegen/imagegen/github"
+	"github.com/imagegen/imagegen/github/githubtest"
 	"github.com/imagegen/imagegen/queue"
-	"github.com/imagegen/imagegen/server/githubapp/githubtest"
 )
 
 // Ingest knobs: the load generator's concurrency, each closed-loop phase's
@@ -331,15 +331,15 @@ func startFloorServer(tb testing.TB) string {
 
 // steps are the handler's steps timed on the delivery's own body.
 type steps struct {
-	parseFull, parseNow time.Duration // go-github's whole PushEvent; gjson's validation and the four fields
+	parseFull, parseNow time.Duration // go-github's whole PushEvent; github.PeekDelivery (gjson's validation and the four fields)
 	taskJSON, taskNow   time.Duration // json.Marshal of the Delivery; NewDeliveryTask
 	hmac                time.Duration
 }
 
 // stepCosts times, on the delivery's own body, the steps pprof showed
 // dominating the handler, as they were and as they are now. "now" for the
-// parse is gjson's validation and a lookup of the four fields, as the handler
-// does it (server.peekPush walks the object once instead).
+// parse is github.PeekDelivery, the handler's: gjson's validation and a
+// lookup of the four fields.
 func stepCosts(body []byte) (st steps, err error) {
 	const n = 2000
 	timeIt := func(f func() error) (time.Duration, error) {
@@ -351,18 +351,15 @@ func stepCosts(body []byte) (st steps, err error) {
 		}
 		return time.Since(start) / n, nil
 	}
-	if st.parseFull, err = timeIt(func() error { _, err := github.ParseWebHook("push", body); return err }); err != nil {
+	if st.parseFull, err = timeIt(func() error { _, err := gogithub.ParseWebHook("push", body); return err }); err != nil {
 		return
 	}
 	if st.parseNow, err = timeIt(func() error {
-		if !gjson.ValidBytes(body) {
-			return errors.New("invalid JSON")
+		p, err := github.PeekDelivery("push", body)
+		if err == nil && p.Repo == "" {
+			err = errors.New("no repository.full_name")
 		}
-		f := gjson.GetManyBytes(body, "ref", "after", "deleted", "repository.full_name")
-		if f[3].Str == "" {
-			return errors.New("no repository.full_name")
-		}
-		return nil
+		return err
 	}); err != nil {
 		return
 	}

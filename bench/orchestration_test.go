@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/imagegen/imagegen/builder"
-	"github.com/imagegen/imagegen/queue"
-	"github.com/imagegen/imagegen/server/githubapp/githubtest"
+	"github.com/imagegen/imagegen/builds"
+	"github.com/imagegen/imagegen/github/githubtest"
 )
 
 // The simulated cloud's fixed delays: the ideal build takes their sum.
@@ -185,7 +185,7 @@ func breakdown(ctx context.Context, s *service, plans []pushPlan, start time.Tim
 	var created, queued, waited, run, overPhases []time.Duration
 	var lastFinished time.Time
 	for _, p := range plans {
-		bs, err := s.q.Store().List(ctx, queue.ListOptions{Repo: p.repo, Limit: 500})
+		bs, err := s.store.List(ctx, builds.ListOptions{Repo: p.repo, Limit: 500})
 		if err != nil {
 			return nil, err
 		}

@@ -21,13 +21,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/github"
+	"github.com/imagegen/imagegen/github/githubtest"
 	"github.com/imagegen/imagegen/internal/servicetest"
 	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server"
-	"github.com/imagegen/imagegen/server/githubapp"
-	"github.com/imagegen/imagegen/server/githubapp/githubtest"
+	"github.com/imagegen/imagegen/store"
 )
 
 const webhookSecret = "whsec-bench-0123456789abcdef"
@@ -40,7 +42,8 @@ type service struct {
 	rdb    redis.UniversalClient
 	gh     *githubtest.Server
 	cfg    *config.Config
-	q      *queue.Service
+	store  *store.Store
+	queue  *queue.Client
 	url    string // http://127.0.0.1:port
 	worker *queue.Worker
 	// workerStarted is when the worker started: its first sweep of the
@@ -93,20 +96,30 @@ clouds:%s`, s.redis.URL, ac.AppID, ac.PrivateKeyFile, webhookSecret, s.gh.URL(),
 	// Production logs JSON at Info; encoding them is part of the cost.
 	log := slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	promReg := prometheus.NewRegistry()
-	qo := queue.Options{Config: cfg, Redis: rdb, Logger: log, Metrics: queue.NewMetrics(promReg), Deliveries: server.HandleDelivery}
-	if o.worker {
-		f, err := githubapp.New(cfg.GitHub, githubapp.Options{Logger: log})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		qo.GitHub = server.GitHub(f)
-	}
-	s.q, err = queue.New(qo)
+	sealer, err := queue.NewSealer(cfg.EncryptionKey)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { s.q.Close() })
-	srv, err := server.New(server.Options{Config: cfg, Queue: s.q, Logger: log, Registry: promReg})
+	if s.queue, err = queue.NewClient(rdb, cfg, sealer); err != nil {
+		tb.Fatal(err)
+	}
+	s.store = store.New(rdb, cfg.Build.Retention, cfg.Build.LogLimit)
+	d := builds.Deps{Config: cfg, Store: s.store, Queue: s.queue, Logger: log, Metrics: builds.NewMetrics(promReg)}
+	reruns := builds.NewReruns(d)
+	if o.worker {
+		f, err := github.New(cfg.GitHub, github.Options{Logger: log})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		d.GitHub = f
+		s.worker, err = queue.NewWorker(queue.WorkerOptions{Config: cfg, Redis: rdb, Logger: log, Sealer: sealer,
+			Deliveries: builds.NewDeliveries(github.ParseDelivery, builds.NewPlanner(d), reruns),
+			Runner:     builds.NewRunner(d), Sweeper: builds.NewSweeper(d, s.queue)})
+		if err != nil {
+			tb.Fatal(err)
+		}
+	}
+	srv, err := server.New(server.Options{Config: cfg, Store: s.store, Queue: s.queue, Reruns: reruns, Logger: log, Registry: promReg})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -120,7 +133,6 @@ clouds:%s`, s.redis.URL, ac.AppID, ac.PrivateKeyFile, webhookSecret, s.gh.URL(),
 	go func() { defer close(done); _ = srv.Serve(ctx, ln) }()
 	tb.Cleanup(func() { cancel(); <-done })
 	if o.worker {
-		s.worker = s.q.NewWorker()
 		if err := s.worker.Start(); err != nil {
 			tb.Fatal(err)
 		}

@@ -22,12 +22,13 @@ import (
 
 	"github.com/imagegen/imagegen/builder"
 	"github.com/imagegen/imagegen/builder/spec"
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/internal/secret"
 	"github.com/imagegen/imagegen/internal/secret/secrettest"
 	"github.com/imagegen/imagegen/internal/testenv"
-	"github.com/imagegen/imagegen/queue"
+	"github.com/imagegen/imagegen/store"
 )
 
 // childEnv makes the test binary run one streaming build instead of the
@@ -71,10 +72,10 @@ type streamOut struct {
 
 // countingObserver is the build log: it counts what arrives and keeps the
 // tail (bounded like build.log_limit), or, with a sink, hands every line to
-// the worker's own log sink (queue.LogSink, into Redis). It takes the
+// the worker's own log sink (store.LogSink, into Redis). It takes the
 // script's lines in batches (builder.LineBatcher), as the worker's does.
 type countingObserver struct {
-	sink *queue.LogSink
+	sink builds.LogSink
 
 	mu     sync.Mutex
 	bytes  int64
@@ -193,12 +194,12 @@ func streamChild() int {
 	ep := &clouds.Endpoint{Addr: os.Getenv("IMAGEGEN_BENCH_SSH"), User: user, Signer: signer,
 		HostKeys: []string{os.Getenv("IMAGEGEN_BENCH_HOSTKEY")}, HostKeySource: "config"}
 	obs := &countingObserver{phases: map[builder.Phase]time.Time{}}
-	var store *queue.Store
+	var st *store.Store
 	if addr := os.Getenv("IMAGEGEN_BENCH_REDIS"); addr != "" {
 		rdb := redis.NewClient(&redis.Options{Addr: addr})
 		defer rdb.Close()
-		store = queue.NewStore(rdb, 24*time.Hour, streamLogLimit)
-		obs.sink = store.NewLogSink(context.Background(), "bench-stream", "sim", nil, secret.NewRedactor(secrets...))
+		st = store.New(rdb, 24*time.Hour, streamLogLimit)
+		obs.sink = st.NewLogSink(context.Background(), "bench-stream", "sim", nil, secret.NewRedactor(secrets...))
 	}
 	sp := &spec.Spec{Name: "stream", Script: streamScript(n), Clouds: map[string]spec.CloudSpec{"sim": {Image: "debian-12", SSHUser: user}}}
 	r := builder.Run(context.Background(), builder.Job{
@@ -211,7 +212,7 @@ func streamChild() int {
 		// the script's tail.
 		obs.sink.Close()
 		end = time.Now()
-		lines, dropped, err := store.Log(context.Background(), "bench-stream", "sim")
+		lines, dropped, err := st.Log(context.Background(), "bench-stream", "sim")
 		switch {
 		case err != nil:
 			out.Error = err.Error()
@@ -434,7 +435,7 @@ func benchLogStream(b *testing.B) {
 		"The ceiling is x/crypto/ssh alone in the same kind of child: one session's stdout read into nothing, no imagegen code. "+
 		"The three alternate, twice; the best rate of each counts, and each one's CPU seconds (user + system, the least of the two runs) "+
 		"show the cost per GiB whatever the machine's load. A last run sends %s through the worker's own log sink "+
-		"(`queue.LogSink` into redis-server: batches from its own goroutine, keeping in memory only the tail the store keeps); its rate runs until the log is stored.",
+		"(`store.LogSink` into redis-server: batches from its own goroutine, keeping in memory only the tail the store keeps); its rate runs until the log is stored.",
 		strings.TrimSpace(streamScript(streamBytes)), MiB(streamBytes), lineLen, MiB(streamLogLimit), goCipher, MiB(streamRedisBytes))
 	res.Figures = []Figure{
 		Fig("OpenSSH ssh → /dev/null", fmt.Sprintf("%.0f MB/s", theirs)),

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,10 +21,11 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/internal/testenv"
-	"github.com/imagegen/imagegen/queue"
-	"github.com/imagegen/imagegen/server/githubapp/githubtest"
+	"github.com/imagegen/imagegen/github/githubtest"
+	"github.com/imagegen/imagegen/store"
 )
 
 // params of a run, from the environment so `make chaos` can run the full
@@ -274,7 +274,7 @@ clouds:
 	// The sweep (every 2 s) removes what failed cleanups and killed workers left.
 	sim := simulated.New(simulated.Options{StateFile: state})
 	sweepDeadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(sweepDeadline) && (len(sim.Live()) > 0 || orphanImages(t, ctx, rd.addr, sim) > 0) {
+	for time.Now().Before(sweepDeadline) && (len(sim.Live()) > 0 || orphanImages(ctx, rd.addr, sim) > 0) {
 		time.Sleep(250 * time.Millisecond)
 	}
 	wmu.Lock()
@@ -309,13 +309,13 @@ clouds:
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: rd.addr})
 	defer rdb.Close()
-	builds, err := queue.NewStore(rdb, 0, 0).List(ctx, queue.ListOptions{Limit: 500})
+	bs, err := store.New(rdb, 0, 0).List(ctx, builds.ListOptions{Limit: 500})
 	if err != nil {
 		t.Fatal(err)
 	}
 	perDelivery := map[string]int{}
 	recorded := map[string]bool{}
-	for _, b := range builds {
+	for _, b := range bs {
 		perDelivery[b.Delivery]++
 		for _, c := range b.Clouds {
 			if c.ImageID != "" {
@@ -364,15 +364,15 @@ clouds:
 }
 
 // orphanImages counts the images no build record names.
-func orphanImages(t *testing.T, ctx context.Context, addr string, sim *simulated.Cloud) int {
+func orphanImages(ctx context.Context, addr string, sim *simulated.Cloud) int {
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	defer rdb.Close()
-	builds, err := queue.NewStore(rdb, 0, 0).List(ctx, queue.ListOptions{Limit: 500})
+	bs, err := store.New(rdb, 0, 0).List(ctx, builds.ListOptions{Limit: 500})
 	if err != nil {
 		return 1 // Redis is busy: look again
 	}
 	recorded := map[string]bool{}
-	for _, b := range builds {
+	for _, b := range bs {
 		for _, c := range b.Clouds {
 			recorded[c.ImageID] = true
 		}
@@ -393,11 +393,8 @@ func buildImagegen(t *testing.T, dir string) string {
 	// -short before spending the build on it.
 	testenv.Need(t, "Redis (Debian package redis-server)", "redis-server")
 	bin := filepath.Join(dir, "imagegen")
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		goBin = "go"
-	}
-	cmd := exec.Command(goBin, "build", "-o", bin, "github.com/imagegen/imagegen/cmd/imagegen")
+	// go test puts the go command of its own toolchain first in PATH.
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/imagegen/imagegen/cmd/imagegen")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}

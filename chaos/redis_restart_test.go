@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imagegen/imagegen/server/githubapp/githubtest"
+	"github.com/imagegen/imagegen/github/githubtest"
 )
 
 // TestAcceptedDeliverySurvivesRedis: a push answered 202 is built even when

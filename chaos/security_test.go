@@ -3,7 +3,6 @@ package chaos
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -16,10 +15,12 @@ import (
 
 	"github.com/imagegen/imagegen/builder"
 	"github.com/imagegen/imagegen/builder/spec"
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/internal/servicetest"
 	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server"
+	"github.com/imagegen/imagegen/store"
 )
 
 // TestMutatingRoutesNeedToken walks every route the server registers (the
@@ -33,12 +34,13 @@ func TestMutatingRoutesNeedToken(t *testing.T) {
 	yml := fmt.Sprintf("redis: %s\nbase_url: https://ig.example\ngithub: {token: t, webhook_secret: whsec-routes-0123456789}\napi_tokens: [api-token-routes-0123456789abcdef]\nencryption_key: %s\nclouds:\n  sim: {type: simulated}\n",
 		rd.URL, strings.Repeat("7e", 32))
 	cfg := servicetest.Config(t, yml)
-	q, err := queue.New(queue.Options{Config: cfg, Redis: rdb, Logger: slog.New(slog.DiscardHandler)})
+	qc, err := queue.NewClient(rdb, cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { q.Close() })
-	srv, err := server.New(server.Options{Config: cfg, Queue: q})
+	st := store.New(rdb, cfg.Build.Retention, cfg.Build.LogLimit)
+	reruns := builds.NewReruns(builds.Deps{Config: cfg, Store: st, Queue: qc})
+	srv, err := server.New(server.Options{Config: cfg, Store: st, Queue: qc, Reruns: reruns})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,9 +51,9 @@ func TestMutatingRoutesNeedToken(t *testing.T) {
 	// A real build, so routes that look the build up first get as far as
 	// the credential check.
 	now := time.Now().UTC()
-	b := &queue.Build{ID: "b1", Repo: "octo/images", Commit: strings.Repeat("a", 40), Generator: "g", Created: now,
-		Clouds: map[string]*queue.CloudRecord{"sim": {Cloud: "sim", State: builder.StateFailed, Queued: now, Finished: now}}}
-	if _, err := q.Store().Create(context.Background(), b, &spec.Spec{Name: "g", Script: "true", Clouds: map[string]spec.CloudSpec{"sim": {Image: "debian"}}}); err != nil {
+	b := &builds.Build{ID: "b1", Repo: "octo/images", Commit: strings.Repeat("a", 40), Generator: "g", Created: now,
+		Clouds: map[string]*builds.CloudRecord{"sim": {Cloud: "sim", State: builder.StateFailed, Queued: now, Finished: now}}}
+	if _, err := st.Create(context.Background(), b, &spec.Spec{Name: "g", Script: "true", Clouds: map[string]spec.CloudSpec{"sim": {Image: "debian"}}}); err != nil {
 		t.Fatal(err)
 	}
 	param := regexp.MustCompile(`:[^/]+|\*`)

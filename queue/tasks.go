@@ -1,5 +1,8 @@
-// Package queue is imagegen's Redis side: the asynq task types and payloads, the
-// worker that plans and runs builds, and the build records, logs and image lineage.
+// Package queue is imagegen's transport: the asynq task types and their
+// payloads, the Client that queues tasks (it seals passwords), and the
+// Worker that takes them and hands them to package builds. It knows how a
+// task travels, not what a build is: planning, running and reporting are in
+// builds, the records in store.
 package queue
 
 import (
@@ -11,11 +14,12 @@ import (
 	"github.com/hibiken/asynq"
 )
 
-// Task types. The webhook handler makes a delivery durable; a worker turns a
-// push into a plan, and a plan into one build task per generator × cloud.
+// Task types. The webhook handler makes a delivery durable; a worker plans
+// it (builds.Deliveries), which queues one build task per generator × cloud.
+// Their payloads are a compatibility contract: a worker finishes the tasks
+// an older version queued.
 const (
 	TypeDelivery = "imagegen:delivery"
-	TypePlan     = "imagegen:plan"
 	TypeBuild    = "imagegen:build"
 )
 
@@ -27,8 +31,8 @@ const QueueName = "imagegen"
 // redelivery of the same X-GitHub-Delivery within this time enqueues nothing.
 const DeliveryRetention = 72 * time.Hour
 
-// Delivery is a GitHub webhook delivery, kept raw: parsing it needs GitHub's
-// types, which live in the server.
+// Delivery is a GitHub webhook delivery, kept raw: the worker parses it
+// (github.ParseDelivery), the webhook only peeks into it.
 type Delivery struct {
 	ID    string          `json:"id"`    // X-GitHub-Delivery
 	Event string          `json:"event"` // X-GitHub-Event
@@ -82,36 +86,6 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// Push is what planning needs from a push event, free of GitHub's types.
-type Push struct {
-	Delivery      string   `json:"delivery"`
-	Repo          string   `json:"repo"` // owner/name
-	Installation  int64    `json:"installation,omitempty"`
-	Ref           string   `json:"ref"` // refs/heads/main
-	Before        string   `json:"before"`
-	After         string   `json:"after"`
-	Created       bool     `json:"created"`
-	Deleted       bool     `json:"deleted"`
-	Forced        bool     `json:"forced"`
-	DefaultBranch string   `json:"default_branch"`
-	Changed       []string `json:"changed"` // files added, modified or removed by the push's commits
-	// Incomplete says Changed may miss files (GitHub lists at most 20 commits
-	// in a push), so the planner asks the compare API instead.
-	Incomplete bool `json:"incomplete,omitempty"`
-}
-
-// NewPlanTask plans one push; keyed by the delivery, so a retried delivery
-// task does not plan twice.
-func NewPlanTask(p Push) (*asynq.Task, error) {
-	b, err := json.Marshal(p)
-	if err != nil {
-		return nil, fmt.Errorf("encode push: %w", err)
-	}
-	return asynq.NewTask(TypePlan, b,
-		asynq.TaskID("plan:"+p.Delivery), asynq.Queue(QueueName),
-		asynq.MaxRetry(8), asynq.Timeout(10*time.Minute)), nil
-}
-
 // BuildTask runs one generator on one cloud.
 type BuildTask struct {
 	Build string `json:"build"`
@@ -130,6 +104,10 @@ func NewBuildTask(t BuildTask, timeout time.Duration) (*asynq.Task, error) {
 		return nil, fmt.Errorf("encode build task: %w", err)
 	}
 	return asynq.NewTask(TypeBuild, b,
-		asynq.TaskID("build:"+t.Build+":"+t.Cloud), asynq.Queue(QueueName),
+		asynq.TaskID(buildTaskID(t.Build, t.Cloud)), asynq.Queue(QueueName),
 		asynq.MaxRetry(3), asynq.Timeout(timeout)), nil
 }
+
+// buildTaskID is the task id of build × cloud: one task each, so queuing it
+// again (a retried plan) queues nothing.
+func buildTaskID(build, cloud string) string { return "build:" + build + ":" + cloud }

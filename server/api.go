@@ -11,8 +11,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/internal/secret"
-	"github.com/imagegen/imagegen/queue"
 )
 
 func (s *Server) listBuilds(c echo.Context) error {
@@ -24,21 +24,21 @@ func (s *Server) listBuilds(c echo.Context) error {
 		}
 		limit = n
 	}
-	bs, err := s.q.Store().List(c.Request().Context(), queue.ListOptions{
+	bs, err := s.store.List(c.Request().Context(), builds.ListOptions{
 		Repo: c.QueryParam("repo"), Generator: c.QueryParam("generator"), Limit: limit,
 	})
 	if err != nil {
 		return err
 	}
 	if bs == nil {
-		bs = []*queue.Build{}
+		bs = []*builds.Build{}
 	}
 	return c.JSON(http.StatusOK, map[string]any{"builds": bs})
 }
 
-func (s *Server) build(c echo.Context) (*queue.Build, error) {
-	b, _, err := s.q.Store().Get(c.Request().Context(), c.Param("id"))
-	if errors.Is(err, queue.ErrNotFound) {
+func (s *Server) build(c echo.Context) (*builds.Build, error) {
+	b, _, err := s.store.Get(c.Request().Context(), c.Param("id"))
+	if errors.Is(err, builds.ErrNotFound) {
 		return nil, echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("no build %q (builds are kept for %s)", c.Param("id"), s.cfg.Build.Retention))
 	}
 	return b, err
@@ -66,13 +66,13 @@ func (s *Server) getLog(c echo.Context) error {
 	if b.Clouds[cloud] == nil {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("?cloud= must name one of the build's clouds: %s", strings.Join(b.CloudNames(), ", ")))
 	}
-	lines, dropped, err := s.q.Store().Log(c.Request().Context(), b.ID, cloud)
+	lines, dropped, err := s.store.Log(c.Request().Context(), b.ID, cloud)
 	if err != nil {
 		return err
 	}
 	if c.QueryParam("format") == "json" {
 		if lines == nil {
-			lines = []queue.LogEntry{}
+			lines = []builds.LogEntry{}
 		}
 		return c.JSON(http.StatusOK, map[string]any{"build": b.ID, "cloud": cloud, "dropped_lines": dropped, "lines": lines})
 	}
@@ -91,12 +91,12 @@ func (s *Server) images(c echo.Context) error {
 	if repo == "" || gen == "" {
 		return echo.NewHTTPError(http.StatusBadRequest, "repo and generator are required: /api/v1/images?repo=OWNER/NAME&generator=NAME")
 	}
-	imgs, err := s.q.Store().Images(c.Request().Context(), repo, gen)
+	imgs, err := s.store.Images(c.Request().Context(), repo, gen)
 	if err != nil {
 		return err
 	}
 	if imgs == nil {
-		imgs = []queue.LineageEntry{}
+		imgs = []builds.LineageEntry{}
 	}
 	return c.JSON(http.StatusOK, map[string]any{"repo": repo, "generator": gen, "images": imgs})
 }
@@ -139,10 +139,10 @@ func (s *Server) rerun(c echo.Context) error {
 		// Never echo the body: it may hold a password.
 		return echo.NewHTTPError(http.StatusBadRequest, `the body must be JSON: {"clouds": ["NAME"], "passwords": {"NAME": "..."}}`)
 	}
-	id, err := s.q.Rerun(c.Request().Context(), c.Param("id"), queue.RerunRequest{Clouds: req.Clouds, Passwords: req.Passwords})
-	var rerr *queue.RequestError
+	id, err := s.reruns.Rerun(c.Request().Context(), c.Param("id"), builds.RerunRequest{Clouds: req.Clouds, Passwords: req.Passwords})
+	var rerr *builds.RequestError
 	switch {
-	case errors.Is(err, queue.ErrNotFound):
+	case errors.Is(err, builds.ErrNotFound):
 		return echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("no build %q", c.Param("id")))
 	case errors.As(err, &rerr):
 		return echo.NewHTTPError(http.StatusBadRequest, rerr.Msg)
@@ -152,5 +152,5 @@ func (s *Server) rerun(c echo.Context) error {
 		return echo.NewHTTPError(http.StatusBadRequest, "nothing to re-run")
 	}
 	logOf(c).Info("re-run accepted", "build", id, "rerun_of", c.Param("id"))
-	return c.JSON(http.StatusAccepted, map[string]string{"build": id, "url": queue.BuildURL(s.cfg.BaseURL, id)})
+	return c.JSON(http.StatusAccepted, map[string]string{"build": id, "url": builds.BuildURL(s.cfg.BaseURL, id)})
 }

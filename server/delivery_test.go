@@ -5,8 +5,8 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/queue"
-	"github.com/imagegen/imagegen/server"
 )
 
 // TestDeliveryPlansOnce: the worker plans a push inside the delivery's task;
@@ -23,14 +23,14 @@ func TestDeliveryPlansOnce(t *testing.T) {
 	// The first attempt records and queues the build, then GitHub refuses
 	// the check run: the task fails and is retried.
 	e.gh.FailNext(http.MethodPost, "/repos/"+exampleRepo+"/check-runs", http.StatusUnprocessableEntity, 1, nil)
-	if err := server.HandleDelivery(ctx, e.q, d); err == nil {
+	if err := e.deliveries.Handle(ctx, d.ID, d.Event, d.Body); err == nil {
 		t.Fatal("the first attempt succeeded; want the check run's failure")
 	}
 	for attempt := 2; attempt <= 3; attempt++ {
-		if err := server.HandleDelivery(ctx, e.q, d); err != nil {
+		if err := e.deliveries.Handle(ctx, d.ID, d.Event, d.Body); err != nil {
 			t.Fatalf("attempt %d: %v", attempt, err)
 		}
-		bs, err := e.q.Store().List(ctx, queue.ListOptions{Repo: exampleRepo})
+		bs, err := e.store.List(ctx, builds.ListOptions{Repo: exampleRepo})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -40,7 +40,7 @@ func TestDeliveryPlansOnce(t *testing.T) {
 		if runs := e.checkRunsNamed("imagegen: hello"); len(runs) != 1 || runs[0].ExternalID != bs[0].ID {
 			t.Errorf("attempt %d: check runs %+v; want one, for build %s", attempt, runs, bs[0].ID)
 		}
-		if depth, err := e.q.QueueDepth(); err != nil || depth != 2 {
+		if depth, err := e.queue.QueueDepth(); err != nil || depth != 2 {
 			t.Errorf("attempt %d: %d tasks queued (%v); want the 2 build tasks", attempt, depth, err)
 		}
 		st := e.gh.LatestStatuses(exampleRepo, sha)

@@ -7,9 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/imagegen/imagegen/queue"
-	"github.com/imagegen/imagegen/server"
-	"github.com/imagegen/imagegen/server/githubapp/githubtest"
+	"github.com/imagegen/imagegen/builds"
+	"github.com/imagegen/imagegen/github/githubtest"
 )
 
 const helloSpec = `name: hello
@@ -48,7 +47,7 @@ func TestPushEndToEnd(t *testing.T) {
 	}
 	build := cr.ExternalID
 
-	var b queue.Build
+	var b builds.Build
 	if code := e.getJSON("/api/v1/builds/"+build, &b); code != 200 {
 		t.Fatalf("GET build: %d", code)
 	}
@@ -102,12 +101,12 @@ func TestPushEndToEnd(t *testing.T) {
 	if code := e.getJSON("/api/v1/builds/"+build+"/log", nil); code != 400 {
 		t.Errorf("log without ?cloud= on a two-cloud build: %d; want 400", code)
 	}
-	var list struct{ Builds []queue.Build }
+	var list struct{ Builds []builds.Build }
 	e.getJSON("/api/v1/builds?repo="+exampleRepo, &list)
 	if len(list.Builds) != 1 || list.Builds[0].ID != build {
 		t.Errorf("list: %+v", list)
 	}
-	var imgs struct{ Images []queue.LineageEntry }
+	var imgs struct{ Images []builds.LineageEntry }
 	e.getJSON("/api/v1/images?repo="+exampleRepo+"&generator=hello", &imgs)
 	if len(imgs.Images) != 2 {
 		t.Fatalf("lineage: %+v", imgs)
@@ -140,7 +139,7 @@ func TestPushEndToEnd(t *testing.T) {
 		return len(runs) == 2 && runs[1].Status == "completed"
 	})
 	second := e.checkRunsNamed("imagegen: hello")[1]
-	var nb queue.Build
+	var nb builds.Build
 	e.getJSON("/api/v1/builds/"+second.ExternalID, &nb)
 	if nb.RerunOf != build || nb.State != "succeeded" || second.Conclusion != "success" {
 		t.Errorf("re-run build %+v, check run %s", nb, second.Conclusion)
@@ -150,7 +149,7 @@ func TestPushEndToEnd(t *testing.T) {
 		t.Errorf("lineage after re-run has %d images; want 4", len(imgs.Images))
 	}
 	// A retried delivery task of that re-run makes no second build.
-	if err := server.HandleDelivery(context.Background(), e.q, queue.Delivery{ID: "e2e-rerun", Event: "check_run", Body: rerun}); err != nil {
+	if err := e.deliveries.Handle(context.Background(), "e2e-rerun", "check_run", rerun); err != nil {
 		t.Fatal(err)
 	}
 
@@ -168,16 +167,16 @@ func TestPushEndToEnd(t *testing.T) {
 		runs := e.checkRunsNamed("imagegen: hello")
 		return len(runs) == 3 && runs[2].Status == "completed"
 	})
-	if err := server.HandleDelivery(context.Background(), e.q, queue.Delivery{ID: "e2e-suite", Event: "check_suite", Body: suite}); err != nil {
+	if err := e.deliveries.Handle(context.Background(), "e2e-suite", "check_suite", suite); err != nil {
 		t.Fatal(err)
 	}
 	third := e.checkRunsNamed("imagegen: hello")[2]
-	var sb queue.Build
+	var sb builds.Build
 	e.getJSON("/api/v1/builds/"+third.ExternalID, &sb)
 	if sb.RerunOf != second.ExternalID || sb.Commit != sha || third.Conclusion != "success" {
 		t.Errorf("check suite re-run: build %+v, check run %s; want a re-run of %s", sb, third.Conclusion, second.ExternalID)
 	}
-	var all struct{ Builds []queue.Build }
+	var all struct{ Builds []builds.Build }
 	e.getJSON("/api/v1/builds?repo="+exampleRepo, &all)
 	if len(all.Builds) != 3 {
 		t.Errorf("%d builds after a push, a re-run and a suite re-run (each delivered, then retried); want 3", len(all.Builds))
@@ -233,7 +232,7 @@ func TestSpecErrorFailsCheckRun(t *testing.T) {
 			t.Errorf("status %s for an invalid spec", ctx)
 		}
 	}
-	var list struct{ Builds []queue.Build }
+	var list struct{ Builds []builds.Build }
 	e.getJSON("/api/v1/builds", &list)
 	if len(list.Builds) != 1 || list.Builds[0].Generator != "hello" {
 		t.Errorf("builds %+v; want only hello", list.Builds)

@@ -16,13 +16,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/github"
+	"github.com/imagegen/imagegen/github/githubtest"
 	"github.com/imagegen/imagegen/internal/servicetest"
 	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server"
-	"github.com/imagegen/imagegen/server/githubapp"
-	"github.com/imagegen/imagegen/server/githubapp/githubtest"
+	"github.com/imagegen/imagegen/store"
 )
 
 const (
@@ -39,10 +41,14 @@ type testEnv struct {
 	rdb    *redis.Client
 	gh     *githubtest.Server
 	cfg    *config.Config
-	q      *queue.Service
+	store  *store.Store
+	queue  *queue.Client
 	http   *httptest.Server
 	logs   *testenv.Buffer
 	worker *queue.Worker
+	// deliveries is what the worker does with a delivery task, for tests
+	// that play the worker.
+	deliveries *builds.Deliveries
 }
 
 type envOptions struct {
@@ -86,27 +92,25 @@ clouds:%s`, e.redis.URL, gh, webhookSecret, e.gh.URL(), apiToken, strings.Repeat
 	cfg := servicetest.Config(t, yml)
 	e.cfg = cfg
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	f, err := githubapp.New(cfg.GitHub, githubapp.Options{Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
 	promReg := prometheus.NewRegistry()
-	e.q, err = queue.New(queue.Options{
-		Config: cfg, Redis: e.rdb, GitHub: server.GitHub(f), Logger: log,
-		Metrics: queue.NewMetrics(promReg), Deliveries: server.HandleDelivery,
-	})
+	srv, d := newServer(t, cfg, e.rdb, log, promReg)
+	e.store, e.queue = d.Store.(*store.Store), d.Queue.(*queue.Client)
+	// The worker's side, as cmd/imagegen wires it.
+	f, err := github.New(cfg.GitHub, github.Options{Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { e.q.Close() })
-	srv, err := server.New(server.Options{Config: cfg, Queue: e.q, Logger: log, Registry: promReg})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d.GitHub = f
+	d.Metrics = builds.NewMetrics(promReg)
+	e.deliveries = builds.NewDeliveries(github.ParseDelivery, builds.NewPlanner(d), builds.NewReruns(d))
 	e.http = httptest.NewServer(srv.Handler())
 	t.Cleanup(e.http.Close)
 	if !o.noWorker {
-		e.worker = e.q.NewWorker()
+		e.worker, err = queue.NewWorker(queue.WorkerOptions{Config: cfg, Redis: e.rdb, Logger: log,
+			Deliveries: e.deliveries, Runner: builds.NewRunner(d), Sweeper: builds.NewSweeper(d, e.queue)})
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := e.worker.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -118,6 +122,27 @@ clouds:%s`, e.redis.URL, gh, webhookSecret, e.gh.URL(), apiToken, strings.Repeat
 		}
 	})
 	return e
+}
+
+// newServer is the HTTP side as cmd/imagegen wires it (serve --no-worker),
+// on rdb; it returns the server and the Deps the core was given, to which a
+// test adds the worker's side.
+func newServer(tb testing.TB, cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger, reg *prometheus.Registry) (*server.Server, builds.Deps) {
+	tb.Helper()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	qc, err := queue.NewClient(rdb, cfg, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	st := store.New(rdb, cfg.Build.Retention, cfg.Build.LogLimit)
+	d := builds.Deps{Config: cfg, Store: st, Queue: qc, Logger: log}
+	srv, err := server.New(server.Options{Config: cfg, Store: st, Queue: qc, Reruns: builds.NewReruns(d), Logger: log, Registry: reg})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return srv, d
 }
 
 // spec puts a generator spec into the example repository at sha.
@@ -177,18 +202,18 @@ func (e *testEnv) waitFor(what string, cond func() bool) {
 }
 
 // checkRun returns the check run with the given name, if any.
-func (e *testEnv) checkRun(name string) (githubapp.CheckRun, bool) {
+func (e *testEnv) checkRun(name string) (githubtest.CheckRun, bool) {
 	for _, cr := range e.gh.CheckRuns(exampleRepo) {
 		if cr.Name == name {
 			return cr, true
 		}
 	}
-	return githubapp.CheckRun{}, false
+	return githubtest.CheckRun{}, false
 }
 
 // checkRuns returns every check run with the given name.
-func (e *testEnv) checkRunsNamed(name string) []githubapp.CheckRun {
-	var out []githubapp.CheckRun
+func (e *testEnv) checkRunsNamed(name string) []githubtest.CheckRun {
+	var out []githubtest.CheckRun
 	for _, cr := range e.gh.CheckRuns(exampleRepo) {
 		if cr.Name == name {
 			out = append(out, cr)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -15,11 +14,10 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/imagegen/imagegen/github/githubtest"
 	"github.com/imagegen/imagegen/internal/servicetest"
 	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
-	"github.com/imagegen/imagegen/server"
-	"github.com/imagegen/imagegen/server/githubapp/githubtest"
 )
 
 // FuzzWebhook feeds the real webhook handler (on a real Redis) arbitrary
@@ -35,15 +33,7 @@ func FuzzWebhook(f *testing.F) {
 	f.Cleanup(func() { rdb.Close() })
 	yml := fmt.Sprintf("redis: %s\ngithub: {token: t, webhook_secret: %s}\nclouds:\n  sim: {type: simulated}\n", rd.URL, webhookSecret)
 	cfg := servicetest.Config(f, yml)
-	q, err := queue.New(queue.Options{Config: cfg, Redis: rdb, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { q.Close() })
-	srv, err := server.New(server.Options{Config: cfg, Queue: q})
-	if err != nil {
-		f.Fatal(err)
-	}
+	srv, _ := newServer(f, cfg, rdb, nil, nil)
 	h := srv.Handler()
 
 	push := githubtest.Push(f, githubtest.PushOptions{Before: strings.Repeat("0", 40), After: strings.Repeat("a", 40)})

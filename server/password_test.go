@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/queue"
 )
 
@@ -38,7 +39,7 @@ func TestPasswordCloud(t *testing.T) {
 	if st.State != "pending" || st.Description != "needs password: imagegen rerun --server https://imagegen.example.org --cloud locked "+build {
 		t.Errorf("locked status %+v", st)
 	}
-	var b queue.Build
+	var b builds.Build
 	e.getJSON("/api/v1/builds/"+build, &b)
 	if c := b.Clouds["locked"]; c == nil || c.State != "waiting" || !c.AsksPassword {
 		t.Fatalf("locked cloud record %+v", c)
@@ -77,7 +78,7 @@ func TestPasswordCloud(t *testing.T) {
 		runs := e.checkRunsNamed("imagegen: hello")
 		return len(runs) == 2 && runs[1].Status == "completed"
 	})
-	var rb queue.Build
+	var rb builds.Build
 	e.getJSON("/api/v1/builds/"+nb, &rb)
 	if rb.State != "succeeded" || rb.Clouds["locked"].ImageID == "" || rb.RerunOf != build {
 		t.Errorf("re-run build %+v", rb)

@@ -1,5 +1,7 @@
-// Package server is imagegen's HTTP side: the GitHub webhook, the build API,
-// health and metrics (echo v4), and the GitHub-facing half of the worker wiring.
+// Package server is imagegen's HTTP side (echo v4): the GitHub webhook
+// (verify, dedupe, enqueue), the build API, the build pages, health and
+// metrics. It only answers requests: the worker, which runs what the
+// webhook enqueues, does not import it.
 package server
 
 import (
@@ -16,9 +18,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/config"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server/pages"
+	"github.com/imagegen/imagegen/store"
 )
 
 // MaxWebhookBody is GitHub's own cap on a delivery's payload.
@@ -27,7 +31,9 @@ const MaxWebhookBody = 25 << 20
 // Options are what the server needs.
 type Options struct {
 	Config *config.Config
-	Queue  *queue.Service
+	Store  *store.Store  // the build records
+	Queue  *queue.Client // deliveries go here
+	Reruns *builds.Reruns
 	Logger *slog.Logger
 	// Registry receives the server's metrics and is served at /metrics; nil: a new one.
 	Registry *prometheus.Registry
@@ -36,7 +42,9 @@ type Options struct {
 // Server is the HTTP server.
 type Server struct {
 	cfg     *config.Config
-	q       *queue.Service
+	store   *store.Store
+	queue   *queue.Client
+	reruns  *builds.Reruns
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	echo    *echo.Echo
@@ -51,8 +59,8 @@ type metrics struct {
 
 // New builds the server and registers its metrics.
 func New(o Options) (*Server, error) {
-	if o.Config == nil || o.Queue == nil {
-		return nil, errors.New("server: Config and Queue are required")
+	if o.Config == nil || o.Store == nil || o.Queue == nil || o.Reruns == nil {
+		return nil, errors.New("server: Config, Store, Queue and Reruns are required")
 	}
 	if o.Config.GitHub.WebhookSecret.IsZero() {
 		// Never "skip the check": an empty secret would accept anyone's push.
@@ -64,7 +72,7 @@ func New(o Options) (*Server, error) {
 	if o.Registry == nil {
 		o.Registry = prometheus.NewRegistry()
 	}
-	s := &Server{cfg: o.Config, q: o.Queue, log: o.Logger, reg: o.Registry}
+	s := &Server{cfg: o.Config, store: o.Store, queue: o.Queue, reruns: o.Reruns, log: o.Logger, reg: o.Registry}
 	s.signatures = newSignatures(func() []byte { return []byte(o.Config.GitHub.WebhookSecret.Reveal()) })
 	s.metrics = &metrics{
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -76,7 +84,7 @@ func New(o Options) (*Server, error) {
 		Name: "imagegen_queue_depth",
 		Help: "Tasks waiting in imagegen's queue (pending, scheduled and retry).",
 	}, func() float64 {
-		n, err := s.q.QueueDepth()
+		n, err := s.queue.QueueDepth()
 		if err != nil {
 			return -1
 		}
@@ -89,7 +97,7 @@ func New(o Options) (*Server, error) {
 	}
 	s.echo = s.routes()
 	// The build pages in the browser (/builds, /generators, /login, /assets).
-	if err := pages.Register(s.echo, pages.Options{Config: o.Config, Queue: o.Queue, Logger: o.Logger}); err != nil {
+	if err := pages.Register(s.echo, pages.Options{Config: o.Config, Store: o.Store, Reruns: o.Reruns, Logger: o.Logger}); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -149,8 +157,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-type ctxKey struct{}
-
 // requestLog gives each request a logger and logs the request when it ends.
 // The webhook is left to log its own one line per delivery (with the
 // delivery id and the outcome): a logger derived per request and a second line
@@ -207,7 +213,7 @@ func (s *Server) httpError(err error, c echo.Context) {
 func (s *Server) ready(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
-	if err := s.q.Ping(ctx); err != nil {
+	if err := s.store.Ping(ctx); err != nil {
 		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "redis unreachable", "error": err.Error()})
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -17,27 +16,13 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unsafe"
 
-	"github.com/google/go-github/v60/github"
+	gogithub "github.com/google/go-github/v60/github"
 	"github.com/labstack/echo/v4"
-	"github.com/tidwall/gjson"
 
+	"github.com/imagegen/imagegen/github"
 	"github.com/imagegen/imagegen/queue"
 )
-
-// Answers that never change, encoded once: echo's c.JSON would encode a map
-// for every delivery.
-var (
-	answerAccepted  = jsonMessage("accepted")
-	answerDuplicate = jsonMessage("already received")
-	answerPong      = jsonMessage("pong")
-)
-
-func jsonMessage(msg string) []byte {
-	b, _ := json.Marshal(map[string]string{"message": msg})
-	return append(b, '\n')
-}
 
 // webhook answers a GitHub delivery. It only checks it and makes it durable (a
 // task keyed by the delivery id); all GitHub API calls happen in the worker,
@@ -45,107 +30,30 @@ func jsonMessage(msg string) []byte {
 //
 // It is the hot path of ingest (docs/BENCHMARKS.md, section 1): the body is
 // read once into a buffer of its announced size, its signature checked with a
-// pooled HMAC, its JSON validated and only the four fields the answer depends
-// on read (gjson, without decoding the rest), and the task's payload embeds
-// the body as it came. The worker parses the whole event (HandleDelivery).
+// pooled HMAC, what the answer depends on peeked at (github.PeekDelivery),
+// and the task's payload embeds the body as it came. The worker parses the
+// whole event (github.ParseDelivery).
 func (s *Server) webhook(c echo.Context) error {
 	start := time.Now()
 	req := c.Request()
-	event := req.Header.Get(github.EventTypeHeader)
-	delivery := req.Header.Get(github.DeliveryIDHeader)
-	// One log line per delivery, with what its answer was.
-	answer := func(code int, o, msg string, blob []byte) error {
-		s.metrics.deliveries.WithLabelValues(eventLabel(event), o).Inc()
-		s.log.LogAttrs(req.Context(), slog.LevelInfo, "delivery answered",
-			slog.String("delivery", delivery), slog.String("event", event),
-			slog.String("outcome", o), slog.Int("status", code), slog.String("reason", msg),
-			slog.Int64("duration_ms", time.Since(start).Milliseconds()))
-		if blob != nil {
-			return c.JSONBlob(code, blob)
-		}
-		return c.JSON(code, map[string]string{"message": msg})
+	event := req.Header.Get(gogithub.EventTypeHeader)
+	delivery := req.Header.Get(gogithub.DeliveryIDHeader)
+	body, ct, a := s.authenticate(c.Response(), req)
+	var payload []byte
+	if a == nil {
+		payload, a = payloadOf(event, ct, body)
 	}
-	outcome := func(code int, o, msg string) error { return answer(code, o, msg, nil) }
-
-	if req.ContentLength > MaxWebhookBody {
-		return outcome(http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("payload over %d bytes", MaxWebhookBody))
+	if a == nil {
+		a = decide(event, payload)
 	}
-	body, err := readBody(c.Response(), req)
-	var tooBig *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooBig):
-		return outcome(http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("payload over %d bytes", MaxWebhookBody))
-	case err != nil:
-		return outcome(http.StatusBadRequest, "bad_request", "reading the body: "+err.Error())
+	if a == nil && delivery == "" {
+		a = refuse(http.StatusBadRequest, "bad_request", "missing X-GitHub-Delivery")
 	}
-
-	sig := req.Header.Get(github.SHA256SignatureHeader)
-	if sig == "" {
-		return outcome(http.StatusUnauthorized, "unauthorized", "missing X-Hub-Signature-256")
-	}
-	ct := req.Header.Get("Content-Type")
-	if ct != "application/json" { // what GitHub sends, without parameters: no need to parse it
-		if ct, _, err = mime.ParseMediaType(ct); err != nil {
-			ct = "application/json" // GitHub always sends one; the signature decides anyway
-		}
-	}
-	if ct != "application/json" && ct != "application/x-www-form-urlencoded" {
-		return outcome(http.StatusBadRequest, "bad_request", fmt.Sprintf("webhook request has unsupported Content-Type %q", ct))
-	}
-	if !s.signatures.valid(sig, body) {
-		return outcome(http.StatusUnauthorized, "unauthorized", "bad X-Hub-Signature-256")
-	}
-
-	switch event {
-	case "ping", "push", "check_run", "check_suite":
-	case "":
-		return outcome(http.StatusBadRequest, "bad_request", "missing X-GitHub-Event")
-	default:
-		return outcome(http.StatusOK, "ignored", fmt.Sprintf("event %q is not used by imagegen", event))
-	}
-	payload := body
-	if ct == "application/x-www-form-urlencoded" {
-		// GitHub signs the form; the JSON is its payload parameter.
-		form, err := url.ParseQuery(string(body))
-		if err != nil {
-			return outcome(http.StatusBadRequest, "bad_request", "malformed form: "+err.Error())
-		}
-		payload = []byte(form.Get("payload"))
-	}
-	if err := validJSON(payload); err != nil {
-		return outcome(http.StatusBadRequest, "bad_request", "malformed payload: "+err.Error())
-	}
-	switch event {
-	case "ping":
-		return answer(http.StatusOK, "ping", "pong", answerPong)
-	case "check_run", "check_suite":
-		ev, err := parseEvent(event, payload)
-		if err != nil {
-			return outcome(http.StatusBadRequest, "bad_request", "malformed payload: "+err.Error())
-		}
-		if a := ev.(actionEvent).action(); a != "rerequested" {
-			return outcome(http.StatusOK, "ignored", fmt.Sprintf("%s action %q: nothing to do", event, a))
-		}
-	case "push":
-		p, err := peekPush(payload)
-		if err != nil {
-			return outcome(http.StatusBadRequest, "bad_request", "malformed payload: "+err.Error())
-		}
-		if p.deleted {
-			return outcome(http.StatusOK, "ignored", "branch deletion: nothing to build")
-		}
-		if !strings.HasPrefix(p.ref, "refs/heads/") {
-			return outcome(http.StatusOK, "ignored", "not a branch push: nothing to build")
-		}
-		if p.repo == "" || p.after == "" {
-			return outcome(http.StatusBadRequest, "bad_request", "push without repository or after")
-		}
-	}
-	if delivery == "" {
-		return outcome(http.StatusBadRequest, "bad_request", "missing X-GitHub-Delivery")
+	if a != nil {
+		return s.answer(c, start, event, delivery, a)
 	}
 	// The payload as GitHub sent it; NewDeliveryTask embeds it unchanged.
-	created, err := s.q.EnqueueDelivery(req.Context(), queue.Delivery{ID: delivery, Event: event, Body: payload})
+	created, err := s.queue.EnqueueDelivery(req.Context(), queue.Delivery{ID: delivery, Event: event, Body: payload})
 	if err != nil {
 		s.log.LogAttrs(req.Context(), slog.LevelError, "enqueue delivery",
 			slog.String("delivery", delivery), slog.String("event", event), slog.Any("err", err))
@@ -154,9 +62,131 @@ func (s *Server) webhook(c echo.Context) error {
 		return c.JSON(http.StatusServiceUnavailable, map[string]string{"message": "could not store the delivery; redeliver it later"})
 	}
 	if !created {
-		return answer(http.StatusOK, "duplicate", "already received", answerDuplicate)
+		return s.answer(c, start, event, delivery, answerDuplicate)
 	}
-	return answer(http.StatusAccepted, "accepted", "accepted", answerAccepted)
+	return s.answer(c, start, event, delivery, answerAccepted)
+}
+
+// answer is the webhook's answer to a delivery.
+type answer struct {
+	code    int
+	outcome string // the metric's label and the log's
+	msg     string
+	blob    []byte // the answer encoded once, for answers that never change; nil: {"message": msg}
+}
+
+// Answers that never change, encoded once: echo's c.JSON would encode a map
+// for every delivery.
+var (
+	answerAccepted  = fixedAnswer(http.StatusAccepted, "accepted", "accepted")
+	answerDuplicate = fixedAnswer(http.StatusOK, "duplicate", "already received")
+	answerPong      = fixedAnswer(http.StatusOK, "ping", "pong")
+	answerTooLarge  = refuse(http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("payload over %d bytes", MaxWebhookBody))
+)
+
+func fixedAnswer(code int, outcome, msg string) *answer {
+	b, _ := json.Marshal(map[string]string{"message": msg})
+	return &answer{code: code, outcome: outcome, msg: msg, blob: append(b, '\n')}
+}
+
+// refuse is an answer that takes nothing (the delivery is ignored or refused).
+func refuse(code int, outcome, msg string) *answer {
+	return &answer{code: code, outcome: outcome, msg: msg}
+}
+
+// answer sends a, counting it and logging it: one log line per delivery.
+func (s *Server) answer(c echo.Context, start time.Time, event, delivery string, a *answer) error {
+	req := c.Request()
+	s.metrics.deliveries.WithLabelValues(eventLabel(event), a.outcome).Inc()
+	s.log.LogAttrs(req.Context(), slog.LevelInfo, "delivery answered",
+		slog.String("delivery", delivery), slog.String("event", event),
+		slog.String("outcome", a.outcome), slog.Int("status", a.code), slog.String("reason", a.msg),
+		slog.Int64("duration_ms", time.Since(start).Milliseconds()))
+	if a.blob != nil {
+		return c.JSONBlob(a.code, a.blob)
+	}
+	return c.JSON(a.code, map[string]string{"message": a.msg})
+}
+
+// authenticate reads the body of a delivery and checks that GitHub signed
+// it; it returns the body and its content type, or the answer refusing it.
+func (s *Server) authenticate(w http.ResponseWriter, req *http.Request) (body []byte, ct string, a *answer) {
+	if req.ContentLength > MaxWebhookBody {
+		return nil, "", answerTooLarge
+	}
+	body, err := readBody(w, req)
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return nil, "", answerTooLarge
+	case err != nil:
+		return nil, "", refuse(http.StatusBadRequest, "bad_request", "reading the body: "+err.Error())
+	}
+	sig := req.Header.Get(gogithub.SHA256SignatureHeader)
+	if sig == "" {
+		return nil, "", refuse(http.StatusUnauthorized, "unauthorized", "missing X-Hub-Signature-256")
+	}
+	ct = req.Header.Get("Content-Type")
+	if ct != "application/json" { // what GitHub sends, without parameters: no need to parse it
+		if ct, _, err = mime.ParseMediaType(ct); err != nil {
+			ct = "application/json" // GitHub always sends one; the signature decides anyway
+		}
+	}
+	if ct != "application/json" && ct != "application/x-www-form-urlencoded" {
+		return nil, "", refuse(http.StatusBadRequest, "bad_request", fmt.Sprintf("webhook request has unsupported Content-Type %q", ct))
+	}
+	if !s.signatures.valid(sig, body) {
+		return nil, "", refuse(http.StatusUnauthorized, "unauthorized", "bad X-Hub-Signature-256")
+	}
+	return body, ct, nil
+}
+
+// payloadOf returns the JSON payload of a signed delivery of event, or the
+// answer ignoring or refusing it: imagegen uses four events.
+func payloadOf(event, ct string, body []byte) ([]byte, *answer) {
+	switch event {
+	case "ping", "push", "check_run", "check_suite":
+	case "":
+		return nil, refuse(http.StatusBadRequest, "bad_request", "missing X-GitHub-Event")
+	default:
+		return nil, refuse(http.StatusOK, "ignored", fmt.Sprintf("event %q is not used by imagegen", event))
+	}
+	if ct != "application/x-www-form-urlencoded" {
+		return body, nil
+	}
+	// GitHub signs the form; the JSON is its payload parameter.
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return nil, refuse(http.StatusBadRequest, "bad_request", "malformed form: "+err.Error())
+	}
+	return []byte(form.Get("payload")), nil
+}
+
+// decide answers a delivery that needs no work (a ping, an action or a push
+// imagegen does nothing about) or is malformed; nil means it is to be queued.
+func decide(event string, payload []byte) *answer {
+	p, err := github.PeekDelivery(event, payload)
+	if err != nil {
+		return refuse(http.StatusBadRequest, "bad_request", "malformed payload: "+err.Error())
+	}
+	switch event {
+	case "ping":
+		return answerPong
+	case "check_run", "check_suite":
+		if p.Action != "rerequested" {
+			return refuse(http.StatusOK, "ignored", fmt.Sprintf("%s action %q: nothing to do", event, p.Action))
+		}
+	case "push":
+		switch {
+		case p.Deleted:
+			return refuse(http.StatusOK, "ignored", "branch deletion: nothing to build")
+		case !strings.HasPrefix(p.Ref, "refs/heads/"):
+			return refuse(http.StatusOK, "ignored", "not a branch push: nothing to build")
+		case p.Repo == "" || p.After == "":
+			return refuse(http.StatusBadRequest, "bad_request", "push without repository or after")
+		}
+	}
+	return nil
 }
 
 // eventLabel bounds the metrics' event label: unbounded values would let
@@ -222,150 +252,4 @@ func (s *signatures) valid(sig string, body []byte) bool {
 	mac.Write(body)
 	var got [sha256.Size]byte
 	return hmac.Equal(mac.Sum(got[:0]), want[:])
-}
-
-// maxNesting bounds how deeply nested a payload may be; encoding/json, which
-// the worker decodes it with, has the same limit.
-const maxNesting = 10000
-
-// validJSON checks that payload is one JSON value. gjson's validator is
-// several times faster than encoding/json's but recursive, so a payload that
-// could nest deeper than maxNesting (one that has that many brackets at all:
-// bytes.Count is cheap) goes to encoding/json's, which is not; 25 MB of "["
-// would otherwise overflow the goroutine's stack and crash the server.
-func validJSON(payload []byte) error {
-	if bytes.Count(payload, []byte{'['})+bytes.Count(payload, []byte{'{'}) > maxNesting {
-		var v json.RawMessage
-		return json.Unmarshal(payload, &v)
-	}
-	if !gjson.ValidBytes(payload) {
-		return errors.New("invalid JSON")
-	}
-	return nil
-}
-
-// pushPeek is what the webhook's answer to a push depends on.
-type pushPeek struct {
-	ref, after, repo string
-	deleted          bool
-}
-
-// peekPush reads the four fields of a valid JSON push the answer depends on,
-// in one pass over the top-level object that stops once it has them, without
-// decoding the rest, and with the types go-github's PushEvent gives them (a
-// field of another type is malformed, as it was with ParseWebHook).
-func peekPush(payload []byte) (pushPeek, error) {
-	var p pushPeek
-	if len(payload) == 0 {
-		return p, errors.New("empty")
-	}
-	// The body is not written to once read: a string sharing its bytes spares
-	// a copy of the whole payload (gjson.ParseBytes would make one).
-	root := gjson.Parse(unsafe.String(unsafe.SliceData(payload), len(payload)))
-	if !root.IsObject() {
-		return p, errors.New("not a JSON object")
-	}
-	var err error
-	str := func(name string, v gjson.Result, to *string) {
-		switch v.Type {
-		case gjson.String:
-			*to = v.Str
-		case gjson.Null:
-		default:
-			err = fmt.Errorf("%s: not a string", name)
-		}
-	}
-	found := 0
-	root.ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
-		case "deleted":
-			switch v.Type {
-			case gjson.True:
-				p.deleted = true
-			case gjson.False, gjson.Null:
-			default:
-				err = errors.New("deleted: not a boolean")
-			}
-		case "ref":
-			str("ref", v, &p.ref)
-		case "after":
-			str("after", v, &p.after)
-		case "repository":
-			switch {
-			case v.Type == gjson.Null:
-			case v.IsObject():
-				str("repository.full_name", v.Get("full_name"), &p.repo)
-			default:
-				err = errors.New("repository: not an object")
-			}
-		default:
-			return true
-		}
-		found++
-		return err == nil && found < 4
-	})
-	return p, err
-}
-
-// checkRunEvent is the part of a check_run delivery imagegen uses. It is
-// decoded by hand: go-github's Timestamp refuses the "2018-04-25 20:42:10"
-// form GitHub has sent in check_run payloads, and none of those fields matter here.
-type checkRunEvent struct {
-	Action   string `json:"action"`
-	CheckRun struct {
-		ID         int64  `json:"id"`
-		HeadSHA    string `json:"head_sha"`
-		ExternalID string `json:"external_id"`
-	} `json:"check_run"`
-	Repository struct {
-		FullName string `json:"full_name"`
-	} `json:"repository"`
-	Installation struct {
-		ID int64 `json:"id"`
-	} `json:"installation"`
-}
-
-// actionEvent is an event decoded by hand; its action decides what to do.
-type actionEvent interface{ action() string }
-
-func (e *checkRunEvent) action() string   { return e.Action }
-func (e *checkSuiteEvent) action() string { return e.Action }
-
-// decodeAction decodes event's payload into an E, which must have an action.
-func decodeAction[E any, P interface {
-	*E
-	actionEvent
-}](payload []byte, event string) (P, error) {
-	ev := P(new(E))
-	if err := json.Unmarshal(payload, ev); err != nil {
-		return nil, err
-	}
-	if ev.action() == "" {
-		return nil, fmt.Errorf("%s without action", event)
-	}
-	return ev, nil
-}
-
-// checkSuiteEvent is the part of a check_suite delivery imagegen uses
-// ("Re-run all checks"), decoded by hand for the same reason as checkRunEvent.
-type checkSuiteEvent struct {
-	Action     string `json:"action"`
-	CheckSuite struct {
-		HeadSHA string `json:"head_sha"`
-	} `json:"check_suite"`
-	Repository struct {
-		FullName string `json:"full_name"`
-	} `json:"repository"`
-}
-
-// parseEvent is github.ParseWebHook, except for check_run and check_suite
-// (see checkRunEvent).
-func parseEvent(event string, payload []byte) (any, error) {
-	switch event {
-	case "check_run":
-		return decodeAction[checkRunEvent](payload, event)
-	case "check_suite":
-		return decodeAction[checkSuiteEvent](payload, event)
-	}
-	return github.ParseWebHook(event, payload)
 }

@@ -20,11 +20,10 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/imagegen/imagegen/github/githubtest"
 	"github.com/imagegen/imagegen/internal/servicetest"
 	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
-	"github.com/imagegen/imagegen/server"
-	"github.com/imagegen/imagegen/server/githubapp/githubtest"
 )
 
 // TestWebhookAnswers sends real octokit payloads (and broken ones) through
@@ -289,15 +288,7 @@ func BenchmarkWebhook(b *testing.B) {
 	cfg := servicetest.Config(b, yml)
 	// Production logs JSON at Info; encoding the line is part of the cost.
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	q, err := queue.New(queue.Options{Config: cfg, Redis: rdb, Logger: log})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { q.Close() })
-	srv, err := server.New(server.Options{Config: cfg, Queue: q, Logger: log})
-	if err != nil {
-		b.Fatal(err)
-	}
+	srv, _ := newServer(b, cfg, rdb, log, nil)
 	h := srv.Handler()
 	push := githubtest.Push(b, githubtest.PushOptions{Repo: "bench/webhook", Before: strings.Repeat("1", 40), After: strings.Repeat("2", 40)})
 	sig := githubtest.Sign([]byte(webhookSecret), push)

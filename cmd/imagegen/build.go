@@ -35,29 +35,11 @@ func (l *cloudFlags) Set(v string) error { *l = append(*l, v); return nil }
 // runBuild builds one generator now on its clouds (or those named with
 // --cloud), printing progress on stderr and a table of results on stdout.
 func runBuild(ctx context.Context, e *env, args []string) error {
-	fl := flag.NewFlagSet("build", flag.ContinueOnError)
-	fl.SetOutput(e.stderr)
-	configFile := fl.String("config", "", "server config `FILE` (required): the clouds")
-	var only cloudFlags
-	fl.Var(&only, "cloud", "build only on cloud `NAME` (repeatable; default: every cloud of the spec)")
-	fl.Usage = func() {
-		fmt.Fprintln(e.stderr, "usage: imagegen build --config FILE [--cloud NAME]... SPEC")
-		fmt.Fprintln(e.stderr, "Builds one generator now, without Redis or GitHub, and prints a table of the new images.")
-		fl.PrintDefaults()
-	}
-	if err := parseFlags(fl, args); err != nil {
-		return err
-	}
-	if *configFile == "" || fl.NArg() != 1 {
-		fl.Usage()
-		return exitCode(2)
-	}
-	cfg, err := config.Load(*configFile, registry())
+	cfg, specPath, only, err := buildArgs(e, args)
 	if err != nil {
 		return err
 	}
-
-	src, err := loadSpec(ctx, fl.Arg(0), cfg)
+	src, err := loadSpec(ctx, specPath, cfg)
 	if err != nil {
 		var es spec.Errors
 		if errors.As(err, &es) {
@@ -68,17 +50,51 @@ func runBuild(ctx context.Context, e *env, args []string) error {
 		}
 		return err
 	}
-	s := src.spec
 	if src.dirty {
 		fmt.Fprintf(e.stderr, "warning: the working tree of %s has uncommitted changes: the images are tagged with commit %s, which is not exactly what is built\n", src.root, src.commit)
 	}
-
-	names, err := selectClouds(s, cfg, only)
+	names, err := selectClouds(src.spec, cfg, only)
 	if err != nil {
 		return err
 	}
-
 	buildID := newBuildID()
+	jobs, err := openJobs(ctx, e, cfg, src, names, buildID)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stderr, "building %s (build %s) on %s\n", src.spec.Name, buildID, strings.Join(names, ", "))
+	results := runJobs(ctx, cfg, jobs, &progress{w: e.stderr, start: time.Now(), phase: map[string]phaseAt{}})
+	return reportResults(ctx, e, results)
+}
+
+// buildArgs parses build's flags and loads the config they name.
+func buildArgs(e *env, args []string) (cfg *config.Config, specPath string, only cloudFlags, err error) {
+	fl := flag.NewFlagSet("build", flag.ContinueOnError)
+	fl.SetOutput(e.stderr)
+	configFile := fl.String("config", "", "server config `FILE` (required): the clouds")
+	fl.Var(&only, "cloud", "build only on cloud `NAME` (repeatable; default: every cloud of the spec)")
+	fl.Usage = func() {
+		fmt.Fprintln(e.stderr, "usage: imagegen build --config FILE [--cloud NAME]... SPEC")
+		fmt.Fprintln(e.stderr, "Builds one generator now, without Redis or GitHub, and prints a table of the new images.")
+		fl.PrintDefaults()
+	}
+	if err := parseFlags(fl, args); err != nil {
+		return nil, "", nil, err
+	}
+	if *configFile == "" || fl.NArg() != 1 {
+		fl.Usage()
+		return nil, "", nil, exitCode(2)
+	}
+	cfg, err = config.Load(*configFile, registry())
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return cfg, fl.Arg(0), only, nil
+}
+
+// openJobs opens each cloud (asking for the password of a password: ask
+// cloud) and makes its job; every job redacts every password given.
+func openJobs(ctx context.Context, e *env, cfg *config.Config, src *source, names []string, buildID string) ([]builder.Job, error) {
 	var (
 		jobs    []builder.Job
 		secrets []secret.String
@@ -89,34 +105,41 @@ func runBuild(ctx context.Context, e *env, args []string) error {
 		if entry.AsksPassword() {
 			pw, err := askPassword(e, name)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			cred.Password = pw
 			secrets = append(secrets, pw)
 		}
 		c, err := entry.Open(ctx, cred)
 		if err != nil {
-			return fmt.Errorf("cloud %s: %w", name, err)
+			return nil, fmt.Errorf("cloud %s: %w", name, err)
 		}
 		jobs = append(jobs, builder.Job{
 			Build:          buildID,
 			CloudName:      name,
 			Cloud:          c,
-			Spec:           s,
+			Spec:           src.spec,
 			Repo:           src.repo,
 			Commit:         src.commit,
 			SSHTimeout:     cfg.Build.SSHTimeout,
 			CleanupTimeout: cfg.Build.CleanupTimeout,
 		})
 	}
-	prog := &progress{w: e.stderr, start: time.Now(), phase: map[string]phaseAt{}}
 	for i := range jobs {
 		jobs[i].Secrets = secrets
+	}
+	return jobs, nil
+}
+
+// runJobs runs the jobs at once, within build.timeout, showing their
+// progress on prog, and returns their results once every cloud has
+// cleaned up.
+func runJobs(ctx context.Context, cfg *config.Config, jobs []builder.Job, prog *progress) []builder.Result {
+	for i := range jobs {
 		jobs[i].Observer = prog
 	}
-
-	fmt.Fprintf(e.stderr, "building %s (build %s) on %s\n", s.Name, buildID, strings.Join(names, ", "))
 	stopTicker := prog.tick(ctx, 10*time.Second)
+	defer stopTicker()
 	// Ctrl-C cancels every cloud's build; each still cleans up before Run
 	// returns. The interrupt is announced once, when it comes, and at the
 	// latest before the results: a build that cleans up at once can return
@@ -135,8 +158,12 @@ func runBuild(ctx context.Context, e *env, args []string) error {
 	if ctx.Err() != nil {
 		announce() // returns only once the message is out, whoever prints it
 	}
-	stopTicker()
+	return results
+}
 
+// reportResults prints the table of new images and what failed or was left
+// behind; it fails when any cloud did.
+func reportResults(ctx context.Context, e *env, results []builder.Result) error {
 	printTable(e.stdout, results)
 	failed := false
 	for _, r := range results {

@@ -57,13 +57,7 @@ func runRerun(ctx context.Context, e *env, args []string) error {
 	hc := &http.Client{Timeout: 30 * time.Second}
 	buildURL := base.String() + "/api/v1/builds/" + url.PathEscape(id)
 
-	var b struct {
-		ID     string `json:"id"`
-		Clouds map[string]struct {
-			AsksPassword bool   `json:"asks_password"`
-			State        string `json:"state"`
-		} `json:"clouds"`
-	}
+	var b rerunBuild
 	if err := getJSON(ctx, hc, buildURL, &b); err != nil {
 		return err
 	}
@@ -73,52 +67,83 @@ func runRerun(ctx context.Context, e *env, args []string) error {
 			names = append(names, n)
 		}
 	}
+	passwords, err := askPasswords(e, id, b, names)
+	if err != nil {
+		return err
+	}
+	nb, err := postRerun(ctx, hc, buildURL, token, names, passwords)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s\n", nb.Build)
+	fmt.Fprintf(e.stderr, "re-run queued as build %s: %s\n", nb.Build, nb.URL)
+	return nil
+}
+
+// rerunBuild is what rerun reads of the build's record.
+type rerunBuild struct {
+	ID     string `json:"id"`
+	Clouds map[string]struct {
+		AsksPassword bool   `json:"asks_password"`
+		State        string `json:"state"`
+	} `json:"clouds"`
+}
+
+// askPasswords prompts, without echo, for the password of each of the
+// named clouds of build b that asks for one.
+func askPasswords(e *env, id string, b rerunBuild, names []string) (map[string]string, error) {
 	in := bufio.NewReader(e.stdin)
 	passwords := map[string]string{}
 	for _, n := range names {
 		c, ok := b.Clouds[n]
 		if !ok {
-			return fmt.Errorf("build %s has no cloud %q", id, n)
+			return nil, fmt.Errorf("build %s has no cloud %q", id, n)
 		}
 		if !c.AsksPassword {
 			continue
 		}
 		pw, err := readPassword(e, in, fmt.Sprintf("password for cloud %s: ", n))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if pw == "" {
-			return fmt.Errorf("empty password for cloud %s", n)
+			return nil, fmt.Errorf("empty password for cloud %s", n)
 		}
 		passwords[n] = pw
 	}
+	return passwords, nil
+}
+
+// rerunAnswer is the API's answer to a re-run.
+type rerunAnswer struct {
+	Build string `json:"build"`
+	URL   string `json:"url"`
+	Error string `json:"error"`
+}
+
+// postRerun asks the API at buildURL to re-run the clouds.
+func postRerun(ctx context.Context, hc *http.Client, buildURL, token string, names []string, passwords map[string]string) (rerunAnswer, error) {
+	var out rerunAnswer
 	body, err := json.Marshal(map[string]any{"clouds": names, "passwords": passwords})
 	if err != nil {
-		return err
+		return out, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, buildURL+"/rerun", bytes.NewReader(body))
 	if err != nil {
-		return err
+		return out, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("re-run: %w", err)
+		return out, fmt.Errorf("re-run: %w", err)
 	}
 	defer resp.Body.Close()
-	var out struct {
-		Build string `json:"build"`
-		URL   string `json:"url"`
-		Error string `json:"error"`
-	}
 	_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out)
 	if resp.StatusCode != http.StatusAccepted {
-		return fmt.Errorf("re-run refused: %s: %s", resp.Status, out.Error)
+		return out, fmt.Errorf("re-run refused: %s: %s", resp.Status, out.Error)
 	}
-	fmt.Fprintf(e.stdout, "%s\n", out.Build)
-	fmt.Fprintf(e.stderr, "re-run queued as build %s: %s\n", out.Build, out.URL)
-	return nil
+	return out, nil
 }
 
 func getJSON(ctx context.Context, hc *http.Client, u string, v any) error {
@@ -154,7 +179,7 @@ func readPassword(e *env, in *bufio.Reader, prompt string) (string, error) {
 		return string(pw), nil
 	}
 	line, err := in.ReadString('\n')
-	if err != nil && !(errors.Is(err, io.EOF) && line != "") {
+	if err != nil && (!errors.Is(err, io.EOF) || line == "") {
 		return "", fmt.Errorf("read password from stdin: %w", err)
 	}
 	return strings.TrimRight(line, "\r\n"), nil

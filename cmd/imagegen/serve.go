@@ -16,12 +16,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/github"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server"
-	"github.com/imagegen/imagegen/server/githubapp"
 	"github.com/imagegen/imagegen/server/pages"
+	"github.com/imagegen/imagegen/store"
 )
 
 func runServe(ctx context.Context, e *env, args []string) error {
@@ -54,7 +56,7 @@ func serveCmd(ctx context.Context, e *env, args []string, reg *clouds.Registry) 
 	}
 	defer svc.close()
 
-	srv, err := server.New(server.Options{Config: cfg, Queue: svc.q, Logger: log, Registry: svc.reg})
+	srv, err := server.New(server.Options{Config: cfg, Store: svc.store, Queue: svc.queue, Reruns: svc.reruns, Logger: log, Registry: svc.reg})
 	if err != nil {
 		return err
 	}
@@ -62,10 +64,8 @@ func serveCmd(ctx context.Context, e *env, args []string, reg *clouds.Registry) 
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	var w *queue.Worker
-	if !*noWorker {
-		w = svc.q.NewWorker()
-		if err := w.Start(); err != nil {
+	if svc.worker != nil {
+		if err := svc.worker.Start(); err != nil {
 			ln.Close()
 			return fmt.Errorf("start worker: %w", err)
 		}
@@ -73,8 +73,8 @@ func serveCmd(ctx context.Context, e *env, args []string, reg *clouds.Registry) 
 	}
 	err = srv.Serve(ctx, ln)
 	// The HTTP side has drained; now stop the builds (cleanup still runs).
-	if w != nil {
-		w.Shutdown()
+	if svc.worker != nil {
+		svc.worker.Shutdown()
 	}
 	log.Info("stopped")
 	return err
@@ -98,15 +98,19 @@ func newLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
-// service is what serve and worker share: Redis, the queue, GitHub, metrics.
+// service is what serve and worker share: Redis, the records, the queue's
+// client, re-runs, metrics, and (unless serve --no-worker) the worker.
 type service struct {
-	rdb redis.UniversalClient
-	q   *queue.Service
-	reg *prometheus.Registry
+	rdb    redis.UniversalClient
+	store  *store.Store
+	queue  *queue.Client
+	reruns *builds.Reruns
+	worker *queue.Worker // nil: this process only serves HTTP
+	reg    *prometheus.Registry
 }
 
 func (s *service) close() {
-	s.q.Close()
+	s.queue.Close()
 	s.rdb.Close()
 }
 
@@ -141,8 +145,23 @@ func redisConnOpt(cfg *config.Config) (asynq.RedisConnOpt, error) {
 }
 
 // openService connects to Redis (failing early when it does not answer) and
-// builds the queue; withGitHub adds the GitHub client a worker needs.
-func openService(ctx context.Context, cfg *config.Config, log *slog.Logger, withGitHub bool) (*service, error) {
+// wires the service: the records, the queue's client and re-runs, and with
+// withWorker the worker that plans, runs, reports and sweeps builds.
+func openService(ctx context.Context, cfg *config.Config, log *slog.Logger, withWorker bool) (*service, error) {
+	rdb, err := openRedis(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	svc, err := wire(cfg, log, rdb, withWorker)
+	if err != nil {
+		rdb.Close()
+		return nil, err
+	}
+	return svc, nil
+}
+
+// openRedis connects to the config's Redis and waits for it to answer.
+func openRedis(ctx context.Context, cfg *config.Config, log *slog.Logger) (redis.UniversalClient, error) {
 	opt, err := redisConnOpt(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.File, err)
@@ -155,25 +174,48 @@ func openService(ctx context.Context, cfg *config.Config, log *slog.Logger, with
 		rdb.Close()
 		return nil, fmt.Errorf("redis at %s: %w", cfg.RedisAddr(), err)
 	}
+	return rdb, nil
+}
+
+// wire makes the service's parts on rdb. A push travels: server (webhook)
+// → queue.Client → Redis → queue.Worker → github.ParseDelivery and
+// builds.Planner → queue.Client → queue.Worker → builds.Runner → builder
+// → clouds; builds.Reporter reports to GitHub all along.
+func wire(cfg *config.Config, log *slog.Logger, rdb redis.UniversalClient, withWorker bool) (*service, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	o := queue.Options{Config: cfg, Redis: rdb, Logger: log, Metrics: queue.NewMetrics(reg), Deliveries: server.HandleDelivery,
-		// Links on GitHub open the build's page without a login (signed, expiring).
-		BuildURL: func(id string) string { return pages.BuildLink(cfg, id) }}
-	if withGitHub {
-		f, err := githubapp.New(cfg.GitHub, githubapp.Options{Logger: log.With("component", "github")})
-		if err != nil {
-			rdb.Close()
-			return nil, err
-		}
-		o.GitHub = server.GitHub(f)
-	}
-	q, err := queue.New(o)
+	// One sealer: what this process's client seals, its worker opens.
+	sealer, err := queue.NewSealer(cfg.EncryptionKey)
 	if err != nil {
-		rdb.Close()
 		return nil, err
 	}
-	return &service{rdb: rdb, q: q, reg: reg}, nil
+	qc, err := queue.NewClient(rdb, cfg, sealer)
+	if err != nil {
+		return nil, err
+	}
+	st := store.New(rdb, cfg.Build.Retention, cfg.Build.LogLimit)
+	d := builds.Deps{Config: cfg, Store: st, Queue: qc, Logger: log, Metrics: builds.NewMetrics(reg),
+		// Links on GitHub open the build's page without a login (signed, expiring).
+		BuildURL: func(id string) string { return pages.BuildLink(cfg, id) }}
+	svc := &service{rdb: rdb, store: st, queue: qc, reruns: builds.NewReruns(d), reg: reg}
+	if !withWorker {
+		return svc, nil
+	}
+	gh, err := github.New(cfg.GitHub, github.Options{Logger: log.With("component", "github")})
+	if err != nil {
+		return nil, err
+	}
+	d.GitHub = gh
+	svc.worker, err = queue.NewWorker(queue.WorkerOptions{
+		Config: cfg, Redis: rdb, Logger: log, Sealer: sealer,
+		Deliveries: builds.NewDeliveries(github.ParseDelivery, builds.NewPlanner(d), svc.reruns),
+		Runner:     builds.NewRunner(d),
+		Sweeper:    builds.NewSweeper(d, qc),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return svc, nil
 }
 
 // redisStartWait is how long serve and worker wait for Redis at start: long

@@ -19,8 +19,8 @@ import (
 
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/simulated"
+	"github.com/imagegen/imagegen/github/githubtest"
 	"github.com/imagegen/imagegen/internal/testenv"
-	"github.com/imagegen/imagegen/server/githubapp/githubtest"
 )
 
 // helperEnv makes the test binary act as imagegen (serve or worker) with the
@@ -42,7 +42,6 @@ func TestHelperProcess(t *testing.T) {
 	reg := clouds.NewRegistry()
 	reg.Register(simulated.Type, simulated.Configure)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
 	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, lookup: os.LookupEnv}
 	var err error
 	switch args[0] {
@@ -53,6 +52,7 @@ func TestHelperProcess(t *testing.T) {
 	default:
 		err = fmt.Errorf("helper: unknown command %q", args[0])
 	}
+	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		os.Exit(1)

@@ -87,6 +87,33 @@ type repoGroup struct {
 // validatePaths parses every spec named by paths and returns the problems,
 // with file names as the user would open them, and how many specs were good.
 func validatePaths(paths []string, opts spec.Options) (spec.Errors, int) {
+	groups, errs := groupSpecFiles(paths)
+	n := 0
+	for _, g := range groups {
+		repo, err := spec.OpenRepo(g.root)
+		if err != nil {
+			errs = append(errs, spec.Error{File: g.root, Msg: err.Error()})
+			continue
+		}
+		specs, err := spec.ParseFiles(repo, g.files, opts)
+		n += len(specs)
+		var es spec.Errors
+		switch {
+		case errors.As(err, &es):
+			for _, e := range es {
+				e.File = filepath.Join(g.root, filepath.FromSlash(e.File))
+				errs = append(errs, e)
+			}
+		case err != nil:
+			errs = append(errs, spec.Error{File: g.root, Msg: err.Error()})
+		}
+	}
+	return errs, n
+}
+
+// groupSpecFiles finds the spec files paths name (files, repositories,
+// .imagegen directories) and groups them by repository, each file once.
+func groupSpecFiles(paths []string) ([]*repoGroup, spec.Errors) {
 	var (
 		errs   spec.Errors
 		groups []*repoGroup
@@ -147,27 +174,7 @@ func validatePaths(paths []string, opts spec.Options) (spec.Errors, int) {
 			add(root, f)
 		}
 	}
-	n := 0
-	for _, g := range groups {
-		repo, err := spec.OpenRepo(g.root)
-		if err != nil {
-			errs = append(errs, spec.Error{File: g.root, Msg: err.Error()})
-			continue
-		}
-		specs, err := spec.ParseFiles(repo, g.files, opts)
-		n += len(specs)
-		var es spec.Errors
-		switch {
-		case errors.As(err, &es):
-			for _, e := range es {
-				e.File = filepath.Join(g.root, filepath.FromSlash(e.File))
-				errs = append(errs, e)
-			}
-		case err != nil:
-			errs = append(errs, spec.Error{File: g.root, Msg: err.Error()})
-		}
-	}
-	return errs, n
+	return groups, errs
 }
 
 func specFilesIn(dir string) ([]string, error) {

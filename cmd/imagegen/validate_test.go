@@ -191,8 +191,8 @@ func TestValidateWithConfigClouds(t *testing.T) {
 	}
 	errs, n := validatePaths([]string{dir}, opts)
 	want := []string{
-		filepath.Join(dir, ".imagegen/g.yaml") + ":4:3: clouds.hotel: image is missing: set the base image (its id or name on that cloud)",
-		filepath.Join(dir, ".imagegen/g.yaml") + `:5:3: unknown cloud "sierra": the server config defines box, hotel`,
+		filepath.Join(dir, ".imagegen", "g.yaml") + ":4:3: clouds.hotel: image is missing: set the base image (its id or name on that cloud)",
+		filepath.Join(dir, ".imagegen", "g.yaml") + `:5:3: unknown cloud "sierra": the server config defines box, hotel`,
 	}
 	if n != 0 || len(errs) != len(want) {
 		t.Fatalf("validatePaths = %d specs, errors:\n%v", n, errs)

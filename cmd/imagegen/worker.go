@@ -41,7 +41,7 @@ func workerCmd(ctx context.Context, e *env, args []string, reg *clouds.Registry)
 		return err
 	}
 	defer svc.close()
-	w := svc.q.NewWorker()
+	w := svc.worker
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("start worker: %w", err)
 	}
@@ -82,7 +82,7 @@ func workerHTTP(svc *service) http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		if err := svc.q.Ping(ctx); err != nil {
+		if err := svc.store.Ping(ctx); err != nil {
 			http.Error(w, "redis unreachable", http.StatusServiceUnavailable)
 			return
 		}

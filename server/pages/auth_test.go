@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/config"
 	"github.com/imagegen/imagegen/internal/secret"
-	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server/pages"
 )
 
@@ -116,8 +116,8 @@ func TestSignerKeys(t *testing.T) {
 // API tokens and sessions; everyone else gets 401 and a sign-in page.
 func TestPagesAccess(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	b := e.record(rec{id: "b1", clouds: map[string]*queue.CloudRecord{"sim-a": {State: "running"}}})
-	e.record(rec{id: "b2", clouds: map[string]*queue.CloudRecord{"sim-a": {State: "queued"}}})
+	b := e.record(rec{id: "b1", clouds: map[string]*builds.CloudRecord{"sim-a": {State: "running"}}})
+	e.record(rec{id: "b2", clouds: map[string]*builds.CloudRecord{"sim-a": {State: "queued"}}})
 	path := pages.BuildPath(b.ID)
 	valid := e.signer.Token(path, time.Now().Add(time.Hour))
 	expired := e.signer.Token(path, time.Now().Add(-time.Minute))
@@ -211,7 +211,7 @@ func TestPagesAccess(t *testing.T) {
 
 func TestSecureCookiesOverHTTPS(t *testing.T) {
 	e := newEnv(t, envOptions{baseURL: "https://imagegen.example.org"})
-	b := e.record(rec{clouds: map[string]*queue.CloudRecord{"sim-a": {State: "queued"}}})
+	b := e.record(rec{clouds: map[string]*builds.CloudRecord{"sim-a": {State: "queued"}}})
 	p := pages.BuildPath(b.ID)
 	r := e.do(nil, http.MethodGet, p+"?t="+e.signer.Token(p, time.Now().Add(time.Hour)), nil)
 	sc := r.header.Get("Set-Cookie")
@@ -224,7 +224,7 @@ func TestSecureCookiesOverHTTPS(t *testing.T) {
 
 func TestUnsignedWithoutKey(t *testing.T) {
 	e := newEnv(t, envOptions{noLinkKey: true})
-	b := e.record(rec{clouds: map[string]*queue.CloudRecord{"sim-a": {State: "queued"}}})
+	b := e.record(rec{clouds: map[string]*builds.CloudRecord{"sim-a": {State: "queued"}}})
 	if u := pages.BuildLink(e.cfg, b.ID); u != "http://imagegen.example.org/builds/"+b.ID {
 		t.Errorf("BuildLink without a key = %q", u)
 	}
@@ -241,7 +241,7 @@ func TestUnsignedWithoutKey(t *testing.T) {
 
 func TestBuildLink(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	b := e.record(rec{clouds: map[string]*queue.CloudRecord{"sim-a": {State: "queued"}}})
+	b := e.record(rec{clouds: map[string]*builds.CloudRecord{"sim-a": {State: "queued"}}})
 	u, err := url.Parse(pages.BuildLink(e.cfg, b.ID))
 	if err != nil {
 		t.Fatal(err)

@@ -14,8 +14,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/internal/testenv"
-	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server/pages"
 )
 
@@ -25,7 +25,7 @@ import (
 func TestBrowserLiveBuild(t *testing.T) {
 	bin := chromiumPath(t)
 	e := newEnv(t, envOptions{})
-	b := e.record(rec{id: "e2e0123456789abc", clouds: map[string]*queue.CloudRecord{
+	b := e.record(rec{id: "e2e0123456789abc", clouds: map[string]*builds.CloudRecord{
 		"sim-a": {State: builder.StateRunning, Phase: builder.PhaseScript, Started: time.Now().UTC().Add(-20 * time.Second), Attempts: 1},
 		"sim-b": {State: builder.StateRunning, Phase: builder.PhaseSSH, Started: time.Now().UTC().Add(-15 * time.Second), Attempts: 1},
 	}})
@@ -54,7 +54,7 @@ func TestBrowserLiveBuild(t *testing.T) {
 		defer wg.Done()
 		for i := range 6 {
 			time.Sleep(300 * time.Millisecond)
-			if err := e.store.AppendLog(context.Background(), b.ID, "sim-a", queue.LogEntry{
+			if err := e.store.AppendLog(context.Background(), b.ID, "sim-a", builds.LogEntry{
 				Time: time.Now().UTC(), Cloud: "sim-a", Stream: builder.StreamStdout, Text: fmt.Sprintf("Setting up dstat (%d/6) <ok>", i+1),
 			}); err != nil {
 				t.Error(err)
@@ -85,7 +85,7 @@ func TestBrowserLiveBuild(t *testing.T) {
 	if got := page.eval(t, `document.querySelector("#build-state").textContent`); !strings.Contains(got.(string), "running") {
 		t.Fatalf("build state %q, want running", got)
 	}
-	e.update(b.ID, "sim-b", func(c *queue.CloudRecord) {
+	e.update(b.ID, "sim-b", func(c *builds.CloudRecord) {
 		c.Phases = []builder.PhaseTiming{{Phase: builder.PhaseLaunch, Duration: 4200 * time.Millisecond}, {Phase: builder.PhaseScript, Duration: 71 * time.Second}}
 	})
 	e.succeed(b, "sim-b", "c2d3e4f5-6a7b-4c8d-9e0f-a1b2c3d4e5f6", "dstat-20260301-1201-3f78685", time.Now().UTC())

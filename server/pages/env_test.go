@@ -16,12 +16,14 @@ import (
 
 	"github.com/imagegen/imagegen/builder"
 	"github.com/imagegen/imagegen/builder/spec"
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/config"
 	"github.com/imagegen/imagegen/internal/servicetest"
 	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server"
 	"github.com/imagegen/imagegen/server/pages"
+	"github.com/imagegen/imagegen/store"
 )
 
 const (
@@ -37,8 +39,7 @@ type env struct {
 	t      *testing.T
 	rdb    *redis.Client
 	cfg    *config.Config
-	q      *queue.Service
-	store  *queue.Store
+	store  *store.Store
 	http   *httptest.Server
 	logs   *testenv.Buffer
 	signer *pages.Signer
@@ -81,14 +82,15 @@ clouds:
 	e.cfg = cfg
 	var err error
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e.q, err = queue.New(queue.Options{Config: cfg, Redis: e.rdb, Logger: log})
+	// The real server as serve --no-worker wires it, so the test also
+	// covers how it registers the pages.
+	qc, err := queue.NewClient(e.rdb, cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { e.q.Close() })
-	e.store = e.q.Store()
-	// The real server, so the test also covers how it registers the pages.
-	srv, err := server.New(server.Options{Config: cfg, Queue: e.q, Logger: log})
+	e.store = store.New(e.rdb, cfg.Build.Retention, cfg.Build.LogLimit)
+	reruns := builds.NewReruns(builds.Deps{Config: cfg, Store: e.store, Queue: qc, Logger: log})
+	srv, err := server.New(server.Options{Config: cfg, Store: e.store, Queue: qc, Reruns: reruns, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,11 +109,11 @@ clouds:
 type rec struct {
 	id, repo, generator, commit string
 	created                     time.Time
-	clouds                      map[string]*queue.CloudRecord
+	clouds                      map[string]*builds.CloudRecord
 }
 
 // record writes a build through the queue's store, as the planner does.
-func (e *env) record(r rec) *queue.Build {
+func (e *env) record(r rec) *builds.Build {
 	e.t.Helper()
 	if r.repo == "" {
 		r.repo = testRepo
@@ -127,7 +129,7 @@ func (e *env) record(r rec) *queue.Build {
 	}
 	sp := &spec.Spec{Name: r.generator, File: ".imagegen/" + r.generator + ".yaml", Script: "echo hi", Clouds: map[string]spec.CloudSpec{}}
 	sp.Digest = "9a0364b9e99bb480dd25e1f0284c8555e0b0f0f8a5f7c8e5d1b8c9a0364b9e99"
-	b := &queue.Build{
+	b := &builds.Build{
 		ID: r.id, Repo: r.repo, Commit: r.commit, Ref: "refs/heads/main", Generator: r.generator,
 		SpecFile: sp.File, Digest: sp.Digest, Created: r.created, Clouds: r.clouds,
 	}
@@ -142,7 +144,7 @@ func (e *env) record(r rec) *queue.Build {
 		sp.Clouds[name] = spec.CloudSpec{Image: c.BaseImage, SSHUser: "ubuntu"}
 	}
 	if b.ID == "" {
-		b.ID = queue.NewID()
+		b.ID = builds.NewID()
 	}
 	ok, err := e.store.Create(context.Background(), b, sp)
 	if err != nil || !ok {
@@ -151,7 +153,7 @@ func (e *env) record(r rec) *queue.Build {
 	return b
 }
 
-func (e *env) update(id, cloud string, fn func(*queue.CloudRecord)) {
+func (e *env) update(id, cloud string, fn func(*builds.CloudRecord)) {
 	e.t.Helper()
 	if _, err := e.store.UpdateCloud(context.Background(), id, cloud, fn); err != nil {
 		e.t.Fatal(err)
@@ -160,22 +162,22 @@ func (e *env) update(id, cloud string, fn func(*queue.CloudRecord)) {
 
 func (e *env) logLine(id, cloud, stream, text string) {
 	e.t.Helper()
-	if err := e.store.AppendLog(context.Background(), id, cloud, queue.LogEntry{Time: time.Now().UTC(), Cloud: cloud, Stream: stream, Text: text}); err != nil {
+	if err := e.store.AppendLog(context.Background(), id, cloud, builds.LogEntry{Time: time.Now().UTC(), Cloud: cloud, Stream: stream, Text: text}); err != nil {
 		e.t.Fatal(err)
 	}
 }
 
 // succeed finishes a cloud with an image, as the worker does, lineage included.
-func (e *env) succeed(b *queue.Build, cloud, imageID, imageName string, finished time.Time) {
+func (e *env) succeed(b *builds.Build, cloud, imageID, imageName string, finished time.Time) {
 	e.t.Helper()
-	e.update(b.ID, cloud, func(c *queue.CloudRecord) {
+	e.update(b.ID, cloud, func(c *builds.CloudRecord) {
 		c.State, c.ImageID, c.ImageName, c.Phase = builder.StateSucceeded, imageID, imageName, ""
 		if c.Started.IsZero() {
 			c.Started = finished.Add(-90 * time.Second)
 		}
 		c.Finished = finished
 	})
-	if err := e.store.AddImage(context.Background(), queue.LineageEntry{
+	if err := e.store.AddImage(context.Background(), builds.LineageEntry{
 		Build: b.ID, Repo: b.Repo, Generator: b.Generator, Cloud: cloud, Commit: b.Commit, Digest: b.Digest,
 		BaseImage: "base-" + cloud, ImageID: imageID, ImageName: imageName, Created: finished,
 	}); err != nil {

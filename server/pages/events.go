@@ -139,7 +139,7 @@ func (p *Pages) logEvents(c echo.Context) error {
 		// State first, then lines: a cloud seen final has written all its lines.
 		bb, _, err := p.store.Get(ctx, b.ID)
 		if err != nil {
-			return true, nil // expired or Redis gone: the stream ends, the page stays
+			return streamEnds(err) // expired or Redis gone: the stream ends, the page stays
 		}
 		rec := bb.Clouds[cloud]
 		lines, next, err := p.store.LogSince(ctx, b.ID, cloud, from)
@@ -151,7 +151,7 @@ func (p *Pages) logEvents(c echo.Context) error {
 			if err := s.send("line", strconv.Itoa(next-len(lines)+i+1), logEvent{
 				Time: lineOf(l).Time, Stream: l.Stream, Text: l.Text,
 			}); err != nil {
-				return true, nil
+				return streamEnds(err)
 			}
 		}
 		from = next
@@ -164,7 +164,7 @@ func (p *Pages) logEvents(c echo.Context) error {
 				return true, err
 			}
 			if err := s.send("state", "", stateEvent{HTML: html, Final: final}); err != nil {
-				return true, nil
+				return streamEnds(err)
 			}
 		}
 		if final {
@@ -188,7 +188,7 @@ func (p *Pages) buildEvents(c echo.Context) error {
 	return p.loop(c, s, func() (bool, error) {
 		bb, _, err := p.store.Get(ctx, b.ID)
 		if err != nil {
-			return true, nil
+			return streamEnds(err)
 		}
 		html, err := p.fragment("build", "state", stateOf(bb.State, ""))
 		if err != nil {
@@ -202,7 +202,7 @@ func (p *Pages) buildEvents(c echo.Context) error {
 		if ev != last {
 			last = ev
 			if err := s.send("state", "", ev); err != nil {
-				return true, nil
+				return streamEnds(err)
 			}
 		}
 		if ev.Final {
@@ -221,3 +221,8 @@ func (p *Pages) fragment(page, name string, data any) (string, error) {
 	}
 	return b.String(), nil
 }
+
+// streamEnds ends an event stream quietly on err: a record expired, Redis
+// away or the browser gone ends the stream, not the request with an error
+// (the page stays as it is; the browser reconnects if it is still there).
+func streamEnds(error) (done bool, err error) { return true, nil }

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/imagegen/imagegen/builder"
-	"github.com/imagegen/imagegen/queue"
+	"github.com/imagegen/imagegen/builds"
 )
 
 type event struct {
@@ -79,7 +79,7 @@ func next(t *testing.T, ch <-chan event) event {
 
 func TestLogEvents(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	b := e.record(rec{id: "b-tail", clouds: map[string]*queue.CloudRecord{"sim-a": {State: builder.StateRunning, Phase: builder.PhaseScript}}})
+	b := e.record(rec{id: "b-tail", clouds: map[string]*builds.CloudRecord{"sim-a": {State: builder.StateRunning, Phase: builder.PhaseScript}}})
 	e.logLine(b.ID, "sim-a", builder.StreamStdout, "before the page")
 
 	ch := e.stream("/builds/b-tail/log/sim-a/events?from=1")
@@ -103,7 +103,7 @@ func TestLogEvents(t *testing.T) {
 	}
 	// The worker writes a cloud's last line before its result.
 	e.logLine(b.ID, "sim-a", builder.StreamImagegen, "last line")
-	e.update(b.ID, "sim-a", func(c *queue.CloudRecord) {
+	e.update(b.ID, "sim-a", func(c *builds.CloudRecord) {
 		c.State, c.ImageID, c.ImageName, c.Phase = builder.StateSucceeded, "img-1", "dstat-1", ""
 	})
 	var names []string
@@ -134,7 +134,7 @@ func TestLogEvents(t *testing.T) {
 
 func TestBuildEvents(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	b := e.record(rec{id: "b-live", clouds: map[string]*queue.CloudRecord{
+	b := e.record(rec{id: "b-live", clouds: map[string]*builds.CloudRecord{
 		"sim-a": {State: builder.StateRunning}, "sim-b": {State: builder.StateQueued},
 	}})
 	ch := e.stream("/builds/b-live/events")
@@ -146,10 +146,10 @@ func TestBuildEvents(t *testing.T) {
 	if err := json.Unmarshal([]byte(ev.data), &d); err != nil || ev.name != "state" || d.Final || !strings.Contains(d.Rows, `<th scope="row">sim-b</th>`) {
 		t.Fatalf("first event %+v", ev)
 	}
-	e.update(b.ID, "sim-a", func(c *queue.CloudRecord) {
+	e.update(b.ID, "sim-a", func(c *builds.CloudRecord) {
 		c.State, c.ImageID, c.ImageName = builder.StateSucceeded, "img-a", "dstat-a"
 	})
-	e.update(b.ID, "sim-b", func(c *queue.CloudRecord) { c.State, c.Error = builder.StateFailed, "quota <exceeded>" })
+	e.update(b.ID, "sim-b", func(c *builds.CloudRecord) { c.State, c.Error = builder.StateFailed, "quota <exceeded>" })
 	var last event
 	for ev := range ch {
 		if ev.name == "state" {
@@ -172,7 +172,7 @@ func TestBuildEvents(t *testing.T) {
 // makes the tail skip or repeat a line.
 func TestLogSince(t *testing.T) {
 	e := newEnv(t, envOptions{logLimit: 400})
-	b := e.record(rec{clouds: map[string]*queue.CloudRecord{"sim-a": {State: builder.StateRunning}}})
+	b := e.record(rec{clouds: map[string]*builds.CloudRecord{"sim-a": {State: builder.StateRunning}}})
 	for i := range 10 {
 		e.logLine(b.ID, "sim-a", builder.StreamStdout, fmt.Sprintf("line %d", i))
 	}

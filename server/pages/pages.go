@@ -19,9 +19,10 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 
 	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/config"
 	"github.com/imagegen/imagegen/internal/secret"
-	"github.com/imagegen/imagegen/queue"
+	"github.com/imagegen/imagegen/store"
 )
 
 //go:embed templates/*.html
@@ -33,7 +34,8 @@ var staticFS embed.FS
 // Options are what the pages need.
 type Options struct {
 	Config *config.Config
-	Queue  *queue.Service
+	Store  *store.Store
+	Reruns *builds.Reruns // re-runs from the build page
 	Logger *slog.Logger
 	// Poll is how often a live tail looks for new lines and states; default 500ms.
 	Poll time.Duration
@@ -47,8 +49,8 @@ type Options struct {
 // Pages are the HTTP handlers of the build pages.
 type Pages struct {
 	cfg     *config.Config
-	q       *queue.Service
-	store   *queue.Store
+	store   *store.Store
+	reruns  *builds.Reruns
 	log     *slog.Logger
 	signer  *Signer
 	poll    time.Duration
@@ -64,8 +66,8 @@ var pageNames = []string{"list", "build", "log", "generator", "error", "login"}
 
 // New prepares the pages; it fails only on a broken template.
 func New(o Options) (*Pages, error) {
-	if o.Config == nil || o.Queue == nil {
-		return nil, errors.New("pages: Config and Queue are required")
+	if o.Config == nil || o.Store == nil || o.Reruns == nil {
+		return nil, errors.New("pages: Config, Store and Reruns are required")
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -80,7 +82,7 @@ func New(o Options) (*Pages, error) {
 		o.Now = time.Now
 	}
 	p := &Pages{
-		cfg: o.Config, q: o.Queue, store: o.Queue.Store(), log: o.Logger, signer: NewSigner(o.Config),
+		cfg: o.Config, store: o.Store, reruns: o.Reruns, log: o.Logger, signer: NewSigner(o.Config),
 		poll: o.Poll, refresh: o.Refresh, now: o.Now, tmpl: map[string]*template.Template{},
 		secure: strings.HasPrefix(o.Config.BaseURL, "https://"),
 		web:    githubWeb(o.Config.GitHub.APIURL),
@@ -219,9 +221,9 @@ func safeNext(s string) string {
 }
 
 // getBuild reads the build of the :id param; a missing one is a 404 page.
-func (p *Pages) getBuild(c echo.Context) (*queue.Build, error) {
+func (p *Pages) getBuild(c echo.Context) (*builds.Build, error) {
 	b, _, err := p.store.Get(c.Request().Context(), c.Param("id"))
-	if errors.Is(err, queue.ErrNotFound) {
+	if errors.Is(err, builds.ErrNotFound) {
 		return nil, p.errorPage(c, http.StatusNotFound, fmt.Sprintf("There is no build %q (builds are kept for %s).", c.Param("id"), p.cfg.Build.Retention))
 	}
 	return b, err
@@ -260,7 +262,7 @@ func (p *Pages) list(c echo.Context) error {
 	if state != "" && !validState(state) {
 		return p.errorPage(c, http.StatusBadRequest, fmt.Sprintf("Unknown state %q.", state))
 	}
-	builds, more, err := p.store.Page(c.Request().Context(), queue.PageOptions{
+	bs, more, err := p.store.Page(c.Request().Context(), store.PageOptions{
 		Repo: q.Get("repo"), Generator: q.Get("generator"), State: builder.State(state),
 		Offset: (page - 1) * pageSize, Limit: pageSize,
 	})
@@ -271,7 +273,7 @@ func (p *Pages) list(c echo.Context) error {
 		Page: Page{Title: "Builds"}, Repo: q.Get("repo"), Generator: q.Get("generator"), State: state,
 		States: states, PageNum: page,
 	}
-	for _, b := range builds {
+	for _, b := range bs {
 		row := buildRow{
 			ID: b.ID, URL: BuildPath(b.ID), Repo: b.Repo, Generator: b.Generator,
 			GeneratorURL: generatorPath(b.Repo, b.Generator), Commit: p.commit(b.Repo, b.Commit),
@@ -339,7 +341,7 @@ func (p *Pages) build(c echo.Context) error {
 	return p.render(c, http.StatusOK, "build", p.buildData(b, ""))
 }
 
-func (p *Pages) buildData(b *queue.Build, rerunErr string) buildData {
+func (p *Pages) buildData(b *builds.Build, rerunErr string) buildData {
 	d := buildData{
 		Page: Page{Title: fmt.Sprintf("%s at %s", b.Generator, shortSHA(b.Commit))},
 		ID:   b.ID, Repo: b.Repo, RepoURL: p.web + "/" + b.Repo, Generator: b.Generator,
@@ -383,7 +385,7 @@ type logLine struct {
 	Text   string
 }
 
-func lineOf(l queue.LogEntry) logLine {
+func lineOf(l builds.LogEntry) logLine {
 	return logLine{Time: l.Time.UTC().Format("15:04:05.000"), Stream: l.Stream, Text: l.Text}
 }
 
@@ -503,7 +505,7 @@ func (p *Pages) rerun(c echo.Context) error {
 	if !p.validAPIToken(form.Get("token")) {
 		return fail(http.StatusUnauthorized, "That is not a valid API token.")
 	}
-	req := queue.RerunRequest{Clouds: form["cloud"], Passwords: map[string]secret.String{}}
+	req := builds.RerunRequest{Clouds: form["cloud"], Passwords: map[string]secret.String{}}
 	if len(req.Clouds) == 0 {
 		return fail(http.StatusBadRequest, "Choose at least one cloud to re-run.")
 	}
@@ -512,8 +514,8 @@ func (p *Pages) rerun(c echo.Context) error {
 			req.Passwords[name] = secret.New(pw)
 		}
 	}
-	id, err := p.q.Rerun(c.Request().Context(), b.ID, req)
-	var rerr *queue.RequestError
+	id, err := p.reruns.Rerun(c.Request().Context(), b.ID, req)
+	var rerr *builds.RequestError
 	switch {
 	case errors.As(err, &rerr):
 		return fail(http.StatusBadRequest, rerr.Msg)

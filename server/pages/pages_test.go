@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/imagegen/imagegen/builder"
-	"github.com/imagegen/imagegen/queue"
+	"github.com/imagegen/imagegen/builds"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -43,10 +43,10 @@ func TestListPage(t *testing.T) {
 			st = builder.StateFailed
 		}
 		e.record(rec{id: fmt.Sprintf("d%02d", i), created: base.Add(time.Duration(i) * time.Minute),
-			clouds: map[string]*queue.CloudRecord{"sim-a": {State: st}, "sim-b": {State: builder.StateSucceeded}}})
+			clouds: map[string]*builds.CloudRecord{"sim-a": {State: st}, "sim-b": {State: builder.StateSucceeded}}})
 	}
-	e.record(rec{id: "other-gen", generator: "htop", created: base.Add(time.Hour), clouds: map[string]*queue.CloudRecord{"sim-a": {State: builder.StateRunning, Phase: builder.PhaseScript}}})
-	e.record(rec{id: "other-repo", repo: "someone/else", created: base.Add(2 * time.Hour), clouds: map[string]*queue.CloudRecord{"sim-a": {State: builder.StateQueued}}})
+	e.record(rec{id: "other-gen", generator: "htop", created: base.Add(time.Hour), clouds: map[string]*builds.CloudRecord{"sim-a": {State: builder.StateRunning, Phase: builder.PhaseScript}}})
+	e.record(rec{id: "other-repo", repo: "someone/else", created: base.Add(2 * time.Hour), clouds: map[string]*builds.CloudRecord{"sim-a": {State: builder.StateQueued}}})
 
 	ids := func(body string) []string {
 		var out []string
@@ -114,7 +114,7 @@ func TestListPage(t *testing.T) {
 func TestBuildPage(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	b := e.record(rec{id: "b-page", created: start, clouds: map[string]*queue.CloudRecord{
+	b := e.record(rec{id: "b-page", created: start, clouds: map[string]*builds.CloudRecord{
 		"sim-a":  {State: builder.StateRunning, Phase: builder.PhaseSSH, Started: start, Attempts: 1},
 		"sim-b":  {State: builder.StateFailed, Started: start, Finished: start.Add(75 * time.Second), ExitCode: 2, Attempts: 1, Error: "script exited 2: <script>alert(1)</script>"},
 		"locked": {State: builder.StateWaiting, AsksPassword: true},
@@ -143,12 +143,12 @@ func TestBuildPage(t *testing.T) {
 	mustNotContain(t, "build", r.body, `<script>alert(1)`, `id="pw-sim-a"`)
 
 	// Finished: shows the image, stops following.
-	e.update(b.ID, "sim-a", func(c *queue.CloudRecord) {
+	e.update(b.ID, "sim-a", func(c *builds.CloudRecord) {
 		c.State, c.Phase, c.Finished = builder.StateSucceeded, "", start.Add(3*time.Minute+5*time.Second)
 		c.ImageID, c.ImageName = "img-0a1b2c", "dstat-20260301-1200-3f78685"
 		c.Phases = []builder.PhaseTiming{{Phase: builder.PhaseLaunch, Duration: 2500 * time.Millisecond}, {Phase: builder.PhaseScript, Duration: 61 * time.Second}}
 	})
-	e.update(b.ID, "locked", func(c *queue.CloudRecord) { c.State = builder.StateCanceled })
+	e.update(b.ID, "locked", func(c *builds.CloudRecord) { c.State = builder.StateCanceled })
 	r = e.get("/builds/" + b.ID)
 	mustContain(t, "finished build", r.body,
 		`<div class="image-name">dstat-20260301-1200-3f78685</div><code class="image-id">img-0a1b2c</code>`,
@@ -163,7 +163,7 @@ func TestBuildPage(t *testing.T) {
 
 func TestLogPage(t *testing.T) {
 	e := newEnv(t, envOptions{logLimit: 300})
-	b := e.record(rec{id: "b-log", clouds: map[string]*queue.CloudRecord{
+	b := e.record(rec{id: "b-log", clouds: map[string]*builds.CloudRecord{
 		"sim-a": {State: builder.StateRunning},
 		"sim-b": {State: builder.StateFailed, Error: "exit 1"},
 	}})
@@ -203,14 +203,14 @@ func TestGeneratorPage(t *testing.T) {
 	// Recent: the lineage drops images older than build.retention.
 	t0 := time.Now().UTC().Add(-3 * time.Hour)
 	old := e.record(rec{id: "g-old", commit: "1111111111111111111111111111111111111111", created: t0,
-		clouds: map[string]*queue.CloudRecord{"sim-a": {State: builder.StateRunning}, "sim-b": {State: builder.StateRunning}}})
+		clouds: map[string]*builds.CloudRecord{"sim-a": {State: builder.StateRunning}, "sim-b": {State: builder.StateRunning}}})
 	e.succeed(old, "sim-a", "img-a1", "dstat-a1", t0.Add(time.Minute))
 	e.succeed(old, "sim-b", "img-b1", "dstat-b1", t0.Add(2*time.Minute))
 	nw := e.record(rec{id: "g-new", commit: "2222222222222222222222222222222222222222", created: t0.Add(time.Hour),
-		clouds: map[string]*queue.CloudRecord{"sim-b": {State: builder.StateRunning}}})
+		clouds: map[string]*builds.CloudRecord{"sim-b": {State: builder.StateRunning}}})
 	e.succeed(nw, "sim-b", "img-b2", "dstat-b2", t0.Add(time.Hour+time.Minute))
 	// another generator's image stays off this page
-	other := e.record(rec{id: "g-other", generator: "htop", clouds: map[string]*queue.CloudRecord{"sim-a": {State: builder.StateRunning}}})
+	other := e.record(rec{id: "g-other", generator: "htop", clouds: map[string]*builds.CloudRecord{"sim-a": {State: builder.StateRunning}}})
 	e.succeed(other, "sim-a", "img-htop", "htop-1", t0)
 
 	r := e.get("/generators/octo-org/images/dstat")
@@ -237,7 +237,7 @@ func TestGeneratorPage(t *testing.T) {
 
 func TestRerunForm(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	b := e.record(rec{id: "b-rerun", clouds: map[string]*queue.CloudRecord{
+	b := e.record(rec{id: "b-rerun", clouds: map[string]*builds.CloudRecord{
 		"sim-a":  {State: builder.StateFailed, Error: "exit 1"},
 		"locked": {State: builder.StateWaiting, AsksPassword: true},
 	}})
@@ -313,12 +313,12 @@ func TestRerunForm(t *testing.T) {
 func TestGoldenBuildPage(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	b := e.record(rec{id: "0123456789abcdef", created: t0, clouds: map[string]*queue.CloudRecord{
+	b := e.record(rec{id: "0123456789abcdef", created: t0, clouds: map[string]*builds.CloudRecord{
 		"sim-a":  {State: builder.StateRunning, Started: t0.Add(time.Second), Attempts: 1},
 		"sim-b":  {State: builder.StateFailed, Started: t0.Add(time.Second), Finished: t0.Add(47 * time.Second), Attempts: 2, ExitCode: 100, Error: "script exited 100\nE: Unable to locate package dstat"},
 		"locked": {State: builder.StateCanceled, AsksPassword: true, Finished: t0, Error: "re-run as build fedcba9876543210"},
 	}})
-	e.update(b.ID, "sim-a", func(c *queue.CloudRecord) {
+	e.update(b.ID, "sim-a", func(c *builds.CloudRecord) {
 		c.State, c.Finished = builder.StateSucceeded, t0.Add(2*time.Minute+13*time.Second)
 		c.ImageID, c.ImageName = "ami-0a1b2c3d4e5f67890", "dstat-20260301-1200-3f78685"
 		c.Phases = []builder.PhaseTiming{

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/imagegen/imagegen/builder"
-	"github.com/imagegen/imagegen/queue"
+	"github.com/imagegen/imagegen/builds"
 )
 
 // stateView shows a state by colour (Class), symbol and text, so it reads
@@ -119,7 +119,7 @@ type cloudView struct {
 
 type phaseView struct{ Name, Duration string }
 
-func (p *Pages) cloudViews(b *queue.Build) []cloudView {
+func (p *Pages) cloudViews(b *builds.Build) []cloudView {
 	now := p.now()
 	var out []cloudView
 	for _, name := range b.CloudNames() {

@@ -22,8 +22,11 @@ import (
 	"github.com/imagegen/imagegen/bench"
 )
 
+// benchmark is one benchmark function of package bench and its report section.
+type benchmark struct{ Func, ID, Title string }
+
 // benchmarks are run in this order; each writes one Result.
-var benchmarks = []struct{ Func, ID, Title string }{
+var benchmarks = []benchmark{
 	{"BenchmarkIngest", "1-ingest", "Webhook ingest"},
 	{"BenchmarkOrchestration", "2-orchestration", "Orchestration overhead"},
 	{"BenchmarkNoticing", "3-noticing", "Noticing"},
@@ -78,30 +81,13 @@ func run(log *slog.Logger) error {
 		if pick != nil && !pick.MatchString(bm.Func) {
 			continue
 		}
-		log.Info("running", "benchmark", bm.Func, "load", bench.LoadAvg())
-		start := time.Now()
-		cmd := exec.CommandContext(ctx, bin, "-test.run=^$", "-test.bench=^"+bm.Func+"$", "-test.benchtime=1x",
-			"-test.timeout="+timeout.String())
-		cmd.Dir = "bench" // where `go test` would run it
-		cmd.Env = append(os.Environ(), bench.OutEnv+"="+resDir)
-		var buf bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &buf, &buf
-		err := cmd.Run()
-		if ctx.Err() != nil {
-			return ctx.Err()
+		msg, err := runOne(ctx, log, bin, resDir, bm, *timeout)
+		if err != nil {
+			return err
 		}
-		if _, serr := os.Stat(filepath.Join(resDir, bm.ID+".json")); err != nil || serr != nil {
-			msg := fmt.Sprintf("%s failed after %s: %v", bm.Func, time.Since(start).Round(time.Second), errors.Join(err, serr))
-			log.Error(msg, "output", tail(buf.String(), 30))
+		if msg != "" {
 			failures = append(failures, msg)
-			r := bench.Result{ID: bm.ID, Title: bm.Title, Started: start, Elapsed: time.Since(start).Seconds(),
-				Notes: []string{"this run failed: " + msg, "output: " + tail(buf.String(), 12)}}
-			if werr := writeResult(resDir, r); werr != nil {
-				return werr
-			}
-			continue
 		}
-		log.Info("done", "benchmark", bm.Func, "took", time.Since(start).Round(time.Second), "result", benchLine(buf.String()))
 	}
 
 	results, err := bench.ReadResults(resDir)
@@ -123,6 +109,33 @@ func run(log *slog.Logger) error {
 		return fmt.Errorf("%d benchmark(s) failed: %s", len(failures), strings.Join(failures, "; "))
 	}
 	return nil
+}
+
+// runOne runs one benchmark of the test binary bin, its result into
+// resDir; a benchmark that fails gets a result saying so, and its failure
+// is returned as msg.
+func runOne(ctx context.Context, log *slog.Logger, bin, resDir string, bm benchmark, timeout time.Duration) (msg string, err error) {
+	log.Info("running", "benchmark", bm.Func, "load", bench.LoadAvg())
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, bin, "-test.run=^$", "-test.bench=^"+bm.Func+"$", "-test.benchtime=1x",
+		"-test.timeout="+timeout.String())
+	cmd.Dir = "bench" // where `go test` would run it
+	cmd.Env = append(os.Environ(), bench.OutEnv+"="+resDir)
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	err = cmd.Run()
+	if ctx.Err() != nil {
+		return "", ctx.Err()
+	}
+	if _, serr := os.Stat(filepath.Join(resDir, bm.ID+".json")); err != nil || serr != nil {
+		msg := fmt.Sprintf("%s failed after %s: %v", bm.Func, time.Since(start).Round(time.Second), errors.Join(err, serr))
+		log.Error(msg, "output", tail(buf.String(), 30))
+		r := bench.Result{ID: bm.ID, Title: bm.Title, Started: start, Elapsed: time.Since(start).Seconds(),
+			Notes: []string{"this run failed: " + msg, "output: " + tail(buf.String(), 12)}}
+		return msg, writeResult(resDir, r)
+	}
+	log.Info("done", "benchmark", bm.Func, "took", time.Since(start).Round(time.Second), "result", benchLine(buf.String()))
+	return "", nil
 }
 
 func writeResult(dir string, r bench.Result) error {
@@ -176,7 +189,7 @@ func describeMachine() machine {
 		for _, l := range strings.Split(string(b), "\n") {
 			if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
 				var kb int64
-				fmt.Sscan(strings.TrimSpace(v), &kb)
+				_, _ = fmt.Sscan(strings.TrimSpace(v), &kb) // 0 when unreadable: "0.0 GiB"
 				m.Mem = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
 			}
 		}

@@ -1,0 +1,274 @@
+package builds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/builder/spec"
+	"github.com/imagegen/imagegen/internal/secret"
+)
+
+// zeroSHA is the "before" of a push that created the branch.
+const zeroSHA = "0000000000000000000000000000000000000000"
+
+// Planner turns a push into builds.
+type Planner struct {
+	d   Deps
+	rep *Reporter
+}
+
+// NewPlanner returns a Planner; it needs d.Config, d.Store, d.GitHub and d.Queue.
+func NewPlanner(d Deps) *Planner {
+	d = d.withDefaults()
+	return &Planner{d: d, rep: NewReporter(d)}
+}
+
+// Plan decides which generators a push changed and starts their builds:
+// records a Build per generator, creates its check run and pending statuses,
+// and enqueues one build task per cloud (a password: ask cloud waits instead).
+// It is safe to run twice for one push: build ids derive from the delivery.
+func (pl *Planner) Plan(ctx context.Context, p Push) error {
+	log := pl.d.Logger.With("delivery", p.Delivery, "repo", p.Repo, "sha", p.After, "ref", p.Ref)
+	branch, ok := strings.CutPrefix(p.Ref, "refs/heads/")
+	switch {
+	case p.Deleted || p.After == zeroSHA:
+		log.Info("push ignored: branch deleted")
+		return nil
+	case !ok:
+		log.Info("push ignored: not a branch")
+		return nil
+	}
+	gh, err := pl.d.GitHub.Repo(ctx, p.Installation)
+	if err != nil {
+		return fmt.Errorf("github client: %w", err)
+	}
+	repo := gh.FS(ctx, p.Repo, p.After)
+	files, sizes, err := specFiles(repo)
+	if err != nil {
+		return fmt.Errorf("list %s at %s: %w", spec.Dir, p.After, err)
+	}
+	all := p.Created || p.Before == zeroSHA || p.Before == ""
+	changed := map[string]bool{}
+	if !all {
+		names := p.Changed
+		if p.Incomplete {
+			if names, err = gh.ChangedFiles(ctx, p.Repo, p.Before, p.After); err != nil {
+				return fmt.Errorf("compare %s...%s: %w", p.Before, p.After, err)
+			}
+		}
+		for _, n := range names {
+			changed[n] = true
+		}
+	}
+	// The parser checks cloud names against the config, and needs to know
+	// which clouds make images (type ssh does not, so image is optional there).
+	known := map[string]bool{}
+	for name, e := range pl.d.Config.Clouds {
+		known[name] = e.Type != "ssh"
+	}
+	// The generators of a push are independent: plan them at once (bounded),
+	// so the last one's builds do not wait for every other's GitHub calls.
+	sc := planScope{all: all, changed: changed, known: known, sizes: sizes, branch: branch}
+	sem := make(chan struct{}, planConcurrency)
+	errs := make([]error, len(files))
+	var wg sync.WaitGroup
+	for i, file := range files {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = pl.planFile(ctx, gh, repo, p, sc, file)
+		})
+	}
+	wg.Wait()
+	// Any error retries the whole plan, which is idempotent: what this attempt
+	// recorded and enqueued is found again, not made twice.
+	return errors.Join(errs...)
+}
+
+// planConcurrency bounds the generators of one push planned at once.
+const planConcurrency = 8
+
+// planScope is what a push's plan knows before looking at its spec files.
+type planScope struct {
+	all     bool             // every generator of the branch is built (first push)
+	changed map[string]bool  // files the push changed
+	known   map[string]bool  // configured clouds: whether each makes images
+	sizes   map[string]int64 // spec files' sizes, as listed
+	branch  string
+}
+
+// planFile plans one spec file of a push: builds its generator when the push
+// concerns it, or reports its errors.
+func (pl *Planner) planFile(ctx context.Context, gh RepoClient, repo fs.FS, p Push, sc planScope, file string) error {
+	flog := pl.d.Logger.With("delivery", p.Delivery, "repo", p.Repo, "sha", p.After, "ref", p.Ref, "file", file)
+	all, changed := sc.all, sc.changed
+	// Read first, so a GitHub failure is retried rather than reported as
+	// an invalid spec.
+	var sp *spec.Spec
+	data, err := readSpec(repo, file, sc.sizes[file])
+	if err == nil {
+		sp, err = spec.ParseBytes(repo, file, data, spec.Options{Clouds: sc.known})
+	}
+	var serrs spec.Errors
+	switch {
+	case errors.As(err, &serrs):
+		if !all && !changed[file] {
+			flog.Info("spec invalid but not changed by this push; not reported again")
+			return nil
+		}
+		flog.Warn("spec invalid", "err", err)
+		return pl.rep.SpecErrors(ctx, gh, p, file, serrs)
+	case err != nil:
+		return fmt.Errorf("read %s: %w", file, err)
+	}
+	flog = flog.With("generator", sp.Name)
+	branches := sp.Branches
+	if len(branches) == 0 {
+		branches = []string{p.DefaultBranch}
+	}
+	if !slices.Contains(branches, sc.branch) {
+		flog.Info("generator skipped: branch not in its branches", "branch", sc.branch, "branches", branches)
+		return nil
+	}
+	why := ""
+	switch {
+	case all:
+		why = "first push of the branch"
+	case changed[file]:
+		why = "spec changed"
+	case sp.ScriptFile != "" && changed[sp.ScriptFile]:
+		why = "script changed"
+	default:
+		last, ok, err := pl.d.Store.LastClouds(ctx, p.Repo, sp.Name)
+		if err != nil {
+			return err
+		}
+		if ok && !slices.Equal(last, sp.CloudNames()) {
+			why = "cloud list changed"
+		}
+	}
+	if why == "" {
+		flog.Debug("generator unchanged")
+		return nil
+	}
+	flog.Info("building generator", "why", why)
+	return pl.startBuild(ctx, gh, p, sp)
+}
+
+// specFiles lists the spec files in a repository, with their sizes as the
+// listing gives them; none when .imagegen is absent.
+func specFiles(repo fs.FS) ([]string, map[string]int64, error) {
+	entries, err := fs.ReadDir(repo, spec.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	var files []string
+	sizes := map[string]int64{}
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		if ext := path.Ext(e.Name()); ext == ".yaml" || ext == ".yml" {
+			name := path.Join(spec.Dir, e.Name())
+			files = append(files, name)
+			if fi, err := e.Info(); err == nil {
+				sizes[name] = fi.Size()
+			}
+		}
+	}
+	sort.Strings(files)
+	return files, sizes, nil
+}
+
+// readSpec reads a spec file. What no retry can fix — a file over the size
+// limit, a symlink or other entry refused, a file gone — comes back as
+// spec.Errors, to be reported on the commit; anything else (GitHub away) as
+// an error that retries the plan. Retrying a permanent failure would report
+// the other specs' errors again on each attempt and never build the
+// generators after it.
+func readSpec(repo fs.FS, file string, listed int64) ([]byte, error) {
+	if listed > spec.MaxFileSize {
+		return nil, spec.Errors{{File: file, Msg: fmt.Sprintf("is %d bytes, over the limit of %d bytes (1 MiB)", listed, spec.MaxFileSize)}}
+	}
+	data, err := fs.ReadFile(repo, file)
+	switch {
+	case err == nil && len(data) > spec.MaxFileSize:
+		return nil, spec.Errors{{File: file, Msg: fmt.Sprintf("is %d bytes, over the limit of %d bytes (1 MiB)", len(data), spec.MaxFileSize)}}
+	case err == nil:
+		return data, nil
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, fs.ErrInvalid), errors.Is(err, fs.ErrNotExist):
+		return nil, spec.Errors{{File: file, Msg: fmt.Sprintf("cannot be read: %v", err)}}
+	}
+	return nil, err
+}
+
+// startBuild records the build of spec sp for push p, queues its clouds'
+// tasks (a password: ask cloud waits instead) and reports it.
+func (pl *Planner) startBuild(ctx context.Context, gh RepoClient, p Push, sp *spec.Spec) error {
+	now := time.Now().UTC()
+	b := &Build{
+		ID:           planID(p.Delivery, sp.Name),
+		Repo:         p.Repo,
+		Commit:       p.After,
+		Ref:          p.Ref,
+		Generator:    sp.Name,
+		SpecFile:     sp.File,
+		Digest:       sp.Digest,
+		Created:      now,
+		Delivery:     p.Delivery,
+		Installation: p.Installation,
+		Clouds:       map[string]*CloudRecord{},
+	}
+	for _, name := range sp.CloudNames() {
+		c := &CloudRecord{Cloud: name, State: builder.StateQueued, BaseImage: sp.Clouds[name].Image, Queued: now}
+		entry := pl.d.Config.Clouds[name]
+		switch {
+		case entry == nil:
+			c.State, c.Error, c.Finished = builder.StateFailed, fmt.Sprintf("cloud %q is not in this server's config", name), now
+		case entry.AsksPassword():
+			c.State, c.AsksPassword = builder.StateWaiting, true
+		}
+		b.Clouds[name] = c
+	}
+	created, err := pl.d.Store.Create(ctx, b, sp)
+	if err != nil {
+		return err
+	}
+	if !created {
+		// A retried plan: carry on from what is recorded.
+		if b, _, err = pl.d.Store.Get(ctx, b.ID); err != nil {
+			return err
+		}
+	}
+	log := pl.d.Logger.With("build", b.ID, "generator", b.Generator, "repo", b.Repo, "sha", b.Commit)
+	log.Info("build recorded", "clouds", b.CloudNames(), "new", created)
+	// Enqueue first, report after: the builds need not wait for GitHub. A
+	// build may then start, even end, before the plan's report is made; but
+	// reports are serialized and each reads the record, so the plan's report
+	// shows the build's state as it is by then, never an older one (and a
+	// build reports its start before its end, so its statuses begin pending).
+	for _, name := range b.CloudNames() {
+		if b.Clouds[name].State != builder.StateQueued {
+			continue
+		}
+		if err := pl.d.Queue.EnqueueBuild(ctx, b.ID, name, secret.String{}); err != nil {
+			return err
+		}
+	}
+	if err := pl.d.Store.SetLastClouds(ctx, p.Repo, sp.Name, sp.CloudNames()); err != nil {
+		return err
+	}
+	return pl.rep.Report(ctx, gh, b.ID, b.CloudNames()...)
+}

@@ -1,0 +1,377 @@
+package builds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/builder/spec"
+)
+
+// Reporter brings a build's commit statuses and check run up to date.
+type Reporter struct{ d Deps }
+
+// NewReporter returns a Reporter; it needs d.Config and d.Store.
+func NewReporter(d Deps) *Reporter { return &Reporter{d: d.withDefaults()} }
+
+// reportLockTTL bounds how long a report may hold a build's report lock.
+const reportLockTTL = time.Minute
+
+// Report sets the statuses of the given clouds and brings the check run up
+// to date, from one read of the record made under the build's report lock.
+// Reports are serialized across workers and plans, and each reads the record
+// after the one before it landed, so the last to land shows the newest state:
+// a plan's "queued" or a start's "running" never lands after a final status,
+// and when clouds finish at once the check run's last writer is the newest.
+func (r *Reporter) Report(ctx context.Context, gh RepoClient, id string, cloudNames ...string) error {
+	unlock, err := r.d.Store.Lock(ctx, "report:"+id, reportLockTTL)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	b, _, err := r.d.Store.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, name := range cloudNames {
+		if c := b.Clouds[name]; c != nil {
+			if err := gh.SetStatus(ctx, b.Repo, b.Commit, r.status(b, c)); err != nil {
+				errs = append(errs, fmt.Errorf("status %s: %w", name, err))
+			}
+		}
+	}
+	if gh.CheckRuns() {
+		errs = append(errs, r.checkRun(ctx, gh, b))
+	}
+	return errors.Join(errs...)
+}
+
+// status is the commit status of cloud record c of build b.
+func (r *Reporter) status(b *Build, c *CloudRecord) Status {
+	return cloudStatus(b, c, r.d.Config.BaseURL, r.d.BuildURL(b.ID))
+}
+
+// checkRun creates or updates the build's check run; the caller holds the
+// report lock.
+func (r *Reporter) checkRun(ctx context.Context, gh RepoClient, b *Build) error {
+	cr := RenderCheckRun(b, r.d.Config.BaseURL, r.d.BuildURL(b.ID), time.Now().UTC())
+	if b.CheckRunID != 0 {
+		if err := gh.UpdateCheckRun(ctx, b.Repo, b.CheckRunID, cr); err != nil {
+			return fmt.Errorf("update check run: %w", err)
+		}
+		return nil
+	}
+	crID, found, err := gh.FindCheckRun(ctx, b.Repo, b.Commit, cr.Name, cr.ExternalID)
+	if err != nil {
+		return fmt.Errorf("find check run: %w", err)
+	}
+	var errs []error
+	if found {
+		// Made by an attempt that died before recording it: adopt it.
+		if err := gh.UpdateCheckRun(ctx, b.Repo, crID, cr); err != nil {
+			errs = append(errs, fmt.Errorf("update check run: %w", err))
+		}
+	} else if crID, err = gh.CreateCheckRun(ctx, b.Repo, cr); err != nil {
+		return fmt.Errorf("create check run: %w", err)
+	}
+	if err := r.d.Store.UpdateMeta(ctx, b.ID, func(m *Build) { m.CheckRunID = crID }); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// SpecErrors fails the generator's check run with the errors of its spec
+// file, which push p brought (a token, which cannot make check runs, gets a
+// failed commit status instead).
+func (r *Reporter) SpecErrors(ctx context.Context, gh RepoClient, p Push, file string, errs spec.Errors) error {
+	gen := strings.TrimSuffix(path.Base(file), path.Ext(file))
+	var sum strings.Builder
+	fmt.Fprintf(&sum, "`%s` at `%s` is not a valid generator spec:\n\n```\n", file, shortSHA(p.After))
+	for i, e := range errs {
+		line := e.Error() + "\n"
+		if sum.Len()+len(line) > MaxCheckRunText-200 {
+			fmt.Fprintf(&sum, "… and %d more\n", len(errs)-i)
+			break
+		}
+		sum.WriteString(line)
+	}
+	sum.WriteString("```\n\nRun `imagegen validate` to check specs before pushing.\n")
+	if !gh.CheckRuns() {
+		desc := "invalid spec"
+		if len(errs) > 0 {
+			desc = "invalid spec: " + errs[0].Error()
+		}
+		return gh.SetStatus(ctx, p.Repo, p.After, Status{
+			State: "failure", Context: "imagegen/" + gen, Description: truncate(desc, MaxStatusDescription),
+		})
+	}
+	now := time.Now().UTC()
+	cr := CheckRun{
+		Name:        CheckRunName(gen),
+		HeadSHA:     p.After,
+		Status:      "completed",
+		Conclusion:  "failure",
+		Title:       fmt.Sprintf("invalid spec: %d %s", len(errs), plural(len(errs), "error", "errors")),
+		Summary:     sum.String(),
+		StartedAt:   now,
+		CompletedAt: now,
+		// Keyed by the delivery: a plan retried after GitHub made the run
+		// (a worker killed before the plan ended) finds it and makes no second.
+		ExternalID: "spec:" + p.Delivery + ":" + gen,
+	}
+	_, found, err := gh.FindCheckRun(ctx, p.Repo, p.After, cr.Name, cr.ExternalID)
+	if err != nil {
+		return fmt.Errorf("report spec errors in %s: find check run: %w", file, err)
+	}
+	if found {
+		return nil
+	}
+	if _, err := gh.CreateCheckRun(ctx, p.Repo, cr); err != nil {
+		return fmt.Errorf("report spec errors in %s: %w", file, err)
+	}
+	return nil
+}
+
+// truncate cuts s to at most n characters (runes), marking the cut.
+func truncate(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}
+
+// firstLine keeps a status description to the error's first line.
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	return s
+}
+
+// cloudStatus is the commit status for one cloud's record; link is where the
+// status points (the build's page, signed).
+func cloudStatus(b *Build, c *CloudRecord, baseURL, link string) Status {
+	st := Status{Context: StatusContext(b.Generator, c.Cloud), TargetURL: link}
+	switch c.State {
+	case builder.StateQueued:
+		st.State, st.Description = "pending", "queued"
+	case builder.StateWaiting:
+		st.State = "pending"
+		st.Description = fmt.Sprintf("needs password: imagegen rerun --server %s --cloud %s %s", baseURL, c.Cloud, b.ID)
+		if utf8.RuneCountInString(st.Description) > MaxStatusDescription {
+			st.Description = fmt.Sprintf("needs password: imagegen rerun --cloud %s %s", c.Cloud, b.ID)
+		}
+	case builder.StateRunning:
+		st.State = "pending"
+		st.Description = "running"
+		if c.Phase != "" {
+			st.Description = "running: " + string(c.Phase)
+		}
+	case builder.StateSucceeded:
+		st.State = "success"
+		st.Description = "built " + c.ImageName
+		if c.ImageID != "" && c.ImageID != c.ImageName {
+			st.Description += " (" + c.ImageID + ")"
+		}
+		if c.ImageName == "" {
+			st.Description = "succeeded"
+		}
+	case builder.StateCanceled:
+		st.State, st.Description = "error", "canceled"
+		if c.Error != "" {
+			st.Description = "canceled: " + firstLine(c.Error)
+		}
+	default:
+		st.State, st.Description = "failure", "failed"
+		if c.Error != "" {
+			st.Description = "failed: " + firstLine(c.Error)
+		}
+	}
+	st.Description = truncate(st.Description, MaxStatusDescription)
+	return st
+}
+
+// RenderCheckRun renders the check run for the build as it stands at now;
+// link is the build's page (details_url).
+func RenderCheckRun(b *Build, baseURL, link string, now time.Time) CheckRun {
+	cr := CheckRun{
+		Name:       CheckRunName(b.Generator),
+		HeadSHA:    b.Commit,
+		DetailsURL: link,
+		ExternalID: b.ID,
+	}
+	counts := map[builder.State]int{}
+	var started time.Time
+	finished := true
+	var last time.Time
+	for _, c := range b.Clouds {
+		counts[c.State]++
+		if !c.Started.IsZero() && (started.IsZero() || c.Started.Before(started)) {
+			started = c.Started
+		}
+		if c.Finished.After(last) {
+			last = c.Finished
+		}
+		if !c.State.Final() && c.State != builder.StateWaiting {
+			finished = false
+		}
+	}
+	n := len(b.Clouds)
+	cr.StartedAt = started
+	switch {
+	case !finished && started.IsZero():
+		cr.Status = "queued"
+		cr.Title = fmt.Sprintf("%d %s queued", n, plural(n, "cloud", "clouds"))
+	case !finished:
+		cr.Status = "in_progress"
+		cr.Title = fmt.Sprintf("%d of %d %s done", counts[builder.StateSucceeded]+counts[builder.StateFailed]+counts[builder.StateCanceled], n, plural(n, "cloud", "clouds"))
+	default:
+		cr.Status = "completed"
+		cr.CompletedAt = last
+		if cr.CompletedAt.IsZero() {
+			cr.CompletedAt = now
+		}
+		switch {
+		case counts[builder.StateFailed] > 0:
+			cr.Conclusion = "failure"
+			cr.Title = fmt.Sprintf("%d of %d %s failed", counts[builder.StateFailed], n, plural(n, "cloud", "clouds"))
+		case counts[builder.StateWaiting] > 0:
+			cr.Conclusion = "action_required"
+			cr.Title = fmt.Sprintf("%d %s %s a password", counts[builder.StateWaiting], plural(counts[builder.StateWaiting], "cloud", "clouds"), plural(counts[builder.StateWaiting], "needs", "need"))
+		case counts[builder.StateCanceled] > 0:
+			cr.Conclusion = "cancelled"
+			cr.Title = fmt.Sprintf("%d of %d %s canceled", counts[builder.StateCanceled], n, plural(n, "cloud", "clouds"))
+		default:
+			cr.Conclusion = "success"
+			cr.Title = fmt.Sprintf("%d %s built", n, plural(n, "image", "images"))
+		}
+	}
+	cr.Summary = renderSummary(b, baseURL, link, now)
+	cr.Text = renderText(b)
+	return cr
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// mdCell makes s safe inside a markdown table cell.
+func mdCell(s string) string {
+	if s == "" {
+		return "–"
+	}
+	s = strings.ReplaceAll(s, "\\", "\\\\")
+	s = strings.ReplaceAll(s, "|", "\\|")
+	s = strings.ReplaceAll(s, "\r", "")
+	return strings.ReplaceAll(s, "\n", " ")
+}
+
+func code(s string) string {
+	if s == "" {
+		return "–"
+	}
+	return "`" + strings.ReplaceAll(mdCell(s), "`", "'") + "`"
+}
+
+func renderSummary(b *Build, baseURL, link string, now time.Time) string {
+	var head strings.Builder
+	fmt.Fprintf(&head, "Generator **%s** (`%s`) at `%s`, script sha256 `%s`.\n\n", mdCell(b.Generator), mdCell(b.SpecFile), shortSHA(b.Commit), shortSHA(b.Digest))
+	head.WriteString("| cloud | state | new image id | image name | base image | duration |\n")
+	head.WriteString("|---|---|---|---|---|---|\n")
+	var rows []string
+	var notes []string
+	for _, name := range b.CloudNames() {
+		c := b.Clouds[name]
+		d := "–"
+		if dur := c.Duration(now); dur > 0 {
+			d = dur.Round(time.Second).String()
+		}
+		rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s | %s | %s |\n",
+			mdCell(name), stateIcon(c.State), code(c.ImageID), code(c.ImageName), code(c.BaseImage), d))
+		switch {
+		case c.State == builder.StateWaiting:
+			notes = append(notes, fmt.Sprintf("- **%s** needs a password: `imagegen rerun --server %s --cloud %s %s`\n", mdCell(name), baseURL, name, b.ID))
+		case c.Error != "":
+			notes = append(notes, fmt.Sprintf("- **%s**: %s\n", mdCell(name), mdCell(truncate(c.Error, 2000))))
+		}
+	}
+	foot := fmt.Sprintf("\nBuild `%s`: %s\n", b.ID, link) //nolint:gocritic // a markdown code span, as written
+	var out strings.Builder
+	out.WriteString(head.String())
+	budget := MaxCheckRunText - len(foot) - 200
+	for i, r := range rows {
+		if out.Len()+len(r) > budget {
+			fmt.Fprintf(&out, "\n… and %d more clouds (see the build record)\n", len(rows)-i)
+			break
+		}
+		out.WriteString(r)
+	}
+	if len(notes) > 0 {
+		out.WriteString("\n")
+		for i, n := range notes {
+			if out.Len()+len(n) > budget {
+				fmt.Fprintf(&out, "- … %d more (see the build record)\n", len(notes)-i)
+				break
+			}
+			out.WriteString(n)
+		}
+	}
+	out.WriteString(foot)
+	return out.String()
+}
+
+// renderText lists the new images one per line, for people and scripts.
+func renderText(b *Build) string {
+	var out strings.Builder
+	for _, name := range b.CloudNames() {
+		c := b.Clouds[name]
+		if c.ImageName == "" && c.ImageID == "" {
+			continue
+		}
+		line := fmt.Sprintf("- %s: `%s` (id `%s`)\n", name, c.ImageName, c.ImageID) //nolint:gocritic // markdown code spans, as written
+		if out.Len()+len(line) > MaxCheckRunText-100 {
+			out.WriteString("- …\n")
+			break
+		}
+		if out.Len() == 0 {
+			out.WriteString("New images:\n\n")
+		}
+		out.WriteString(line)
+	}
+	return out.String()
+}
+
+func stateIcon(s builder.State) string {
+	switch s {
+	case builder.StateSucceeded:
+		return "✅ succeeded"
+	case builder.StateFailed:
+		return "❌ failed"
+	case builder.StateCanceled:
+		return "⛔ canceled"
+	case builder.StateWaiting:
+		return "🔑 waiting"
+	case builder.StateRunning:
+		return "⏳ running"
+	default:
+		return "🕓 " + string(s)
+	}
+}
+
+func shortSHA(s string) string {
+	if len(s) > 12 {
+		return s[:12]
+	}
+	if s == "" {
+		return "–"
+	}
+	return s
+}

@@ -1,0 +1,257 @@
+package builds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/builder/spec"
+	"github.com/imagegen/imagegen/clouds"
+	"github.com/imagegen/imagegen/internal/secret"
+)
+
+// Runner runs one cloud's part of a build, as its queue task asks, and
+// reports it.
+type Runner struct {
+	d   Deps
+	rep *Reporter
+}
+
+// NewRunner returns a Runner; it needs d.Config, d.Store and d.GitHub.
+func NewRunner(d Deps) *Runner {
+	d = d.withDefaults()
+	return &Runner{d: d, rep: NewReporter(d)}
+}
+
+// RunRequest is one run of a build task.
+type RunRequest struct {
+	Build, Cloud string
+	// Password is the password the task carried for a password: ask cloud,
+	// opened by the queue; PasswordErr says why it could not be opened.
+	// Both are zero when the task carried none.
+	Password    secret.String
+	PasswordErr error
+	// Attempt is this run's number, from 1.
+	Attempt int
+	// WillRetry says the queue runs the task again if this run fails; false
+	// means this is its last attempt.
+	WillRetry bool
+}
+
+func (r RunRequest) carriesPassword() bool { return !r.Password.IsZero() || r.PasswordErr != nil }
+
+// Run runs one cloud's part of a build and reports it. A build that fails
+// is a result, not an error: only a build stopped by a worker shutdown (its
+// ctx canceled with cause ErrShutdown), or a report GitHub refused, returns
+// an error, and is retried. An error wrapping ErrNoRetry cannot be fixed by
+// a retry; one wrapping ErrDropTask ends a task that carried a password.
+func (r *Runner) Run(ctx context.Context, req RunRequest) error {
+	b, sp, err := r.d.Store.Get(ctx, req.Build)
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("build %s: %w: %w", req.Build, err, ErrNoRetry)
+	}
+	if err != nil {
+		return err
+	}
+	rec := b.Clouds[req.Cloud]
+	if rec == nil || sp == nil {
+		return fmt.Errorf("build %s has no cloud %q: %w", req.Build, req.Cloud, ErrNoRetry)
+	}
+	gh, err := r.d.GitHub.Repo(ctx, b.Installation)
+	if err != nil {
+		return fmt.Errorf("github client: %w", err)
+	}
+	if rec.State.Final() {
+		// Done before: a retry whose report failed, or a duplicate. Report again.
+		return r.rep.Report(ctx, gh, b.ID, req.Cloud)
+	}
+	ru := &run{Runner: r, req: req, b: b, sp: sp, gh: gh,
+		log: r.d.Logger.With("build", b.ID, "generator", b.Generator, "cloud", req.Cloud, "repo", b.Repo, "sha", b.Commit)}
+	return ru.end(ru.run(ctx))
+}
+
+// GaveUp records the cloud's part of build failed, its task having given up
+// (its retries spent), and reports it. A part already over is left as it is.
+func (r *Runner) GaveUp(ctx context.Context, build, cloud string, cause error) {
+	b, _, err := r.d.Store.Get(ctx, build)
+	if err != nil || b.Clouds[cloud] == nil || b.Clouds[cloud].State.Final() {
+		return
+	}
+	if err := failAndReport(ctx, r.d, r.rep, b, cloud, cause); err != nil {
+		r.d.Logger.Error("report a build that gave up", "build", build, "cloud", cloud, "err", err)
+	}
+}
+
+// run is one run of a cloud's part of a build.
+type run struct {
+	*Runner
+	req RunRequest
+	b   *Build
+	sp  *spec.Spec
+	gh  RepoClient
+	log *slog.Logger
+}
+
+// end makes a password-carrying task end with its last attempt, whatever
+// happens: ErrDropTask deletes the task instead of archiving it with its
+// sealed password.
+func (ru *run) end(err error) error {
+	if err != nil && ru.req.carriesPassword() && !ru.req.WillRetry {
+		ru.log.Error("build task failed; dropping its password", "err", err)
+		return fmt.Errorf("%w: %w", err, ErrDropTask)
+	}
+	return err
+}
+
+func (ru *run) run(ctx context.Context) error {
+	entry := ru.d.Config.Clouds[ru.req.Cloud]
+	cred, msg, err := ru.credentials(entry)
+	if err != nil {
+		return ru.fail(ctx, msg, err)
+	}
+	ru.log = ru.log.With("attempt", max(ru.req.Attempt, 1))
+	if err := ru.markRunning(ctx); err != nil {
+		return err
+	}
+	// The start and the phases are reported from the side; every path below
+	// stops the reporter before recording the end, so the end lands last.
+	pr := ru.rep.startProgress(context.WithoutCancel(ctx), ru.gh, ru.b, ru.req.Cloud, ru.log)
+	defer pr.stop()
+	pr.reportStart()
+	ru.log.Info("build started")
+
+	cl, err := entry.Open(ctx, cred)
+	if err != nil {
+		pr.stop()
+		if clouds.IsTransient(err) && ru.req.WillRetry {
+			ru.requeued(ctx)
+			return fmt.Errorf("open cloud: %w", err)
+		}
+		return ru.fail(ctx, "open cloud", err)
+	}
+	// A previous attempt that died (a worker killed mid-build) may have left
+	// resources tagged with this build: remove them before starting again.
+	// Asked on every attempt, as a worker that died may not have counted one.
+	ru.removeLeftovers(ctx, cl)
+
+	// The builder redacts already; the sink's redactor is a second guard,
+	// for the password this service handed over.
+	redact := secret.NewRedactor(cred.Password)
+	res, timedOut := ru.build(ctx, cl, cred, redact, pr)
+	if cause := context.Cause(ctx); errors.Is(cause, ErrShutdown) && res.State != builder.StateSucceeded {
+		// The worker is shutting down: the task is retried later.
+		ru.log.Warn("build interrupted by shutdown; it will be retried", "err", res.Error)
+		ru.requeued(context.WithoutCancel(ctx))
+		return fmt.Errorf("interrupted by shutdown: %w", cause)
+	}
+	if res.State == builder.StateCanceled && timedOut {
+		res.State = builder.StateFailed
+		res.Error = fmt.Sprintf("timed out after %s (build.timeout): %s", ru.d.Config.Build.Timeout, res.Error)
+	}
+	res.Error = redact.Redact(res.Error)
+	fctx := context.WithoutCancel(ctx)
+	recordResult(fctx, ru.d, ru.b, ru.req.Cloud, res)
+	ru.log.Info("build finished", "state", res.State, "err", res.Error)
+	return ru.rep.Report(fctx, ru.gh, ru.b.ID, ru.req.Cloud)
+}
+
+// credentials returns what opening the cloud takes, or why the run cannot
+// go on (msg and err, for fail).
+func (ru *run) credentials(entry *clouds.Entry) (cred clouds.Credentials, msg string, err error) {
+	switch {
+	case entry == nil:
+		return cred, "cloud not configured", fmt.Errorf("cloud %q is not in this worker's config", ru.req.Cloud)
+	case !entry.AsksPassword():
+		return cred, "", nil
+	case !ru.req.carriesPassword():
+		return cred, "no password", fmt.Errorf("cloud %q needs a password: imagegen rerun --cloud %s %s", ru.req.Cloud, ru.req.Cloud, ru.b.ID)
+	case ru.req.PasswordErr != nil:
+		return cred, "password", ru.req.PasswordErr
+	}
+	cred.Password = ru.req.Password
+	return cred, "", nil
+}
+
+// markRunning records the cloud running, one attempt more.
+func (ru *run) markRunning(ctx context.Context) error {
+	started := time.Now().UTC()
+	_, err := ru.d.Store.UpdateCloud(ctx, ru.b.ID, ru.req.Cloud, func(c *CloudRecord) {
+		c.State, c.Started, c.Finished, c.Error, c.Phase = builder.StateRunning, started, time.Time{}, "", ""
+		c.Attempts++
+	})
+	return err
+}
+
+// build runs the builder's pipeline on cl, within build.timeout, and
+// returns its result, and whether the timeout ended it. The whole log is
+// stored, and the progress reporter stopped, when it returns.
+func (ru *run) build(ctx context.Context, cl clouds.Cloud, cred clouds.Credentials, redact secret.Redactor, pr *progress) (builder.Result, bool) {
+	obs := &observer{LogSink: ru.d.Store.NewLogSink(context.WithoutCancel(ctx), ru.b.ID, ru.req.Cloud, ru.log, redact), progress: pr}
+	bctx, cancel := context.WithTimeout(ctx, ru.d.Config.Build.Timeout)
+	defer cancel()
+	res := builder.Run(bctx, builder.Job{
+		Build:          ru.b.ID,
+		CloudName:      ru.req.Cloud,
+		Cloud:          cl,
+		Spec:           ru.sp,
+		Repo:           ru.b.Repo,
+		Commit:         ru.b.Commit,
+		SSHTimeout:     ru.d.Config.Build.SSHTimeout,
+		CleanupTimeout: ru.d.Config.Build.CleanupTimeout,
+		Secrets:        []secret.String{cred.Password},
+		Observer:       obs,
+	})
+	obs.Close() // the whole log is stored before the result is
+	pr.stop()   // and no progress report is made after it
+	return res, errors.Is(bctx.Err(), context.DeadlineExceeded)
+}
+
+// fail records the run failed (msg: what failed) and reports it.
+func (ru *run) fail(ctx context.Context, msg string, err error) error {
+	ru.log.Error(msg, "err", err)
+	recordResult(ctx, ru.d, ru.b, ru.req.Cloud, builder.Result{Cloud: ru.req.Cloud, State: builder.StateFailed, Error: fmt.Sprintf("%s: %v", msg, err), Finished: time.Now().UTC()})
+	return ru.rep.Report(ctx, ru.gh, ru.b.ID, ru.req.Cloud)
+}
+
+// requeued puts the cloud back to queued (its task will run again).
+func (ru *run) requeued(ctx context.Context) {
+	if _, err := ru.d.Store.UpdateCloud(ctx, ru.b.ID, ru.req.Cloud, func(c *CloudRecord) {
+		c.State, c.Phase = builder.StateQueued, ""
+	}); err != nil {
+		ru.log.Error("record requeue", "err", err)
+	}
+}
+
+// removeLeftovers removes what earlier attempts of the build left on cl.
+func (ru *run) removeLeftovers(ctx context.Context, cl clouds.Cloud) {
+	rs, err := cl.Leftovers(ctx, ru.b.ID)
+	if err != nil {
+		ru.log.Warn("list leftovers of a previous attempt", "err", err)
+		return
+	}
+	for _, r := range rs {
+		if err := cl.Remove(ctx, r); err != nil {
+			ru.log.Warn("remove leftover", "kind", r.Kind, "id", r.ID, "err", err)
+			continue
+		}
+		ru.log.Info("removed leftover of a previous attempt", "kind", r.Kind, "id", r.ID)
+	}
+}
+
+// observer is what the builder reports to: log lines go to the build's
+// LogSink, phases to its progress reporter.
+type observer struct {
+	LogSink
+	// progress reports the phases on the commit (nil: they are not reported)
+	progress *progress
+}
+
+func (o *observer) Phase(cloud string, p builder.Phase, at time.Time) {
+	// Progress is a courtesy: handed to the build's reporter, never waited on.
+	if o.progress != nil {
+		o.progress.setPhase(p)
+	}
+}

@@ -1,0 +1,110 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/builds"
+)
+
+// PageOptions filter and page Store.Page, for the build list in the browser.
+type PageOptions struct {
+	Repo      string
+	Generator string
+	State     builder.State // "" for any
+	Offset    int           // matching builds to skip (newest first)
+	Limit     int           // default 25, at most 500
+}
+
+// Page returns one page of builds matching o, newest first, and whether more
+// match after it. Filtering reads records in index order, so a deep page costs
+// the reads of every page before it: fine for people clicking "older".
+func (s *Store) Page(ctx context.Context, o PageOptions) ([]*builds.Build, bool, error) {
+	if o.Limit <= 0 || o.Limit > 500 {
+		o.Limit = 25
+	}
+	if o.Offset < 0 {
+		o.Offset = 0
+	}
+	var out []*builds.Build
+	skip := o.Offset
+	const batch = 100
+	for start := int64(0); ; start += batch {
+		ids, err := s.rdb.ZRevRange(ctx, buildsIndex, start, start+batch-1).Result()
+		if err != nil {
+			return nil, false, fmt.Errorf("list builds: %w", err)
+		}
+		for _, id := range ids {
+			b, _, err := s.Get(ctx, id)
+			if errors.Is(err, builds.ErrNotFound) {
+				continue // expired
+			}
+			if err != nil {
+				return nil, false, err
+			}
+			if (o.Repo != "" && b.Repo != o.Repo) || (o.Generator != "" && b.Generator != o.Generator) ||
+				(o.State != "" && b.State != o.State) {
+				continue
+			}
+			if skip > 0 {
+				skip--
+				continue
+			}
+			if len(out) == o.Limit {
+				return out, true, nil // one more matches: there is a next page
+			}
+			out = append(out, b)
+		}
+		if len(ids) < batch {
+			return out, false, nil
+		}
+	}
+}
+
+// LogSince returns the lines of a build × cloud log from line number from on,
+// counted from the log's first line ever written (lines dropped to keep the
+// log under its limit still count), and the number to ask from next time. A
+// from that points into the dropped part starts at the oldest line kept.
+func (s *Store) LogSince(ctx context.Context, id, cloud string, from int) ([]builds.LogEntry, int, error) {
+	if from < 0 {
+		from = 0
+	}
+	// The dropped count and the list are read in one transaction, so a trim
+	// between the two reads cannot shift the numbering.
+	var dropped *redis.StringCmd
+	var lines *redis.StringSliceCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		dropped = p.HGet(ctx, logMetaKey(id, cloud), "dropped")
+		lines = p.LRange(ctx, logKey(id, cloud), 0, -1)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, from, fmt.Errorf("read log %s/%s: %w", id, cloud, err)
+	}
+	d, err := dropped.Int()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, from, fmt.Errorf("read log %s/%s: %w", id, cloud, err)
+	}
+	raw, err := lines.Result()
+	if err != nil {
+		return nil, from, fmt.Errorf("read log %s/%s: %w", id, cloud, err)
+	}
+	skip := max(from-d, 0)
+	if skip >= len(raw) {
+		return nil, max(from, d+len(raw)), nil
+	}
+	out := make([]builds.LogEntry, 0, len(raw)-skip)
+	for _, r := range raw[skip:] {
+		var l builds.LogEntry
+		if err := json.Unmarshal([]byte(r), &l); err != nil {
+			return nil, from, fmt.Errorf("decode log line: %w", err)
+		}
+		out = append(out, l)
+	}
+	return out, d + len(raw), nil
+}
