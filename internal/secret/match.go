@@ -46,14 +46,37 @@ const isMatch = -1 << 31
 const denseRows = 64
 
 // newMatcher builds the automaton for secrets, which must not be empty
-// strings; duplicates are harmless.
+// strings; duplicates are harmless. Four passes, each linear: the trie,
+// its edges grouped by parent in byte order, the breadth-first numbering,
+// then fail links, matches and dense rows.
 func newMatcher(secrets []string) *matcher {
-	// The trie, numbered as it is built; edges are kept to be renumbered.
-	type edge struct {
-		parent int32
-		c      byte
-		child  int32
+	t := buildTrie(secrets)
+	start, grouped := t.groupEdges()
+	m, parent := t.renumber(start, grouped)
+	m.link(parent)
+	for _, s := range secrets {
+		m.pairs[uint16(s[0])|uint16(s[1])<<8] = true // secrets have MinLen bytes at least
 	}
+	if m.first[1]-m.first[0] == 1 {
+		m.oneFirst, m.firstB = true, m.label[1]
+	}
+	return m
+}
+
+// trie is the secrets' trie, its states numbered as they were made.
+type trie struct {
+	edges  []trieEdge
+	term   []int32 // a secret's length at its last state
+	maxLen int
+}
+
+type trieEdge struct {
+	parent int32
+	c      byte
+	child  int32
+}
+
+func buildTrie(secrets []string) *trie {
 	total := 0
 	for _, s := range secrets {
 		total += len(s)
@@ -63,9 +86,7 @@ func newMatcher(secrets []string) *matcher {
 	firstChild := make([]int32, 1, total+1)
 	firstLabel := make([]byte, 1, total+1)
 	more := map[uint64]int32{}
-	edges := make([]edge, 0, total)
-	term := make([]int32, 1, total+1) // a secret's length at its last state
-	maxLen := 0
+	t := &trie{edges: make([]trieEdge, 0, total), term: make([]int32, 1, total+1)}
 	for _, s := range secrets {
 		cur := int32(0)
 		for i := 0; i < len(s); i++ {
@@ -78,60 +99,69 @@ func newMatcher(secrets []string) *matcher {
 				next = more[uint64(cur)<<8|uint64(c)]
 			}
 			if next == 0 {
-				next = int32(len(term))
+				next = int32(len(t.term))
 				if firstChild[cur] == 0 {
 					firstChild[cur], firstLabel[cur] = next, c
 				} else {
 					more[uint64(cur)<<8|uint64(c)] = next
 				}
-				edges = append(edges, edge{cur, c, next})
-				term = append(term, 0)
+				t.edges = append(t.edges, trieEdge{cur, c, next})
+				t.term = append(t.term, 0)
 				firstChild = append(firstChild, 0)
 				firstLabel = append(firstLabel, 0)
 			}
 			cur = next
 		}
-		term[cur] = int32(len(s))
-		maxLen = max(maxLen, len(s))
+		t.term[cur] = int32(len(s))
+		t.maxLen = max(t.maxLen, len(s))
 	}
-	n := len(term)
+	return t
+}
 
-	// Each state's children sorted by byte: counting sorts by byte, then
-	// (stably) by parent.
+// groupEdges sorts each state's children by byte: a counting sort by byte,
+// then (stably) by parent. The children of state s are
+// grouped[start[s]:start[s+1]].
+func (t *trie) groupEdges() (start []int, grouped []trieEdge) {
+	n := len(t.term)
 	var byByte [257]int
-	for _, e := range edges {
+	for _, e := range t.edges {
 		byByte[int(e.c)+1]++
 	}
 	for c := 1; c <= 256; c++ {
 		byByte[c] += byByte[c-1]
 	}
-	sorted := make([]edge, len(edges))
-	for _, e := range edges {
+	sorted := make([]trieEdge, len(t.edges))
+	for _, e := range t.edges {
 		sorted[byByte[e.c]] = e
 		byByte[e.c]++
 	}
-	start := make([]int, n+1)
+	start = make([]int, n+1)
 	for _, e := range sorted {
 		start[e.parent+1]++
 	}
 	for i := 1; i <= n; i++ {
 		start[i] += start[i-1]
 	}
-	grouped := edges // reuse: every edge is written once
+	grouped = t.edges // reuse: every edge is written once
 	at := slices.Clone(start[:n])
 	for _, e := range sorted {
 		grouped[at[e.parent]] = e
 		at[e.parent]++
 	}
+	return start, grouped
+}
 
-	// Breadth-first renumbering.
+// renumber numbers the states breadth first, which makes a state's children
+// consecutive; it returns the matcher's arrays so far and each state's parent.
+func (t *trie) renumber(start []int, grouped []trieEdge) (*matcher, []int32) {
+	n := len(t.term)
 	m := &matcher{
 		first:  make([]int32, n+1),
 		label:  make([]byte, n),
 		fail:   make([]int32, n),
 		depth:  make([]int32, n),
 		match:  make([]int32, n),
-		maxLen: maxLen,
+		maxLen: t.maxLen,
 		nDense: int32(min(n, denseRows)),
 	}
 	parent := make([]int32, n)
@@ -139,7 +169,7 @@ func newMatcher(secrets []string) *matcher {
 	for h := 0; h < n; h++ {
 		old := order[h]
 		m.first[h] = int32(len(order))
-		m.match[h] = term[old] // for now: the secret ending exactly here
+		m.match[h] = t.term[old] // for now: the secret ending exactly here
 		for _, e := range grouped[start[old]:start[old+1]] {
 			v := len(order)
 			order = append(order, e.child)
@@ -149,12 +179,16 @@ func newMatcher(secrets []string) *matcher {
 		}
 	}
 	m.first[n] = int32(n)
+	return m, parent
+}
 
-	// Fail links, matches and dense rows, in breadth-first order: each
-	// state's fail state, and that one's row, are ready before it.
+// link sets fail links, matches and dense rows, in breadth-first order: each
+// state's fail state, and that one's row, are ready before it.
+func (m *matcher) link(parent []int32) {
+	n := int32(len(m.label))
 	m.dense = make([][256]int32, m.nDense)
 	m.pairs = new([1 << 16]bool)
-	for v := int32(0); v < int32(n); v++ {
+	for v := int32(0); v < n; v++ {
 		if u := parent[v]; v > 0 && u > 0 {
 			m.fail[v] = m.step(m.fail[u], m.label[v])
 		}
@@ -180,13 +214,6 @@ func newMatcher(secrets []string) *matcher {
 			}
 		}
 	}
-	for _, s := range secrets {
-		m.pairs[uint16(s[0])|uint16(s[1])<<8] = true // secrets have MinLen bytes at least
-	}
-	if m.first[1]-m.first[0] == 1 {
-		m.oneFirst, m.firstB = true, m.label[1]
-	}
-	return m
 }
 
 // step is the state after byte c in state s.
