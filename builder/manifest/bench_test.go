@@ -219,8 +219,8 @@ func BenchmarkDiff50000(b *testing.B) {
 // well under the budget's 64 MiB (allocations are counted, not timed: time
 // on a shared CI machine says little).
 func TestDiffBudget(t *testing.T) {
-	if testing.Short() {
-		t.Skip("short")
+	if testing.Short() || raceEnabled {
+		t.Skip("short, or the race detector (which allocates for itself)")
 	}
 	a := bigManifest(50_000, 1)
 	c := drifted(a)

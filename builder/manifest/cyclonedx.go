@@ -393,8 +393,8 @@ func (d *decoder) component(c *cdx.Component) {
 		name = c.Name // the purl lower-cases deb and apk names
 	}
 	version := u.Version
-	if mgr == RPM && q["epoch"] != "" && q["epoch"] != "0" && !strings.Contains(version, ":") {
-		version = q["epoch"] + ":" + version
+	if e := strings.TrimLeft(q["epoch"], "0"); mgr == RPM && e != "" && !strings.Contains(version, ":") {
+		version = e + ":" + version
 	}
 	pkg := Package{Manager: mgr, Name: name, Version: version, Arch: q["arch"]}
 	if why := checkPackage(pkg.Name, pkg.Version, pkg.Arch); why != "" {

@@ -310,6 +310,7 @@ func (p *parser) rpmLine(s *section, lineNo int, line []byte) {
 		s.drops.add("an epoch that is not a number", lineNo, line)
 		return
 	}
+	epoch = bytes.TrimLeft(epoch, "0") // rpm reads no epoch as 0: one spelling
 	if len(ver) == 0 || len(rel) == 0 || bytes.IndexByte(ver, '-') >= 0 || bytes.IndexByte(rel, '-') >= 0 {
 		s.drops.add("a version or release rpm does not allow", lineNo, line)
 		return
