@@ -39,6 +39,9 @@ const (
 	DefaultMaxFiles    = 10_000
 	// MaxFilePatterns is the most patterns Options.Files may hold.
 	MaxFilePatterns = 100
+	// maxPatternBytes bounds the patterns together: they go into the
+	// command line of one SSH exec request.
+	maxPatternBytes = 64 << 10
 )
 
 // Options bound one collection.
@@ -122,10 +125,15 @@ func Collect(ctx context.Context, r Runner, opts Options) (*Manifest, error) {
 	if len(opts.Files) > MaxFilePatterns {
 		return nil, fmt.Errorf("manifest: %d file patterns, at most %d", len(opts.Files), MaxFilePatterns)
 	}
+	total := 0
 	for _, p := range opts.Files {
 		if err := CheckFilePattern(p); err != nil {
 			return nil, err
 		}
+		total += len(p)
+	}
+	if total > maxPatternBytes {
+		return nil, fmt.Errorf("manifest: the file patterns add up to %d bytes, at most %d", total, maxPatternBytes)
 	}
 	marker, err := newMarker()
 	if err != nil {

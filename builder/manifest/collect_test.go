@@ -11,10 +11,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // dpkgInstalled is what dpkg-query -W says is installed here, by
@@ -321,7 +323,7 @@ printf 'no newline at the end'`)
 			}
 		}
 		for _, n := range m.Notes {
-			if strings.ContainsAny(n, "\n\t\x00\xff`") {
+			if strings.ContainsAny(n, "\n\t\x00`") || !utf8.ValidString(n) {
 				t.Errorf("a note holds raw machine output: %q", n)
 			}
 		}
@@ -474,5 +476,41 @@ func TestCollectRunnerKeepsWriting(t *testing.T) {
 	}
 	if slices.ContainsFunc(m.Packages, func(p Package) bool { return p.Name == "late" }) {
 		t.Error("a write after Run returned reached the manifest")
+	}
+}
+
+// TestCollectFilesBusybox hashes files with busybox's sha256sum, od and tr
+// (as on Alpine), names with newlines and invalid UTF-8 included, and stops
+// at MaxFiles.
+func TestCollectFilesBusybox(t *testing.T) {
+	fm := newFakeMachine(t)
+	dir := t.TempDir()
+	names := []string{"a", "b c", "new\nline", "bad\xffname"}
+	want := map[string]string{}
+	for i, n := range names {
+		b := []byte(strings.Repeat("x", i*1000))
+		if err := os.WriteFile(filepath.Join(dir, n), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		want[strings.ToValidUTF8(filepath.Join(dir, n), "\uFFFD")] = sha256Hex(b)
+	}
+	m, err := Collect(context.Background(), fm.runner(), Options{Files: []string{dir + "/*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, f := range m.Files {
+		got[f.Path] = f.SHA256
+	}
+	if !reflect.DeepEqual(got, want) || m.Partial {
+		t.Errorf("files %q, want %q; partial %v, notes %q", got, want, m.Partial, m.Notes)
+	}
+
+	m, err = Collect(context.Background(), fm.runner(), Options{Files: []string{dir + "/*", dir + "/a"}, MaxFiles: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Files) != 2 || !m.Partial || !slices.Contains(m.Notes, "more than 2 files matched: the rest were not hashed") {
+		t.Errorf("with MaxFiles 2: %d files, partial %v, notes %q", len(m.Files), m.Partial, m.Notes)
 	}
 }

@@ -174,12 +174,14 @@ func SHA256(doc []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// Compress gzips an encoded document for storage (gzip from the standard
-// library: no dependency, and JSON this repetitive shrinks about 15 times).
-// The output has no name or time in its header, so it is deterministic too.
+// Compress gzips an encoded document for storage: gzip from the standard
+// library, no dependency, and JSON this repetitive shrinks about 15 times
+// (3 000 packages: 0.9 MB to 59 KB in 10 ms; BestCompression is 6 times
+// slower for nothing). The output has no name or time in its header, so
+// it is deterministic too.
 func Compress(doc []byte) ([]byte, error) {
 	var buf bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	zw, err := gzip.NewWriterLevel(&buf, gzip.DefaultCompression)
 	if err != nil {
 		return nil, err
 	}

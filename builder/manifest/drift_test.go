@@ -344,7 +344,7 @@ func checkCell(t *testing.T, cell, line string) {
 	if c[0] != '`' {
 		// Not a code span: only our own words may be here.
 		for _, r := range c {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == ' ' || r == ',') {
+			if !isAlnum(byte(r)) && r != ' ' && r != ',' || r > 0x7f {
 				t.Errorf("cell %q is neither a code span nor plain words (row %q)", c, line)
 				return
 			}

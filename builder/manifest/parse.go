@@ -25,12 +25,10 @@ type parseState struct {
 	failed bool // a tool exited non-zero
 }
 
-// section parses one section's lines.
+// section is one section of the output: what was dropped, how it ended.
 type section struct {
 	name    string
-	lines   int // lines seen, for the dropped-line notes
 	drops   dropCounter
-	started bool
 	stopped bool
 	code    int
 }
@@ -83,7 +81,6 @@ type parser struct {
 	sections map[string]*section
 	order    []string // section names in the order they started
 	cur      *section
-	absent   map[string]bool
 	overCap  int // package lines past MaxPackages
 	archs    map[string]string
 	uname    int // uname lines seen
@@ -112,7 +109,6 @@ func parse(out []byte, marker string, opts Options) (*Manifest, parseState) {
 		m:        &Manifest{Packages: []Package{}},
 		opts:     opts.withDefaults(),
 		sections: map[string]*section{},
-		absent:   map[string]bool{},
 		archs:    map[string]string{},
 	}
 	prefix := []byte(marker + " ")
@@ -173,7 +169,7 @@ func (p *parser) marker(cmd string) {
 			p.anomaly(fmt.Sprintf("section %s came twice; the second was ignored", f[1]))
 			return
 		}
-		s := &section{name: f[1], started: true}
+		s := &section{name: f[1]}
 		p.sections[f[1]] = s
 		p.order = append(p.order, f[1])
 		p.cur = s
@@ -189,7 +185,7 @@ func (p *parser) marker(cmd string) {
 		p.cur.stopped, p.cur.code = true, code
 		p.cur = nil
 	case f[0] == "absent" && len(f) == 2:
-		p.absent[f[1]] = true
+		// A tool that is not installed: its section is simply missing.
 	case f[0] == "done" && len(f) == 1:
 		if p.cur != nil {
 			p.anomaly(fmt.Sprintf("section %s did not end", p.cur.name))
@@ -202,7 +198,6 @@ func (p *parser) marker(cmd string) {
 }
 
 func (p *parser) line(s *section, lineNo int, line []byte) {
-	s.lines++
 	if len(line) == 0 {
 		return // the blank line before each marker, or a tool's
 	}
@@ -695,7 +690,7 @@ func allDigits[S text](s S) bool {
 
 func isHex[S text](s S) bool {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') && (c < 'A' || c > 'F') {
 			return false
 		}
 	}

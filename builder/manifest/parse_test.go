@@ -163,6 +163,13 @@ func TestCheckFilePattern(t *testing.T) {
 	if _, err := Collect(t.Context(), execRunner{}, Options{Files: make([]string, MaxFilePatterns+1)}); err == nil {
 		t.Error("too many patterns accepted")
 	}
+	long := make([]string, 20)
+	for i := range long {
+		long[i] = "/" + strings.Repeat("a", 4000)
+	}
+	if _, err := Collect(t.Context(), execRunner{}, Options{Files: long}); err == nil || !strings.Contains(err.Error(), "add up to") {
+		t.Errorf("80 KB of patterns: %v", err)
+	}
 }
 
 func TestCheckIgnorePattern(t *testing.T) {
