@@ -5,9 +5,11 @@
 // version order (AcrossClouds, OverTime), with Markdown and text renderers.
 //
 // It owns the collection script, its parsing, the document format and the
-// drift rules. It knows nothing of clouds, GitHub, Redis or SSH: the caller
-// runs the script through a Runner, fills in Provenance, stores the bytes and
-// decides whether a failed collection is a warning or a failure.
+// drift rules. It knows nothing of clouds, GitHub, Redis or SSH and imports
+// no imagegen package (a cloud is a name to it): the caller runs the script
+// through a Runner, fills in Provenance, stores the bytes, tags the image
+// with SHA256, and decides whether a failed collection is a warning or a
+// failure (see Collect).
 //
 // Everything a manifest holds came from a machine the user's script
 // controlled: it is what that machine said, not a verified fact, and every
