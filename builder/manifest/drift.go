@@ -446,6 +446,7 @@ const (
 	Changed    ChangeKind = "changed" // the versions differ, their order is not known
 )
 
+// kindOrder is the order Changes lists the kinds in.
 var kindOrder = map[ChangeKind]int{Added: 0, Removed: 1, Upgraded: 2, Downgraded: 3, Changed: 4}
 
 // Changes is how an image differs from the previous one on the same cloud.
@@ -510,8 +511,10 @@ func OverTime(from, to *Manifest, opts DriftOptions) (*Changes, error) {
 	old, _ := groups(from, ig)
 	cur, ignored := groups(to, ig)
 	c.Packages, c.Ignored = len(cur), ignored
+	var byKind [5][]PackageChange // in kindOrder; each in key order as the merge finds them
 	add := func(k ChangeKind, key pkgKey, from, to string) {
-		c.Changes = append(c.Changes, PackageChange{Kind: k, Manager: key.Manager, Name: key.Name, Arch: key.Arch, From: from, To: to})
+		i := kindOrder[k]
+		byKind[i] = append(byKind[i], PackageChange{Kind: k, Manager: key.Manager, Name: key.Name, Arch: key.Arch, From: from, To: to})
 	}
 	i, j := 0, 0
 	for i < len(old) || j < len(cur) {
@@ -565,19 +568,11 @@ func OverTime(from, to *Manifest, opts DriftOptions) (*Changes, error) {
 			}
 		}
 	}
-	slices.SortStableFunc(c.Changes, func(a, b PackageChange) int { return cmp.Compare(kindOrder[a.Kind], kindOrder[b.Kind]) })
-	for _, ch := range c.Changes {
-		switch ch.Kind {
-		case Added:
-			c.Added++
-		case Removed:
-			c.Removed++
-		case Upgraded:
-			c.Upgraded++
-		case Downgraded:
-			c.Downgraded++
-		case Changed:
-			c.Changed++
+	c.Added, c.Removed, c.Upgraded, c.Downgraded, c.Changed = len(byKind[0]), len(byKind[1]), len(byKind[2]), len(byKind[3]), len(byKind[4])
+	if n := c.Added + c.Removed + c.Upgraded + c.Downgraded + c.Changed; n > 0 {
+		c.Changes = make([]PackageChange, 0, n)
+		for _, k := range byKind {
+			c.Changes = append(c.Changes, k...)
 		}
 	}
 	c.Identical = len(c.Changes) == 0 && len(c.System) == 0
