@@ -1,0 +1,6 @@
+//go:build race
+
+package manifest
+
+// raceEnabled: the race detector multiplies allocations; budgets do not hold.
+const raceEnabled = true
