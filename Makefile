@@ -36,9 +36,9 @@ vet:
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-# Everything CI checks: formatting, vet, the Go suite (real Redis, sshd, QEMU,
+# Everything CI checks: formatting, vet, golangci-lint (mk/dev.mk), the Go suite (real Redis, sshd, QEMU,
 # Chromium, the small chaos run), the Helm chart, and bounded fuzzing.
-test: test-deps fmt-check vet go-test chart-test $(CHAOS_TEST_TARGETS)
+test: test-deps fmt-check vet lint go-test chart-test $(CHAOS_TEST_TARGETS)
 
 go-test:
 	IMAGEGEN_OCTOKIT_EXAMPLES=$(CURDIR)/.cache/octokit/node_modules/@octokit/webhooks-examples \

@@ -13,6 +13,7 @@ import (
 // State is the state of one cloud's part of a build (and, summed up, of a build).
 type State string
 
+// The states, in the order a cloud's part goes through them.
 const (
 	StateQueued    State = "queued"
 	StateWaiting   State = "waiting" // a password: ask cloud waiting for its password
@@ -30,6 +31,7 @@ func (s State) Final() bool {
 // Phase is a step of the pipeline, as shown in progress and timings.
 type Phase string
 
+// The phases, in the order the pipeline runs them.
 const (
 	PhaseKey      Phase = "generating keys"
 	PhaseLaunch   Phase = "launching"
@@ -106,6 +108,7 @@ type LogLine struct {
 	Text   string    `json:"text"`
 }
 
+// The streams of a build log.
 const (
 	StreamStdout   = "stdout"
 	StreamStderr   = "stderr"

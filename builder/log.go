@@ -24,10 +24,6 @@ type buildLog struct {
 	batch []LogLine  // reused for LineBatcher calls; under mu
 }
 
-func (l *buildLog) line(stream, text string) {
-	l.lineAt(l.now(), stream, text)
-}
-
 func (l *buildLog) lineAt(t time.Time, stream, text string) {
 	if l.observer == nil {
 		return

@@ -23,8 +23,8 @@ import (
 
 	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/clouds/simulated"
-	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/github/githubtest"
+	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/store"
 )
 

@@ -13,6 +13,7 @@ import (
 // every other kind fails the build at once with a message that says which.
 type Kind string
 
+// The kinds of cloud error.
 const (
 	KindUnknown   Kind = ""          // unclassified: treated as permanent
 	KindTransient Kind = "transient" // 429, 5xx, timeouts, conflicts that clear

@@ -25,7 +25,7 @@ type driverConfig struct {
 	Timeout  time.Duration `yaml:"timeout"`
 	Flavor   string        // untagged: key "flavor"
 	Skipped  string        `yaml:"-"`
-	private  string
+	private  string        //nolint:unused // an unexported field is not a key: the test checks it is skipped
 }
 
 func node(t *testing.T, src string) *yaml.Node {

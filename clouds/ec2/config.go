@@ -101,7 +101,6 @@ var (
 	// awsRegion is the shape of AWS's own region names, for catching a typo or a
 	// research cloud's region given without its endpoint.
 	awsRegion  = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-\d+$`)
-	keyName    = regexp.MustCompile(`^[\x20-\x7e]{1,255}$`)
 	volumeType = map[string]bool{"standard": true, "gp2": true, "gp3": true, "io1": true, "io2": true, "st1": true, "sc1": true}
 )
 

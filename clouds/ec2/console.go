@@ -40,7 +40,7 @@ func (c *Cloud) consoleHostKeys(ctx context.Context, id string) ([]string, error
 			}
 			b, err := base64.StdEncoding.DecodeString(aws.ToString(out.Output))
 			if err != nil {
-				return false, nil
+				return false, nil //nolint:nilerr // a console not yet written (or garbled) is read again at the next poll
 			}
 			keys = cloudinit.ConsoleHostKeys(string(b))
 			return len(keys) > 0, nil

@@ -155,7 +155,7 @@ func newCloud(name string, cfg Config, opts Options, api API) *Cloud {
 	return &Cloud{name: name, cfg: cfg, opts: opts, api: api}
 }
 
-// Features: EC2 makes images and stops instances through its API.
+// Features reports that EC2 makes images and stops instances through its API.
 func (c *Cloud) Features() clouds.Features { return clouds.Features{Images: true} }
 
 // retry runs fn, classified, with the driver's retry policy, on top of the

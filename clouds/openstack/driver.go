@@ -126,7 +126,7 @@ type Cloud struct {
 
 var _ clouds.Cloud = (*Cloud)(nil)
 
-// Features: OpenStack makes images and stops servers through its API.
+// Features reports that OpenStack makes images and stops servers through its API.
 func (c *Cloud) Features() clouds.Features { return clouds.Features{Images: true} }
 
 // retry runs fn, classified, with the driver's retry policy.

@@ -27,12 +27,6 @@ var fastOpts = openstack.Options{
 	Retry: clouds.Backoff{Initial: 5 * time.Millisecond, Max: 30 * time.Millisecond, Factor: 2, Attempts: 8},
 }
 
-type env struct {
-	fake  *openstacktest.Fake
-	file  string
-	cloud *openstack.Cloud
-}
-
 // cloudsYAML writes a clouds.yaml naming the fake as clouds "hotel" (RegionOne)
 // and "sierra" (RegionTwo); password "" leaves it out, as for password: ask.
 func cloudsYAML(t *testing.T, f *openstacktest.Fake, password string) string {

@@ -253,7 +253,7 @@ func runFirmware(ctx context.Context, bin, accel, cpu string, budget time.Durati
 		return took, nil
 	}
 	if waitErr != nil && !strings.Contains(err.Error(), "not done") {
-		err = fmt.Errorf("%w (%v)", err, waitErr)
+		err = fmt.Errorf("%w (%w)", err, waitErr)
 	}
 	if msg := oneLine(stderr.String()); msg != "" {
 		err = fmt.Errorf("%w: %s", err, msg)

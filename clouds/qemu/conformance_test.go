@@ -59,7 +59,7 @@ func liveResources(t *testing.T, dir string) []clouds.Resource {
 		if err != nil {
 			continue
 		}
-		cmd, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
+		cmd, err := os.ReadFile("/proc/" + p.Name() + "/cmdline")
 		if err != nil || !strings.Contains(string(cmd), work+"/") {
 			continue
 		}

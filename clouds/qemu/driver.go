@@ -28,8 +28,8 @@ func newCloud(c config) *Cloud { return &Cloud{cfg: c, prober: prober, vms: map[
 // Open returns the cloud itself: local QEMU needs no credentials.
 func (c *Cloud) Open(context.Context, clouds.Credentials) (clouds.Cloud, error) { return c, nil }
 
-// Features: images, and the guest is powered off over SSH (QEMU has no clean
-// shutdown of its own that every guest obeys).
+// Features reports images, and a guest powered off over SSH (QEMU has no
+// clean shutdown of its own that every guest obeys).
 func (c *Cloud) Features() clouds.Features {
 	return clouds.Features{Images: true, PoweroffOverSSH: true}
 }

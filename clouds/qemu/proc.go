@@ -84,7 +84,7 @@ func isOurQEMU(pid int, workDir string) bool {
 
 // qemuArgs returns pid's -name value and whether its arguments mention workDir.
 func qemuArgs(pid int, workDir string) (name string, mentions bool) {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 	if err != nil || len(b) == 0 {
 		return "", false
 	}

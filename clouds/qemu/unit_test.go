@@ -190,8 +190,8 @@ func TestResolveImage(t *testing.T) {
 		wantBoot *BootConfig
 		wantKind clouds.Kind
 	}{
-		{image: "deb", wantDisk: "deb.qcow2", wantBoot: &BootConfig{Kernel: filepath.Join(dir, "k/vmlinuz"), Initrd: "/abs/initrd", Append: "root=/dev/vda"}},
-		{image: "deb.qcow2", wantDisk: "deb.qcow2", wantBoot: &BootConfig{Kernel: filepath.Join(dir, "k/vmlinuz"), Initrd: "/abs/initrd", Append: "root=/dev/vda"}},
+		{image: "deb", wantDisk: "deb.qcow2", wantBoot: &BootConfig{Kernel: filepath.Join(dir, "k", "vmlinuz"), Initrd: "/abs/initrd", Append: "root=/dev/vda"}},
+		{image: "deb.qcow2", wantDisk: "deb.qcow2", wantBoot: &BootConfig{Kernel: filepath.Join(dir, "k", "vmlinuz"), Initrd: "/abs/initrd", Append: "root=/dev/vda"}},
 		{image: filepath.Join(dir, "plain.img"), wantDisk: "plain.img"},
 		{image: "./plain.img", wantDisk: "plain.img"},
 		{image: "plain", wantDisk: "plain.img"},

@@ -101,7 +101,7 @@ func (c *Cloud) Live() []clouds.Resource {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if save, err := c.syncState(); err == nil {
-		defer save()
+		defer func() { _ = save() }() // best effort: a read-only listing
 	}
 	rs := make([]*resource, 0, len(c.resources))
 	for _, r := range c.resources {

@@ -136,7 +136,7 @@ func (c *Cloud) Images() []clouds.Image {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if save, err := c.syncState(); err == nil {
-		defer save()
+		defer func() { _ = save() }() // best effort: a read-only listing
 	}
 	is := make([]*image, 0, len(c.images))
 	for _, im := range c.images {
@@ -157,7 +157,7 @@ func (c *Cloud) ImageState(id string) (state string, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if save, err := c.syncState(); err == nil {
-		defer save()
+		defer func() { _ = save() }() // best effort: a read-only listing
 	}
 	im, ok := c.images[id]
 	if !ok {

@@ -22,7 +22,7 @@ type Cloud struct {
 // Open returns the cloud itself: the machine needs no credentials per build.
 func (c *Cloud) Open(context.Context, clouds.Credentials) (clouds.Cloud, error) { return c, nil }
 
-// Features: no image, and no power-off (the machine is not ours to stop).
+// Features reports no image and no power-off (the machine is not ours to stop).
 func (c *Cloud) Features() clouds.Features { return clouds.Features{} }
 
 // Launch creates nothing: it says where the machine is and how to log in.

@@ -235,7 +235,7 @@ func TestHostKeys(t *testing.T) {
 	tests := []struct {
 		name     string
 		hostKeys []string
-		wantErr  []string // substrings; nil: success
+		wantErr  []string // substrings of the error; none for a success
 		wantLog  string
 	}{
 		{"pinned key accepted", []string{s.HostKey}, nil, ""},

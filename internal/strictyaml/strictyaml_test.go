@@ -1,6 +1,7 @@
 package strictyaml
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"strings"
@@ -196,7 +197,7 @@ type settings struct {
 	Hosts    []sshSettings          `yaml:"hosts"`
 	ByName   map[string]sshSettings `yaml:"by_name"`
 	Raw      yaml.Node              `yaml:"raw"`
-	private  string
+	private  string                 //nolint:unused // an unexported field is not a key: the test checks it is skipped
 }
 
 func TestCheckKeys(t *testing.T) {
@@ -255,7 +256,7 @@ func TestDecode(t *testing.T) {
 	}
 	d = Parse("f.yaml", []byte("timout: 1s\n"), lenient)
 	err = Decode(d.File, d.Root, &s, KeyCheck{})
-	if _, ok := err.(Errors); !ok || !strings.HasPrefix(err.Error(), `f.yaml:1:1: unknown key "timout": did you mean "timeout"?`) {
+	if errs := (Errors)(nil); !errors.As(err, &errs) || !strings.HasPrefix(err.Error(), `f.yaml:1:1: unknown key "timout": did you mean "timeout"?`) {
 		t.Errorf("unknown key: %v", err)
 	}
 }

@@ -89,7 +89,7 @@ func (r *Redis) run(port int) error {
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("redis-server exited (%v): %s", err, tail(logFile))
+			return fmt.Errorf("redis-server exited (%w): %s", err, tail(logFile))
 		default:
 		}
 		if ping(addr) == nil {
@@ -98,13 +98,13 @@ func (r *Redis) run(port int) error {
 			r.Addr = addr
 			r.URL = "redis://" + addr + "/0"
 			r.mu.Unlock()
-			go func() { <-exited }()
+			go func() { _ = exitOf(exited) }() // reap it when it exits
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	_ = cmd.Process.Kill()
-	<-exited
+	_ = exitOf(exited) // killed: its exit status says nothing
 	return fmt.Errorf("redis-server on %s did not answer PING within 10s: %s", addr, tail(logFile))
 }
 
@@ -236,3 +236,6 @@ func (r *Redis) Find(t testing.TB, needle string) (hits []string, types map[stri
 	}
 	return hits, types
 }
+
+// exitOf waits for a process's exit status from the channel its Wait feeds.
+func exitOf(exited <-chan error) error { return <-exited }

@@ -148,14 +148,14 @@ func (s *SSHD) start(t testing.TB, conf string) error {
 	go func() { exited <- cmd.Wait() }()
 	stop := func() {
 		_ = cmd.Process.Kill()
-		<-exited
+		_ = exitOf(exited) // killed: its exit status says nothing
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		select {
 		case err := <-exited:
 			exited <- err
-			return fmt.Errorf("sshd exited: %v; its log:\n%s", err, s.log.String())
+			return fmt.Errorf("sshd exited: %w; its log:\n%s", err, s.log.String())
 		default:
 		}
 		if err := s.probe(); err == nil {
@@ -168,7 +168,7 @@ func (s *SSHD) start(t testing.TB, conf string) error {
 			return nil
 		} else if time.Now().After(deadline) {
 			stop()
-			return fmt.Errorf("sshd on %s did not answer within 10s: %v; its log:\n%s", s.Addr, err, s.log.String())
+			return fmt.Errorf("sshd on %s did not answer within 10s: %w; its log:\n%s", s.Addr, err, s.log.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -1072,7 +1072,7 @@ func exactKeys(b []byte, t reflect.Type) error {
 	case reflect.Slice:
 		var list []json.RawMessage
 		if json.Unmarshal(b, &list) != nil {
-			return nil
+			return nil //nolint:nilerr // a type mismatch is the schema check's to report, not the key check's
 		}
 		for _, e := range list {
 			if err := exactKeys(e, t.Elem()); err != nil {
@@ -1082,14 +1082,14 @@ func exactKeys(b []byte, t reflect.Type) error {
 	case reflect.Struct:
 		var m map[string]json.RawMessage
 		if json.Unmarshal(b, &m) != nil {
-			return nil
+			return nil //nolint:nilerr // as above
 		}
 		fields := map[string]reflect.Type{}
 		collectFields(t, fields)
 		for k, raw := range m {
 			ft, ok := fields[k]
 			if !ok {
-				return fmt.Errorf("Additional properties are not allowed (%q was unexpected)", k)
+				return fmt.Errorf("Additional properties are not allowed (%q was unexpected)", k) //nolint:staticcheck // Nova's own message, word for word
 			}
 			if err := exactKeys(raw, ft); err != nil {
 				return err
