@@ -27,8 +27,8 @@ import (
 	"github.com/imagegen/imagegen/clouds/openstack/openstacktest"
 	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/internal/secret"
+	"github.com/imagegen/imagegen/internal/servicetest"
 	"github.com/imagegen/imagegen/internal/sshexec"
-	"github.com/imagegen/imagegen/internal/testenv"
 )
 
 // noticeDelays are how long resources take to turn ready in the samples:
@@ -305,7 +305,7 @@ func forward(c net.Conn, target string) {
 // measureSSH waits with sshexec.Connect (as the builder does) on gates that
 // open after each delay, and returns the lag from opening to the first
 // connection.
-func measureSSH(tb testing.TB, d *testenv.SSHD, retry time.Duration) ([]time.Duration, error) {
+func measureSSH(tb testing.TB, d *servicetest.SSHD, retry time.Duration) ([]time.Duration, error) {
 	var mu sync.Mutex
 	var out []time.Duration
 	var errs []error
@@ -360,7 +360,7 @@ func BenchmarkNoticing(b *testing.B) {
 
 func benchNoticing(b *testing.B) {
 	res := &Result{ID: "3-noticing", Title: "Noticing", Started: time.Now()}
-	sshd := testenv.StartSSHD(b)
+	sshd := servicetest.StartSSHD(b)
 	type row struct {
 		name string
 		l    lags

@@ -23,10 +23,10 @@ import (
 
 	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/config/configtest"
 	"github.com/imagegen/imagegen/github"
 	"github.com/imagegen/imagegen/github/githubtest"
 	"github.com/imagegen/imagegen/internal/servicetest"
-	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server"
 	"github.com/imagegen/imagegen/store"
@@ -38,7 +38,7 @@ const webhookSecret = "whsec-bench-0123456789abcdef"
 // queue, the echo server on a 127.0.0.1 listener, and optionally a worker
 // reporting to the fake GitHub.
 type service struct {
-	redis  *testenv.Redis
+	redis  *servicetest.Redis
 	rdb    redis.UniversalClient
 	gh     *githubtest.Server
 	cfg    *config.Config
@@ -59,7 +59,7 @@ type serviceOptions struct {
 
 func startService(tb testing.TB, o serviceOptions) *service {
 	tb.Helper()
-	s := &service{redis: testenv.StartRedis(tb), gh: githubtest.NewServer(tb)}
+	s := &service{redis: servicetest.StartRedis(tb), gh: githubtest.NewServer(tb)}
 	if o.clouds == "" {
 		o.clouds = "\n  sim: {type: simulated}\n"
 	}
@@ -78,7 +78,7 @@ github:
 encryption_key: %s
 build: {timeout: 10m, cleanup_timeout: 30s, concurrency: %d}
 clouds:%s`, s.redis.URL, ac.AppID, ac.PrivateKeyFile, webhookSecret, s.gh.URL(), strings.Repeat("ab", 32), o.concurrency, o.clouds)
-	cfg := servicetest.Config(tb, yml)
+	cfg := configtest.Config(tb, yml)
 	s.cfg = cfg
 
 	// The Redis client exactly as cmd/imagegen makes it.

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
 // The benchmarks run only under `make bench`; these quick tests run their
@@ -40,7 +40,7 @@ func TestHarnessBuildsAPush(t *testing.T) {
 // TestStreamChildCountsEveryByte: the streaming child, on a real sshd, gets
 // every byte the script prints into its log and reports its peak RSS.
 func TestStreamChildCountsEveryByte(t *testing.T) {
-	d := testenv.StartSSHD(t)
+	d := servicetest.StartSSHD(t)
 	key := d.WriteClientKey(t)
 	const n = 1 << 20
 	out := runStreamChild(t, d, key, n, "")

@@ -27,7 +27,7 @@ import (
 	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/internal/secret"
 	"github.com/imagegen/imagegen/internal/secret/secrettest"
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 	"github.com/imagegen/imagegen/store"
 )
 
@@ -303,13 +303,13 @@ func sampleMemory(out *streamOut) (stop func()) {
 
 // runStreamChild runs the child's build for n bytes and returns what it
 // reported, with its CPU time.
-func runStreamChild(tb testing.TB, d *testenv.SSHD, key string, n int64, redisAddr string) streamOut {
+func runStreamChild(tb testing.TB, d *servicetest.SSHD, key string, n int64, redisAddr string) streamOut {
 	tb.Helper()
 	return runChild(tb, d, key, n, redisAddr, false)
 }
 
 // runChild runs the child for n bytes: a build, or with raw x/crypto/ssh alone.
-func runChild(tb testing.TB, d *testenv.SSHD, key string, n int64, redisAddr string, raw bool, env ...string) streamOut {
+func runChild(tb testing.TB, d *servicetest.SSHD, key string, n int64, redisAddr string, raw bool, env ...string) streamOut {
 	tb.Helper()
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), childEnv+"=stream",
@@ -335,7 +335,7 @@ func runChild(tb testing.TB, d *testenv.SSHD, key string, n int64, redisAddr str
 
 // runOpenSSH streams n bytes of the same output with OpenSSH's ssh into
 // /dev/null and returns how long it took and its CPU seconds.
-func runOpenSSH(tb testing.TB, d *testenv.SSHD, key string, n int64) (time.Duration, float64) {
+func runOpenSSH(tb testing.TB, d *servicetest.SSHD, key string, n int64) (time.Duration, float64) {
 	tb.Helper()
 	_, port, _ := strings.Cut(d.Addr, ":")
 	kh := filepath.Join(tb.TempDir(), "known_hosts")
@@ -377,9 +377,9 @@ func benchLogStream(b *testing.B) {
 		b.Skipf("OpenSSH's ssh client is not installed (Debian package openssh-client): %v", err)
 	}
 	res := &Result{ID: "4-logstream", Title: "Log streaming", Started: time.Now()}
-	d := testenv.StartSSHD(b)
+	d := servicetest.StartSSHD(b)
 	key := d.WriteClientKey(b)
-	rds := testenv.StartRedis(b)
+	rds := servicetest.StartRedis(b)
 
 	// Alternate the three, twice, and keep each one's best: the machine is shared.
 	var best, bestRaw streamOut
@@ -465,9 +465,9 @@ func benchLogStream(b *testing.B) {
 // Redis through the worker's log sink. The best of two runs of each.
 func BenchmarkLogStreamRedacted(b *testing.B) {
 	for range b.N {
-		d := testenv.StartSSHD(b)
+		d := servicetest.StartSSHD(b)
 		key := d.WriteClientKey(b)
-		rds := testenv.StartRedis(b)
+		rds := servicetest.StartRedis(b)
 		var best, bestRedis streamOut
 		for range 2 {
 			o := runChild(b, d, key, streamBytes, "", false, "IMAGEGEN_BENCH_REDACT=1")

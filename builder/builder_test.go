@@ -19,7 +19,7 @@ import (
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/internal/secret"
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
 // recorder is an Observer keeping everything it saw.
@@ -305,7 +305,7 @@ type panicky struct{ *simulated.Cloud }
 func (panicky) Stop(context.Context, *clouds.Instance) error { panic("driver bug") }
 
 func TestRunScriptOverSSH(t *testing.T) {
-	s := testenv.StartSSHD(t)
+	s := servicetest.StartSSHD(t)
 	ep := &clouds.Endpoint{Addr: s.Addr, User: s.User, Signer: s.ClientSigner, HostKeys: []string{s.HostKey}, HostKeySource: "test"}
 	const password = "hunter2-very-secret"
 	tests := []struct {
@@ -387,7 +387,7 @@ func TestImageName(t *testing.T) {
 }
 
 func TestRunSSHWait(t *testing.T) {
-	s := testenv.StartSSHD(t)
+	s := servicetest.StartSSHD(t)
 	closed := func() string {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -459,7 +459,7 @@ func otherHostKey(t *testing.T) string {
 // TestRunPoweroffOverSSH: a cloud like qemu gets "poweroff" in the guest
 // before Stop. The test sshd's stubs record it instead of stopping this machine.
 func TestRunPoweroffOverSSH(t *testing.T) {
-	s := testenv.StartSSHD(t)
+	s := servicetest.StartSSHD(t)
 	ep := &clouds.Endpoint{Addr: s.Addr, User: s.User, Signer: s.ClientSigner, HostKeys: []string{s.HostKey}}
 	f := simulated.New(simulated.Options{SSH: ep, PoweroffOverSSH: true})
 	r := Run(context.Background(), testJob(f, "sudo echo script", nil))
@@ -476,7 +476,7 @@ func TestRunPoweroffOverSSH(t *testing.T) {
 // machine) must not share the uploaded script: the first to finish would
 // remove the other's file.
 func TestRunAllSameHost(t *testing.T) {
-	s := testenv.StartSSHD(t)
+	s := servicetest.StartSSHD(t)
 	ep := &clouds.Endpoint{Addr: s.Addr, User: s.User, Signer: s.ClientSigner, HostKeys: []string{s.HostKey}, HostKeySource: "test"}
 	const script = "echo \"path=$0\"\nsleep 1\ntest -f \"$0\""
 	var jobs []Job
@@ -529,7 +529,7 @@ func (r *batchRecorder) Lines(ls []LogLine) {
 // two writes a moment apart (two reads) redacted; an Observer without Lines
 // gets the same lines one by one.
 func TestRunScriptLinesInBatches(t *testing.T) {
-	s := testenv.StartSSHD(t)
+	s := servicetest.StartSSHD(t)
 	ep := &clouds.Endpoint{Addr: s.Addr, User: s.User, Signer: s.ClientSigner, HostKeys: []string{s.HostKey}, HostKeySource: "test"}
 	const password = "hunter2-very-secret"
 	script := "seq 1 5000\nprintf 'pw=hunter2'; sleep 0.3; printf -- '-very-secret!\\n'\necho to-stderr >&2"

@@ -20,7 +20,7 @@ import (
 	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/config"
 	"github.com/imagegen/imagegen/github/githubtest"
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/store"
 )
@@ -48,7 +48,7 @@ func newService(t *testing.T, gh *githubtest.Mem) (*service, *config.Config, *re
 // newServiceWith is newService on a config of the test's own.
 func newServiceWith(t *testing.T, gh *githubtest.Mem, yml string) (*service, *config.Config, *redis.Client) {
 	t.Helper()
-	r := testenv.StartRedis(t)
+	r := servicetest.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
 	t.Cleanup(func() { rdb.Close() })
 	reg := clouds.NewRegistry()

@@ -24,7 +24,7 @@ import (
 	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/github/githubtest"
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 	"github.com/imagegen/imagegen/store"
 )
 
@@ -391,7 +391,7 @@ func buildImagegen(t *testing.T, dir string) string {
 	t.Helper()
 	// The chaos tests run the real binary against a real Redis: skip under
 	// -short before spending the build on it.
-	testenv.Need(t, "Redis (Debian package redis-server)", "redis-server")
+	servicetest.Need(t, "Redis (Debian package redis-server)", "redis-server")
 	bin := filepath.Join(dir, "imagegen")
 	// go test puts the go command of its own toolchain first in PATH.
 	cmd := exec.Command("go", "build", "-o", bin, "github.com/imagegen/imagegen/cmd/imagegen")

@@ -13,7 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
 // redisProc is a redis-server configured as `make run` configures it (AOF,
@@ -35,7 +35,7 @@ func startRedis(t *testing.T, dir string) *redisProc {
 
 func startRedisFsync(t *testing.T, dir, fsync string) *redisProc {
 	t.Helper()
-	bin := testenv.Need(t, "Redis (Debian package redis-server)", "redis-server")[0]
+	bin := servicetest.Need(t, "Redis (Debian package redis-server)", "redis-server")[0]
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -16,8 +16,8 @@ import (
 	"github.com/imagegen/imagegen/builder"
 	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/builds"
+	"github.com/imagegen/imagegen/config/configtest"
 	"github.com/imagegen/imagegen/internal/servicetest"
-	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server"
 	"github.com/imagegen/imagegen/store"
@@ -28,12 +28,12 @@ import (
 // webhook (signed instead), refuses a request without credentials with 401.
 // A route added later without the token check fails here.
 func TestMutatingRoutesNeedToken(t *testing.T) {
-	rd := testenv.StartRedis(t)
+	rd := servicetest.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr})
 	t.Cleanup(func() { rdb.Close() })
 	yml := fmt.Sprintf("redis: %s\nbase_url: https://ig.example\ngithub: {token: t, webhook_secret: whsec-routes-0123456789}\napi_tokens: [api-token-routes-0123456789abcdef]\nencryption_key: %s\nclouds:\n  sim: {type: simulated}\n",
 		rd.URL, strings.Repeat("7e", 32))
-	cfg := servicetest.Config(t, yml)
+	cfg := configtest.Config(t, yml)
 	qc, err := queue.NewClient(rdb, cfg, nil)
 	if err != nil {
 		t.Fatal(err)

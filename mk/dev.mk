@@ -1,7 +1,7 @@
 # mk/dev.mk — the developer's inner loop (included from the Makefile).
 #   make unit   every test that needs no external service (go test -short): no
 #               installs, no Redis, sshd, QEMU or Chromium; tests that need one
-#               skip with a line saying which (internal/testenv.Need)
+#               skip with a line saying which (internal/servicetest.Need)
 #   make lint   golangci-lint, pinned, with the repository's .golangci.yml;
 #               installed into .cache/bin on first use (go install, a few minutes)
 GO ?= go

@@ -23,7 +23,7 @@ import (
 	"github.com/imagegen/imagegen/github"
 	"github.com/imagegen/imagegen/github/githubtest"
 	"github.com/imagegen/imagegen/internal/secret"
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 	"github.com/imagegen/imagegen/store"
 )
 
@@ -37,7 +37,7 @@ type workerEnv struct {
 
 func newWorkerEnv(t *testing.T, gh *githubtest.Mem, yml string) *workerEnv {
 	t.Helper()
-	r := testenv.StartRedis(t)
+	r := servicetest.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
 	t.Cleanup(func() { rdb.Close() })
 	reg := clouds.NewRegistry()
@@ -139,7 +139,7 @@ func TestShutdownGraceLetsBuildsFinish(t *testing.T) {
 // TestBuildTaskLookup: the sweep's view of build tasks (builds.Tasks) as
 // asynq keeps them: queued, archived (retries spent), gone.
 func TestBuildTaskLookup(t *testing.T) {
-	r := testenv.StartRedis(t)
+	r := servicetest.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
 	t.Cleanup(func() { rdb.Close() })
 	cfg := &config.Config{}

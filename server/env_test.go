@@ -18,10 +18,10 @@ import (
 
 	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/config/configtest"
 	"github.com/imagegen/imagegen/github"
 	"github.com/imagegen/imagegen/github/githubtest"
 	"github.com/imagegen/imagegen/internal/servicetest"
-	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server"
 	"github.com/imagegen/imagegen/store"
@@ -37,14 +37,14 @@ const (
 // redis-server and the fake GitHub.
 type testEnv struct {
 	t      *testing.T
-	redis  *testenv.Redis
+	redis  *servicetest.Redis
 	rdb    *redis.Client
 	gh     *githubtest.Server
 	cfg    *config.Config
 	store  *store.Store
 	queue  *queue.Client
 	http   *httptest.Server
-	logs   *testenv.Buffer
+	logs   *servicetest.Buffer
 	worker *queue.Worker
 	// deliveries is what the worker does with a delivery task, for tests
 	// that play the worker.
@@ -65,7 +65,7 @@ const defaultClouds = `
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
 	t.Helper()
-	e := &testEnv{t: t, redis: testenv.StartRedis(t), gh: githubtest.NewServer(t), logs: &testenv.Buffer{}}
+	e := &testEnv{t: t, redis: servicetest.StartRedis(t), gh: githubtest.NewServer(t), logs: &servicetest.Buffer{}}
 	// Few retries: TestHealth stops Redis and wants a quick answer.
 	e.rdb = redis.NewClient(&redis.Options{Addr: e.redis.Addr, DialerRetries: 1, MaxRetries: -1})
 	t.Cleanup(func() { e.rdb.Close() })
@@ -89,7 +89,7 @@ api_tokens: [%s]
 encryption_key: %s
 build: {timeout: 1m, cleanup_timeout: 20s, concurrency: 4, log_limit: 4096}
 clouds:%s`, e.redis.URL, gh, webhookSecret, e.gh.URL(), apiToken, strings.Repeat("ab", 32), o.clouds)
-	cfg := servicetest.Config(t, yml)
+	cfg := configtest.Config(t, yml)
 	e.cfg = cfg
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	promReg := prometheus.NewRegistry()

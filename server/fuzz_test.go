@@ -14,9 +14,9 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/imagegen/imagegen/config/configtest"
 	"github.com/imagegen/imagegen/github/githubtest"
 	"github.com/imagegen/imagegen/internal/servicetest"
-	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
 )
 
@@ -28,11 +28,11 @@ import (
 // only push and check_run deliveries are ever accepted, and an accepted
 // delivery's task decodes, as the worker decodes it, to the body sent.
 func FuzzWebhook(f *testing.F) {
-	rd := testenv.StartRedis(f)
+	rd := servicetest.StartRedis(f)
 	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr})
 	f.Cleanup(func() { rdb.Close() })
 	yml := fmt.Sprintf("redis: %s\ngithub: {token: t, webhook_secret: %s}\nclouds:\n  sim: {type: simulated}\n", rd.URL, webhookSecret)
-	cfg := servicetest.Config(f, yml)
+	cfg := configtest.Config(f, yml)
 	srv, _ := newServer(f, cfg, rdb, nil, nil)
 	h := srv.Handler()
 

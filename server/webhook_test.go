@@ -20,9 +20,9 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/imagegen/imagegen/config/configtest"
 	"github.com/imagegen/imagegen/github/githubtest"
 	"github.com/imagegen/imagegen/internal/servicetest"
-	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
 )
 
@@ -281,11 +281,11 @@ func TestHealth(t *testing.T) {
 // server's CPU per delivery without net/http and a load generator, for pprof
 // (docs/BENCHMARKS.md, section 1, has the whole path).
 func BenchmarkWebhook(b *testing.B) {
-	rd := testenv.StartRedis(b)
+	rd := servicetest.StartRedis(b)
 	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr})
 	b.Cleanup(func() { rdb.Close() })
 	yml := fmt.Sprintf("redis: %s\ngithub: {token: t, webhook_secret: %s}\nclouds:\n  sim: {type: simulated}\n", rd.URL, webhookSecret)
-	cfg := servicetest.Config(b, yml)
+	cfg := configtest.Config(b, yml)
 	// Production logs JSON at Info; encoding the line is part of the cost.
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	srv, _ := newServer(b, cfg, rdb, log, nil)

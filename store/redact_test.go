@@ -12,7 +12,7 @@ import (
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/internal/secret"
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
 // TestStoredLogHoldsNoSecret: along the worker's path (a script on a real
@@ -43,7 +43,7 @@ func TestStoredLogHoldsNoSecret(t *testing.T) {
 	}
 	script.WriteString("echo a clean line\n")
 
-	sshd := testenv.StartSSHD(t)
+	sshd := servicetest.StartSSHD(t)
 	ep := &clouds.Endpoint{Addr: sshd.Addr, User: sshd.User, Signer: sshd.ClientSigner, HostKeys: []string{sshd.HostKey}, HostKeySource: "test"}
 	s, _ := newStore(t, time.Hour, 4<<20)
 	sink := s.newLogSink(context.Background(), "b1", "sim", nil, secret.NewRedactor(all...))

@@ -17,12 +17,12 @@ import (
 	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/internal/secret"
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
 func newStore(t *testing.T, retention time.Duration, logLimit int) (*Store, *redis.Client) {
 	t.Helper()
-	r := testenv.StartRedis(t)
+	r := servicetest.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
 	t.Cleanup(func() { rdb.Close() })
 	return New(rdb, retention, logLimit), rdb

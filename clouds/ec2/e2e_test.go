@@ -13,7 +13,7 @@ import (
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/ec2"
 	"github.com/imagegen/imagegen/clouds/ec2/ec2test"
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
 // cloudInit stands in for the guest's cloud-init: it installs the build's key
@@ -22,7 +22,7 @@ import (
 type cloudInit struct {
 	clouds.Cloud
 	t    *testing.T
-	sshd *testenv.SSHD
+	sshd *servicetest.SSHD
 }
 
 func (c cloudInit) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clouds.Instance) error {
@@ -34,7 +34,7 @@ func (c cloudInit) Launch(ctx context.Context, req clouds.LaunchRequest, inst *c
 // TestBuildEndToEnd runs builder.Run, the real pipeline, on the driver against
 // the fake, with the script run over SSH on a real sshd.
 func TestBuildEndToEnd(t *testing.T) {
-	sshd := testenv.StartSSHD(t)
+	sshd := servicetest.StartSSHD(t)
 	_, portStr, _ := net.SplitHostPort(sshd.Addr)
 	port, _ := strconv.Atoi(portStr)
 	tests := []struct {

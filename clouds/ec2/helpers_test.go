@@ -18,7 +18,7 @@ import (
 	"github.com/imagegen/imagegen/clouds/ec2"
 	"github.com/imagegen/imagegen/clouds/ec2/ec2test"
 	"github.com/imagegen/imagegen/internal/secret"
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
 // Test credentials: the fake checks only that requests are signed with them.
@@ -81,7 +81,7 @@ func openWith(t *testing.T, f *ec2test.Fake, cfg ec2.Config, opts ec2.Options) c
 	return c
 }
 
-func launchReq(t *testing.T, build string) (clouds.LaunchRequest, *testenv.Buffer) {
+func launchReq(t *testing.T, build string) (clouds.LaunchRequest, *servicetest.Buffer) {
 	t.Helper()
 	pub, _, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -94,7 +94,7 @@ func launchReq(t *testing.T, build string) (clouds.LaunchRequest, *testenv.Buffe
 		t.Fatal(err)
 	}
 	hspub, _ := ssh.NewPublicKey(hpub)
-	logs := &testenv.Buffer{}
+	logs := &servicetest.Buffer{}
 	return clouds.LaunchRequest{
 		Build:         build,
 		Name:          "imagegen-" + build,

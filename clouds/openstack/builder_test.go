@@ -13,14 +13,14 @@ import (
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/openstack"
 	"github.com/imagegen/imagegen/clouds/openstack/openstacktest"
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
 // TestBuilderEndToEnd runs the whole pipeline (builder.Run) on the driver and
 // the fake, the script running over SSH on a real sshd that the fake's server
 // address leads to.
 func TestBuilderEndToEnd(t *testing.T) {
-	sshd := testenv.StartSSHD(t)
+	sshd := servicetest.StartSSHD(t)
 	_, portStr, _ := net.SplitHostPort(sshd.Addr)
 	port, _ := strconv.Atoi(portStr)
 	tests := []struct {

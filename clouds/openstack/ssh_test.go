@@ -15,14 +15,14 @@ import (
 	"github.com/imagegen/imagegen/clouds/cloudtest"
 	"github.com/imagegen/imagegen/clouds/openstack"
 	"github.com/imagegen/imagegen/clouds/openstack/openstacktest"
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
 // TestSSHReachesRealSSHD: the fake reports servers at 127.0.0.1 and ssh_port
 // points at a real sshd, so the endpoint Launch returns is dialled for real,
 // with the build's key and the host key the driver pinned.
 func TestSSHReachesRealSSHD(t *testing.T) {
-	sshd := testenv.StartSSHD(t)
+	sshd := servicetest.StartSSHD(t)
 	_, portStr, _ := net.SplitHostPort(sshd.Addr)
 	port, _ := strconv.Atoi(portStr)
 	tests := []struct {

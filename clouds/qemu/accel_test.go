@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/imagegen/imagegen/clouds"
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
 // Stand-ins for qemu-system-x86_64, as shell scripts: each records its
@@ -283,7 +283,7 @@ exec `+real+` "$@"`)
 		{wrapper, "auto", ""}: {Accel: "kvm", CPU: "host,-arch-capabilities", Reason: "the test says so"},
 	}}
 	k := newKeys(t)
-	var logged testenv.Buffer
+	var logged servicetest.Buffer
 	log := slog.New(slog.NewTextHandler(&logged, nil))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

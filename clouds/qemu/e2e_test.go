@@ -15,7 +15,7 @@ import (
 	"github.com/imagegen/imagegen/builder"
 	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/clouds"
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
 // These tests boot the tiny test image (scripts/make-test-image.sh) under
@@ -136,7 +136,7 @@ func TestBuildEndToEnd(t *testing.T) {
 
 	// Boot the output image, by name, as a new build would.
 	k := newKeys(t)
-	con := &testenv.Buffer{}
+	con := &servicetest.Buffer{}
 	var inst clouds.Instance
 	defer func() {
 		if err := c.Terminate(context.Background(), &inst); err != nil {
@@ -291,7 +291,7 @@ func TestGuestWithoutSSH(t *testing.T) {
 	k := newKeys(t)
 	var inst clouds.Instance
 	start := time.Now()
-	con := &testenv.Buffer{}
+	con := &servicetest.Buffer{}
 	err = c.Launch(context.Background(), clouds.LaunchRequest{Build: "nossh1", Name: "vm", Image: "nodisk", User: "root",
 		AuthorizedKey: k.authorized, HostKey: k.hostKey, Log: testLog(t), Console: con}, &inst)
 	took := time.Since(start)

@@ -22,7 +22,7 @@ import (
 
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/internal/secret"
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
 // repoRoot is the module's root, found from the package directory.
@@ -53,7 +53,7 @@ var (
 // needQEMU skips under -short and fails when QEMU is not installed.
 func needQEMU(t testing.TB) {
 	t.Helper()
-	testenv.Need(t, "QEMU (Debian packages qemu-system-x86, qemu-utils)", "qemu-system-x86_64", "qemu-img")
+	servicetest.Need(t, "QEMU (Debian packages qemu-system-x86, qemu-utils)", "qemu-system-x86_64", "qemu-img")
 }
 
 // testImage returns the tiny base image's disk, built once by

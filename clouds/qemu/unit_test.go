@@ -14,7 +14,7 @@ import (
 
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/internal/secret"
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
 func configure(text string) (*Cloud, error) {
@@ -137,7 +137,7 @@ func TestSeedFiles(t *testing.T) {
 func TestSeedISO(t *testing.T) {
 	blkid, err := exec.LookPath("blkid")
 	if err != nil {
-		testenv.Need(t, "blkid (Debian package util-linux)", "blkid")
+		servicetest.Need(t, "blkid (Debian package util-linux)", "blkid")
 	}
 	files := []isoFile{{Name: "user-data", Data: []byte("#cloud-config\n")}, {Name: "meta-data", Data: []byte(strings.Repeat("x", 5000))}}
 	iso, err := buildISO(SeedLabel, files, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
@@ -374,7 +374,7 @@ func TestProcIDs(t *testing.T) {
 func TestSeedUserDataIsValidCloudConfig(t *testing.T) {
 	ci, err := exec.LookPath("cloud-init")
 	if err != nil {
-		testenv.Need(t, "cloud-init's schema validator (Debian package cloud-init)", "cloud-init")
+		servicetest.Need(t, "cloud-init's schema validator (Debian package cloud-init)", "cloud-init")
 	}
 	k := newKeys(t)
 	for _, user := range []string{"ubuntu", "root", "builder"} {

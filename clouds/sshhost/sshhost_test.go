@@ -16,7 +16,7 @@ import (
 	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/sshhost"
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
 func config(t *testing.T, body string) clouds.Config {
@@ -29,7 +29,7 @@ func config(t *testing.T, body string) clouds.Config {
 }
 
 func TestConfigure(t *testing.T) {
-	s := testenv.StartSSHD(t)
+	s := servicetest.StartSSHD(t)
 	key := s.WriteClientKey(t)
 	garbage := filepath.Join(t.TempDir(), "garbage.key")
 	if err := os.WriteFile(garbage, []byte("not a key"), 0o600); err != nil {
@@ -73,7 +73,7 @@ func TestConfigure(t *testing.T) {
 }
 
 func TestLaunch(t *testing.T) {
-	s := testenv.StartSSHD(t)
+	s := servicetest.StartSSHD(t)
 	key := s.WriteClientKey(t)
 	op, err := sshhost.Configure(config(t, "{type: ssh, host: 127.0.0.1, port: 2222, user: admin, private_key_file: "+key+", host_key: '"+s.HostKey+"  comment'}"))
 	if err != nil {
@@ -108,7 +108,7 @@ func TestLaunch(t *testing.T) {
 // TestPipeline runs a script on the real sshd through builder.Run: the
 // script runs, and no image is made.
 func TestPipeline(t *testing.T) {
-	s := testenv.StartSSHD(t)
+	s := servicetest.StartSSHD(t)
 	key := s.WriteClientKey(t)
 	host, port, _ := strings.Cut(s.Addr, ":")
 	op, err := sshhost.Configure(config(t, "{type: ssh, host: "+host+", port: "+port+", private_key_file: "+key+", host_key: '"+s.HostKey+"'}"))

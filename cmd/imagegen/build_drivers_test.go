@@ -25,7 +25,7 @@ import (
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/ec2/ec2test"
 	"github.com/imagegen/imagegen/clouds/openstack/openstacktest"
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
 // These tests run the real `imagegen build` (config.Load with registry(), the
@@ -62,7 +62,7 @@ type generatorRepo struct {
 // base image), logging in as user, and commits it with origin as its remote.
 func newGeneratorRepo(t *testing.T, script, user string, cloudImages map[string]string) *generatorRepo {
 	t.Helper()
-	testenv.Need(t, "git (the build's provenance, imagegen:commit, comes from git)", "git")
+	servicetest.Need(t, "git (the build's provenance, imagegen:commit, comes from git)", "git")
 	dir := filepath.Join(t.TempDir(), "gens")
 	if err := os.MkdirAll(filepath.Join(dir, ".imagegen"), 0o755); err != nil {
 		t.Fatal(err)
@@ -235,7 +235,7 @@ func TestBuildOpenStack(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			sshd := testenv.StartSSHD(t)
+			sshd := servicetest.StartSSHD(t)
 			guests := newOSGuests(t, sshd, names)
 			f := openstacktest.New(openstacktest.Options{
 				Regions:        []string{"RegionOne", "RegionTwo"},
@@ -350,7 +350,7 @@ func TestBuildEC2(t *testing.T) {
 			} {
 				t.Setenv(k, v)
 			}
-			sshd := testenv.StartSSHD(t)
+			sshd := servicetest.StartSSHD(t)
 			fakes := map[string]*ec2test.Fake{}
 			guests := map[string]*guest{}
 			conf := "build: {ssh_timeout: 20s, timeout: 60s, cleanup_timeout: 30s}\nclouds:\n"
@@ -449,7 +449,7 @@ func TestBuildEC2(t *testing.T) {
 // "VMs" are this one machine.
 type guest struct {
 	t     *testing.T
-	up    *testenv.SSHD
+	up    *servicetest.SSHD
 	setup func() (*ssh.ServerConfig, error)
 	ln    net.Listener
 	port  int
@@ -461,7 +461,7 @@ type guest struct {
 	wg     sync.WaitGroup
 }
 
-func startGuest(t *testing.T, up *testenv.SSHD, setup func() (*ssh.ServerConfig, error)) *guest {
+func startGuest(t *testing.T, up *servicetest.SSHD, setup func() (*ssh.ServerConfig, error)) *guest {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -599,7 +599,7 @@ func (g *guest) relay(nc ssh.NewChannel, up *ssh.Client) {
 
 // ec2Guest is an EC2 instance of f after cloud-init: the host key and the
 // authorized key are those the build put in the one live instance's user data.
-func ec2Guest(t *testing.T, f *ec2test.Fake, up *testenv.SSHD) *guest {
+func ec2Guest(t *testing.T, f *ec2test.Fake, up *servicetest.SSHD) *guest {
 	return startGuest(t, up, func() (*ssh.ServerConfig, error) {
 		var ids []string
 		for _, r := range f.Live() {
@@ -649,7 +649,7 @@ type osGuests struct {
 	byCloud map[string]*guest
 }
 
-func newOSGuests(t *testing.T, up *testenv.SSHD, cloudNames []string) *osGuests {
+func newOSGuests(t *testing.T, up *servicetest.SSHD, cloudNames []string) *osGuests {
 	t.Helper()
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {

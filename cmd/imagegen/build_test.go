@@ -13,13 +13,13 @@ import (
 	"time"
 
 	"github.com/imagegen/imagegen/builder"
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
 // buildFixture is a config with a type ssh cloud "box" on the test sshd and a
 // generator repository whose spec builds on it.
 type buildFixture struct {
-	sshd   *testenv.SSHD
+	sshd   *servicetest.SSHD
 	config string
 	spec   string
 	repo   string
@@ -27,7 +27,7 @@ type buildFixture struct {
 
 func newBuildFixture(t *testing.T, script, password string) *buildFixture {
 	t.Helper()
-	s := testenv.StartSSHD(t)
+	s := servicetest.StartSSHD(t)
 	key := s.WriteClientKey(t)
 	dir := t.TempDir()
 	host, port, _ := strings.Cut(s.Addr, ":")
@@ -160,7 +160,7 @@ func TestBuildCommand(t *testing.T) {
 // TestBuildProvenance checks the build reads commit and origin from git and
 // warns about a dirty tree.
 func TestBuildProvenance(t *testing.T) {
-	testenv.Need(t, "git (the build's provenance, imagegen:commit, comes from git)", "git")
+	servicetest.Need(t, "git (the build's provenance, imagegen:commit, comes from git)", "git")
 	f := newBuildFixture(t, "echo built", "")
 	gitRun := func(args ...string) string {
 		cmd := exec.Command("git", append([]string{"-C", f.repo, "-c", "user.name=t", "-c", "user.email=t@example.org"}, args...)...)

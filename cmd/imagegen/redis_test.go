@@ -15,12 +15,12 @@ import (
 
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/config"
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
 // A config with redis_sentinel reaches the master through a real Sentinel.
 func TestRedisSentinelConfig(t *testing.T) {
-	master := testenv.StartRedis(t)
+	master := servicetest.StartRedis(t)
 	_, masterPort, _ := net.SplitHostPort(master.Addr)
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -20,7 +20,7 @@ import (
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/github/githubtest"
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
 // helperEnv makes the test binary act as imagegen (serve or worker) with the
@@ -62,7 +62,7 @@ func TestHelperProcess(t *testing.T) {
 
 type proc struct {
 	cmd  *exec.Cmd
-	out  *testenv.Buffer
+	out  *servicetest.Buffer
 	done chan error
 }
 
@@ -70,7 +70,7 @@ func startHelper(t *testing.T, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^TestHelperProcess$", "--"}, args...)...)
 	cmd.Env = append(os.Environ(), helperEnv+"=1")
-	p := &proc{cmd: cmd, out: &testenv.Buffer{}, done: make(chan error, 1)}
+	p := &proc{cmd: cmd, out: &servicetest.Buffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -139,7 +139,7 @@ func TestServeAndWorkerProcesses(t *testing.T) {
 		password = "s3cret-cloud-password-for-test"
 		repo     = "Codertocat/Hello-World"
 	)
-	rd := testenv.StartRedis(t)
+	rd := servicetest.StartRedis(t)
 	gh := githubtest.NewServer(t)
 	app := gh.AppConfig(t)
 	addr := freeAddr(t)
@@ -314,7 +314,7 @@ func TestWorkerSIGTERMRequeues(t *testing.T) {
 		repo   = "Codertocat/Hello-World"
 		sha    = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
 	)
-	rd := testenv.StartRedis(t)
+	rd := servicetest.StartRedis(t)
 	gh := githubtest.NewServer(t)
 	app := gh.AppConfig(t)
 	addr := freeAddr(t)

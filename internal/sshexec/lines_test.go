@@ -16,7 +16,7 @@ import (
 
 	"github.com/imagegen/imagegen/internal/secret"
 	"github.com/imagegen/imagegen/internal/secret/secrettest"
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
 // chunkReader hands out its text in reads of the given sizes (the last size
@@ -181,7 +181,7 @@ func TestReadLinesRedactsAcrossReads(t *testing.T) {
 // writes a moment apart (so in two reads) is redacted, in the lines and in
 // the failed script's tail.
 func TestRunScriptToBatchesAndRedacts(t *testing.T) {
-	s := testenv.StartSSHD(t)
+	s := servicetest.StartSSHD(t)
 	c := connect(t, s, nil)
 	const pw = "hunter2-very-secret"
 	red := secret.NewRedactor(secret.New(pw))

@@ -18,10 +18,10 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
-func connect(t *testing.T, s *testenv.SSHD, mod func(*Config)) *Client {
+func connect(t *testing.T, s *servicetest.SSHD, mod func(*Config)) *Client {
 	t.Helper()
 	cfg := Config{Addr: s.Addr, User: s.User, Signer: s.ClientSigner, HostKeys: []string{s.HostKey}, HostKeySource: "test", Timeout: 10 * time.Second}
 	if mod != nil {
@@ -56,7 +56,7 @@ func (c *collect) add(l Line) {
 }
 
 func TestRunScript(t *testing.T) {
-	s := testenv.StartSSHD(t)
+	s := servicetest.StartSSHD(t)
 	c := connect(t, s, nil)
 
 	seq := func(prefix string, from, to int) []string {
@@ -150,7 +150,7 @@ func equal(a, b []string) bool {
 }
 
 func TestLongLinesAreSplit(t *testing.T) {
-	s := testenv.StartSSHD(t)
+	s := servicetest.StartSSHD(t)
 	c := connect(t, s, nil)
 	var got collect
 	// 200,000 bytes without a newline, then a short line.
@@ -172,7 +172,7 @@ func TestLongLinesAreSplit(t *testing.T) {
 }
 
 func TestHugeOutputBoundedMemory(t *testing.T) {
-	s := testenv.StartSSHD(t)
+	s := servicetest.StartSSHD(t)
 	c := connect(t, s, nil)
 
 	const size = 50 << 20
@@ -221,7 +221,7 @@ func TestHugeOutputBoundedMemory(t *testing.T) {
 }
 
 func TestHostKeys(t *testing.T) {
-	s := testenv.StartSSHD(t)
+	s := servicetest.StartSSHD(t)
 	_, other, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -289,7 +289,7 @@ func TestHostKeys(t *testing.T) {
 }
 
 func TestConnectRetriesUntilSSHAnswers(t *testing.T) {
-	s := testenv.StartSSHD(t)
+	s := servicetest.StartSSHD(t)
 	// A proxy that refuses connections at first, then forwards to sshd: like
 	// a VM whose sshd starts late.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -408,7 +408,7 @@ func TestConnectGivesUp(t *testing.T) {
 }
 
 func TestCancelStopsScriptPromptly(t *testing.T) {
-	s := testenv.StartSSHD(t)
+	s := servicetest.StartSSHD(t)
 	c := connect(t, s, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	var got collect

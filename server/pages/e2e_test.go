@@ -15,7 +15,7 @@ import (
 
 	"github.com/imagegen/imagegen/builder"
 	"github.com/imagegen/imagegen/builds"
-	"github.com/imagegen/imagegen/internal/testenv"
+	"github.com/imagegen/imagegen/internal/servicetest"
 	"github.com/imagegen/imagegen/server/pages"
 )
 
@@ -128,7 +128,7 @@ func TestBrowserLiveBuild(t *testing.T) {
 // chromiumPath finds Chromium; without it the test fails under CI and is
 // skipped, saying so, elsewhere.
 func chromiumPath(t *testing.T) string {
-	return testenv.Need(t, "Chromium (Debian package chromium)", "chromium")[0]
+	return servicetest.Need(t, "Chromium (Debian package chromium)", "chromium")[0]
 }
 
 func artifacts(t *testing.T) string {

@@ -18,8 +18,8 @@ import (
 	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/config/configtest"
 	"github.com/imagegen/imagegen/internal/servicetest"
-	"github.com/imagegen/imagegen/internal/testenv"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server"
 	"github.com/imagegen/imagegen/server/pages"
@@ -41,7 +41,7 @@ type env struct {
 	cfg    *config.Config
 	store  *store.Store
 	http   *httptest.Server
-	logs   *testenv.Buffer
+	logs   *servicetest.Buffer
 	signer *pages.Signer
 }
 
@@ -53,8 +53,8 @@ type envOptions struct {
 
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
-	r := testenv.StartRedis(t)
-	e := &env{t: t, logs: &testenv.Buffer{}}
+	r := servicetest.StartRedis(t)
+	e := &env{t: t, logs: &servicetest.Buffer{}}
 	e.rdb = redis.NewClient(&redis.Options{Addr: r.Addr})
 	t.Cleanup(func() { e.rdb.Close() })
 	keys := fmt.Sprintf("pages: {link_key: %s, link_ttl: 1h}\nencryption_key: %s\n", linkKey, strings.Repeat("cd", 32))
@@ -78,7 +78,7 @@ clouds:
   sim-b: {type: simulated}
   locked: {type: simulated, password: ask}
 `, o.baseURL, r.URL, webhookSecret, apiToken, keys, o.logLimit)
-	cfg := servicetest.Config(t, yml)
+	cfg := configtest.Config(t, yml)
 	e.cfg = cfg
 	var err error
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -1,6 +1,6 @@
-// Package servicetest sets up what tests of imagegen's service share: a
+// Package configtest loads configs for tests of imagegen's service: a
 // config whose clouds may be simulated, checked as the service checks it.
-package servicetest
+package configtest
 
 import (
 	"testing"

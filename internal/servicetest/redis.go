@@ -1,6 +1,6 @@
-// Package testenv starts real services for tests: a throwaway redis-server on
+// Package servicetest starts real services for tests: a throwaway redis-server on
 // 127.0.0.1 with its own directory, killed when the test ends.
-package testenv
+package servicetest
 
 import (
 	"bufio"

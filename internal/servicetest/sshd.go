@@ -1,7 +1,7 @@
 // This file starts a real OpenSSH server on 127.0.0.1 with generated keys,
 // torn down when the test ends. (The package doc comment is in redis.go.)
 
-package testenv
+package servicetest
 
 import (
 	"bytes"
@@ -50,7 +50,7 @@ func StartSSHD(t testing.TB) *SSHD {
 	Need(t, "OpenSSH's sshd (Debian package openssh-server)", SSHDPath)
 	u, err := user.Current()
 	if err != nil {
-		t.Fatalf("testenv: current user: %v", err)
+		t.Fatalf("servicetest: current user: %v", err)
 	}
 	dir := t.TempDir()
 	s := &SSHD{User: u.Username, Dir: dir, Home: filepath.Join(dir, "home"), authorizedKeys: filepath.Join(dir, "authorized_keys"), log: &syncBuffer{}}
@@ -59,11 +59,11 @@ func StartSSHD(t testing.TB) *SSHD {
 		t.Fatal(err)
 	}
 	if err := writeStubs(filepath.Join(dir, "bin"), filepath.Join(dir, "poweroff.log")); err != nil {
-		t.Fatalf("testenv: %v", err)
+		t.Fatalf("servicetest: %v", err)
 	}
 	hostPEM, hostSigner, err := newEd25519()
 	if err != nil {
-		t.Fatalf("testenv: host key: %v", err)
+		t.Fatalf("servicetest: host key: %v", err)
 	}
 	hostKeyFile := filepath.Join(dir, "ssh_host_ed25519_key")
 	if err := os.WriteFile(hostKeyFile, hostPEM, 0o600); err != nil {
@@ -75,7 +75,7 @@ func StartSSHD(t testing.TB) *SSHD {
 
 	_, clientSigner, err := newEd25519()
 	if err != nil {
-		t.Fatalf("testenv: client key: %v", err)
+		t.Fatalf("servicetest: client key: %v", err)
 	}
 	s.ClientSigner = clientSigner
 	if err := os.WriteFile(s.authorizedKeys, ssh.MarshalAuthorizedKey(clientSigner.PublicKey()), 0o600); err != nil {
@@ -86,7 +86,7 @@ func StartSSHD(t testing.TB) *SSHD {
 	// directory, which containers and CI machines often lack.
 	if os.Geteuid() == 0 {
 		if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-			t.Fatalf("testenv: privilege separation directory: %v", err)
+			t.Fatalf("servicetest: privilege separation directory: %v", err)
 		}
 	}
 
@@ -95,7 +95,7 @@ func StartSSHD(t testing.TB) *SSHD {
 	for try := 0; try < 5; try++ {
 		port, err := freePort()
 		if err != nil {
-			t.Fatalf("testenv: free port: %v", err)
+			t.Fatalf("servicetest: free port: %v", err)
 		}
 		s.Addr = net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
 		conf := filepath.Join(dir, "sshd_config")
@@ -106,7 +106,7 @@ func StartSSHD(t testing.TB) *SSHD {
 			return s
 		}
 	}
-	t.Fatalf("testenv: sshd did not start: %v", lastErr)
+	t.Fatalf("servicetest: sshd did not start: %v", lastErr)
 	return nil
 }
 
@@ -203,11 +203,11 @@ func (s *SSHD) Authorize(t testing.TB, pub any) {
 		line = ssh.MarshalAuthorizedKey(k)
 	case string:
 		if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k)); err != nil {
-			t.Fatalf("testenv: Authorize: %v", err)
+			t.Fatalf("servicetest: Authorize: %v", err)
 		}
 		line = []byte(strings.TrimSpace(k) + "\n")
 	default:
-		t.Fatalf("testenv: Authorize: want ssh.PublicKey or string, got %T", pub)
+		t.Fatalf("servicetest: Authorize: want ssh.PublicKey or string, got %T", pub)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -254,7 +254,7 @@ func (s *SSHD) WriteClientKey(t testing.TB) string {
 // current user, so scripts written for a VM ("sudo apt-get ...") run unchanged.
 var stubs = map[string]string{
 	"sudo": `#!/bin/sh
-# testenv stub: run the command as the current user.
+# servicetest stub: run the command as the current user.
 while [ $# -gt 0 ]; do
   case "$1" in
     -u|-g|-C|-D|-h|-p|-r|-t|-T|-U) shift 2 ;;
@@ -269,7 +269,7 @@ exec "$@"
 }
 
 const stopStub = `#!/bin/sh
-# testenv stub: record the request instead of stopping the machine.
+# servicetest stub: record the request instead of stopping the machine.
 echo "$(basename "$0") $*" >> "$IMAGEGEN_TESTENV_POWEROFF_LOG"
 `
 
