@@ -266,22 +266,64 @@ func (p *parser) scriptFile(v *yaml.Node) (file, script string) {
 	return file, string(data)
 }
 
-// checkScriptPath says what is wrong with a script_file path, or "".
+// Bounds of a script_file path: Linux's NAME_MAX for a path element, and a
+// path short enough for an error message and a URL.
+const (
+	maxScriptPath    = 1024
+	maxPathElement   = 255
+	shownPathPrefix  = 64
+	relativePathHint = "give a path relative to the repository root (e.g. scripts/setup.sh)"
+)
+
+// checkScriptPath says what is wrong with a script_file path, or "". It is
+// checked before anything is read: the path must name a file inside the
+// repository in plain characters (a control or invisible character could
+// hide a different path in logs, statuses and check runs).
 func checkScriptPath(name string) string {
 	if strings.TrimSpace(name) == "" {
-		return "script_file is empty: give the script's path relative to the repository root (e.g. scripts/setup.sh)"
+		return "script_file is empty: " + relativePathHint
+	}
+	if len(name) > maxScriptPath {
+		return fmt.Sprintf("script_file %q… is %d bytes long: keep the path to %d bytes at most", truncateUTF8(name, shownPathPrefix), len(name), maxScriptPath)
+	}
+	for i, r := range name {
+		switch {
+		case unicode.Is(unicode.Cc, r):
+			return fmt.Sprintf("script_file %q contains the control character %U at byte %d: %s", name, r, i, relativePathHint)
+		case unicode.Is(unicode.Cf, r) || r == utf8.RuneError:
+			return fmt.Sprintf("script_file %q contains the invisible character %U at byte %d: write the path in plain characters", name, r, i)
+		}
 	}
 	if strings.HasPrefix(name, "/") || strings.HasPrefix(name, `\`) || len(name) > 1 && name[1] == ':' {
-		return fmt.Sprintf("script_file %q is an absolute path: give a path relative to the repository root (e.g. scripts/setup.sh)", name)
+		return fmt.Sprintf("script_file %q is an absolute path: %s", name, relativePathHint)
+	}
+	if strings.Contains(name, `\`) {
+		return fmt.Sprintf("script_file %q contains a backslash: separate directories with / (e.g. scripts/setup.sh)", name)
 	}
 	clean := path.Clean(name)
 	if clean == ".." || strings.HasPrefix(clean, "../") {
-		return fmt.Sprintf("script_file %q leads out of the repository: imagegen reads only files inside it; give a path relative to the repository root", name)
+		return fmt.Sprintf("script_file %q leads out of the repository: imagegen reads only files inside it; %s", name, relativePathHint)
 	}
 	if !fs.ValidPath(clean) || clean == "." {
 		return fmt.Sprintf("script_file %q is not a valid path: give a slash-separated path relative to the repository root", name)
 	}
+	for _, elem := range strings.Split(clean, "/") {
+		if len(elem) > maxPathElement {
+			return fmt.Sprintf("script_file %q… has a path element of %d bytes: keep each to %d bytes at most", truncateUTF8(name, shownPathPrefix), len(elem), maxPathElement)
+		}
+	}
 	return ""
+}
+
+// truncateUTF8 cuts s to at most n bytes, not inside a character.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // checkScript refuses scripts that are not UTF-8 text, pointing into the script file.
