@@ -32,7 +32,8 @@ var ErrTooLarge = errors.New("file too large")
 // refused (ErrTooLarge) from the size their directory's listing gives,
 // before anything of them is downloaded. Stat answers from that listing too.
 // The returned FS implements fs.ReadFileFS, fs.ReadDirFS and fs.StatFS, and
-// remembers what it has read; concurrent reads of one path share one call.
+// remembers what it has read (file content up to a budget); concurrent reads
+// of one path share one call.
 func (c *Client) FS(ctx context.Context, name, ref string) fs.FS {
 	repo, err := ParseRepo(name)
 	if err != nil {
@@ -51,8 +52,9 @@ type repoFS struct {
 	repo Repo
 	ref  string
 
-	mu    sync.Mutex
-	cache map[string]*load // "dir:" or "file:" + path
+	mu          sync.Mutex
+	cache       map[string]*load // "dir:" or "file:" + path
+	cachedBytes int              // file content kept in cache
 }
 
 // load is one fetch, shared by the reads that want it while it runs and
@@ -307,14 +309,24 @@ func (f *repoFS) get(key string, fetch func() (*node, error)) (*node, error) {
 		return l.n, l.err
 	}
 	l.n, l.err = fetch()
-	if l.err != nil {
-		f.mu.Lock()
+	f.mu.Lock()
+	switch {
+	case l.err != nil:
 		delete(f.cache, key)
-		f.mu.Unlock()
+	case f.cachedBytes+len(l.n.data) > maxCachedBytes:
+		delete(f.cache, key) // read again if asked again
+	default:
+		f.cachedBytes += len(l.n.data)
 	}
+	f.mu.Unlock()
 	close(l.done)
 	return l.n, l.err
 }
+
+// maxCachedBytes bounds the file content an FS keeps for the reads to come
+// (a script_file several specs name): a push's specs and scripts are read
+// once each, and a push may hold many.
+const maxCachedBytes = 16 << 20
 
 // contents asks the contents API for apiPath. Refusals and absence come back
 // in a node's err (they are facts about the commit); API failures as the error.
