@@ -36,10 +36,18 @@ type RerunRequest struct {
 	// build's id derives from it and the old build's, so the same request
 	// retried makes its build once.
 	Key string
+	// Repo and SHA, when set, are what the build must belong to: the
+	// repository (owner/name) and commit a webhook event names. A build of
+	// another is refused (a RequestError with Foreign set).
+	Repo, SHA string
 }
 
 // RequestError is a re-run request that cannot be served as asked.
-type RequestError struct{ Msg string }
+type RequestError struct {
+	Msg string
+	// Foreign says the build is not the request's repository's (or commit's).
+	Foreign bool
+}
 
 func (e *RequestError) Error() string { return e.Msg }
 
@@ -66,7 +74,7 @@ func (r *Reruns) RerunCommit(ctx context.Context, repo, sha, key string) ([]stri
 	done := map[string]bool{} // generators seen, newest build first
 	var ids []string
 	for _, b := range bs {
-		if b.Commit != sha || done[b.Generator] {
+		if b.Repo != repo || b.Commit != sha || done[b.Generator] {
 			continue
 		}
 		done[b.Generator] = true
@@ -75,7 +83,7 @@ func (r *Reruns) RerunCommit(ctx context.Context, repo, sha, key string) ([]stri
 			ids = append(ids, b.ID)
 			continue
 		}
-		id, err := r.Rerun(ctx, b.ID, RerunRequest{SkipPasswordClouds: true, Key: key})
+		id, err := r.Rerun(ctx, b.ID, RerunRequest{SkipPasswordClouds: true, Key: key, Repo: repo, SHA: sha})
 		var rerr *RequestError
 		switch {
 		case errors.As(err, &rerr):
@@ -99,6 +107,12 @@ func (r *Reruns) Rerun(ctx context.Context, id string, req RerunRequest) (string
 	old, sp, err := r.d.Store.Get(ctx, id)
 	if err != nil {
 		return "", err
+	}
+	switch {
+	case req.Repo != "" && old.Repo != req.Repo:
+		return "", &RequestError{Msg: fmt.Sprintf("build %s belongs to repository %s, not %s", id, old.Repo, req.Repo), Foreign: true}
+	case req.SHA != "" && old.Commit != req.SHA:
+		return "", &RequestError{Msg: fmt.Sprintf("build %s was made for commit %s, not %s", id, shortSHA(old.Commit), shortSHA(req.SHA)), Foreign: true}
 	}
 	if sp == nil {
 		return "", fmt.Errorf("build %s has no stored spec", id)
@@ -152,17 +166,17 @@ func (r *Reruns) pick(old *Build, sp *spec.Spec, req RerunRequest) ([]string, er
 	}
 	for name := range req.Passwords {
 		if !slices.Contains(names, name) {
-			return nil, &RequestError{fmt.Sprintf("a password was given for cloud %q, which is not re-run", name)}
+			return nil, &RequestError{Msg: fmt.Sprintf("a password was given for cloud %q, which is not re-run", name)}
 		}
 	}
 	var picked, missing []string
 	for _, name := range names {
 		if _, ok := sp.Clouds[name]; !ok || old.Clouds[name] == nil {
-			return nil, &RequestError{fmt.Sprintf("build %s has no cloud %q (it has: %s)", old.ID, name, strings.Join(old.CloudNames(), ", "))}
+			return nil, &RequestError{Msg: fmt.Sprintf("build %s has no cloud %q (it has: %s)", old.ID, name, strings.Join(old.CloudNames(), ", "))}
 		}
 		entry := r.d.Config.Clouds[name]
 		if entry == nil {
-			return nil, &RequestError{fmt.Sprintf("cloud %q is not in this server's config", name)}
+			return nil, &RequestError{Msg: fmt.Sprintf("cloud %q is not in this server's config", name)}
 		}
 		if entry.AsksPassword() {
 			if req.SkipPasswordClouds {
@@ -173,12 +187,12 @@ func (r *Reruns) pick(old *Build, sp *spec.Spec, req RerunRequest) ([]string, er
 				continue
 			}
 		} else if !req.Passwords[name].IsZero() {
-			return nil, &RequestError{fmt.Sprintf("cloud %q does not ask for a password", name)}
+			return nil, &RequestError{Msg: fmt.Sprintf("cloud %q does not ask for a password", name)}
 		}
 		picked = append(picked, name)
 	}
 	if len(missing) > 0 {
-		return nil, &RequestError{fmt.Sprintf("cloud(s) %s need a password (\"passwords\": {%q: \"...\"})", strings.Join(missing, ", "), missing[0])}
+		return nil, &RequestError{Msg: fmt.Sprintf("cloud(s) %s need a password (\"passwords\": {%q: \"...\"})", strings.Join(missing, ", "), missing[0])}
 	}
 	return picked, nil
 }
