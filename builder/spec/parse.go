@@ -106,7 +106,7 @@ func ParseFiles(repo fs.FS, files []string, opts Options) ([]*Spec, error) {
 		}
 		if first, ok := seen[s.Name]; ok {
 			errs = append(errs, Error{File: s.File, Line: s.namePos.line, Col: s.namePos.col,
-				Msg: fmt.Sprintf("generator name %q is also used by %s: names must be unique in a repository; rename one (set name:)", s.Name, first.nameAt())})
+				Msg: fmt.Sprintf("generator name %q is also used by %s: names must be unique in a repository; rename one (set name:)", s.Name, first.NameAt())})
 			continue
 		}
 		seen[s.Name] = s
