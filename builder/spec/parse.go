@@ -302,7 +302,7 @@ func checkScriptPath(name string) string {
 	}
 	clean := path.Clean(name)
 	if clean == ".." || strings.HasPrefix(clean, "../") {
-		return fmt.Sprintf("script_file %q leads out of the repository: imagegen reads only files inside it; %s", name, relativePathHint)
+		return fmt.Sprintf("script_file %q leads out of the repository: imagegen reads only files inside it; give a path relative to the repository root", name)
 	}
 	if !fs.ValidPath(clean) || clean == "." {
 		return fmt.Sprintf("script_file %q is not a valid path: give a slash-separated path relative to the repository root", name)

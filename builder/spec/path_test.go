@@ -114,7 +114,7 @@ func TestScriptFilePaths(t *testing.T) {
 		{"scripts/with space.sh", "", "echo space\n"},
 
 		{"", `script_file is empty: give a path relative to the repository root (e.g. scripts/setup.sh)`, ""},
-		{"../outside/secret.sh", `script_file "../outside/secret.sh" leads out of the repository: imagegen reads only files inside it; give a path relative to the repository root (e.g. scripts/setup.sh)`, ""},
+		{"../outside/secret.sh", `script_file "../outside/secret.sh" leads out of the repository: imagegen reads only files inside it; give a path relative to the repository root`, ""},
 		{"scripts/../../outside/secret.sh", `script_file "scripts/../../outside/secret.sh" leads out of the repository`, ""},
 		{"..", `script_file ".." leads out of the repository`, ""},
 		{"/etc/passwd", `script_file "/etc/passwd" is an absolute path: give a path relative to the repository root (e.g. scripts/setup.sh)`, ""},
