@@ -271,3 +271,28 @@ func TestDuplicateMessage(t *testing.T) {
 		}
 	}
 }
+
+// TestBigScriptFileRefusedUnread: a generator whose script_file is 50 MB
+// fails its check run naming the limit, and the file is never downloaded:
+// its size comes from its directory's listing.
+func TestBigScriptFileRefusedUnread(t *testing.T) {
+	const sha = "b1600000000000000000000000000000000000b1"
+	s, gh := fakeGitHub(t, true)
+	s.SetFiles(fakeRepo, sha, map[string]string{
+		".imagegen/big.yaml": "script_file: scripts/big.sh\nclouds:\n  sim: {image: i, ssh_user: u}\n",
+		"scripts/big.sh":     strings.Repeat("#", 50<<20),
+	})
+	svc, _, _ := newServiceWith(t, gh, limitConfig)
+	p := builds.Push{Delivery: "d", Repo: fakeRepo, Ref: "refs/heads/main", DefaultBranch: "main", Before: builds.ZeroSHA, Created: true, After: sha, Installation: 42}
+	if err := svc.planner.Plan(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	runs := s.CheckRuns(fakeRepo)
+	const want = `.imagegen/big.yaml:1:14: script_file "scripts/big.sh" is 52428800 bytes, over the limit of 1048576 bytes (1 MiB): have the script download large content instead`
+	if len(runs) != 1 || runs[0].Name != "imagegen: big" || runs[0].Conclusion != "failure" || !strings.Contains(runs[0].Summary, want) {
+		t.Fatalf("check runs %+v\nwant imagegen: big failed with %s", runs, want)
+	}
+	if reads := specReads(s); slices.Contains(reads, "scripts/big.sh") {
+		t.Errorf("the contents API was asked for %q; want scripts/big.sh never downloaded", reads)
+	}
+}
