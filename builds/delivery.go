@@ -84,10 +84,11 @@ func (d *Deliveries) Handle(ctx context.Context, id, event string, payload []byt
 		// Keyed by the delivery: a retried task re-runs the build once.
 		_, err := d.reruns.Rerun(ctx, ev.Build, RerunRequest{SkipPasswordClouds: true, Key: id, Repo: ev.Repo, SHA: ev.SHA})
 		var rerr *RequestError
+		var ferr *ForeignError
 		switch {
-		case errors.As(err, &rerr) && rerr.Foreign:
+		case errors.As(err, &ferr):
 			d.reruns.d.Logger.Warn("check run re-run refused: the build is not the event's", "delivery", id,
-				"build", ev.Build, "repo", ev.Repo, "sha", ev.SHA, "reason", rerr.Msg)
+				"build", ev.Build, "repo", ev.Repo, "sha", ev.SHA, "reason", ferr.Msg)
 			return nil
 		case errors.Is(err, ErrNotFound) || errors.As(err, &rerr):
 			// Not ours, expired, or nothing that can run: nothing to retry.

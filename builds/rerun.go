@@ -38,16 +38,18 @@ type RerunRequest struct {
 	Key string
 	// Repo and SHA, when set, are what the build must belong to: the
 	// repository (owner/name) and commit a webhook event names. A build of
-	// another is refused (a RequestError with Foreign set).
+	// another is refused with a ForeignError.
 	Repo, SHA string
 }
 
 // RequestError is a re-run request that cannot be served as asked.
-type RequestError struct {
-	Msg string
-	// Foreign says the build is not the request's repository's (or commit's).
-	Foreign bool
-}
+type RequestError struct{ Msg string }
+
+// ForeignError refuses a re-run of a build that is not of the repository
+// (or commit) the request came from.
+type ForeignError struct{ Msg string }
+
+func (e *ForeignError) Error() string { return e.Msg }
 
 func (e *RequestError) Error() string { return e.Msg }
 
@@ -89,6 +91,9 @@ func (r *Reruns) RerunCommit(ctx context.Context, repo, sha, key string) ([]stri
 		case errors.As(err, &rerr):
 			r.d.Logger.Info("check suite re-run: build not re-run", "build", b.ID, "reason", rerr.Msg)
 			continue
+		case errors.As(err, new(*ForeignError)):
+			r.d.Logger.Warn("check suite re-run refused", "build", b.ID, "repo", repo, "sha", sha, "reason", err.Error())
+			continue
 		case err != nil:
 			return ids, err
 		}
@@ -110,9 +115,9 @@ func (r *Reruns) Rerun(ctx context.Context, id string, req RerunRequest) (string
 	}
 	switch {
 	case req.Repo != "" && old.Repo != req.Repo:
-		return "", &RequestError{Msg: fmt.Sprintf("build %s belongs to repository %s, not %s", id, old.Repo, req.Repo), Foreign: true}
+		return "", &ForeignError{fmt.Sprintf("build %s belongs to repository %s, not %s", id, old.Repo, req.Repo)}
 	case req.SHA != "" && old.Commit != req.SHA:
-		return "", &RequestError{Msg: fmt.Sprintf("build %s was made for commit %s, not %s", id, shortSHA(old.Commit), shortSHA(req.SHA)), Foreign: true}
+		return "", &ForeignError{fmt.Sprintf("build %s was made for commit %s, not %s", id, shortSHA(old.Commit), shortSHA(req.SHA))}
 	}
 	if sp == nil {
 		return "", fmt.Errorf("build %s has no stored spec", id)
@@ -166,17 +171,17 @@ func (r *Reruns) pick(old *Build, sp *spec.Spec, req RerunRequest) ([]string, er
 	}
 	for name := range req.Passwords {
 		if !slices.Contains(names, name) {
-			return nil, &RequestError{Msg: fmt.Sprintf("a password was given for cloud %q, which is not re-run", name)}
+			return nil, &RequestError{fmt.Sprintf("a password was given for cloud %q, which is not re-run", name)}
 		}
 	}
 	var picked, missing []string
 	for _, name := range names {
 		if _, ok := sp.Clouds[name]; !ok || old.Clouds[name] == nil {
-			return nil, &RequestError{Msg: fmt.Sprintf("build %s has no cloud %q (it has: %s)", old.ID, name, strings.Join(old.CloudNames(), ", "))}
+			return nil, &RequestError{fmt.Sprintf("build %s has no cloud %q (it has: %s)", old.ID, name, strings.Join(old.CloudNames(), ", "))}
 		}
 		entry := r.d.Config.Clouds[name]
 		if entry == nil {
-			return nil, &RequestError{Msg: fmt.Sprintf("cloud %q is not in this server's config", name)}
+			return nil, &RequestError{fmt.Sprintf("cloud %q is not in this server's config", name)}
 		}
 		if entry.AsksPassword() {
 			if req.SkipPasswordClouds {
@@ -187,12 +192,12 @@ func (r *Reruns) pick(old *Build, sp *spec.Spec, req RerunRequest) ([]string, er
 				continue
 			}
 		} else if !req.Passwords[name].IsZero() {
-			return nil, &RequestError{Msg: fmt.Sprintf("cloud %q does not ask for a password", name)}
+			return nil, &RequestError{fmt.Sprintf("cloud %q does not ask for a password", name)}
 		}
 		picked = append(picked, name)
 	}
 	if len(missing) > 0 {
-		return nil, &RequestError{Msg: fmt.Sprintf("cloud(s) %s need a password (\"passwords\": {%q: \"...\"})", strings.Join(missing, ", "), missing[0])}
+		return nil, &RequestError{fmt.Sprintf("cloud(s) %s need a password (\"passwords\": {%q: \"...\"})", strings.Join(missing, ", "), missing[0])}
 	}
 	return picked, nil
 }
