@@ -42,6 +42,7 @@ func (c *Config) finish(reg *clouds.Registry) error {
 	}
 	c.checkLimits(p)
 	c.checkAPITokens(p)
+	c.checkSecrets(p)
 	c.loadClouds(reg, p)
 	return errors.Join(p.errs...)
 }
