@@ -127,6 +127,10 @@ func TestConfigSchemaRejects(t *testing.T) {
 		"clouds: {a: {type: qemu, dir: /d, accel: hvf}}",
 		"build: {timeout: soon}",
 		"clouds: {a: {type: ec2, password: hunter2}}",
+		"clouds: {a: {type: openstack, cloud: c, host_key: tofu}}",
+		"clouds: {a: {type: ec2, region: us-east-1, host_key: 'ssh-ed25519 AAAA'}}",
+		"clouds: {a: {type: ssh, host: h, private_key_file: k}}",
+		"clouds: {a: {type: simulated, ssh: {host: h, private_key_file: k}}}",
 	} {
 		if err := sch.Validate(yamlToJSON(t, []byte(doc))); err == nil {
 			t.Errorf("the schema accepts %q, which imagegen refuses", doc)
