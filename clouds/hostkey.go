@@ -113,6 +113,9 @@ func (l HostKeyLookup) Pin(ctx context.Context, req LaunchRequest, ep *Endpoint)
 		}
 		wait = max(wait, ssh)
 	}
+	// The wait may be long (the SSH timeout): say what the launch waits for.
+	req.Log.Info("reading the SSH host keys cloud-init prints on the console", "instance", l.Instance,
+		"host_key", string(l.Policy), "up_to", ShortDuration(wait))
 	cctx, cancel := context.WithTimeout(ctx, wait)
 	keys, err := l.Console(cctx)
 	timedOut := cctx.Err() != nil

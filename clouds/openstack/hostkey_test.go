@@ -202,8 +202,10 @@ func TestHostKeyBuild(t *testing.T) {
 		wantLog []string
 	}{
 		{policy: clouds.HostKeyConsole, state: builder.StateFailed,
-			wantErr: "launching: no SSH host key for instance {id} on the console after 2s; set host_key: first-use to trust the first key seen (not recommended) or inject_host_key: true"},
+			wantErr: "launching: no SSH host key for instance {id} on the console after 2s; set host_key: first-use to trust the first key seen (not recommended) or inject_host_key: true",
+			wantLog: []string{"reading the SSH host keys cloud-init prints on the console driver=hotel instance={id} host_key=console up_to=2s"}},
 		{policy: clouds.HostKeyFirstUse, state: builder.StateSucceeded, wantLog: []string{
+			"reading the SSH host keys cloud-init prints on the console driver=hotel instance={id} host_key=first-use up_to=300ms",
 			"WARN no SSH host key for instance {id} on the console after 300ms; host_key: first-use, so the first key the server presents will be trusted (not recommended) driver=hotel",
 			"WARN no SSH host key is known for this instance: the first key the server presents will be trusted (host_key: first-use; not recommended) source=first-use",
 			`WARN trusting the SSH host key on first use: nothing known to pin it against addr=` + sshd.Addr + ` host_key="` + fp + `"`,
