@@ -61,8 +61,12 @@ func (s *Server) getLog(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if !s.access.MayReadLogs(tokenOf(c), b.Repo) { // canReadLogs let no such request in: a second lock
-		return unauthorized(c, "build logs need Authorization: Bearer TOKEN")
+	if t := tokenOf(c); !s.access.MayReadLogs(t, b.Repo) {
+		if t == nil { // canReadLogs let no such request in: a second lock
+			return unauthorized(c, "build logs need Authorization: Bearer TOKEN")
+		}
+		// read_access: public showed the build; its logs are not public.
+		return echo.NewHTTPError(http.StatusForbidden, fmt.Sprintf("this token may not read the build logs of %s", b.Repo))
 	}
 	cloud := c.QueryParam("cloud")
 	if cloud == "" && len(b.Clouds) == 1 {

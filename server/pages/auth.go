@@ -171,25 +171,29 @@ type viewer struct {
 	link  bool          // a signed link (or its cookie) covering the page: read-only, below the link's path
 }
 
-// authorize finds out who the request is, for path. A bad ?t= is
-// reported as such (err), so the page can say the link expired rather than
-// "sign in"; a client over the failure limit gets *access.LimitedError.
+// authorize finds out who the request is, for path: its token (bearer or
+// session) and whether a signed link covers path; both may hold, as when
+// someone signed in follows a link from GitHub. A bad ?t= is reported as
+// such (err), so the page can say the link expired rather than "sign in";
+// a bad bearer token is access.ErrInvalid, and a client over the failure
+// limit gets *access.LimitedError.
 func (p *Pages) authorize(c echo.Context, path string, now time.Time) (viewer, error) {
 	r := c.Request()
+	var v viewer
 	if got, ok := bearer(r); ok {
 		t, err := p.access.Authenticate(c.RealIP(), got, "pages "+r.Method+" "+c.Path())
 		if err != nil {
 			return viewer{}, err
 		}
-		return viewer{token: t}, nil
-	}
-	if t := p.session(r, now); t != nil {
-		return viewer{token: t}, nil
+		v.token = t
+	} else {
+		v.token = p.session(r, now)
 	}
 	var linkErr error
 	if t := r.URL.Query().Get("t"); t != "" {
 		if linkErr = p.signer.Verify(path, t, now); linkErr == nil {
-			return viewer{link: true}, nil
+			v.link = true
+			return v, nil
 		}
 	}
 	for _, c := range r.Cookies() {
@@ -198,10 +202,14 @@ func (p *Pages) authorize(c echo.Context, path string, now time.Time) (viewer, e
 		}
 		scope, token, ok := parseLinkCookie(c.Value)
 		if ok && within(path, scope) && p.signer.Verify(scope, token, now) == nil {
-			return viewer{link: true}, nil
+			v.link = true
+			return v, nil
 		}
 	}
-	return viewer{}, linkErr
+	if v.token != nil {
+		linkErr = nil // signed in: a stale link is no reason to refuse
+	}
+	return v, linkErr
 }
 
 // bearer is the request's Authorization: Bearer token, if any.
