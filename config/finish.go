@@ -41,7 +41,8 @@ func (c *Config) finish(reg *clouds.Registry) error {
 		c.Pages.LinkTTL = c.Build.Retention
 	}
 	c.checkLimits(p)
-	c.finishAccess(p)
+	c.finishAccess(p) // reads token files: before checkSecrets
+	c.checkSecrets(p)
 	c.loadClouds(reg, p)
 	return errors.Join(p.errs...)
 }
