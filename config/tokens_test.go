@@ -42,6 +42,16 @@ trusted_proxies: [10.0.0.0/8, 192.0.2.7, "2001:db8::/32"]
 	if fromFile.Token.Reveal() != "file-token-0123456789abcdef" {
 		t.Errorf("token_file read %q", fromFile.Token.Reveal())
 	}
+	// Every form's token is redacted from build logs, the file's too.
+	var secrets []string
+	for _, s := range c.Secrets() {
+		secrets = append(secrets, s.Reveal())
+	}
+	for _, tok := range c.APITokens {
+		if !slices.Contains(secrets, tok.Token.Reveal()) {
+			t.Errorf("the token of %+v is not among the config's secrets", tok)
+		}
+	}
 	if c.ReadAccess != ReadPublic || !c.PublicLogs || c.MetricsListen != "127.0.0.1:9090" || len(c.TrustedProxies) != 3 {
 		t.Errorf("read_access %q, public_logs %v, metrics_listen %q, trusted_proxies %v", c.ReadAccess, c.PublicLogs, c.MetricsListen, c.TrustedProxies)
 	}
