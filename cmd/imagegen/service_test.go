@@ -345,6 +345,7 @@ func TestWorkerSIGTERMRequeues(t *testing.T) {
 redis: %s
 github: {app_id: %d, private_key_file: %s, webhook_secret: %s, api_url: %q}
 build: {timeout: 1m, cleanup_timeout: 10s}
+read_access: public # the record is read below without a token
 clouds:
   slow: {type: simulated, launch_delay: 800ms}
 `, addr, rd.URL, app.AppID, app.PrivateKeyFile, secret, gh.URL())
