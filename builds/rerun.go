@@ -169,9 +169,16 @@ func (r *Reruns) pick(old *Build, sp *spec.Spec, req RerunRequest) ([]string, er
 	if len(names) == 0 {
 		names = old.CloudNames()
 	}
-	for name := range req.Passwords {
+	names = slices.Compact(slices.Sorted(slices.Values(names)))
+	if len(names) > len(r.d.Config.Clouds) {
+		return nil, &RequestError{fmt.Sprintf("%d clouds asked for; this server has %d", len(names), len(r.d.Config.Clouds))}
+	}
+	for name, pw := range req.Passwords {
 		if !slices.Contains(names, name) {
 			return nil, &RequestError{fmt.Sprintf("a password was given for cloud %q, which is not re-run", name)}
+		}
+		if err := secret.Validate(pw); err != nil {
+			return nil, &RequestError{fmt.Sprintf("the password for cloud %q: %v", name, err)}
 		}
 	}
 	var picked, missing []string

@@ -41,7 +41,8 @@ func (c *Config) finish(reg *clouds.Registry) error {
 		c.Pages.LinkTTL = c.Build.Retention
 	}
 	c.checkLimits(p)
-	c.checkAPITokens(p)
+	c.finishAccess(p) // reads token files: before checkSecrets
+	c.checkSecrets(p)
 	c.loadClouds(reg, p)
 	return errors.Join(p.errs...)
 }
@@ -204,14 +205,6 @@ func (c *Config) checkLimits(p *problems) {
 	}
 	if b.MaxGeneratorsPerPush < 0 {
 		p.bad("build.max_generators_per_push", "must be positive, got %d", b.MaxGeneratorsPerPush)
-	}
-}
-
-func (c *Config) checkAPITokens(p *problems) {
-	for i, t := range c.APITokens {
-		if len(t.Reveal()) < 16 {
-			p.bad(fmt.Sprintf("api_tokens[%d]", i), "is shorter than 16 characters: use a long random token (openssl rand -hex 32)")
-		}
 	}
 }
 
