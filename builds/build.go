@@ -48,6 +48,9 @@ type CloudRecord struct {
 	ExitCode     int                   `json:"exit_code,omitempty"`
 	Error        string                `json:"error,omitempty"`
 	Leftovers    int                   `json:"leftovers,omitempty"` // resources cleanup could not remove
+	// ProvenanceSHA256 is the SHA-256 of the image's provenance envelope
+	// (stored beside the record; the image's imagegen:provenance-sha256).
+	ProvenanceSHA256 string `json:"provenance_sha256,omitempty"`
 }
 
 // Duration is how long the cloud's part ran (so far).
@@ -106,6 +109,7 @@ type LineageEntry struct {
 	Generator string    `json:"generator"`
 	Cloud     string    `json:"cloud"`
 	Commit    string    `json:"commit"`
+	Ref       string    `json:"ref,omitempty"`
 	Digest    string    `json:"script_sha256"`
 	BaseImage string    `json:"base_image"`
 	ImageID   string    `json:"image_id"`

@@ -15,6 +15,7 @@ import (
 func recordResult(ctx context.Context, d Deps, meta *Build, cloud string, res builder.Result) {
 	build := meta.ID
 	now := time.Now().UTC()
+	digest := storeProvenance(ctx, d, build, cloud, res)
 	rec, err := d.Store.UpdateCloud(ctx, build, cloud, func(c *CloudRecord) {
 		c.State = res.State
 		c.Error = res.Error
@@ -32,6 +33,7 @@ func recordResult(ctx context.Context, d Deps, meta *Build, cloud string, res bu
 		c.Finished = orNow(res.Finished, now)
 		c.Phases = res.Phases
 		c.Leftovers = len(res.Leftovers)
+		c.ProvenanceSHA256 = digest
 	})
 	if err != nil {
 		d.Logger.Error("record result", "build", build, "cloud", cloud, "err", err)
@@ -52,7 +54,7 @@ func recordResult(ctx context.Context, d Deps, meta *Build, cloud string, res bu
 		}
 	}
 	if err := d.Store.AddImage(ctx, LineageEntry{
-		Build: build, Repo: b.Repo, Generator: b.Generator, Cloud: cloud, Commit: b.Commit, Digest: b.Digest,
+		Build: build, Repo: b.Repo, Generator: b.Generator, Cloud: cloud, Commit: b.Commit, Ref: b.Ref, Digest: b.Digest,
 		BaseImage: rec.BaseImage, ImageID: rec.ImageID, ImageName: rec.ImageName, Created: rec.Finished,
 	}); err != nil {
 		d.Logger.Error("record image", "build", build, "cloud", cloud, "err", err)
