@@ -332,9 +332,11 @@ func (im *Images) scriptDiff(ctx context.Context, ch *ImageChanges, from, to Lin
 		if err != nil || sp == nil {
 			return "", "", false
 		}
-		label := ".imagegen/" + e.Generator + " script"
+		label := sp.File + " script"
 		if sp.ScriptFile != "" {
 			label = sp.ScriptFile
+		} else if sp.File == "" {
+			label = e.Generator + " script"
 		}
 		return strings.ReplaceAll(sp.Script, "\r\n", "\n"), label, true
 	}
