@@ -13,20 +13,20 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/imagegen/imagegen/clouds"
-	"github.com/imagegen/imagegen/clouds/qemu/qemutest"
 	"github.com/imagegen/imagegen/internal/secret"
+	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
 // needQEMU skips under -short and fails when QEMU is not installed.
 func needQEMU(t testing.TB) {
 	t.Helper()
-	qemutest.Need(t)
+	servicetest.NeedQEMU(t)
 }
 
-// testImage returns the tiny base image's disk (qemutest.Image).
+// testImage returns the tiny base image's disk (servicetest.QEMUImage).
 func testImage(t testing.TB) string {
 	t.Helper()
-	return qemutest.Image(t)
+	return servicetest.QEMUImage(t)
 }
 
 // keys is a build's SSH material, made as the pipeline makes it.

@@ -11,8 +11,8 @@ import (
 
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/qemu"
-	"github.com/imagegen/imagegen/clouds/qemu/qemutest"
 	"github.com/imagegen/imagegen/github/githubtest"
+	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
 // TestTraceQEMU is TestTraceSimulated's story on a real VM: the service
@@ -23,7 +23,7 @@ import (
 // the image's sidecar is edited; and with Redis flushed, trace --config
 // answers from the sidecar. Needs QEMU (skipped under -short).
 func TestTraceQEMU(t *testing.T) {
-	base := qemutest.Image(t)
+	base := servicetest.QEMUImage(t)
 	dir := t.TempDir()
 	e := newTraceEnv(t, fmt.Sprintf(`  local: {type: qemu, dir: %s, memory: 256, boot_timeout: 2m, shutdown_timeout: 1m}
   sim-a: {type: simulated, launch_delay: 10ms, snapshot_delay: 10ms, state_file: %s}

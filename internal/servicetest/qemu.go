@@ -1,7 +1,7 @@
-// Package qemutest gives tests outside clouds/qemu the tiny test image the
-// qemu cloud boots (scripts/make-test-image.sh): for builds end to end on a
-// real VM. Tests import it; production code never does.
-package qemutest
+package servicetest
+
+// The QEMU cloud's tests, and end-to-end tests outside clouds/qemu, boot the
+// tiny test image scripts/make-test-image.sh makes.
 
 import (
 	"crypto/sha256"
@@ -14,39 +14,37 @@ import (
 	"strings"
 	"sync"
 	"testing"
-
-	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
 var (
-	once sync.Once
-	path string
-	err  error
+	qemuOnce sync.Once
+	qemuPath string
+	qemuErr  error
 )
 
-// Need skips under -short and fails when QEMU is not installed.
-func Need(t testing.TB) {
+// NeedQEMU skips under -short and fails when QEMU is not installed.
+func NeedQEMU(t testing.TB) {
 	t.Helper()
-	servicetest.Need(t, "QEMU (Debian packages qemu-system-x86, qemu-utils)", "qemu-system-x86_64", "qemu-img")
+	Need(t, "QEMU (Debian packages qemu-system-x86, qemu-utils)", "qemu-system-x86_64", "qemu-img")
 }
 
-// Image returns the tiny base image's disk (it boots with its own kernel
+// QEMUImage returns the tiny base image's disk (it boots with its own kernel
 // sidecar, logs in root over SSH with the NoCloud seed's key), built once by
 // scripts/make-test-image.sh and cached in .cache/testimage/<hash of the
 // script, its files and the host's kernels>, so a changed script rebuilds it.
-func Image(t testing.TB) string {
+func QEMUImage(t testing.TB) string {
 	t.Helper()
-	Need(t)
-	once.Do(func() {
+	NeedQEMU(t)
+	qemuOnce.Do(func() {
 		var root string
-		if root, err = repoRoot(); err == nil {
-			path, err = build(root)
+		if root, qemuErr = repoRoot(); qemuErr == nil {
+			qemuPath, qemuErr = buildQEMUImage(root)
 		}
 	})
-	if err != nil {
-		t.Fatalf("make the test image: %v", err)
+	if qemuErr != nil {
+		t.Fatalf("make the test image: %v", qemuErr)
 	}
-	return path
+	return qemuPath
 }
 
 // repoRoot is the module's root, found from the working directory.
@@ -67,7 +65,7 @@ func repoRoot() (string, error) {
 	}
 }
 
-func build(root string) (string, error) {
+func buildQEMUImage(root string) (string, error) {
 	h := sha256.New()
 	inputs := []string{filepath.Join(root, "scripts", "make-test-image.sh")}
 	more, _ := filepath.Glob(filepath.Join(root, "scripts", "testimage", "*"))
