@@ -70,11 +70,8 @@ func NewImages(cfg *config.Config, st ImageStore, gh GitHub) *Images {
 	return &Images{cfg: cfg, store: st, github: gh}
 }
 
-// ErrAmbiguous is wrapped by Find's error when an id names images on more
-// than one cloud.
-var ErrAmbiguous = errors.New("the image id is on more than one cloud")
-
-// AmbiguousError names the clouds that have an image of one id.
+// AmbiguousError names the clouds that have an image of one id, when the
+// id alone was asked for.
 type AmbiguousError struct {
 	ID     string
 	Clouds []string
@@ -83,8 +80,6 @@ type AmbiguousError struct {
 func (e *AmbiguousError) Error() string {
 	return fmt.Sprintf("image %q is on more than one cloud (%s): name the cloud", e.ID, strings.Join(e.Clouds, ", "))
 }
-
-func (e *AmbiguousError) Unwrap() error { return ErrAmbiguous }
 
 // ImageRef names one image and where it came from.
 type ImageRef struct {
@@ -124,22 +119,6 @@ type ImageStory struct {
 	// before and after this one (nil: none recorded).
 	Previous *ImageRef `json:"previous"`
 	Next     *ImageRef `json:"next"`
-}
-
-// Find returns the clouds an image id is recorded on, one of them, or an
-// *AmbiguousError; ErrNotFound when none.
-func (im *Images) Find(ctx context.Context, id string) (string, error) {
-	cs, err := im.store.ImageClouds(ctx, id)
-	if err != nil {
-		return "", err
-	}
-	switch len(cs) {
-	case 0:
-		return "", fmt.Errorf("image %q: %w", id, ErrNotFound)
-	case 1:
-		return cs[0], nil
-	}
-	return "", &AmbiguousError{ID: id, Clouds: cs}
 }
 
 // Story returns image id on cloud's story; ErrNotFound when imagegen has no

@@ -36,20 +36,31 @@ func (s *Server) imageStory(c echo.Context) error {
 }
 
 // imageByID serves GET /api/v1/images/:image_id: the story when the id is
-// recorded on one cloud; 409 naming the clouds when on more.
+// recorded on one cloud; 409 naming the clouds when on more. Clouds whose
+// image is of a repository the token may not see are left out, so neither
+// answer tells of them.
 func (s *Server) imageByID(c echo.Context) error {
 	id := c.Param("image_id")
-	cloud, err := s.images.Find(c.Request().Context(), id)
-	var amb *builds.AmbiguousError
-	switch {
-	case errors.As(err, &amb):
-		return c.JSON(http.StatusConflict, map[string]any{"error": amb.Error(), "clouds": amb.Clouds})
-	case errors.Is(err, builds.ErrNotFound):
-		return s.notRecorded("", id)
-	case err != nil:
+	ctx := c.Request().Context()
+	all, err := s.store.ImageClouds(ctx, id)
+	if err != nil {
 		return err
 	}
-	return s.story(c, cloud, id)
+	var names []string
+	for _, name := range all {
+		e, err := s.store.Image(ctx, name, id)
+		if err == nil && s.access.MayRead(tokenOf(c), e.Repo) {
+			names = append(names, name)
+		}
+	}
+	switch len(names) {
+	case 0:
+		return s.notRecorded("", id)
+	case 1:
+		return s.story(c, names[0], id)
+	}
+	amb := &builds.AmbiguousError{ID: id, Clouds: names}
+	return c.JSON(http.StatusConflict, map[string]any{"error": amb.Error(), "clouds": amb.Clouds})
 }
 
 func (s *Server) story(c echo.Context, cloud, id string) error {

@@ -117,6 +117,7 @@ func TestImageRoutes(t *testing.T) {
 		{"never recorded", "/api/v1/images/a/img-9", imgToken, 404, []string{`no record of image \"img-9\" on cloud \"a\" (records are kept for 2160h0m0s; the cloud's own tags still say where an image came from: imagegen trace --config FILE --cloud NAME ID)`}},
 		{"never recorded, no cloud", "/api/v1/images/img-9", imgToken, 404, []string{`no record of image \"img-9\" (records`}},
 		{"another repository's image", "/api/v1/images/a/img-2", otherToken, 404, []string{`no record of image \"img-2\" on cloud \"a\"`}},
+		{"another repository's image, id on two clouds", "/api/v1/images/img-1", otherToken, 404, []string{`no record of image \"img-1\" (records`}},
 		{"no token", "/api/v1/images/a/img-2", "", 401, []string{"missing Authorization"}},
 		{"changes", "/api/v1/images/a/img-2/changes", imgToken, 200, []string{`"from":{"cloud":"a","image_id":"img-1"`, `"script_changed":true`, `+echo \u003cscript\u003ealert(1)\u003c/script\u003e`, `"compare_url":"https://github.com/octo/images/compare/1111111111111111111111111111111111111111...2222222222222222222222222222222222222222"`, `"commits":null`, `"commits_note":"this server does not read commits from GitHub: follow the compare link"`, `"base_image_change":null`, `"packages":{"recorded":false,"note":"no package manifest is recorded for these images"}`}},
 		{"changes of the first", "/api/v1/images/a/img-1/changes", imgToken, 200, []string{`"from":null`, `"script_note":"this is the generator's first image on this cloud: nothing to compare with"`}},

@@ -77,8 +77,10 @@ type rowChanges struct {
 	Packages   string
 }
 
-// lineageChanges fills in the newest rows' changes. A comparison that
-// fails is left out: the page shows the lineage all the same.
+// lineageChanges fills in the newest rows' changes: for a row's first
+// image, against that cloud's image in the next older row that has one
+// (the lineage is read once, here, not per row). A comparison that fails is
+// left out: the page shows the lineage all the same.
 func (p *Pages) lineageChanges(ctx context.Context, d *generatorData) {
 	for i := range d.Rows {
 		if i == changesRows {
@@ -89,25 +91,27 @@ func (p *Pages) lineageChanges(ctx context.Context, d *generatorData) {
 			if im.ImageID == "" {
 				continue
 			}
-			ch, err := p.images.Changes(ctx, d.Clouds[j], im.ImageID, "")
-			if err != nil {
+			since := ""
+			for k := i + 1; k < len(d.Rows) && since == ""; k++ {
+				since = d.Rows[k].Images[j].ImageID
+			}
+			if since == "" {
+				r.Changes = &rowChanges{Summary: "first image", Cloud: d.Clouds[j],
+					ScriptNote: "this is the generator's first image on this cloud: nothing to compare with"}
+				break
+			}
+			ch, err := p.images.Changes(ctx, d.Clouds[j], im.ImageID, since)
+			if err != nil || ch.From == nil {
 				break
 			}
 			rc := &rowChanges{Cloud: d.Clouds[j], CompareURL: ch.CompareURL, BaseImage: ch.BaseImage,
-				ScriptDiff: ch.ScriptDiff, ScriptNote: ch.ScriptNote, Packages: ch.Packages.Note}
-			switch {
-			case ch.From == nil:
-				rc.Summary, rc.Packages = "first image", ""
-			case ch.ScriptChanged:
+				ScriptDiff: ch.ScriptDiff, ScriptNote: ch.ScriptNote, Packages: ch.Packages.Note,
+				Since: ch.From.Build, SinceURL: BuildPath(ch.From.Build), Summary: "same script"}
+			if ch.ScriptChanged {
 				rc.Summary = "script changed"
-			default:
-				rc.Summary = "same script"
 			}
 			if ch.BaseImage != nil {
 				rc.Summary += ", base image changed"
-			}
-			if ch.From != nil {
-				rc.Since, rc.SinceURL = ch.From.Build, BuildPath(ch.From.Build)
 			}
 			r.Changes = rc
 			break
