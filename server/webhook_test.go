@@ -308,6 +308,21 @@ func asynqInspector(e *testEnv) *asynq.Inspector {
 	return i
 }
 
+// TestQueueDepthMetricFresh: on a fresh Redis, before any task, the
+// queue's depth is 0 (it read -1, the gauge's error value).
+func TestQueueDepthMetricFresh(t *testing.T) {
+	e := newEnv(t, envOptions{noWorker: true})
+	resp, err := http.Get(e.http.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(m), "\nimagegen_queue_depth 0\n") {
+		t.Errorf("metrics on a fresh Redis lack imagegen_queue_depth 0:\n%s", m)
+	}
+}
+
 func TestHealth(t *testing.T) {
 	e := newEnv(t, envOptions{noWorker: true})
 	for _, path := range []string{"/healthz", "/readyz"} {
