@@ -89,7 +89,7 @@ type Webhook struct {
 	// each counted by its Content-Length (25 MiB without one); default
 	// 64 MiB, at least 25 MiB (GitHub's largest delivery).
 	MaxConcurrentBytes int64 `yaml:"max_concurrent_bytes"`
-	// MaxConcurrentReads bounds how many bodies are read at once; default 128.
+	// MaxConcurrentReads bounds how many bodies are read at once; default 1024.
 	MaxConcurrentReads int `yaml:"max_concurrent_reads"`
 }
 
@@ -97,7 +97,7 @@ type Webhook struct {
 const (
 	MaxWebhookBody            = 25 << 20
 	DefaultWebhookBytes       = 64 << 20
-	DefaultWebhookConcurrency = 128
+	DefaultWebhookConcurrency = 1024
 )
 
 // Build holds limits for builds.

@@ -81,7 +81,7 @@ func TestParse(t *testing.T) {
 			check: func(t *testing.T, c *Config) {
 				want := Config{File: "imagegen.yaml", Listen: ":8080", BaseURL: "http://localhost:8080", Redis: "redis://127.0.0.1:6379/0",
 					GitHub:  GitHub{APIURL: "https://api.github.com/"},
-					Webhook: Webhook{MaxConcurrentBytes: 64 << 20, MaxConcurrentReads: 128},
+					Webhook: Webhook{MaxConcurrentBytes: 64 << 20, MaxConcurrentReads: 1024},
 					Build:   Build{SSHTimeout: 15 * time.Minute, Timeout: 2 * time.Hour, CleanupTimeout: 10 * time.Minute, Concurrency: 10, LogLimit: 4 << 20, Retention: 90 * 24 * time.Hour, SweepInterval: 5 * time.Minute},
 					Pages:   Pages{LinkTTL: 90 * 24 * time.Hour},
 					Clouds:  map[string]*clouds.Entry{}}

@@ -48,20 +48,7 @@ func (s *Server) webhook(c echo.Context) error {
 	if a != nil {
 		return s.answer(c, start, event, delivery, a)
 	}
-	size := reservation(req.ContentLength)
-	if !s.reads.take(size) {
-		return s.answer(c, start, event, delivery, answerBusy)
-	}
-	defer s.reads.give(size)
-	body, a := s.authenticate(c.Response(), req, mac)
-	var payload []byte
-	if a == nil {
-		payload, a = payloadOf(ct, body)
-	}
-	var p github.Peek
-	if a == nil {
-		p, a = decide(event, payload)
-	}
+	p, a := s.read(c.Response(), req, mac, event, ct)
 	if a == nil && delivery == "" {
 		a = refuse(http.StatusBadRequest, "bad_request", "missing X-GitHub-Delivery")
 	}
@@ -82,6 +69,27 @@ func (s *Server) webhook(c echo.Context) error {
 		return s.answer(c, start, event, delivery, answerDuplicate)
 	}
 	return s.answer(c, start, event, delivery, answerAccepted)
+}
+
+// read reads the body of an admitted delivery within the read limit (busy
+// past it), checks its signature and parses it (decide). The body is dead
+// once it returns (the parsed event holds copies of what it keeps), so the
+// wait on Redis that follows does not count against the limit.
+func (s *Server) read(w http.ResponseWriter, req *http.Request, mac [sha256.Size]byte, event, ct string) (github.Peek, *answer) {
+	size := reservation(req.ContentLength)
+	if !s.reads.take(size) {
+		return github.Peek{}, answerBusy
+	}
+	defer s.reads.give(size)
+	body, a := s.authenticate(w, req, mac)
+	if a != nil {
+		return github.Peek{}, a
+	}
+	payload, a := payloadOf(ct, body)
+	if a != nil {
+		return github.Peek{}, a
+	}
+	return decide(event, payload)
 }
 
 // answer is the webhook's answer to a delivery.
@@ -280,24 +288,24 @@ func readBody(w http.ResponseWriter, req *http.Request) ([]byte, error) {
 }
 
 // readLimit bounds the webhook's bodies being read (and then checked and
-// queued) at once: their number and their bytes, each counted as
+// parsed) at once: their number and their bytes, each counted as
 // reservation says. A request past either is refused before its body is
 // read, so that unsigned requests cost the server no more than the limit.
 type readLimit struct {
-	mu              sync.Mutex
-	reads, bytes    int64
-	maxReads, maxBy int64
+	mu                 sync.Mutex
+	reads, bytes       int64
+	maxReads, maxBytes int64
 }
 
 // newReadLimit makes the limits of cfg (config's defaults where unset: a
 // Config not loaded by config.Load).
 func newReadLimit(cfg config.Webhook) *readLimit {
-	l := &readLimit{maxReads: int64(cfg.MaxConcurrentReads), maxBy: cfg.MaxConcurrentBytes}
+	l := &readLimit{maxReads: int64(cfg.MaxConcurrentReads), maxBytes: cfg.MaxConcurrentBytes}
 	if l.maxReads <= 0 {
 		l.maxReads = config.DefaultWebhookConcurrency
 	}
-	if l.maxBy <= 0 {
-		l.maxBy = config.DefaultWebhookBytes
+	if l.maxBytes <= 0 {
+		l.maxBytes = config.DefaultWebhookBytes
 	}
 	return l
 }
@@ -306,7 +314,7 @@ func newReadLimit(cfg config.Webhook) *readLimit {
 func (l *readLimit) take(size int64) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.reads >= l.maxReads || l.bytes+size > l.maxBy {
+	if l.reads >= l.maxReads || l.bytes+size > l.maxBytes {
 		return false
 	}
 	l.reads++
