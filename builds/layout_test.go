@@ -2,8 +2,6 @@ package builds_test
 
 import (
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -12,7 +10,8 @@ import (
 // knows no transport, forge or database library, and the worker's side
 // (queue, builds, store, github) does not import the HTTP server.
 func TestLayout(t *testing.T) {
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	// go test puts its own go first on PATH.
+	goBin := "go"
 	deps := func(pkgs ...string) []string {
 		out, err := exec.Command(goBin, append([]string{"list", "-deps"}, pkgs...)...).Output()
 		if err != nil {

@@ -137,9 +137,10 @@ func (ru *run) run(ctx context.Context) error {
 	// Asked on every attempt, as a worker that died may not have counted one.
 	ru.removeLeftovers(ctx, cl)
 
-	// The builder redacts already; the sink's redactor is a second guard,
-	// for the password this service handed over.
-	redact := secret.NewRedactor(cred.Password)
+	// The builder redacts the script's output as it streams; the sink's
+	// redactor guards the lines imagegen writes itself. Both know every
+	// secret of the config and this build's password.
+	redact := secret.NewRedactor(ru.secrets(cred)...)
 	res, timedOut := ru.build(ctx, cl, cred, redact, pr)
 	if cause := context.Cause(ctx); errors.Is(cause, ErrShutdown) && res.State != builder.StateSucceeded {
 		// The worker is shutting down: the task is retried later.
@@ -201,12 +202,18 @@ func (ru *run) build(ctx context.Context, cl clouds.Cloud, cred clouds.Credentia
 		Commit:         ru.b.Commit,
 		SSHTimeout:     ru.d.Config.Build.SSHTimeout,
 		CleanupTimeout: ru.d.Config.Build.CleanupTimeout,
-		Secrets:        []secret.String{cred.Password},
+		Secrets:        ru.secrets(cred),
 		Observer:       obs,
 	})
 	obs.Close() // the whole log is stored before the result is
 	pr.stop()   // and no progress report is made after it
 	return res, errors.Is(bctx.Err(), context.DeadlineExceeded)
+}
+
+// secrets are what the build's log must never show: every secret of the
+// config and the build's own password.
+func (ru *run) secrets(cred clouds.Credentials) []secret.String {
+	return append(ru.d.Config.Secrets(), cred.Password)
 }
 
 // fail records the run failed (msg: what failed) and reports it.

@@ -12,7 +12,8 @@ import (
 // ParseDelivery decodes the payload of a webhook delivery of event (its
 // X-GitHub-Event) into what it asks of imagegen: a builds.Push for a push; a
 // builds.CheckRunRerun for a check run's "Re-run" (action rerequested, the
-// build in its external id); a builds.CheckSuiteRerun for "Re-run all
+// build in its external id, with the repository and commit it must belong
+// to); a builds.CheckSuiteRerun for "Re-run all
 // checks"; nil for anything else. An error means the payload does not
 // decode as that event: no retry fixes that.
 //
@@ -155,12 +156,13 @@ type checkSuiteEvent struct {
 }
 
 // event is what a check_run delivery asks of imagegen: a re-run of the
-// build in its external id (a run imagegen made), or nothing.
+// build in its external id (a run imagegen made), of the event's repository
+// and commit, or nothing.
 func (e *checkRunEvent) event() builds.Event {
-	if e.Action != "rerequested" || e.CheckRun.ExternalID == "" {
+	if e.Action != "rerequested" || e.CheckRun.ExternalID == "" || e.Repository.FullName == "" {
 		return nil
 	}
-	return builds.CheckRunRerun{Build: e.CheckRun.ExternalID, Repo: e.Repository.FullName}
+	return builds.CheckRunRerun{Build: e.CheckRun.ExternalID, Repo: e.Repository.FullName, SHA: e.CheckRun.HeadSHA}
 }
 
 // event is what a check_suite delivery asks of imagegen: the commit's

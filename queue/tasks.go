@@ -77,7 +77,8 @@ type pushPayload struct {
 // checkRunRerun is a builds.CheckRunRerun in a task.
 type checkRunRerun struct {
 	Build string `json:"build"`
-	Repo  string `json:"repo,omitempty"`
+	Repo  string `json:"repo"`
+	SHA   string `json:"sha,omitempty"`
 }
 
 // checkSuiteRerun is a builds.CheckSuiteRerun in a task.
@@ -101,7 +102,7 @@ func NewDeliveryTask(d Delivery) (*asynq.Task, error) {
 			Created: ev.Created, Deleted: ev.Deleted, Forced: ev.Forced, DefaultBranch: ev.DefaultBranch,
 			Changed: ev.Changed, Incomplete: ev.Incomplete}
 	case builds.CheckRunRerun:
-		p.CheckRunRerun = &checkRunRerun{Build: ev.Build, Repo: ev.Repo}
+		p.CheckRunRerun = &checkRunRerun{Build: ev.Build, Repo: ev.Repo, SHA: ev.SHA}
 	case builds.CheckSuiteRerun:
 		p.CheckSuiteRerun = &checkSuiteRerun{Repo: ev.Repo, SHA: ev.SHA}
 	default:
@@ -149,7 +150,7 @@ func DecodeDelivery(b []byte) (d Delivery, raw json.RawMessage, err error) {
 			Created: x.Created, Deleted: x.Deleted, Forced: x.Forced, DefaultBranch: x.DefaultBranch,
 			Changed: x.Changed, Incomplete: x.Incomplete}
 	case p.CheckRunRerun != nil:
-		d.Parsed = builds.CheckRunRerun{Build: p.CheckRunRerun.Build, Repo: p.CheckRunRerun.Repo}
+		d.Parsed = builds.CheckRunRerun{Build: p.CheckRunRerun.Build, Repo: p.CheckRunRerun.Repo, SHA: p.CheckRunRerun.SHA}
 	case p.CheckSuiteRerun != nil:
 		d.Parsed = builds.CheckSuiteRerun{Repo: p.CheckSuiteRerun.Repo, SHA: p.CheckSuiteRerun.SHA}
 	case len(p.Body) == 0:

@@ -22,9 +22,9 @@ func TestNewDeliveryTask(t *testing.T) {
 	}{
 		{"push", Delivery{ID: "72d3162e-cc78-11e3-81ab-4c9367dc0958", Event: "push", Parsed: push}, ""},
 		{"push without files", Delivery{ID: "d1", Event: "push", Parsed: builds.Push{Repo: "o/r", Ref: "refs/heads/x", After: "c0ffee"}}, ""},
-		{"check run re-run", Delivery{ID: "d2", Event: "check_run", Parsed: builds.CheckRunRerun{Build: "b-1", Repo: "o/r"}}, "delivery:d2"},
+		{"check run re-run", Delivery{ID: "d2", Event: "check_run", Parsed: builds.CheckRunRerun{Build: "b-1", Repo: "o/r", SHA: "c0ffee"}}, "delivery:d2"},
 		{"check suite re-run", Delivery{ID: "d3", Event: "check_suite", Parsed: builds.CheckSuiteRerun{Repo: "o/r", SHA: "c0ffee"}}, "delivery:d3"},
-		{"id that needs escaping", Delivery{ID: "a\"b\\c\x01<&>é", Event: "check_run", Parsed: builds.CheckRunRerun{Build: "b"}}, "delivery:a\"b\\c\x01<&>é"},
+		{"id that needs escaping", Delivery{ID: "a\"b\\c\x01<&>é", Event: "check_run", Parsed: builds.CheckRunRerun{Build: "b", Repo: "o/r"}}, "delivery:a\"b\\c\x01<&>é"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

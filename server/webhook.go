@@ -237,7 +237,7 @@ func decide(event string, payload []byte) (github.Peek, *answer) {
 		case p.Action != "rerequested":
 			return p, refuse(http.StatusOK, "ignored", fmt.Sprintf("%s action %q: nothing to do", event, p.Action))
 		case p.Event == nil && event == "check_run":
-			return p, refuse(http.StatusOK, "ignored", "check_run rerequested: not a check run imagegen made (no external_id): nothing to do")
+			return p, refuse(http.StatusOK, "ignored", "check_run rerequested: not a check run imagegen made (no external_id, or no repository): nothing to do")
 		case p.Event == nil:
 			return p, refuse(http.StatusOK, "ignored", "check_suite rerequested without repository or head_sha: nothing to do")
 		}

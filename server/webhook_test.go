@@ -199,19 +199,14 @@ func TestWebhookAnswers(t *testing.T) {
 		t.Errorf("pending tasks of deliveries %v; want %s", ids, want)
 	}
 	// Deliveries are counted by event and outcome.
-	resp, err := http.Get(e.http.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	m := e.get("/metrics") // with the API token: read_access is token
 	for _, want := range []string{
 		`imagegen_webhook_deliveries_total{event="push",outcome="accepted"} 4`,
 		`imagegen_webhook_deliveries_total{event="push",outcome="duplicate"} 3`,
 		`imagegen_webhook_deliveries_total{event="push",outcome="unauthorized"} 6`,
 		`imagegen_queue_depth 6`,
 	} {
-		if !strings.Contains(string(m), want) {
+		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
@@ -312,13 +307,8 @@ func asynqInspector(e *testEnv) *asynq.Inspector {
 // queue's depth is 0 (it read -1, the gauge's error value).
 func TestQueueDepthMetricFresh(t *testing.T) {
 	e := newEnv(t, envOptions{noWorker: true})
-	resp, err := http.Get(e.http.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(m), "\nimagegen_queue_depth 0\n") {
+	m := e.get("/metrics") // with the API token: read_access is token
+	if !strings.Contains(m, "\nimagegen_queue_depth 0\n") {
 		t.Errorf("metrics on a fresh Redis lack imagegen_queue_depth 0:\n%s", m)
 	}
 }
