@@ -117,6 +117,7 @@ func (s *Server) routes() *echo.Echo {
 	api.GET("/builds/:id/log", s.getLog)
 	api.POST("/builds/:id/rerun", s.rerun, s.requireToken)
 	api.GET("/images", s.images)
+	s.driftRoutes(api)
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
 	e.GET("/readyz", s.ready)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))

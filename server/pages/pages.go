@@ -318,6 +318,7 @@ type buildData struct {
 	Clouds                                                            []cloudView
 	Events                                                            string // the live update stream; "" when the build is done
 	Rerun                                                             rerunForm
+	Drift                                                             *driftView // nil: no cloud has a manifest
 }
 
 type rerunForm struct {
@@ -338,7 +339,9 @@ func (p *Pages) build(c echo.Context) error {
 	if b == nil {
 		return err
 	}
-	return p.render(c, http.StatusOK, "build", p.buildData(b, ""))
+	d := p.buildData(b, "")
+	d.Drift = p.driftView(c.Request().Context(), b)
+	return p.render(c, http.StatusOK, "build", d)
 }
 
 func (p *Pages) buildData(b *builds.Build, rerunErr string) buildData {
