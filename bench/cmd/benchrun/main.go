@@ -32,6 +32,7 @@ var benchmarks = []benchmark{
 	{"BenchmarkNoticing", "3-noticing", "Noticing"},
 	{"BenchmarkLogStream", "4-logstream", "Log streaming"},
 	{"BenchmarkScale", "5-scale", "Scale in one process"},
+	{"BenchmarkManifest", "6-manifest", "Image manifests"},
 }
 
 func main() {
