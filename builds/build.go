@@ -130,6 +130,9 @@ type ListOptions struct {
 	Repo      string
 	Generator string
 	Limit     int // default 50
+	// Match, when set, keeps only the builds of the repositories it
+	// accepts (those an API token is limited to).
+	Match func(repo string) bool
 }
 
 // NewID returns a random build id.

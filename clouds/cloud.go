@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -109,6 +110,10 @@ type LaunchRequest struct {
 	// it (cloud-init ssh_keys, a NoCloud seed) does so and reports its public
 	// half in inst.SSH.HostKeys, so the pipeline pins it.
 	HostKey HostKey
+	// SSHTimeout is how long the pipeline will wait for SSH once Launch has
+	// returned (0: DefaultSSHTimeout). A driver reading host keys from the
+	// console under HostKeyConsole waits for them at least as long.
+	SSHTimeout time.Duration
 
 	Tags map[string]string // tags for the instance: TagBuild, TagGenerator, TagImageName...
 
@@ -143,11 +148,17 @@ type Endpoint struct {
 	Addr string // host:port
 
 	// HostKeys are the authorized_keys lines of the keys the server may present;
-	// the pipeline refuses any other. Empty means the driver could learn nothing,
-	// and the pipeline trusts the first key it sees and says so in the log.
+	// the pipeline refuses any other. Empty means the driver could learn nothing:
+	// the pipeline then refuses to connect, unless HostKeyPolicy is
+	// HostKeyFirstUse, when it trusts the first key it sees and warns.
 	HostKeys []string
-	// HostKeySource says where HostKeys came from ("injected", "console", "config").
+	// HostKeySource says where HostKeys came from: SourceInjected,
+	// SourceConsole, SourceConfig; SourceFirstUse when there are none.
 	HostKeySource string
+	// HostKeyPolicy is the cloud's host_key policy. Only HostKeyFirstUse lets
+	// the pipeline connect without HostKeys; the zero value refuses, like
+	// HostKeyRequire and HostKeyConsole.
+	HostKeyPolicy HostKeyPolicy
 
 	// User overrides the spec's ssh_user when set.
 	User string

@@ -80,10 +80,11 @@ func TestParse(t *testing.T) {
 			src:  "clouds: {}\n",
 			check: func(t *testing.T, c *Config) {
 				want := Config{File: "imagegen.yaml", Listen: ":8080", BaseURL: "http://localhost:8080", Redis: "redis://127.0.0.1:6379/0",
-					GitHub: GitHub{APIURL: "https://api.github.com/"},
-					Build:  Build{SSHTimeout: 15 * time.Minute, Timeout: 2 * time.Hour, CleanupTimeout: 10 * time.Minute, Concurrency: 10, LogLimit: 4 << 20, Retention: 90 * 24 * time.Hour, SweepInterval: 5 * time.Minute},
-					Pages:  Pages{LinkTTL: 90 * 24 * time.Hour},
-					Clouds: map[string]*clouds.Entry{}}
+					GitHub:     GitHub{APIURL: "https://api.github.com/"},
+					Build:      Build{SSHTimeout: 15 * time.Minute, Timeout: 2 * time.Hour, CleanupTimeout: 10 * time.Minute, Concurrency: 10, LogLimit: 4 << 20, Retention: 90 * 24 * time.Hour, SweepInterval: 5 * time.Minute},
+					Pages:      Pages{LinkTTL: 90 * 24 * time.Hour},
+					ReadAccess: ReadToken,
+					Clouds:     map[string]*clouds.Entry{}}
 				c.CloudsNode = want.CloudsNode
 				if !reflect.DeepEqual(*c, want) {
 					t.Errorf("got  %+v\nwant %+v", *c, want)
@@ -112,7 +113,7 @@ api_tokens: [0123456789abcdef0123]
 				if c.Build != want {
 					t.Errorf("build = %+v, want %+v", c.Build, want)
 				}
-				if len(c.APITokens) != 1 || c.APITokens[0].Reveal() != "0123456789abcdef0123" {
+				if len(c.APITokens) != 1 || c.APITokens[0].Token.Reveal() != "0123456789abcdef0123" {
 					t.Errorf("api_tokens = %v", c.APITokens)
 				}
 			},
@@ -142,7 +143,7 @@ api_tokens: ["${TOKEN}"]
 				if c.Build.Concurrency != 3 || c.Build.Timeout != 45*time.Minute {
 					t.Errorf("build = %+v", c.Build)
 				}
-				if len(c.APITokens) != 1 || c.APITokens[0].Reveal() != "tok-0123456789abcdef" {
+				if len(c.APITokens) != 1 || c.APITokens[0].Token.Reveal() != "tok-0123456789abcdef" {
 					t.Errorf("api_tokens = %v", c.APITokens)
 				}
 			},
@@ -162,7 +163,7 @@ api_tokens: ["${TOKEN}"]
 		{
 			name:    "unknown keys at every level",
 			src:     "listne: x\ngithub:\n  appid: 1\nbuild:\n  timeout: 1h\n  retries: 3\n",
-			wantErr: []string{`imagegen.yaml:1:1: unknown key "listne": did you mean "listen"? (known: api_tokens, base_url, build, clouds, encryption_key, github, listen, pages, redis, redis_cluster, redis_sentinel)`, `imagegen.yaml:3:3: unknown key "appid" in github: did you mean "app_id"? (known: api_url, app_id, private_key_file, token, token_file, webhook_secret, webhook_secret_file)`, `imagegen.yaml:6:3: unknown key "retries" in build (known: cleanup_timeout, concurrency, log_limit, retention, shutdown_grace, ssh_timeout, sweep_interval, timeout)`},
+			wantErr: []string{`imagegen.yaml:1:1: unknown key "listne": did you mean "listen"? (known: api_tokens, base_url, build, clouds, encryption_key, github, listen, metrics_listen, pages, public_logs, read_access, redis, redis_cluster, redis_sentinel, trusted_proxies)`, `imagegen.yaml:3:3: unknown key "appid" in github: did you mean "app_id"? (known: api_url, app_id, private_key_file, token, token_file, webhook_secret, webhook_secret_file)`, `imagegen.yaml:6:3: unknown key "retries" in build (known: cleanup_timeout, concurrency, log_limit, retention, shutdown_grace, ssh_timeout, sweep_interval, timeout)`},
 		},
 		{
 			name: "secrets from files",
@@ -367,7 +368,7 @@ clouds:
 		t.Fatal(err)
 	}
 	// Sanity: the secrets were loaded, so their absence below means something.
-	if c.GitHub.WebhookSecret.Reveal() != env["HOOK"] || c.APITokens[0].Reveal() != env["TOKEN"] || c.EncryptionKey.Reveal() != env["KEY"] || c.GitHub.PrivateKey.Reveal() != "PRIVATE-KEY-MATERIAL-4242" {
+	if c.GitHub.WebhookSecret.Reveal() != env["HOOK"] || c.APITokens[0].Token.Reveal() != env["TOKEN"] || c.EncryptionKey.Reveal() != env["KEY"] || c.GitHub.PrivateKey.Reveal() != "PRIVATE-KEY-MATERIAL-4242" {
 		t.Fatalf("secrets not loaded: %+v", c)
 	}
 	js, err := json.Marshal(c)

@@ -17,9 +17,9 @@ import (
 // API group: every build is read through s.build, as the other read routes
 // read theirs.
 func (s *Server) driftRoutes(api *echo.Group) {
-	api.GET("/builds/:id/manifests/:cloud", s.getManifest)
-	api.GET("/builds/:id/drift", s.getDrift)
-	api.GET("/drift", s.diffBuilds)
+	api.GET("/builds/:id/manifests/:cloud", s.getManifest, s.guard(s.canRead))
+	api.GET("/builds/:id/drift", s.getDrift, s.guard(s.canRead))
+	api.GET("/drift", s.diffBuilds, s.guard(s.canRead))
 }
 
 // getManifest serves a cloud's manifest of a build: CycloneDX JSON.

@@ -67,10 +67,7 @@ func (e *testEnv) recordBuild(id string, at time.Time, mans map[string]*manifest
 
 func (e *testEnv) getRaw(path string) (int, http.Header, string) {
 	e.t.Helper()
-	resp, err := http.Get(e.http.URL + path)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	resp := e.authGet(path, apiToken)
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, resp.Header, string(b)
@@ -152,4 +149,30 @@ func TestManifestAndDriftRoutes(t *testing.T) {
 			t.Errorf("%s: %d %q; want 400 %q", tc.path, code, out["error"], tc.want)
 		}
 	}
+}
+
+// TestDriftRoutesAccess: the manifest and drift routes follow the read
+// rule of the other read routes: a token, unless read_access: public, and
+// only the builds of the token's repositories (both builds, for a diff).
+func TestDriftRoutesAccess(t *testing.T) {
+	e := newAccessEnv(t, "")
+	const noManifest = `{"error":"build bfg has no manifest from cloud sim-a: its part of the build ended before the script succeeded"}`
+	runAccessCases(t, e, []accessCase{
+		{"GET", "/api/v1/builds/bfg/manifests/sim-a", "", 401, []string{msgNoToken}, nil},
+		{"GET", "/api/v1/builds/bfg/manifests/sim-a", fgReadTok, 404, []string{noManifest}, nil},
+		{"GET", "/api/v1/builds/boc/manifests/sim-a", fgReadTok, 404, []string{msgNoBOC}, nil},
+		{"GET", "/api/v1/builds/bfg/drift", "", 401, []string{msgNoToken}, nil},
+		{"GET", "/api/v1/builds/bfg/drift", fgReadTok, 200, []string{`"build":"bfg"`, `"on_drift":"warn"`}, nil},
+		{"GET", "/api/v1/builds/boc/drift", fgReadTok, 404, []string{msgNoBOC}, nil},
+		{"GET", "/api/v1/builds/boc/drift", plainTok, 200, []string{`"build":"boc"`}, nil},
+		{"GET", "/api/v1/drift?from=bfg&to=boc", "", 401, []string{msgNoToken}, nil},
+		{"GET", "/api/v1/drift?from=bfg&to=boc", fgReadTok, 404, []string{msgNoBOC}, nil},
+		{"GET", "/api/v1/drift?from=boc&to=bfg", fgReadTok, 404, []string{msgNoBOC}, nil},
+		{"GET", "/api/v1/drift?from=bfg&to=boc", plainTok, 200, []string{`"from":"bfg","to":"boc"`, "neither build has a manifest from this cloud"}, nil},
+	})
+	pub := newAccessEnv(t, "read_access: public\n")
+	runAccessCases(t, pub, []accessCase{
+		{"GET", "/api/v1/builds/boc/drift", "", 200, []string{`"build":"boc"`}, nil},
+		{"GET", "/api/v1/drift?from=bfg&to=boc", "", 200, []string{`"from":"bfg"`}, nil},
+	})
 }

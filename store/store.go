@@ -310,7 +310,8 @@ func (s *Store) List(ctx context.Context, o builds.ListOptions) ([]*builds.Build
 			if err != nil {
 				return nil, err
 			}
-			if (o.Repo != "" && b.Repo != o.Repo) || (o.Generator != "" && b.Generator != o.Generator) {
+			if (o.Repo != "" && b.Repo != o.Repo) || (o.Generator != "" && b.Generator != o.Generator) ||
+				(o.Match != nil && !o.Match(b.Repo)) {
 				continue
 			}
 			out = append(out, b)

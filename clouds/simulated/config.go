@@ -90,7 +90,7 @@ type sshConfig struct {
 	Port           int    `yaml:"port"`
 	User           string `yaml:"user"` // overrides the spec's ssh_user: a local sshd rarely has "ubuntu"
 	PrivateKeyFile string `yaml:"private_key_file"`
-	HostKey        string `yaml:"host_key"` // authorized_keys line; empty: the pipeline trusts the first key
+	HostKey        string `yaml:"host_key"` // authorized_keys line, or first-use to trust the first key seen (required)
 }
 
 var sshKeys = []string{"host", "port", "user", "private_key_file", "host_key"}
@@ -200,13 +200,20 @@ func (s *sshConfig) endpoint(file string) (*clouds.Endpoint, error) {
 		return nil, fmt.Errorf("%s: ssh.private_key_file %s: %w", file, s.PrivateKeyFile, err)
 	}
 	ep := &clouds.Endpoint{Addr: net.JoinHostPort(s.Host, strconv.Itoa(port)), User: s.User, Signer: signer}
-	if s.HostKey != "" {
-		pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(s.HostKey))
+	switch hk := strings.TrimSpace(s.HostKey); hk {
+	case "":
+		return nil, fmt.Errorf("%s: ssh.host_key is required: the sshd's host key, an authorized_keys line (get it with: ssh-keyscan -t ed25519 %s, and drop the host name in front), "+
+			"or first-use to trust the first key it presents (a throwaway container whose key changes; not recommended)", file, s.Host)
+	case string(clouds.HostKeyFirstUse):
+		// Said in the config, and warned about in every build's log.
+		ep.HostKeyPolicy, ep.HostKeySource = clouds.HostKeyFirstUse, clouds.SourceFirstUse
+	default:
+		pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(hk))
 		if err != nil {
-			return nil, fmt.Errorf("%s: ssh.host_key: %w", file, err)
+			return nil, fmt.Errorf("%s: ssh.host_key: %w (want an authorized_keys line such as \"ssh-ed25519 AAAA...\", or first-use)", file, err)
 		}
 		ep.HostKeys = []string{strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pk)))}
-		ep.HostKeySource = "config"
+		ep.HostKeySource, ep.HostKeyPolicy = clouds.SourceConfig, clouds.HostKeyRequire
 	}
 	return ep, nil
 }

@@ -38,9 +38,13 @@ type Config struct {
 	Signer ssh.Signer
 
 	// HostKeys are authorized_keys lines; the server must present one of them.
-	// Empty: trust the first key seen (and log that), then pin it.
+	// Empty is refused, unless TrustFirstUse.
 	HostKeys      []string
 	HostKeySource string // where HostKeys came from, for messages
+	// TrustFirstUse, with no HostKeys, trusts the first key the server
+	// presents (and logs it) and pins it for the connection's retries. Only
+	// for a caller whose user asked for it: sshexec never trusts on its own.
+	TrustFirstUse bool
 
 	Timeout     time.Duration // how long to wait for SSH to answer; default 15 min
 	RetryEvery  time.Duration // wait between attempts; default (and at most) DefaultRetryEvery, 1 s
@@ -110,7 +114,8 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	for attempt := 1; ; attempt++ {
 		c, err := dial(ctx, cfg.Addr, cc, cfg.DialTimeout)
 		if err == nil {
-			log.Info("SSH is up", "addr", cfg.Addr, "user", cfg.User, "waited", time.Since(start).Round(time.Second).String(), "attempts", attempt)
+			log.Info("SSH is up", "addr", cfg.Addr, "user", cfg.User, "host_key", hk.presented(),
+				"waited", time.Since(start).Round(time.Second).String(), "attempts", attempt)
 			return &Client{c: c, log: log}, nil
 		}
 		var hke *HostKeyError
@@ -171,10 +176,15 @@ type hostKeyChecker struct {
 	source string
 	log    *slog.Logger
 
-	mu      sync.Mutex
-	allowed []ssh.PublicKey
-	tofu    bool
+	mu       sync.Mutex
+	allowed  []ssh.PublicKey
+	tofu     bool
+	accepted ssh.PublicKey // the key the last accepted server presented
 }
+
+// ErrNoHostKey is a Connect refused because there is no host key to pin and
+// TrustFirstUse was not set.
+var ErrNoHostKey = errors.New("ssh: no host key to pin")
 
 func newHostKeyChecker(cfg Config, log *slog.Logger) (*hostKeyChecker, error) {
 	h := &hostKeyChecker{addr: cfg.Addr, source: cfg.HostKeySource, log: log}
@@ -185,9 +195,24 @@ func newHostKeyChecker(cfg Config, log *slog.Logger) (*hostKeyChecker, error) {
 		}
 		h.allowed = append(h.allowed, k)
 	}
+	if len(h.allowed) == 0 && !cfg.TrustFirstUse {
+		return nil, fmt.Errorf("%w for %s, and trusting the first key seen was not asked for", ErrNoHostKey, cfg.Addr)
+	}
 	h.tofu = len(h.allowed) == 0
 	return h, nil
 }
+
+// presented is the accepted key as "type SHA256:fingerprint".
+func (h *hostKeyChecker) presented() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.accepted == nil {
+		return ""
+	}
+	return fingerprint(h.accepted)
+}
+
+func fingerprint(k ssh.PublicKey) string { return k.Type() + " " + ssh.FingerprintSHA256(k) }
 
 func (h *hostKeyChecker) check(_ string, _ net.Addr, key ssh.PublicKey) error {
 	h.mu.Lock()
@@ -196,21 +221,23 @@ func (h *hostKeyChecker) check(_ string, _ net.Addr, key ssh.PublicKey) error {
 		// Nothing to pin: the cloud could not tell us the key. Trust this
 		// one, and only this one, for the rest of the build.
 		h.allowed = []ssh.PublicKey{key}
-		h.log.Warn("trusting the SSH host key on first use: the cloud gave no host key to pin",
-			"addr", h.addr, "fingerprint", ssh.FingerprintSHA256(key), "type", key.Type())
+		h.accepted = key
+		h.log.Warn("trusting the SSH host key on first use: nothing known to pin it against",
+			"addr", h.addr, "host_key", fingerprint(key))
 		return nil
 	}
 	for _, k := range h.allowed {
 		if bytes.Equal(k.Marshal(), key.Marshal()) {
+			h.accepted = key
 			return nil
 		}
 	}
-	e := &HostKeyError{Addr: h.addr, Source: h.source, Offered: key.Type() + " " + ssh.FingerprintSHA256(key)}
+	e := &HostKeyError{Addr: h.addr, Source: h.source, Offered: fingerprint(key)}
 	if h.tofu {
 		e.Source = "first use"
 	}
 	for _, k := range h.allowed {
-		e.Expected = append(e.Expected, k.Type()+" "+ssh.FingerprintSHA256(k))
+		e.Expected = append(e.Expected, fingerprint(k))
 	}
 	return e
 }

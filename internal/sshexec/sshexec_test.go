@@ -236,14 +236,16 @@ func TestHostKeys(t *testing.T) {
 	tests := []struct {
 		name     string
 		hostKeys []string
+		firstUse bool
 		wantErr  []string // substrings of the error; none for a success
 		wantLog  string
 	}{
-		{"pinned key accepted", []string{s.HostKey}, nil, ""},
-		{"one of several pinned keys", []string{wrong, s.HostKey}, nil, ""},
-		{"wrong pinned key refused", []string{wrong}, []string{"host key mismatch", ssh.FingerprintSHA256(otherSigner.PublicKey()), ssh.FingerprintSHA256(s.HostPublic), "injected"}, ""},
-		{"no key: trust on first use, and say so", nil, nil, "trusting the SSH host key on first use"},
-		{"unparsable key", []string{"ssh-ed25519 notbase64!"}, []string{"host key"}, ""},
+		{"pinned key accepted", []string{s.HostKey}, false, nil, ""},
+		{"one of several pinned keys", []string{wrong, s.HostKey}, false, nil, ""},
+		{"wrong pinned key refused", []string{wrong}, false, []string{"host key mismatch", ssh.FingerprintSHA256(otherSigner.PublicKey()), ssh.FingerprintSHA256(s.HostPublic), "injected"}, ""},
+		{"no key, first use asked for: trusted, and said", nil, true, nil, "trusting the SSH host key on first use"},
+		{"no key, first use not asked for: refused", nil, false, []string{"ssh: no host key to pin for " + s.Addr + ", and trusting the first key seen was not asked for"}, ""},
+		{"unparsable key", []string{"ssh-ed25519 notbase64!"}, false, []string{"host key"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -251,7 +253,7 @@ func TestHostKeys(t *testing.T) {
 			start := time.Now()
 			c, err := Connect(context.Background(), Config{
 				Addr: s.Addr, User: s.User, Signer: s.ClientSigner,
-				HostKeys: tt.hostKeys, HostKeySource: "injected",
+				HostKeys: tt.hostKeys, HostKeySource: "injected", TrustFirstUse: tt.firstUse,
 				Timeout: 10 * time.Second,
 				Log:     slog.New(slog.NewTextHandler(&logBuf, nil)),
 			})
@@ -277,6 +279,9 @@ func TestHostKeys(t *testing.T) {
 				if d := time.Since(start); d > 3*time.Second {
 					t.Errorf("took %s to refuse", d)
 				}
+			}
+			if tt.wantErr == nil && !strings.Contains(logBuf.String(), `msg="SSH is up" addr=`+s.Addr+` user=`+s.User+` host_key="ssh-ed25519 `+ssh.FingerprintSHA256(s.HostPublic)+`"`) {
+				t.Errorf("log %q does not say which host key the server presented", logBuf.String())
 			}
 			if tt.wantLog != "" {
 				if !strings.Contains(logBuf.String(), tt.wantLog) || !strings.Contains(logBuf.String(), ssh.FingerprintSHA256(s.HostPublic)) {
@@ -397,7 +402,7 @@ func TestConnectGivesUp(t *testing.T) {
 				time.AfterFunc(tt.cancel, cancel)
 			}
 			start := time.Now()
-			_, err := Connect(ctx, Config{Addr: addr, User: "u", Signer: signer, Timeout: tt.timeout, RetryEvery: 100 * time.Millisecond})
+			_, err := Connect(ctx, Config{Addr: addr, User: "u", Signer: signer, TrustFirstUse: true, Timeout: tt.timeout, RetryEvery: 100 * time.Millisecond})
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("err %v, want %q", err, tt.wantErr)
 			}

@@ -2,8 +2,13 @@ package pages
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/labstack/echo/v4"
 
 	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builder/spec"
@@ -61,7 +66,7 @@ func (p *Pages) driftView(ctx context.Context, b *builds.Build) *driftView {
 	for _, name := range b.CloudNames() {
 		if c := b.Clouds[name]; c.ManifestSHA256 != "" {
 			v.Manifests = append(v.Manifests, manifestLink{Cloud: name, SHA256: c.ManifestSHA256, Packages: c.ManifestPackages, Partial: c.ManifestPartial,
-				URL: "/api/v1/builds/" + url.PathEscape(b.ID) + "/manifests/" + url.PathEscape(name)})
+				URL: BuildPath(b.ID) + "/manifests/" + url.PathEscape(name)})
 		}
 	}
 	if len(v.Manifests) == 0 {
@@ -149,4 +154,26 @@ func visibleAll(ss []string) []string {
 		out[i] = manifest.Visible(s)
 	}
 	return out
+}
+
+// manifest serves a cloud's manifest of a build, CycloneDX JSON, to whoever
+// may see the build's page: the page links it (the API's route wants a token).
+func (p *Pages) manifest(c echo.Context) error {
+	b, err := p.getBuild(c)
+	if b == nil {
+		return err
+	}
+	cloud := c.Param("cloud")
+	doc, err := builds.ManifestDocument(c.Request().Context(), p.store, b.ID, cloud)
+	if errors.Is(err, builds.ErrNotFound) {
+		return p.errorPage(c, http.StatusNotFound, fmt.Sprintf("Build %s has no manifest from cloud %q.", b.ID, cloud))
+	}
+	if err != nil {
+		return err
+	}
+	h := c.Response().Header()
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", "default-src 'none'")
+	h.Set("Cache-Control", "no-store")
+	return c.Blob(http.StatusOK, manifest.MediaType, doc)
 }

@@ -84,7 +84,19 @@ func TestBuildPageDrift(t *testing.T) {
 	}
 	mustNotContain(t, "build page", r.body, "<script>", "\u202e")
 	mustContain(t, "build page", got, "&lt;script&gt;", `\u{202E}`,
-		`<a href="/api/v1/builds/0123456789abcdef/manifests/sim-a">sim-a</a>`, `<a href="/builds/prev0123456789ab">`)
+		`<a href="/builds/0123456789abcdef/manifests/sim-a">sim-a</a>`, `<a href="/builds/prev0123456789ab">`)
+
+	// The linked manifest opens for whoever sees the page, and no one else.
+	m := e.get("/builds/" + b.ID + "/manifests/sim-b")
+	if m.code != 200 || m.header.Get("Content-Type") != manifest.MediaType || !strings.Contains(m.body, `\u003cscript\u003e`) || strings.Contains(m.body, "<script>") {
+		t.Errorf("manifest page: %d %v\n%.300s", m.code, m.header, m.body)
+	}
+	if m := e.get("/builds/" + b.ID + "/manifests/nope"); m.code != 404 || !strings.Contains(m.body, `Build 0123456789abcdef has no manifest from cloud &#34;nope&#34;.`) {
+		t.Errorf("a cloud without a manifest: %d\n%s", m.code, m.body)
+	}
+	if m := e.do(nil, "GET", "/builds/"+b.ID+"/manifests/sim-a", nil); m.code != 401 {
+		t.Errorf("without a token or a link: %d", m.code)
+	}
 
 	// A build without manifests has no Drift section.
 	plain := e.record(rec{id: "plain0123456789a", created: t0, clouds: ok()})
