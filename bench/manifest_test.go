@@ -5,9 +5,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -49,7 +51,7 @@ func benchManifest(b *testing.B) {
 		"and the gzip of the document as the worker stores it. Comparison: builder/manifest's benchmarks "+
 		"(`go test -bench 'Diff50000|3000$' -benchmem -count 3 ./builder/manifest`, the least time and the most memory of the three): two manifests of 50 000 Debian packages "+
 		"(5%% upgraded, 1%% downgraded, 1%% removed, 1%% added) compared over time and across three clouds; B/op is all the "+
-		"comparison allocates, the peak heap what it held at once (sampled).",
+		"comparison allocates, the peak heap what it held at once (sampled). The time goal is taken on CPU time: the same comparison 20 times in the benchmark's own process (getrusage, so the garbage collection it causes counts too), as the machine is shared and wall time there is mostly waiting for a core; wall times are shown beside it.",
 		collectPackages, builder.PhaseManifest, collectRuns)
 
 	phase, build, gz, pkgs, err := measureCollection(b)
@@ -66,15 +68,22 @@ func benchManifest(b *testing.B) {
 			Fig("document: CycloneDX JSON / gzipped, and the gzip's time", fmt.Sprintf("%s / %s, %s", MiB(int64(gz.raw)), fmt.Sprintf("%.0f KiB", float64(gz.zipped)/1024), Ms(gz.time))))
 	}
 
+	if cpu, wall, err := diffCost(20); err != nil {
+		res.Notes = append(res.Notes, "diff: "+err.Error())
+	} else {
+		res.Figures = append(res.Figures,
+			Goal("diff of two 50 000-package manifests (OverTime): CPU per diff (this process, its GC included)", Ms(cpu), "≤ 50 ms", cpu <= diffBudget),
+			Fig("the same in this process: least wall time of 20", Ms(wall)))
+	}
+
 	lib, out, err := libraryBenchmarks(b)
 	if err != nil {
 		res.Notes = append(res.Notes, "the library's benchmarks failed: "+err.Error(), "output: "+tailLines(out, 12))
 		res.Figures = append(res.Figures, Goal("diff of two 50 000-package manifests", "failed", "≤ 50 ms, ≤ 64 MiB", false))
 	} else {
 		if r, ok := lib["Diff50000/OverTime"]; ok {
-			d := time.Duration(r["ns/op"])
 			res.Figures = append(res.Figures,
-				Goal("diff of two 50 000-package manifests (OverTime): time", Ms(d), "≤ 50 ms", d <= diffBudget),
+				Fig("diff of two 50 000-package manifests (OverTime): wall time per diff (go test, least of 3)", Ms(time.Duration(r["ns/op"]))),
 				Goal("diff of two 50 000-package manifests (OverTime): allocated (B/op) / peak heap", MiB(int64(r["B/op"]))+" / "+MiB(int64(r["peak-heap-B"])),
 					"≤ 64 MiB", r["B/op"] <= diffMemBudget))
 		} else {
@@ -97,6 +106,80 @@ func benchManifest(b *testing.B) {
 	if err := res.Write(); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// diffCost compares two 50 000-package manifests shaped like the
+// library's benchmark's, n times, and returns the CPU time per comparison
+// (getrusage of this process: the diff and the garbage collection it
+// causes, on whatever core) and the least wall time. On a machine shared
+// with other work the CPU time is what a comparison costs; the wall time
+// is that plus waiting for a core.
+func diffCost(n int) (cpu, wall time.Duration, err error) {
+	a := benchManifest50k(50_000, 1)
+	c := benchDrifted(a)
+	opts := manifest.DriftOptions{Ignore: []string{"linux-image-*", "cloud-init"}}
+	if _, err := manifest.OverTime(a, c, opts); err != nil { // warm up
+		return 0, 0, err
+	}
+	runtime.GC()
+	wall = time.Hour
+	start := CPUTime()
+	for range n {
+		t := time.Now()
+		if _, err := manifest.OverTime(a, c, opts); err != nil {
+			return 0, 0, err
+		}
+		wall = min(wall, time.Since(t))
+	}
+	return (CPUTime() - start) / time.Duration(n), wall, nil
+}
+
+// benchManifest50k is n Debian packages as builder/manifest's bigManifest
+// makes them: mostly amd64, some all, a few i386, epochs and tildes.
+func benchManifest50k(n int, seed uint64) *manifest.Manifest {
+	r := rand.New(rand.NewPCG(seed, 0))
+	m := &manifest.Manifest{OS: manifest.OS{ID: "debian", VersionID: "12"}, Kernel: "6.1.0-25-cloud-amd64", Arch: "x86_64"}
+	for i := range n {
+		arch := "amd64"
+		switch {
+		case i%3 == 0:
+			arch = "all"
+		case i%97 == 0:
+			arch = "i386"
+		}
+		v := fmt.Sprintf("%d.%d.%d-%d~deb12u%d", r.IntN(10), r.IntN(30), r.IntN(100), 1+r.IntN(5), 1+r.IntN(3))
+		if i%11 == 0 {
+			v = "1:" + v
+		}
+		m.Packages = append(m.Packages, manifest.Package{Manager: manifest.Deb, Name: fmt.Sprintf("package-%06d", i), Version: v, Arch: arch})
+	}
+	m.Sort()
+	return m
+}
+
+// benchDrifted is m a month later, as builder/manifest's drifted: about 5%
+// upgraded, 1% downgraded, 1% removed, 1% added.
+func benchDrifted(m *manifest.Manifest) *manifest.Manifest {
+	c := m.Clone()
+	r := rand.New(rand.NewPCG(99, 0))
+	out := c.Packages[:0]
+	for _, p := range c.Packages {
+		switch x := r.IntN(100); {
+		case x < 5:
+			p.Version += "+b1"
+		case x < 6:
+			p.Version = "0:" + strings.TrimPrefix(p.Version, "1:") + "~old"
+		case x < 7:
+			continue
+		}
+		out = append(out, p)
+	}
+	c.Packages = out
+	for i := range len(m.Packages) / 100 {
+		c.Packages = append(c.Packages, manifest.Package{Manager: manifest.Deb, Name: fmt.Sprintf("new-package-%06d", i), Version: "1.0-1", Arch: "amd64"})
+	}
+	c.Sort()
+	return c
 }
 
 type gzipCost struct {
