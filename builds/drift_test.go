@@ -1,6 +1,7 @@
 package builds_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/github/githubtest"
+	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
 // driftClouds are simulated clouds whose "instances" hold what their
@@ -236,5 +238,55 @@ func TestDriftHostile(t *testing.T) {
 		if strings.Contains(l, "<script>") && !strings.Contains(l, "``6.1\\|<script>alert(1)</script>``x``") {
 			t.Errorf("a line shows <script> outside an escaped code span: %q", l)
 		}
+	}
+}
+
+// TestDriftHostileOverSSH: the whole path, from a machine whose
+// dpkg-query prints 50 MB of garbage (invalid UTF-8, '|', <script>,
+// backticks, names cut by newlines) and whose uname -r says
+// "6.1|<script>...`x`": the build ends, its manifest is stored partial and
+// flagged, the check run's Markdown escapes the kernel in a code span, and
+// the stored document is JSON with the HTML characters escaped.
+func TestDriftHostileOverSSH(t *testing.T) {
+	sshd := servicetest.StartSSHD(t)
+	bin := filepath.Join(sshd.Dir, "bin")
+	dpkg := "#!/bin/sh\nprintf 'ii \\tbash\\t5.2.15-2+b7\\tamd64\\n'\nprintf 'ii \\tpipe|name\\t1.0\\tamd64\\n'\nprintf 'ii \\t<script>alert(1)</script>\\t1.0\\tamd64\\n'\n" +
+		"printf 'ii \\tbad\\377utf8\\t1.0\\tamd64\\n'\nprintf 'ii \\tsplit\\nname\\t1.0\\tamd64\\n'\n" +
+		"yes 'ii \tjunk|<img src=x>`x`\t1.0\tamd64' | head -c 52428800\n"
+	uname := "#!/bin/sh\ncase \"$1\" in -r) printf '%s\\n' '6.1|<script>alert(1)</script>`x`';; *) echo x86_64;; esac\n"
+	for name, body := range map[string]string{"dpkg-query": dpkg, "uname": uname} {
+		if err := os.WriteFile(filepath.Join(bin, name), []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	host, port, _ := strings.Cut(sshd.Addr, ":")
+	clouds := "  sim-ssh: {type: simulated, ssh: {host: " + host + ", port: " + port + ", user: " + sshd.User +
+		", private_key_file: " + sshd.WriteClientKey(t) + ", host_key: '" + sshd.HostKey + "'}}\n"
+	cfg := strings.Replace(driftClouds, "clouds:\n", "clouds:\n"+clouds, 1)
+	file := filepath.Join(t.TempDir(), "m.json")
+	writeManifest(t, file, "bash:amd64=5.2.15-2+b7")
+	gh := &githubtest.Mem{Files: fstest.MapFS{".imagegen/g.yaml": {Data: []byte("script: echo\nclouds: {sim-a: {image: i, ssh_user: u}, sim-ssh: {image: i, ssh_user: u}}\n")}}}
+	s, _, _ := newServiceWith(t, gh, strings.ReplaceAll(cfg, "FILE", file))
+	id := driftBuild(t, s, "d1", "g")
+
+	ctx := context.Background()
+	b, _, _ := s.store.Get(ctx, id)
+	rec := b.Clouds["sim-ssh"]
+	if rec.State != builder.StateSucceeded || !rec.ManifestPartial || rec.ManifestPackages != 1 {
+		t.Fatalf("sim-ssh record %+v: want succeeded, a partial manifest of bash alone", rec)
+	}
+	doc, err := builds.ManifestDocument(ctx, s.store, id, "sim-ssh")
+	if err != nil || len(doc) > 1<<20 || bytes.Contains(doc, []byte("<script>")) || !bytes.Contains(doc, []byte(`\u003cscript\u003e`)) {
+		t.Errorf("stored document (%d bytes, %v): raw HTML or the junk kept", len(doc), err)
+	}
+	m, err := manifest.Decode(doc)
+	if err != nil || !m.Partial || !strings.Contains(strings.Join(m.Notes, "\n"), "passed the limit of 16 MiB") {
+		t.Errorf("decoded: %v, partial %v, notes %q", err, m.Partial, m.Notes)
+	}
+	runs := gh.Runs()
+	sum := runs[len(runs)-1].Summary
+	if !strings.Contains(sum, "| kernel | `6.1.0-26-cloud-amd64` | `` 6.1\\|<script>alert(1)</script>`x` `` |") ||
+		!strings.Contains(sum, "> The manifest from `sim-ssh` is partial") {
+		t.Errorf("check run summary:\n%s", sum)
 	}
 }
