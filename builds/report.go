@@ -111,40 +111,135 @@ func (r *Reporter) SpecErrors(ctx context.Context, gh RepoClient, p Push, file s
 		sum.WriteString(line)
 	}
 	sum.WriteString("```\n\nRun `imagegen validate` to check specs before pushing.\n")
+	desc := "invalid spec"
+	if len(errs) > 0 {
+		desc = "invalid spec: " + errs[0].Error()
+	}
+	err := r.fail(ctx, gh, p, failure{
+		name:    gen,
+		title:   fmt.Sprintf("invalid spec: %d %s", len(errs), plural(len(errs), "error", "errors")),
+		summary: sum.String(),
+		desc:    desc,
+		key:     "spec:" + p.Delivery + ":" + gen,
+	})
+	if err != nil {
+		return fmt.Errorf("report spec errors in %s: %w", file, err)
+	}
+	return nil
+}
+
+// PushCheck is the name of the check run (and the commit status context)
+// that speaks for a push as a whole rather than for one generator.
+const PushCheck = "imagegen"
+
+// LimitKey is the config key that bounds the generators of a push.
+const LimitKey = "build.max_generators_per_push"
+
+// TooManyGenerators fails push p on its commit: it changes n generators,
+// counted as what says ("generator specs": files in .imagegen;
+// "generators": through their specs, scripts or cloud lists), more than
+// limit, the most one push may build; none is built.
+func (r *Reporter) TooManyGenerators(ctx context.Context, gh RepoClient, p Push, n, limit int, what string) error {
+	var sum strings.Builder
+	fmt.Fprintf(&sum, "This push (`%s`) changes **%d %s**, more than the **%d** generators one push may build "+
+		"(`%s` in the imagegen server's config). **None was built.**\n\n", shortSHA(p.After), n, what, limit, LimitKey)
+	fmt.Fprintf(&sum, "Push the changes in parts of at most %d generators, or ask the operator of imagegen to raise `%s`.\n", limit, LimitKey)
+	err := r.fail(ctx, gh, p, failure{
+		check:   PushCheck,
+		title:   fmt.Sprintf("too many generators in one push: %d, the limit is %d", n, limit),
+		summary: sum.String(),
+		desc:    fmt.Sprintf("%d %s changed, over the limit of %d per push (%s): none built", n, what, limit, LimitKey),
+		key:     "limit:" + p.Delivery,
+	})
+	if err != nil {
+		return fmt.Errorf("report too many generators: %w", err)
+	}
+	return nil
+}
+
+// DuplicateName fails generator name on push p's commit: the spec files at
+// (each "file:line:col", where the name is set) all define it, so none of
+// them is built.
+func (r *Reporter) DuplicateName(ctx context.Context, gh RepoClient, p Push, name string, at []string) error {
+	msg := DuplicateMessage(name, at)
+	var sum strings.Builder
+	fmt.Fprintf(&sum, "%s at `%s`: a generator's name must be unique in a repository, so none of them was built.\n\n```\n", msg, shortSHA(p.After))
+	for _, a := range at {
+		fmt.Fprintf(&sum, "%s: generator %q\n", a, name)
+	}
+	sum.WriteString("```\n\nGive all but one of them another `name:` (a spec without `name:` is named after its file). " +
+		"Run `imagegen validate` to check specs before pushing.\n")
+	err := r.fail(ctx, gh, p, failure{
+		name:    name,
+		title:   fmt.Sprintf("%d spec files define generator %q", len(at), name),
+		summary: sum.String(),
+		desc:    msg,
+		key:     "dup:" + p.Delivery + ":" + name,
+	})
+	if err != nil {
+		return fmt.Errorf("report generator %q defined twice: %w", name, err)
+	}
+	return nil
+}
+
+// DuplicateMessage says that the spec files at (file or file:line:col) all
+// define generator name: "a.yaml and b.yaml both define generator "web"".
+func DuplicateMessage(name string, at []string) string {
+	files := make([]string, len(at))
+	for i, a := range at {
+		files[i], _, _ = strings.Cut(a, ":")
+	}
+	if len(files) == 2 {
+		return fmt.Sprintf("%s and %s both define generator %q", files[0], files[1], name)
+	}
+	return fmt.Sprintf("%s and %s all define generator %q", strings.Join(files[:len(files)-1], ", "), files[len(files)-1], name)
+}
+
+// failure is a push's problem reported on its commit instead of a build.
+type failure struct {
+	name    string // the generator it concerns: check run imagegen: <name>, status imagegen/<name>
+	check   string // or the check run name and status context, for the push as a whole
+	title   string
+	summary string // markdown
+	desc    string // the commit status's description, with a token
+	key     string // the check run's external id, keyed by the delivery
+}
+
+// fail reports f on push p's commit: a failed check run, or with a token
+// (no check runs) a failed commit status. A plan retried after GitHub made
+// the run (a worker killed before the plan ended) finds it by its external
+// id and makes no second.
+func (r *Reporter) fail(ctx context.Context, gh RepoClient, p Push, f failure) error {
+	check, statusCtx := CheckRunName(f.name), "imagegen/"+f.name
+	if f.check != "" {
+		check, statusCtx = f.check, f.check
+	}
 	if !gh.CheckRuns() {
-		desc := "invalid spec"
-		if len(errs) > 0 {
-			desc = "invalid spec: " + errs[0].Error()
-		}
 		return gh.SetStatus(ctx, p.Repo, p.After, Status{
-			State: "failure", Context: "imagegen/" + gen, Description: truncate(desc, MaxStatusDescription),
+			State: "failure", Context: statusCtx, Description: truncate(firstLine(f.desc), MaxStatusDescription),
 		})
 	}
 	now := time.Now().UTC()
 	cr := CheckRun{
-		Name:        CheckRunName(gen),
+		Name:        check,
 		HeadSHA:     p.After,
 		Status:      "completed",
 		Conclusion:  "failure",
-		Title:       fmt.Sprintf("invalid spec: %d %s", len(errs), plural(len(errs), "error", "errors")),
-		Summary:     sum.String(),
+		Title:       f.title,
+		Summary:     f.summary,
 		StartedAt:   now,
 		CompletedAt: now,
-		// Keyed by the delivery: a plan retried after GitHub made the run
-		// (a worker killed before the plan ended) finds it and makes no second.
-		ExternalID: "spec:" + p.Delivery + ":" + gen,
+		ExternalID:  f.key,
 	}
 	_, found, err := gh.FindCheckRun(ctx, p.Repo, p.After, cr.Name, cr.ExternalID)
 	if err != nil {
-		return fmt.Errorf("report spec errors in %s: find check run: %w", file, err)
+		return fmt.Errorf("find check run: %w", err)
 	}
 	if found {
 		return nil
 	}
-	if _, err := gh.CreateCheckRun(ctx, p.Repo, cr); err != nil {
-		return fmt.Errorf("report spec errors in %s: %w", file, err)
-	}
-	return nil
+	_, err = gh.CreateCheckRun(ctx, p.Repo, cr)
+	return err
 }
 
 // truncate cuts s to at most n characters (runes), marking the cut.

@@ -108,6 +108,9 @@ type Build struct {
 	// running builds go on before it cancels them, cleans up and hands them
 	// back to the queue; default 0: at once.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// MaxGeneratorsPerPush bounds the generators one push builds: past it,
+	// the push builds none and says so on the commit; default 100.
+	MaxGeneratorsPerPush int `yaml:"max_generators_per_push"`
 }
 
 // Pages configures the build pages in the browser.

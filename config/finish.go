@@ -177,7 +177,13 @@ func (b *Build) fillDefaults() {
 	if b.LogLimit == 0 {
 		b.LogLimit = 4 << 20
 	}
+	if b.MaxGeneratorsPerPush == 0 {
+		b.MaxGeneratorsPerPush = DefaultMaxGeneratorsPerPush
+	}
 }
+
+// DefaultMaxGeneratorsPerPush is build.max_generators_per_push's default.
+const DefaultMaxGeneratorsPerPush = 100
 
 // checkLimits refuses negative durations and counts.
 func (c *Config) checkLimits(p *problems) {
@@ -196,6 +202,9 @@ func (c *Config) checkLimits(p *problems) {
 	}
 	if b.LogLimit < 0 {
 		p.bad("build.log_limit", "must be positive, got %d", b.LogLimit)
+	}
+	if b.MaxGeneratorsPerPush < 0 {
+		p.bad("build.max_generators_per_push", "must be positive, got %d", b.MaxGeneratorsPerPush)
 	}
 }
 

@@ -127,6 +127,7 @@ func TestPushEndToEnd(t *testing.T) {
 	rerun := editJSON(t, exampleCheckRunRerequested(t), func(m map[string]any) {
 		m["check_run"].(map[string]any)["external_id"] = build
 		m["check_run"].(map[string]any)["head_sha"] = sha
+		m["repository"].(map[string]any)["full_name"] = exampleRepo // a re-run stays in its repository
 	})
 	if code, body := e.deliver("check_run", "e2e-rerun", rerun); code != http.StatusAccepted {
 		t.Fatalf("check_run rerequested: %d %s", code, body)

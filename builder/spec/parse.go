@@ -8,6 +8,7 @@ import (
 	"path"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -112,7 +113,7 @@ func ParseFiles(repo fs.FS, files []string, opts Options) ([]*Spec, error) {
 		}
 		if first, ok := seen[s.Name]; ok {
 			errs = append(errs, Error{File: s.File, Line: s.namePos.line, Col: s.namePos.col,
-				Msg: fmt.Sprintf("generator name %q is also used by %s: names must be unique in a repository; rename one (set name:)", s.Name, first.nameAt())})
+				Msg: fmt.Sprintf("generator name %q is also used by %s: names must be unique in a repository; rename one (set name:)", s.Name, first.NameAt())})
 			continue
 		}
 		seen[s.Name] = s
@@ -259,39 +260,88 @@ func (p *parser) scriptFile(v *yaml.Node) (file, script string) {
 	}
 	file = path.Clean(name)
 	if p.repo == nil {
-		p.Errorf(v, "script_file %q cannot be read: no repository was given to read it from (use script: here)", file)
+		p.Errorf(v, "script_file %s cannot be read: no repository was given to read it from (use script: here)", quotePath(file))
 		return file, ""
 	}
 	data, err := readLimited(p.repo, file)
 	if err != nil {
-		p.Errorf(v, "script_file %q %v", file, err)
+		p.Errorf(v, "script_file %s %v", quotePath(file), err)
 		return file, ""
 	}
 	if !p.checkScript(file, data) {
 		return file, ""
 	}
 	if strings.TrimSpace(string(data)) == "" {
-		p.Errorf(v, "script_file %q is empty: write the commands that customize the image", file)
+		p.Errorf(v, "script_file %s is empty: write the commands that customize the image", quotePath(file))
 	}
 	return file, string(data)
 }
 
-// checkScriptPath says what is wrong with a script_file path, or "".
+// Bounds of a script_file path: Linux's NAME_MAX for a path element, and a
+// path short enough for an error message and a URL.
+const (
+	maxScriptPath    = 1024
+	maxPathElement   = 255
+	maxShownPath     = 128 // longer paths are shown by their start
+	shownPathPrefix  = 64
+	relativePathHint = "give a path relative to the repository root (e.g. scripts/setup.sh)"
+)
+
+// checkScriptPath says what is wrong with a script_file path, or "". It is
+// checked before anything is read: the path must name a file inside the
+// repository in plain characters (a control or invisible character could
+// hide a different path in logs, statuses and check runs).
 func checkScriptPath(name string) string {
 	if strings.TrimSpace(name) == "" {
-		return "script_file is empty: give the script's path relative to the repository root (e.g. scripts/setup.sh)"
+		return "script_file is empty: " + relativePathHint
+	}
+	q := quotePath(name)
+	if len(name) > maxScriptPath {
+		return fmt.Sprintf("script_file %s is %d bytes long: keep the path to %d bytes at most", q, len(name), maxScriptPath)
+	}
+	for i, r := range name {
+		switch {
+		case unicode.Is(unicode.Cc, r):
+			return fmt.Sprintf("script_file %s contains the control character %U at byte %d: %s", q, r, i, relativePathHint)
+		case r == utf8.RuneError:
+			return fmt.Sprintf("script_file %s contains %U, the replacement character (of text that was not UTF-8), at byte %d: write the path in plain characters", q, r, i)
+		case unicode.Is(unicode.Cf, r):
+			return fmt.Sprintf("script_file %s contains the invisible character %U at byte %d: write the path in plain characters", q, r, i)
+		}
 	}
 	if strings.HasPrefix(name, "/") || strings.HasPrefix(name, `\`) || len(name) > 1 && name[1] == ':' {
-		return fmt.Sprintf("script_file %q is an absolute path: give a path relative to the repository root (e.g. scripts/setup.sh)", name)
+		return fmt.Sprintf("script_file %s is an absolute path: %s", q, relativePathHint)
+	}
+	if strings.Contains(name, `\`) {
+		return fmt.Sprintf("script_file %s contains a backslash: separate directories with / (e.g. scripts/setup.sh)", q)
 	}
 	clean := path.Clean(name)
 	if clean == ".." || strings.HasPrefix(clean, "../") {
-		return fmt.Sprintf("script_file %q leads out of the repository: imagegen reads only files inside it; give a path relative to the repository root", name)
+		return fmt.Sprintf("script_file %s leads out of the repository: imagegen reads only files inside it; give a path relative to the repository root", q)
 	}
 	if !fs.ValidPath(clean) || clean == "." {
-		return fmt.Sprintf("script_file %q is not a valid path: give a slash-separated path relative to the repository root", name)
+		return fmt.Sprintf("script_file %s is not a valid path: give a slash-separated path relative to the repository root", q)
+	}
+	for _, elem := range strings.Split(clean, "/") {
+		if len(elem) > maxPathElement {
+			return fmt.Sprintf("script_file %s has a path element of %d bytes: keep each to %d bytes at most", q, len(elem), maxPathElement)
+		}
 	}
 	return ""
+}
+
+// quotePath quotes a script_file path for a message, its start only when it
+// is long.
+func quotePath(name string) string {
+	if len(name) <= maxShownPath {
+		return strconv.Quote(name)
+	}
+	for n := shownPathPrefix; n > 0; n-- {
+		if utf8.RuneStart(name[n]) {
+			return strconv.Quote(name[:n]) + "…"
+		}
+	}
+	return `"…"`
 }
 
 // checkScript refuses scripts that are not UTF-8 text, pointing into the script file.

@@ -34,8 +34,9 @@ type Spec struct {
 	namePos pos // where the name was set (1:1 when it comes from the file name)
 }
 
-// nameAt says where the spec's name was set, for duplicate-name errors.
-func (s *Spec) nameAt() string {
+// NameAt says where the spec's name was set, as file:line:col (line 1,
+// column 1 when the name comes from the file name), for duplicate-name errors.
+func (s *Spec) NameAt() string {
 	return fmt.Sprintf("%s:%d:%d", s.File, s.namePos.line, s.namePos.col)
 }
 
