@@ -76,13 +76,19 @@ func (d *Deliveries) Handle(ctx context.Context, id, event string, payload []byt
 	if err != nil {
 		return fmt.Errorf("delivery %s: %w: %w", id, err, ErrNoRetry)
 	}
+	if repo, ok := eventRepo(ev); ok && !d.planner.d.Config.GitHub.AcceptsRepo(repo) {
+		// The webhook ignores these already; a delivery queued before the
+		// config changed, or by a serve with another config, is ignored here.
+		d.planner.d.Logger.Info("delivery ignored: repository not allowed (github.allow_repos)", "delivery", id, "repo", repo)
+		return nil
+	}
 	switch ev := ev.(type) {
 	case Push:
 		ev.Delivery = id
 		return d.planner.Plan(ctx, ev)
 	case CheckRunRerun:
 		// Keyed by the delivery: a retried task re-runs the build once.
-		_, err := d.reruns.Rerun(ctx, ev.Build, RerunRequest{SkipPasswordClouds: true, Key: id, Repo: ev.Repo, SHA: ev.SHA})
+		_, err := d.reruns.Rerun(ctx, ev.Build, RerunRequest{SkipPasswordClouds: true, RecordDenied: true, Key: id, Repo: ev.Repo, SHA: ev.SHA})
 		var rerr *RequestError
 		var ferr *ForeignError
 		switch {
@@ -101,4 +107,17 @@ func (d *Deliveries) Handle(ctx context.Context, id, event string, payload []byt
 		return err
 	}
 	return nil
+}
+
+// eventRepo is the repository (owner/name) event ev is about.
+func eventRepo(ev Event) (string, bool) {
+	switch ev := ev.(type) {
+	case Push:
+		return ev.Repo, true
+	case CheckRunRerun:
+		return ev.Repo, true
+	case CheckSuiteRerun:
+		return ev.Repo, true
+	}
+	return "", false
 }

@@ -46,6 +46,9 @@ func (s *Server) webhook(c echo.Context) error {
 	if a == nil {
 		a = decide(event, payload)
 	}
+	if a == nil {
+		a = s.acceptRepo(payload) // github.allow_repos (allow.go)
+	}
 	if a == nil && delivery == "" {
 		a = refuse(http.StatusBadRequest, "bad_request", "missing X-GitHub-Delivery")
 	}
