@@ -435,3 +435,47 @@ func TestSweepSupport(t *testing.T) {
 		t.Errorf("%d sightings left after ForgetSeen", n)
 	}
 }
+
+// TestManifests: a cloud's manifest is a field of the build's hash, read on
+// its own (never by Get), expiring with the record; none is ErrNotFound.
+func TestManifests(t *testing.T) {
+	s, rdb := newStore(t, time.Hour, 0)
+	ctx := context.Background()
+	b, sp := twoCloudBuild("b1")
+	if _, err := s.Create(ctx, b, sp); err != nil {
+		t.Fatal(err)
+	}
+	big := []byte(strings.Repeat("\x1f\x8b manifest bytes ", 1<<16)) // ~1 MiB, binary
+	if err := s.SaveManifest(ctx, "b1", "a", big); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Manifest(ctx, "b1", "a")
+	if err != nil || string(got) != string(big) {
+		t.Fatalf("Manifest: %d bytes, %v", len(got), err)
+	}
+	if _, err := s.Manifest(ctx, "b1", "b"); !errors.Is(err, builds.ErrNotFound) {
+		t.Errorf("a cloud without a manifest: %v", err)
+	}
+	if _, err := s.Manifest(ctx, "nope", "a"); !errors.Is(err, builds.ErrNotFound) {
+		t.Errorf("a build that does not exist: %v", err)
+	}
+	if err := s.SaveManifest(ctx, "nope", "a", big); !errors.Is(err, builds.ErrNotFound) {
+		t.Errorf("saving for a build that does not exist: %v", err)
+	}
+	if n, _ := rdb.Exists(ctx, buildKey("nope")).Result(); n != 0 {
+		t.Error("saving a manifest made a record")
+	}
+	// Get reads the record, not the manifest, and the record still decodes.
+	rec, _, err := s.Get(ctx, "b1")
+	if err != nil || len(rec.Clouds) != 2 {
+		t.Fatalf("Get: %+v, %v", rec, err)
+	}
+	if ttl, _ := rdb.TTL(ctx, buildKey("b1")).Result(); ttl <= 0 || ttl > time.Hour {
+		t.Errorf("TTL %v: the manifest lives as long as the record", ttl)
+	}
+	// One key holds both: deleting the record deletes the manifest.
+	rdb.Del(ctx, buildKey("b1"))
+	if _, err := s.Manifest(ctx, "b1", "a"); !errors.Is(err, builds.ErrNotFound) {
+		t.Errorf("after the record expired: %v", err)
+	}
+}

@@ -233,6 +233,8 @@ func (b *build) stopAndSnapshot(t *testing.T, inst *clouds.Instance) *clouds.Ima
 			clouds.TagGenerator: "conformance",
 			clouds.TagScriptSHA: strings.Repeat("ab", 32),
 			clouds.TagBaseImage: b.h.Image,
+			// Every driver that tags images carries the manifest's digest too.
+			clouds.TagManifestSHA: strings.Repeat("cd", 32),
 		},
 		Log: b.req.Log,
 	}

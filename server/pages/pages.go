@@ -130,6 +130,7 @@ func (p *Pages) Routes(e *echo.Echo) {
 	e.GET("/builds", p.auth(readsBuilds, p.list))
 	e.GET("/builds/:id", p.auth(readsBuilds, p.build))
 	e.GET("/builds/:id/events", p.auth(readsBuilds, p.buildEvents))
+	e.GET("/builds/:id/manifests/:cloud", p.auth(readsBuilds, p.manifest))
 	e.GET("/builds/:id/log/:cloud", p.auth(readsLogs, p.logPage))
 	e.GET("/builds/:id/log/:cloud/events", p.auth(readsLogs, p.logEvents))
 	e.POST("/builds/:id/rerun", p.rerun, small)
@@ -424,6 +425,7 @@ type buildData struct {
 	Clouds                                                            []cloudView
 	Events                                                            string // the live update stream; "" when the build is done
 	Rerun                                                             rerunForm
+	Drift                                                             *driftView // nil: no cloud has a manifest
 }
 
 type rerunForm struct {
@@ -444,7 +446,9 @@ func (p *Pages) build(c echo.Context) error {
 	if b == nil {
 		return err
 	}
-	return p.render(c, http.StatusOK, "build", p.buildData(b, ""))
+	d := p.buildData(b, "")
+	d.Drift = p.driftView(c.Request().Context(), b)
+	return p.render(c, http.StatusOK, "build", d)
 }
 
 func (p *Pages) buildData(b *builds.Build, rerunErr string) buildData {
