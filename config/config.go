@@ -52,12 +52,17 @@ type Config struct {
 	// whose X-Forwarded-For names the client; without them the header is
 	// ignored and the client is the connection's peer.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// Allow is who may build on the clouds without an allow of their own
+	// (allow.go); nil: anyone the GitHub App is installed for.
+	Allow *Allow `yaml:"allow"`
 	// EncryptionKey encrypts passwords in tasks (32 bytes, base64 or hex);
 	// when empty, a key is generated at start (passwords then do not survive a restart).
 	EncryptionKey secret.String `yaml:"encryption_key"`
 
 	// Clouds are the configured clouds, by name. Decoded by their drivers.
 	Clouds map[string]*clouds.Entry `yaml:"-"`
+	// cloudAllow are the clouds' own allow rules, by cloud name.
+	cloudAllow map[string]*Allow
 	// CloudsNode is kept for the loader only.
 	// It is not marshaled: a driver's raw settings may hold expanded ${ENV} values.
 	CloudsNode yaml.Node `yaml:"clouds" json:"-"`
@@ -92,6 +97,16 @@ type GitHub struct {
 	WebhookSecret     secret.String `yaml:"webhook_secret"`
 	WebhookSecretFile string        `yaml:"webhook_secret_file"`
 	APIURL            string        `yaml:"api_url"` // default https://api.github.com/
+	// AllowRepos, when set, are the only repositories (OWNER/NAME
+	// patterns, as allow.repos) whose deliveries the webhook takes; others
+	// are answered 200 and ignored.
+	AllowRepos []string `yaml:"allow_repos"`
+}
+
+// AcceptsRepo reports whether deliveries about repo are taken
+// (github.allow_repos).
+func (g *GitHub) AcceptsRepo(repo string) bool {
+	return g.AllowRepos == nil || MatchRepo(g.AllowRepos, repo)
 }
 
 // Webhook bounds what POST /webhook reads at once. A delivery past either
@@ -243,6 +258,7 @@ func (c *Config) Warnings() []string {
 	case len(c.APITokens) == 0:
 		w = append(w, "api_tokens is empty: the re-run API refuses every request")
 	}
+	w = append(w, c.BuildWarnings()...)
 	if c.ReadAccess == ReadPublic {
 		what := "every build and image lineage (build logs still need a token)"
 		if c.PublicLogs {

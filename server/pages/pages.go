@@ -651,9 +651,12 @@ func (p *Pages) rerun(c echo.Context) error {
 	}
 	id, err := p.reruns.Rerun(c.Request().Context(), b.ID, req)
 	var rerr *builds.RequestError
+	var derr *builds.DeniedError
 	switch {
 	case errors.As(err, &rerr):
 		return fail(http.StatusBadRequest, rerr.Msg)
+	case errors.As(err, &derr):
+		return fail(http.StatusForbidden, derr.Msg)
 	case err != nil:
 		return err
 	case id == "":
