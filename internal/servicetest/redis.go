@@ -1,5 +1,6 @@
-// Package servicetest starts real services for tests: a throwaway redis-server on
-// 127.0.0.1 with its own directory, killed when the test ends.
+// Package servicetest starts real services for tests on 127.0.0.1, each in
+// its own directory and killed when the test ends: redis-server (alone, as a
+// Redis Cluster, or a primary and replica behind redis-sentinels) and sshd.
 package servicetest
 
 import (
@@ -27,6 +28,9 @@ type Redis struct {
 	bin  string
 	dir  string
 	port int
+	// args are the command line after the program for a port; nil: a
+	// stand-alone server (redisArgs). Cluster nodes and sentinels set it.
+	args func(port int) []string
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -45,40 +49,42 @@ func StartRedis(t testing.TB) *Redis {
 	return r
 }
 
-// start runs redis-server; port 0 picks a free one. Picking a port and binding
-// it are two steps, so a port taken in between is retried a few times.
+// start runs redis-server; port 0 picks a free one.
 func (r *Redis) start(t testing.TB, port int) {
+	t.Helper()
+	if port == 0 {
+		r.startWith(t, freeRedisPort)
+		return
+	}
+	if err := r.run(port); err != nil {
+		t.Fatalf("start redis-server: %v", err)
+	}
+}
+
+// startWith runs the server on a port pick chooses. Picking a port and
+// binding it are two steps, so a port taken in between is retried a few times.
+func (r *Redis) startWith(t testing.TB, pick func() (int, error)) {
 	t.Helper()
 	var lastErr error
 	for try := 0; try < 5; try++ {
-		p := port
-		if p == 0 {
-			var err error
-			if p, err = freeRedisPort(); err != nil {
-				t.Fatalf("find a free port: %v", err)
-			}
+		p, err := pick()
+		if err != nil {
+			t.Fatalf("find a free port: %v", err)
 		}
 		if lastErr = r.run(p); lastErr == nil {
 			return
 		}
-		if port != 0 {
-			break
-		}
 	}
-	t.Fatalf("start redis-server: %v", lastErr)
+	t.Fatalf("start %s: %v", filepath.Base(r.bin), lastErr)
 }
 
 func (r *Redis) run(port int) error {
 	logFile := filepath.Join(r.dir, "redis.log")
-	cmd := exec.Command(r.bin,
-		"--bind", "127.0.0.1",
-		"--port", strconv.Itoa(port),
-		"--dir", r.dir,
-		"--save", "",
-		"--appendonly", "yes",
-		"--logfile", logFile,
-		"--daemonize", "no",
-	)
+	args := r.redisArgs(port)
+	if r.args != nil {
+		args = r.args(port)
+	}
+	cmd := exec.Command(r.bin, args...)
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -106,6 +112,20 @@ func (r *Redis) run(port int) error {
 	_ = cmd.Process.Kill()
 	_ = exitOf(exited) // killed: its exit status says nothing
 	return fmt.Errorf("redis-server on %s did not answer PING within 10s: %s", addr, tail(logFile))
+}
+
+// redisArgs are a stand-alone server's: AOF on, RDB snapshots off, the log in
+// its directory.
+func (r *Redis) redisArgs(port int) []string {
+	return []string{
+		"--bind", "127.0.0.1",
+		"--port", strconv.Itoa(port),
+		"--dir", r.dir,
+		"--save", "",
+		"--appendonly", "yes",
+		"--logfile", filepath.Join(r.dir, "redis.log"),
+		"--daemonize", "no",
+	}
 }
 
 // Stop kills the server. Safe to call twice.
