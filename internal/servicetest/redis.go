@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -115,7 +116,8 @@ func (r *Redis) run(port int) error {
 }
 
 // redisArgs are a stand-alone server's: AOF on, RDB snapshots off, the log in
-// its directory.
+// its directory, and a replica that connects synced at once (not after the
+// default 5 s a primary waits for more replicas to share the transfer).
 func (r *Redis) redisArgs(port int) []string {
 	return []string{
 		"--bind", "127.0.0.1",
@@ -125,6 +127,7 @@ func (r *Redis) redisArgs(port int) []string {
 		"--appendonly", "yes",
 		"--logfile", filepath.Join(r.dir, "redis.log"),
 		"--daemonize", "no",
+		"--repl-diskless-sync-delay", "0",
 	}
 }
 
@@ -141,6 +144,25 @@ func (r *Redis) Stop() {
 	// Wait for the port to close, so a Restart can bind it again.
 	for i := 0; i < 200 && ping(r.Addr) == nil; i++ {
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Pause stops the server's process (SIGSTOP) without closing its
+// connections, as a hung host would: clients and replicas wait on it.
+// Resume (SIGCONT) lets it go on.
+func (r *Redis) Pause(t testing.TB) { r.signal(t, syscall.SIGSTOP) }
+
+// Resume continues a server Pause stopped.
+func (r *Redis) Resume(t testing.TB) { r.signal(t, syscall.SIGCONT) }
+
+func (r *Redis) signal(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	cmd := r.running()
+	if cmd == nil {
+		t.Fatalf("redis-server on %s is not running", r.Addr)
+	}
+	if err := cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal redis-server on %s: %v", r.Addr, err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -35,13 +36,8 @@ func StartRedisSentinel(t testing.TB) *RedisSentinel {
 	s := &RedisSentinel{Primary: &Redis{bin: bins[0], dir: t.TempDir()}}
 	s.Primary.start(t, 0)
 	t.Cleanup(s.Primary.Stop)
-	s.Replica = &Redis{bin: bins[0], dir: t.TempDir()}
+	s.Replica = StartRedisReplica(t, s.Primary)
 	_, primaryPort, _ := net.SplitHostPort(s.Primary.Addr)
-	s.Replica.args = func(port int) []string {
-		return append(s.Replica.redisArgs(port), "--replicaof", "127.0.0.1", primaryPort)
-	}
-	s.Replica.start(t, 0)
-	t.Cleanup(s.Replica.Stop)
 	for range 3 {
 		sn := &Redis{bin: bins[1], dir: t.TempDir()}
 		conf := filepath.Join(sn.dir, "sentinel.conf")
@@ -64,6 +60,20 @@ func StartRedisSentinel(t testing.TB) *RedisSentinel {
 	}
 	s.waitReady(t)
 	return s
+}
+
+// StartRedisReplica starts a redis-server replicating primary (REPLICAOF)
+// and returns once it is in sync. Skipped under -short (Need).
+func StartRedisReplica(t testing.TB, primary *Redis) *Redis {
+	t.Helper()
+	bin := Need(t, "Redis (Debian package redis-server)", "redis-server")[0]
+	r := &Redis{bin: bin, dir: t.TempDir()}
+	host, port, _ := net.SplitHostPort(primary.Addr)
+	r.args = func(p int) []string { return append(r.redisArgs(p), "--replicaof", host, port) }
+	r.start(t, 0)
+	t.Cleanup(r.Stop)
+	waitReplica(t, r, primary)
+	return r
 }
 
 // Addrs are the sentinels' addresses.
@@ -157,6 +167,42 @@ func (s *RedisSentinel) KillPrimary(t testing.TB) time.Duration {
 	}
 	t.Fatalf("the sentinels did not promote %s within 60 s of killing %s", s.Replica.Addr, s.Primary.Addr)
 	return 0
+}
+
+// Rejoin starts the primary KillPrimary killed again, on its port and in its
+// directory, as a replica of the replica that took over (as a restarted pod
+// asks the sentinels for the primary), and returns once the new primary
+// counts it online, so WAIT 1 on the new primary is answered again.
+func (s *RedisSentinel) Rejoin(t testing.TB) time.Duration {
+	t.Helper()
+	start := time.Now()
+	host, port, _ := net.SplitHostPort(s.Replica.Addr)
+	s.Primary.args = func(p int) []string { return append(s.Primary.redisArgs(p), "--replicaof", host, port) }
+	s.Primary.start(t, s.Primary.port)
+	waitReplica(t, s.Primary, s.Replica)
+	return time.Since(start)
+}
+
+// waitReplica waits until replica is in sync with primary and primary counts
+// it online (it counts a replica in WAIT only from its first acknowledgement).
+func waitReplica(t testing.TB, replica, primary *Redis) {
+	t.Helper()
+	ctx := context.Background()
+	rc := redis.NewClient(&redis.Options{Addr: replica.Addr})
+	defer rc.Close()
+	pc := redis.NewClient(&redis.Options{Addr: primary.Addr})
+	defer pc.Close()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		repl, err := rc.Info(ctx, "replication").Result()
+		prim, err2 := pc.Info(ctx, "replication").Result()
+		if err == nil && err2 == nil && containsLine(repl, "master_link_status:up") && strings.Contains(prim, "port="+strconv.Itoa(replica.port)+",state=online") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica %s not in sync with %s after 30 s: %v %v", replica.Addr, primary.Addr, err, err2)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func containsLine(text, line string) bool {
