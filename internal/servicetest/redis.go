@@ -1,6 +1,5 @@
-// Package servicetest starts real services for tests on 127.0.0.1, each in
-// its own directory and killed when the test ends: redis-server (alone, as a
-// Redis Cluster, or a primary and replica behind redis-sentinels) and sshd.
+// Package servicetest starts real services for tests on 127.0.0.1, killed when
+// the test ends: redis-server (alone, as a Cluster, behind Sentinel) and sshd.
 package servicetest
 
 import (
