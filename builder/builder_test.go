@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -139,7 +140,7 @@ func TestRunSucceeds(t *testing.T) {
 		t.Errorf("result %+v", r)
 	}
 	// No SSH endpoint: no script phase output, but every phase is reported.
-	wantPhases := []Phase{PhaseKey, PhaseLaunch, PhaseSSH, PhaseScript, PhaseStop, PhaseSnapshot, PhaseCleanup, PhaseDone}
+	wantPhases := []Phase{PhaseKey, PhaseLaunch, PhaseSSH, PhaseScript, PhaseManifest, PhaseStop, PhaseSnapshot, PhaseCleanup, PhaseDone}
 	if !slices.Equal(rec.phases, wantPhases) {
 		t.Errorf("phases %v, want %v", rec.phases, wantPhases)
 	}
@@ -396,22 +397,67 @@ func TestRunSSHWait(t *testing.T) {
 		defer l.Close()
 		return l.Addr().String()
 	}()
+	fp := "ssh-ed25519 " + ssh.FingerprintSHA256(s.HostPublic)
+	// Where refused endpoints point: it counts the connections a refusal must not make.
+	trap, dials := countingListener(t)
+	refused := "waiting for SSH: no SSH host key to pin for instance srv-2 at " + trap +
+		": the cloud gave none, and the first key seen is trusted only under host_key: first-use"
 	tests := []struct {
 		name      string
 		ep        clouds.Endpoint
 		wantState State
 		wantErr   string
-		wantLog   string
+		wantLog   []string
 	}{
 		{
-			name:      "no host key from the driver: trust on first use, logged",
-			ep:        clouds.Endpoint{Addr: s.Addr, User: s.User, Signer: s.ClientSigner},
+			name:      "pinned key: the log says which, and from where",
+			ep:        clouds.Endpoint{Addr: s.Addr, User: s.User, Signer: s.ClientSigner, HostKeys: []string{s.HostKey}, HostKeySource: "injected", HostKeyPolicy: clouds.HostKeyConsole},
 			wantState: StateSucceeded,
-			wantLog:   "WARN trusting the SSH host key on first use",
+			wantLog:   []string{`pinning the SSH host key source=injected host_key="` + fp + `"`, `SSH is up addr=` + s.Addr + ` user=` + s.User + ` host_key="` + fp + `"`},
+		},
+		{
+			name: "several console keys: all named, the one presented too",
+			ep: clouds.Endpoint{Addr: s.Addr, User: s.User, Signer: s.ClientSigner, HostKeys: []string{otherHostKey(t), s.HostKey},
+				HostKeySource: "console", HostKeyPolicy: clouds.HostKeyConsole},
+			wantState: StateSucceeded,
+			wantLog:   []string{`pinning 2 SSH host keys (the server must present one) source=console host_key="ssh-ed25519 SHA256:`, `, ` + fp + `"`, `SSH is up addr=` + s.Addr + ` user=` + s.User + ` host_key="` + fp + `"`},
+		},
+		{
+			name:      "no host key, host_key: first-use: trusted, with warnings naming the key",
+			ep:        clouds.Endpoint{Addr: s.Addr, User: s.User, Signer: s.ClientSigner, HostKeySource: clouds.SourceFirstUse, HostKeyPolicy: clouds.HostKeyFirstUse},
+			wantState: StateSucceeded,
+			wantLog: []string{
+				"WARN no SSH host key is known for this instance: the first key the server presents will be trusted (host_key: first-use; not recommended) source=first-use",
+				"WARN trusting the SSH host key on first use: nothing known to pin it against addr=" + s.Addr + ` host_key="` + fp + `"`,
+			},
+		},
+		{
+			name:      "no host key and no policy: refused, not trusted on first use",
+			ep:        clouds.Endpoint{Addr: trap, User: s.User, Signer: s.ClientSigner},
+			wantState: StateFailed,
+			wantErr:   refused,
+		},
+		{
+			name:      "no host key under host_key: console: refused",
+			ep:        clouds.Endpoint{Addr: trap, User: s.User, Signer: s.ClientSigner, HostKeyPolicy: clouds.HostKeyConsole},
+			wantState: StateFailed,
+			wantErr:   refused,
+		},
+		{
+			name:      "no host key under host_key: require: refused",
+			ep:        clouds.Endpoint{Addr: trap, User: s.User, Signer: s.ClientSigner, HostKeyPolicy: clouds.HostKeyRequire},
+			wantState: StateFailed,
+			wantErr:   refused,
+		},
+		{
+			name:      "host_key: require with a key from the console: refused",
+			ep:        clouds.Endpoint{Addr: trap, User: s.User, Signer: s.ClientSigner, HostKeys: []string{s.HostKey}, HostKeySource: "console", HostKeyPolicy: clouds.HostKeyRequire},
+			wantState: StateFailed,
+			wantErr:   "waiting for SSH: no SSH host key known before first contact for instance srv-2: host_key: require, but the key came from console",
 		},
 		{
 			name:      "SSH never answers: fails after the timeout and cleans up",
-			ep:        clouds.Endpoint{Addr: closed, User: s.User, Signer: s.ClientSigner},
+			ep:        clouds.Endpoint{Addr: closed, User: s.User, Signer: s.ClientSigner, HostKeys: []string{s.HostKey}, HostKeySource: "injected"},
 			wantState: StateFailed,
 			wantErr:   "waiting for SSH: SSH on " + closed + " did not answer within 1.5s",
 		},
@@ -432,8 +478,13 @@ func TestRunSSHWait(t *testing.T) {
 			if r.State != tt.wantState || !strings.Contains(r.Error, tt.wantErr) {
 				t.Fatalf("state %s error %q, want %s %q", r.State, r.Error, tt.wantState, tt.wantErr)
 			}
-			if tt.wantLog != "" && !slices.ContainsFunc(rec.text(StreamImagegen), func(s string) bool { return strings.Contains(s, tt.wantLog) }) {
-				t.Errorf("log lacks %q: %q", tt.wantLog, rec.text(""))
+			for _, want := range tt.wantLog {
+				if !slices.ContainsFunc(rec.text(StreamImagegen), func(s string) bool { return strings.Contains(s, want) }) {
+					t.Errorf("log lacks %q:\n%s", want, strings.Join(rec.text(""), "\n"))
+				}
+			}
+			if tt.ep.Addr == trap && dials() > 0 {
+				t.Errorf("%d connections to the instance; a refused endpoint must not be dialled", dials())
 			}
 			if tt.wantState == StateSucceeded && !slices.Equal(rec.text(StreamStdout), []string{"ran"}) {
 				t.Errorf("stdout %q", rec.text(StreamStdout))
@@ -441,6 +492,28 @@ func TestRunSSHWait(t *testing.T) {
 			checkCleanedUp(t, f, tt.wantState == StateSucceeded)
 		})
 	}
+}
+
+// countingListener accepts and closes connections on a local port, counting them.
+func countingListener(t *testing.T) (string, func() int) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	var n atomic.Int32
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			n.Add(1)
+			c.Close()
+		}
+	}()
+	return l.Addr().String(), func() int { return int(n.Load()) }
 }
 
 func otherHostKey(t *testing.T) string {

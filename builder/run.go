@@ -23,7 +23,7 @@ import (
 
 // Defaults for Job's zero values.
 const (
-	DefaultSSHTimeout     = 15 * time.Minute
+	DefaultSSHTimeout     = clouds.DefaultSSHTimeout // 15 min
 	DefaultCleanupTimeout = 10 * time.Minute
 )
 
@@ -113,6 +113,7 @@ func (p *pipeline) steps() []step {
 		{PhaseLaunch, p.launch, p.terminate},
 		{PhaseSSH, p.waitSSH, p.closeSSH},
 		{PhaseScript, p.runScript, nil},
+		{PhaseManifest, p.collectManifest, nil},
 	}
 	if p.job.Cloud.Features().Images {
 		steps = append(steps,
@@ -290,6 +291,7 @@ func (p *pipeline) launch(ctx context.Context) error {
 		User:          cs.SSHUser,
 		AuthorizedKey: p.authorizedKey,
 		HostKey:       p.hostKey,
+		SSHTimeout:    p.job.SSHTimeout,
 		Tags: map[string]string{
 			clouds.TagBuild:      p.job.Build,
 			clouds.TagGenerator:  p.job.Spec.Name,
@@ -342,8 +344,8 @@ func (p *pipeline) waitSSH(ctx context.Context) error {
 	if ep.Signer != nil {
 		signer = ep.Signer
 	}
-	if len(ep.HostKeys) > 0 {
-		p.slog.Info("pinning the SSH host key", "source", orDefault(ep.HostKeySource, "driver"))
+	if err := p.pinHostKeys(ep); err != nil {
+		return err
 	}
 	lastReport := time.Duration(0)
 	c, err := sshexec.Connect(ctx, sshexec.Config{
@@ -352,6 +354,7 @@ func (p *pipeline) waitSSH(ctx context.Context) error {
 		Signer:        signer,
 		HostKeys:      ep.HostKeys,
 		HostKeySource: ep.HostKeySource,
+		TrustFirstUse: len(ep.HostKeys) == 0 && ep.HostKeyPolicy.TrustsFirstUse(),
 		Timeout:       p.job.SSHTimeout,
 		Log:           p.slog,
 		Progress: func(elapsed time.Duration, lastErr error) {
@@ -366,6 +369,41 @@ func (p *pipeline) waitSSH(ctx context.Context) error {
 		return err
 	}
 	p.client = c
+	return nil
+}
+
+// pinHostKeys enforces the cloud's host_key policy on the endpoint Launch
+// returned, and says in the build log which keys are pinned and where they
+// came from. Without keys only host_key: first-use may connect: a driver that
+// learned nothing under any other policy (or none) is refused here, so no
+// cloud falls back to trusting the first key seen.
+func (p *pipeline) pinHostKeys(ep *clouds.Endpoint) error {
+	source := orDefault(ep.HostKeySource, "the driver")
+	if len(ep.HostKeys) == 0 {
+		if !ep.HostKeyPolicy.TrustsFirstUse() {
+			return fmt.Errorf("%w to pin for instance %s at %s: the cloud gave none, and the first key seen is trusted only under host_key: first-use",
+				clouds.ErrNoHostKey, orDefault(p.inst.ID, "?"), ep.Addr)
+		}
+		p.slog.Warn("no SSH host key is known for this instance: the first key the server presents will be trusted (host_key: first-use; not recommended)",
+			"source", clouds.SourceFirstUse)
+		return nil
+	}
+	if ep.HostKeyPolicy == clouds.HostKeyRequire && ep.HostKeySource != clouds.SourceInjected && ep.HostKeySource != clouds.SourceConfig {
+		return fmt.Errorf("%w known before first contact for instance %s: host_key: require, but the key came from %s", clouds.ErrNoHostKey, orDefault(p.inst.ID, "?"), source)
+	}
+	fps := make([]string, 0, len(ep.HostKeys))
+	for _, line := range ep.HostKeys {
+		k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+		if err != nil {
+			return fmt.Errorf("host key from %s: %w", source, err)
+		}
+		fps = append(fps, k.Type()+" "+ssh.FingerprintSHA256(k))
+	}
+	msg := "pinning the SSH host key"
+	if len(fps) > 1 {
+		msg = fmt.Sprintf("pinning %d SSH host keys (the server must present one)", len(fps))
+	}
+	p.slog.Info(msg, "source", source, "host_key", strings.Join(fps, ", "))
 	return nil
 }
 
@@ -435,6 +473,7 @@ func (p *pipeline) snapshot(ctx context.Context) error {
 		clouds.TagBaseImage: cs.Image,
 		clouds.TagBuild:     p.job.Build,
 	}
+	p.manifestTags(tags)
 	req := clouds.SnapshotRequest{Name: p.imageName, Tags: tags, Log: p.log.logger(StreamImagegen).With("driver", p.job.CloudName)}
 	if err := p.job.Cloud.Snapshot(ctx, &p.inst, req, &p.img); err != nil {
 		return err

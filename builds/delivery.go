@@ -29,9 +29,13 @@ type Push struct {
 	Incomplete bool
 }
 
-// CheckRunRerun is a check run's "Re-run" button: build Build again.
+// CheckRunRerun is a check run's "Re-run" button: build Build again. The
+// build must be one of Repo's, made for commit SHA: the external id alone
+// is not trusted to name a build of the repository the event comes from.
 type CheckRunRerun struct {
 	Build string // the check run's external id
+	Repo  string // owner/name: the repository the event comes from
+	SHA   string // the check run's head commit
 }
 
 // CheckSuiteRerun is a check suite's "Re-run all checks": the newest build
@@ -78,10 +82,17 @@ func (d *Deliveries) Handle(ctx context.Context, id, event string, payload []byt
 		return d.planner.Plan(ctx, ev)
 	case CheckRunRerun:
 		// Keyed by the delivery: a retried task re-runs the build once.
-		_, err := d.reruns.Rerun(ctx, ev.Build, RerunRequest{SkipPasswordClouds: true, Key: id})
+		_, err := d.reruns.Rerun(ctx, ev.Build, RerunRequest{SkipPasswordClouds: true, Key: id, Repo: ev.Repo, SHA: ev.SHA})
 		var rerr *RequestError
-		if errors.Is(err, ErrNotFound) || errors.As(err, &rerr) {
+		var ferr *ForeignError
+		switch {
+		case errors.As(err, &ferr):
+			d.reruns.d.Logger.Warn("check run re-run refused: the build is not the event's", "delivery", id,
+				"build", ev.Build, "repo", ev.Repo, "sha", ev.SHA, "reason", ferr.Msg)
+			return nil
+		case errors.Is(err, ErrNotFound) || errors.As(err, &rerr):
 			// Not ours, expired, or nothing that can run: nothing to retry.
+			d.reruns.d.Logger.Info("check run re-run: nothing re-run", "delivery", id, "build", ev.Build, "repo", ev.Repo, "err", err)
 			return nil
 		}
 		return err

@@ -22,6 +22,8 @@ type RepoClient interface {
 	// read. A path that does not exist is fs.ErrNotExist, an entry that is
 	// not a regular file (a symlink, a submodule) fs.ErrPermission, a path
 	// refused fs.ErrInvalid; any other error (GitHub away) is worth a retry.
+	// Stat gives a file's size without downloading it, so a file over
+	// spec.MaxFileSize is refused unread.
 	FS(ctx context.Context, repo, ref string) fs.FS
 	// ChangedFiles lists the paths that differ between the commits base and
 	// head, for a push whose payload cannot be trusted to list them.

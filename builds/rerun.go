@@ -36,10 +36,20 @@ type RerunRequest struct {
 	// build's id derives from it and the old build's, so the same request
 	// retried makes its build once.
 	Key string
+	// Repo and SHA, when set, are what the build must belong to: the
+	// repository (owner/name) and commit a webhook event names. A build of
+	// another is refused with a ForeignError.
+	Repo, SHA string
 }
 
 // RequestError is a re-run request that cannot be served as asked.
 type RequestError struct{ Msg string }
+
+// ForeignError refuses a re-run of a build that is not of the repository
+// (or commit) the request came from.
+type ForeignError struct{ Msg string }
+
+func (e *ForeignError) Error() string { return e.Msg }
 
 func (e *RequestError) Error() string { return e.Msg }
 
@@ -66,7 +76,7 @@ func (r *Reruns) RerunCommit(ctx context.Context, repo, sha, key string) ([]stri
 	done := map[string]bool{} // generators seen, newest build first
 	var ids []string
 	for _, b := range bs {
-		if b.Commit != sha || done[b.Generator] {
+		if b.Repo != repo || b.Commit != sha || done[b.Generator] {
 			continue
 		}
 		done[b.Generator] = true
@@ -75,11 +85,14 @@ func (r *Reruns) RerunCommit(ctx context.Context, repo, sha, key string) ([]stri
 			ids = append(ids, b.ID)
 			continue
 		}
-		id, err := r.Rerun(ctx, b.ID, RerunRequest{SkipPasswordClouds: true, Key: key})
+		id, err := r.Rerun(ctx, b.ID, RerunRequest{SkipPasswordClouds: true, Key: key, Repo: repo, SHA: sha})
 		var rerr *RequestError
 		switch {
 		case errors.As(err, &rerr):
 			r.d.Logger.Info("check suite re-run: build not re-run", "build", b.ID, "reason", rerr.Msg)
+			continue
+		case errors.As(err, new(*ForeignError)):
+			r.d.Logger.Warn("check suite re-run refused", "build", b.ID, "repo", repo, "sha", sha, "reason", err.Error())
 			continue
 		case err != nil:
 			return ids, err
@@ -99,6 +112,12 @@ func (r *Reruns) Rerun(ctx context.Context, id string, req RerunRequest) (string
 	old, sp, err := r.d.Store.Get(ctx, id)
 	if err != nil {
 		return "", err
+	}
+	switch {
+	case req.Repo != "" && old.Repo != req.Repo:
+		return "", &ForeignError{fmt.Sprintf("build %s belongs to repository %s, not %s", id, old.Repo, req.Repo)}
+	case req.SHA != "" && old.Commit != req.SHA:
+		return "", &ForeignError{fmt.Sprintf("build %s was made for commit %s, not %s", id, shortSHA(old.Commit), shortSHA(req.SHA))}
 	}
 	if sp == nil {
 		return "", fmt.Errorf("build %s has no stored spec", id)

@@ -46,7 +46,7 @@ func newService(t *testing.T, gh *githubtest.Mem) (*service, *config.Config, *re
 }
 
 // newServiceWith is newService on a config of the test's own.
-func newServiceWith(t *testing.T, gh *githubtest.Mem, yml string) (*service, *config.Config, *redis.Client) {
+func newServiceWith(t *testing.T, gh builds.GitHub, yml string) (*service, *config.Config, *redis.Client) {
 	t.Helper()
 	r := servicetest.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})

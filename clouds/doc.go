@@ -29,5 +29,6 @@
 //
 // This package's own files: cloud.go, the Cloud contract and what it passes; errors.go,
 // Kind and Error; retry.go, Backoff, Retry, Poll, Within and Sleep; registry.go, the
-// registry and the strict decoding of a cloud's config entry.
+// registry and the strict decoding of a cloud's config entry; hostkey.go, the host_key
+// policies and the host-key step drivers that inject or read the console share.
 package clouds

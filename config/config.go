@@ -38,8 +38,22 @@ type Config struct {
 	Build  Build  `yaml:"build"`
 	Pages  Pages  `yaml:"pages"`
 
-	// APITokens are bearer tokens for the API's mutating routes.
-	APITokens []secret.String `yaml:"api_tokens"`
+	// APITokens are the bearer tokens of the API and the pages' sign-in,
+	// each with its scopes and repositories (tokens.go).
+	APITokens []APIToken `yaml:"api_tokens"`
+	// ReadAccess says who may read builds, image lineage and the build
+	// pages: ReadToken (the default) or ReadPublic.
+	ReadAccess string `yaml:"read_access"`
+	// PublicLogs opens build logs too when ReadAccess is ReadPublic.
+	PublicLogs bool `yaml:"public_logs"`
+	// MetricsListen, when set, is where serve answers /metrics (and
+	// /healthz, /readyz) without authentication; the main listener then
+	// answers 404 on /metrics.
+	MetricsListen string `yaml:"metrics_listen"`
+	// TrustedProxies are the addresses (CIDRs or IPs) of reverse proxies
+	// whose X-Forwarded-For names the client; without them the header is
+	// ignored and the client is the connection's peer.
+	TrustedProxies []string `yaml:"trusted_proxies"`
 	// EncryptionKey encrypts passwords in tasks (32 bytes, base64 or hex);
 	// when empty, a key is generated at start (passwords then do not survive a restart).
 	EncryptionKey secret.String `yaml:"encryption_key"`
@@ -97,6 +111,9 @@ type Build struct {
 	// running builds go on before it cancels them, cleans up and hands them
 	// back to the queue; default 0: at once.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// MaxGeneratorsPerPush bounds the generators one push builds: past it,
+	// the push builds none and says so on the commit; default 100.
+	MaxGeneratorsPerPush int `yaml:"max_generators_per_push"`
 }
 
 // Pages configures the build pages in the browser.
@@ -223,8 +240,18 @@ func (c *Config) Warnings() []string {
 	} else if c.GitHub.AppID == 0 {
 		w = append(w, "github: token mode: commit statuses only; check runs need a GitHub App (app_id, private_key_file)")
 	}
-	if len(c.APITokens) == 0 {
+	switch {
+	case len(c.APITokens) == 0 && c.ReadAccess == ReadToken:
+		w = append(w, "api_tokens is empty and read_access is token: the API refuses every request and the build pages open only through the signed links on GitHub")
+	case len(c.APITokens) == 0:
 		w = append(w, "api_tokens is empty: the re-run API refuses every request")
+	}
+	if c.ReadAccess == ReadPublic {
+		what := "every build and image lineage (build logs still need a token)"
+		if c.PublicLogs {
+			what = "every build, image lineage and build log"
+		}
+		w = append(w, "read_access is public: anyone who reaches this server reads "+what)
 	}
 	return w
 }

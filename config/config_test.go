@@ -80,10 +80,11 @@ func TestParse(t *testing.T) {
 			src:  "clouds: {}\n",
 			check: func(t *testing.T, c *Config) {
 				want := Config{File: "imagegen.yaml", Listen: ":8080", BaseURL: "http://localhost:8080", Redis: "redis://127.0.0.1:6379/0", RedisDurability: DurabilityAck,
-					GitHub: GitHub{APIURL: "https://api.github.com/"},
-					Build:  Build{SSHTimeout: 15 * time.Minute, Timeout: 2 * time.Hour, CleanupTimeout: 10 * time.Minute, Concurrency: 10, LogLimit: 4 << 20, Retention: 90 * 24 * time.Hour, SweepInterval: 5 * time.Minute},
-					Pages:  Pages{LinkTTL: 90 * 24 * time.Hour},
-					Clouds: map[string]*clouds.Entry{}}
+					GitHub:     GitHub{APIURL: "https://api.github.com/"},
+					Build:      Build{SSHTimeout: 15 * time.Minute, Timeout: 2 * time.Hour, CleanupTimeout: 10 * time.Minute, Concurrency: 10, LogLimit: 4 << 20, Retention: 90 * 24 * time.Hour, SweepInterval: 5 * time.Minute, MaxGeneratorsPerPush: 100},
+					Pages:      Pages{LinkTTL: 90 * 24 * time.Hour},
+					ReadAccess: ReadToken,
+					Clouds:     map[string]*clouds.Entry{}}
 				c.CloudsNode = want.CloudsNode
 				if !reflect.DeepEqual(*c, want) {
 					t.Errorf("got  %+v\nwant %+v", *c, want)
@@ -98,7 +99,7 @@ redis: rediss://redis.example.org:6380/2
 github:
   api_url: https://ghe.example.org/api/v3
   token: ghp_inline0123456789
-build: {ssh_timeout: 90s, timeout: 3h, cleanup_timeout: 5m, concurrency: 4, log_limit: 1024, retention: 24h}
+build: {ssh_timeout: 90s, timeout: 3h, cleanup_timeout: 5m, concurrency: 4, log_limit: 1024, retention: 24h, max_generators_per_push: 7}
 api_tokens: [0123456789abcdef0123]
 `,
 			check: func(t *testing.T, c *Config) {
@@ -108,11 +109,11 @@ api_tokens: [0123456789abcdef0123]
 				if c.GitHub.APIURL != "https://ghe.example.org/api/v3/" || c.GitHub.Token.Reveal() != "ghp_inline0123456789" {
 					t.Errorf("github = %+v", c.GitHub)
 				}
-				want := Build{SSHTimeout: 90 * time.Second, Timeout: 3 * time.Hour, CleanupTimeout: 5 * time.Minute, Concurrency: 4, LogLimit: 1024, Retention: 24 * time.Hour, SweepInterval: 5 * time.Minute}
+				want := Build{SSHTimeout: 90 * time.Second, Timeout: 3 * time.Hour, CleanupTimeout: 5 * time.Minute, Concurrency: 4, LogLimit: 1024, Retention: 24 * time.Hour, SweepInterval: 5 * time.Minute, MaxGeneratorsPerPush: 7}
 				if c.Build != want {
 					t.Errorf("build = %+v, want %+v", c.Build, want)
 				}
-				if len(c.APITokens) != 1 || c.APITokens[0].Reveal() != "0123456789abcdef0123" {
+				if len(c.APITokens) != 1 || c.APITokens[0].Token.Reveal() != "0123456789abcdef0123" {
 					t.Errorf("api_tokens = %v", c.APITokens)
 				}
 			},
@@ -142,7 +143,7 @@ api_tokens: ["${TOKEN}"]
 				if c.Build.Concurrency != 3 || c.Build.Timeout != 45*time.Minute {
 					t.Errorf("build = %+v", c.Build)
 				}
-				if len(c.APITokens) != 1 || c.APITokens[0].Reveal() != "tok-0123456789abcdef" {
+				if len(c.APITokens) != 1 || c.APITokens[0].Token.Reveal() != "tok-0123456789abcdef" {
 					t.Errorf("api_tokens = %v", c.APITokens)
 				}
 			},
@@ -162,7 +163,7 @@ api_tokens: ["${TOKEN}"]
 		{
 			name:    "unknown keys at every level",
 			src:     "listne: x\ngithub:\n  appid: 1\nbuild:\n  timeout: 1h\n  retries: 3\n",
-			wantErr: []string{`imagegen.yaml:1:1: unknown key "listne": did you mean "listen"? (known: api_tokens, base_url, build, clouds, encryption_key, github, listen, pages, redis, redis_cluster, redis_durability, redis_sentinel)`, `imagegen.yaml:3:3: unknown key "appid" in github: did you mean "app_id"? (known: api_url, app_id, private_key_file, token, token_file, webhook_secret, webhook_secret_file)`, `imagegen.yaml:6:3: unknown key "retries" in build (known: cleanup_timeout, concurrency, log_limit, retention, shutdown_grace, ssh_timeout, sweep_interval, timeout)`},
+			wantErr: []string{`imagegen.yaml:1:1: unknown key "listne": did you mean "listen"? (known: api_tokens, base_url, build, clouds, encryption_key, github, listen, metrics_listen, pages, public_logs, read_access, redis, redis_cluster, redis_durability, redis_sentinel, trusted_proxies)`, `imagegen.yaml:3:3: unknown key "appid" in github: did you mean "app_id"? (known: api_url, app_id, private_key_file, token, token_file, webhook_secret, webhook_secret_file)`, `imagegen.yaml:6:3: unknown key "retries" in build (known: cleanup_timeout, concurrency, log_limit, max_generators_per_push, retention, shutdown_grace, ssh_timeout, sweep_interval, timeout)`},
 		},
 		{
 			name: "secrets from files",
@@ -251,8 +252,8 @@ api_tokens: ["${TOKEN}"]
 		},
 		{
 			name:    "negative durations",
-			src:     "build: {timeout: -1m, ssh_timeout: -1s, retention: -1h, cleanup_timeout: -1ms, concurrency: -2, log_limit: -1}\n",
-			wantErr: []string{"imagegen.yaml: build.ssh_timeout: must be positive, got -1s", "imagegen.yaml: build.timeout: must be positive, got -1m0s", "imagegen.yaml: build.cleanup_timeout: must be positive, got -1ms", "imagegen.yaml: build.retention: must be positive, got -1h0m0s", "imagegen.yaml: build.concurrency: must be positive, got -2", "imagegen.yaml: build.log_limit: must be positive, got -1"},
+			src:     "build: {timeout: -1m, ssh_timeout: -1s, retention: -1h, cleanup_timeout: -1ms, concurrency: -2, log_limit: -1, max_generators_per_push: -5}\n",
+			wantErr: []string{"imagegen.yaml: build.ssh_timeout: must be positive, got -1s", "imagegen.yaml: build.timeout: must be positive, got -1m0s", "imagegen.yaml: build.cleanup_timeout: must be positive, got -1ms", "imagegen.yaml: build.retention: must be positive, got -1h0m0s", "imagegen.yaml: build.concurrency: must be positive, got -2", "imagegen.yaml: build.log_limit: must be positive, got -1", "imagegen.yaml: build.max_generators_per_push: must be positive, got -5"},
 		},
 		{
 			name:    "bad duration",
@@ -367,7 +368,7 @@ clouds:
 		t.Fatal(err)
 	}
 	// Sanity: the secrets were loaded, so their absence below means something.
-	if c.GitHub.WebhookSecret.Reveal() != env["HOOK"] || c.APITokens[0].Reveal() != env["TOKEN"] || c.EncryptionKey.Reveal() != env["KEY"] || c.GitHub.PrivateKey.Reveal() != "PRIVATE-KEY-MATERIAL-4242" {
+	if c.GitHub.WebhookSecret.Reveal() != env["HOOK"] || c.APITokens[0].Token.Reveal() != env["TOKEN"] || c.EncryptionKey.Reveal() != env["KEY"] || c.GitHub.PrivateKey.Reveal() != "PRIVATE-KEY-MATERIAL-4242" {
 		t.Fatalf("secrets not loaded: %+v", c)
 	}
 	js, err := json.Marshal(c)
@@ -382,8 +383,11 @@ clouds:
 		"json": string(js),
 	}
 	for name, out := range outputs {
-		if strings.Contains(out, "4242") {
-			t.Errorf("%s shows a secret: %s", name, out)
+		// The secrets themselves, not "4242": %v prints pointers, whose hex may hold it.
+		for _, sec := range []string{env["HOOK"], env["TOKEN"], env["KEY"], "PRIVATE-KEY-MATERIAL-4242"} {
+			if strings.Contains(out, sec) {
+				t.Errorf("%s shows a secret: %s", name, out)
+			}
 		}
 		if name != "%v" && name != "%#v" && !strings.Contains(out, secret.Redacted) {
 			t.Errorf("%s does not show %s where the secrets are: %s", name, secret.Redacted, out)

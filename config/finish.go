@@ -41,7 +41,7 @@ func (c *Config) finish(reg *clouds.Registry) error {
 		c.Pages.LinkTTL = c.Build.Retention
 	}
 	c.checkLimits(p)
-	c.checkAPITokens(p)
+	c.finishAccess(p) // reads token files: before checkSecrets
 	c.checkSecrets(p)
 	c.loadClouds(reg, p)
 	return errors.Join(p.errs...)
@@ -185,7 +185,13 @@ func (b *Build) fillDefaults() {
 	if b.LogLimit == 0 {
 		b.LogLimit = 4 << 20
 	}
+	if b.MaxGeneratorsPerPush == 0 {
+		b.MaxGeneratorsPerPush = DefaultMaxGeneratorsPerPush
+	}
 }
+
+// DefaultMaxGeneratorsPerPush is build.max_generators_per_push's default.
+const DefaultMaxGeneratorsPerPush = 100
 
 // checkLimits refuses negative durations and counts.
 func (c *Config) checkLimits(p *problems) {
@@ -205,13 +211,8 @@ func (c *Config) checkLimits(p *problems) {
 	if b.LogLimit < 0 {
 		p.bad("build.log_limit", "must be positive, got %d", b.LogLimit)
 	}
-}
-
-func (c *Config) checkAPITokens(p *problems) {
-	for i, t := range c.APITokens {
-		if len(t.Reveal()) < 16 {
-			p.bad(fmt.Sprintf("api_tokens[%d]", i), "is shorter than 16 characters: use a long random token (openssl rand -hex 32)")
-		}
+	if b.MaxGeneratorsPerPush < 0 {
+		p.bad("build.max_generators_per_push", "must be positive, got %d", b.MaxGeneratorsPerPush)
 	}
 }
 

@@ -127,6 +127,15 @@ func TestConfigSchemaRejects(t *testing.T) {
 		"clouds: {a: {type: qemu, dir: /d, accel: hvf}}",
 		"build: {timeout: soon}",
 		"clouds: {a: {type: ec2, password: hunter2}}",
+		"clouds: {a: {type: openstack, cloud: c, host_key: tofu}}",
+		"clouds: {a: {type: ec2, region: us-east-1, host_key: 'ssh-ed25519 AAAA'}}",
+		"clouds: {a: {type: ssh, host: h, private_key_file: k}}",
+		"clouds: {a: {type: simulated, ssh: {host: h, private_key_file: k}}}",
+		"read_access: everyone",
+		"api_tokens: [{token: x}]",
+		"api_tokens: [{token: x, scopes: [write]}]",
+		"api_tokens: [{token: x, token_file: /t, scopes: [read]}]",
+		"api_tokens: [{token: x, scopes: [read], repos: [fg]}]",
 	} {
 		if err := sch.Validate(yamlToJSON(t, []byte(doc))); err == nil {
 			t.Errorf("the schema accepts %q, which imagegen refuses", doc)
@@ -191,6 +200,21 @@ func TestConfigSchemaKeys(t *testing.T) {
 		if got, want := propNames(t, props[key], key), sortedKeys(yamlKeys(typ)); !slices.Equal(got, want) {
 			t.Errorf("schema keys of %s: %v; the loader reads %v", key, got, want)
 		}
+	}
+}
+
+// TestAPITokenSchemaKeys: the mapping form of api_tokens has the loader's keys.
+func TestAPITokenSchemaKeys(t *testing.T) {
+	_, raw := loadConfigSchema(t)
+	items := raw["properties"].(map[string]any)["api_tokens"].(map[string]any)["items"].(map[string]any)
+	var obj any
+	for _, alt := range items["anyOf"].([]any) {
+		if alt.(map[string]any)["type"] == "object" {
+			obj = alt
+		}
+	}
+	if got, want := propNames(t, obj, "api_tokens[]"), sortedKeys(yamlKeys(reflect.TypeFor[config.APIToken]())); !slices.Equal(got, want) {
+		t.Errorf("schema keys of an api_tokens mapping: %v; the loader reads %v", got, want)
 	}
 }
 

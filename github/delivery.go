@@ -12,7 +12,8 @@ import (
 // ParseDelivery decodes the payload of a webhook delivery of event (its
 // X-GitHub-Event) into what it asks of imagegen: a builds.Push for a push; a
 // builds.CheckRunRerun for a check run's "Re-run" (action rerequested, the
-// build in its external id); a builds.CheckSuiteRerun for "Re-run all
+// build in its external id, with the repository and commit it must belong
+// to); a builds.CheckSuiteRerun for "Re-run all
 // checks"; nil for anything else. An error means the payload does not
 // decode as that event: no retry fixes that.
 //
@@ -27,10 +28,10 @@ func ParseDelivery(event string, payload []byte) (builds.Event, error) {
 		if err != nil {
 			return nil, err
 		}
-		if ev.Action != "rerequested" || ev.CheckRun.ExternalID == "" {
+		if ev.Action != "rerequested" || ev.CheckRun.ExternalID == "" || ev.Repository.FullName == "" {
 			return nil, nil
 		}
-		return builds.CheckRunRerun{Build: ev.CheckRun.ExternalID}, nil
+		return builds.CheckRunRerun{Build: ev.CheckRun.ExternalID, Repo: ev.Repository.FullName, SHA: ev.CheckRun.HeadSHA}, nil
 	case "check_suite":
 		ev, err := decodeAction[checkSuiteEvent](payload, event)
 		if err != nil {

@@ -164,6 +164,8 @@ func TestParseDelivery(t *testing.T) {
 		t.Fatal(err)
 	}
 	m["check_run"].(map[string]any)["external_id"] = "b-1"
+	runRepo := m["repository"].(map[string]any)["full_name"].(string)
+	runSHA := m["check_run"].(map[string]any)["head_sha"].(string)
 	rerun, err := json.Marshal(m)
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +190,7 @@ func TestParseDelivery(t *testing.T) {
 		payload []byte
 		want    builds.Event
 	}{
-		{"check run re-run", "check_run", rerun, builds.CheckRunRerun{Build: "b-1"}},
+		{"check run re-run", "check_run", rerun, builds.CheckRunRerun{Build: "b-1", Repo: runRepo, SHA: runSHA}},
 		{"check run re-run of a run not imagegen's", "check_run", example, nil},
 		{"check run created", "check_run", githubtest.Example(t, "check_run", func(m map[string]any) bool { return m["action"] == "created" }), nil},
 		{"check suite re-run", "check_suite", suite, builds.CheckSuiteRerun{Repo: cs.Repository.FullName, SHA: cs.CheckSuite.HeadSHA}},

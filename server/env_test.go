@@ -222,17 +222,32 @@ func (e *testEnv) checkRunsNamed(name string) []githubtest.CheckRun {
 	return out
 }
 
+// getJSON reads path with the API token into v.
 func (e *testEnv) getJSON(path string, v any) int {
 	e.t.Helper()
-	resp, err := http.Get(e.http.URL + path)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	resp := e.authGet(path, apiToken)
 	defer resp.Body.Close()
 	if v != nil {
 		_ = json.NewDecoder(resp.Body).Decode(v)
 	}
 	return resp.StatusCode
+}
+
+// authGet sends GET path with token as a bearer token ("": none).
+func (e *testEnv) authGet(path, token string) *http.Response {
+	e.t.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, e.http.URL+path, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp
 }
 
 func (e *testEnv) post(path, token string, body any) (int, map[string]string) {

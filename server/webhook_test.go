@@ -173,19 +173,14 @@ func TestWebhookAnswers(t *testing.T) {
 		t.Errorf("pending tasks %v; want %s", ids, want)
 	}
 	// Deliveries are counted by event and outcome.
-	resp, err := http.Get(e.http.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	m := e.get("/metrics") // with the API token: read_access is token
 	for _, want := range []string{
 		`imagegen_webhook_deliveries_total{event="push",outcome="accepted"} 4`,
 		`imagegen_webhook_deliveries_total{event="push",outcome="duplicate"} 1`,
 		`imagegen_webhook_deliveries_total{event="push",outcome="unauthorized"} 5`,
 		`imagegen_queue_depth 6`,
 	} {
-		if !strings.Contains(string(m), want) {
+		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}

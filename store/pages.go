@@ -19,6 +19,9 @@ type PageOptions struct {
 	State     builder.State // "" for any
 	Offset    int           // matching builds to skip (newest first)
 	Limit     int           // default 25, at most 500
+	// Match, when set, keeps only the builds of the repositories it
+	// accepts (those a signed-in API token is limited to).
+	Match func(repo string) bool
 }
 
 // Page returns one page of builds matching o, newest first, and whether more
@@ -48,7 +51,7 @@ func (s *Store) Page(ctx context.Context, o PageOptions) ([]*builds.Build, bool,
 				return nil, false, err
 			}
 			if (o.Repo != "" && b.Repo != o.Repo) || (o.Generator != "" && b.Generator != o.Generator) ||
-				(o.State != "" && b.State != o.State) {
+				(o.State != "" && b.State != o.State) || (o.Match != nil && !o.Match(b.Repo)) {
 				continue
 			}
 			if skip > 0 {

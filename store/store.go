@@ -26,6 +26,9 @@ import (
 //
 // A build is one hash: "meta" and "spec" hold JSON, and each cloud has its own
 // field "cloud:<name>", so clouds finishing at once never overwrite each other.
+// A cloud's manifest (gzipped CycloneDX JSON) is the field "manifest:<name>"
+// of the same hash, so it lives exactly as long as the record; reading a
+// build leaves the manifests in Redis.
 type Store struct {
 	rdb       redis.UniversalClient
 	cluster   bool // rdb is a Redis Cluster's: no key there has an old name (legacy)
@@ -183,14 +186,83 @@ func (s *Store) Get(ctx context.Context, id string) (*builds.Build, *spec.Spec, 
 	if id == "" || strings.ContainsAny(id, ":*{} ") {
 		return nil, nil, builds.ErrNotFound
 	}
-	h, err := s.rdb.HGetAll(ctx, buildKey(id)).Result()
-	if err == nil && len(h) == 0 && !s.cluster {
-		h, err = s.rdb.HGetAll(ctx, legacyBuildKey(id)).Result()
+	raw, err := getBuild.Run(ctx, s.rdb, []string{buildKey(id)}).StringSlice()
+	if err == nil && len(raw) == 0 && !s.cluster {
+		raw, err = getBuild.Run(ctx, s.rdb, []string{legacyBuildKey(id)}).StringSlice()
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("read build %s: %w", id, err)
 	}
+	h := make(map[string]string, len(raw)/2)
+	for i := 0; i+1 < len(raw); i += 2 {
+		h[raw[i]] = raw[i+1]
+	}
 	return decodeBuild(id, h)
+}
+
+// getBuild is HGETALL without the manifests: they can be megabytes each,
+// and only the manifest and drift routes read them.
+var getBuild = redis.NewScript(`
+local want = {}
+for _, k in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(k, 1, 9) ~= 'manifest:' then want[#want + 1] = k end
+end
+if #want == 0 then return {} end
+local vals = redis.call('HMGET', KEYS[1], unpack(want))
+local out = {}
+for i, k in ipairs(want) do
+  out[2 * i - 1] = k
+  out[2 * i] = vals[i]
+end
+return out
+`)
+
+func manifestField(cloud string) string { return "manifest:" + cloud }
+
+// saveManifest sets a manifest field of a build that exists, refreshing the
+// record's expiry: a manifest never outlives, nor makes, a record.
+var saveManifest = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], 'meta') == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+`)
+
+// SaveManifest stores a cloud's manifest, gzipped CycloneDX JSON
+// (builder/manifest's Compress), with the build's record.
+func (s *Store) SaveManifest(ctx context.Context, id, cloud string, gz []byte) error {
+	n, err := saveManifest.Run(ctx, s.rdb, []string{buildKey(id)}, manifestField(cloud), gz, s.retention.Milliseconds()).Int()
+	if err == nil && n == 0 {
+		if legacy, lerr := s.legacy(ctx, id); lerr == nil && legacy {
+			n, err = saveManifest.Run(ctx, s.rdb, []string{legacyBuildKey(id)}, manifestField(cloud), gz, s.retention.Milliseconds()).Int()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("store manifest %s/%s: %w", id, cloud, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("store manifest %s/%s: build %w", id, cloud, builds.ErrNotFound)
+	}
+	return nil
+}
+
+// Manifest returns a cloud's manifest as SaveManifest stored it;
+// builds.ErrNotFound when the build or the manifest does not exist.
+func (s *Store) Manifest(ctx context.Context, id, cloud string) ([]byte, error) {
+	if id == "" || strings.ContainsAny(id, ":*{} ") {
+		return nil, builds.ErrNotFound
+	}
+	b, err := s.rdb.HGet(ctx, buildKey(id), manifestField(cloud)).Bytes()
+	if errors.Is(err, redis.Nil) && !s.cluster {
+		b, err = s.rdb.HGet(ctx, legacyBuildKey(id), manifestField(cloud)).Bytes()
+	}
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("manifest %s/%s: %w", id, cloud, builds.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read manifest %s/%s: %w", id, cloud, err)
+	}
+	return b, nil
 }
 
 func decodeBuild(id string, h map[string]string) (*builds.Build, *spec.Spec, error) {
@@ -324,7 +396,8 @@ func (s *Store) List(ctx context.Context, o builds.ListOptions) ([]*builds.Build
 			if err != nil {
 				return nil, err
 			}
-			if (o.Repo != "" && b.Repo != o.Repo) || (o.Generator != "" && b.Generator != o.Generator) {
+			if (o.Repo != "" && b.Repo != o.Repo) || (o.Generator != "" && b.Generator != o.Generator) ||
+				(o.Match != nil && !o.Match(b.Repo)) {
 				continue
 			}
 			out = append(out, b)

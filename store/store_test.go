@@ -59,6 +59,7 @@ func TestStoreOnCluster(t *testing.T) {
 		"ObserverStoresQuiet":    TestObserverStoresAQuietLine,
 		"SweepSupport":           TestSweepSupport,
 		"StoredLogHoldsNoSecret": TestStoredLogHoldsNoSecret,
+		"Manifests":              TestManifests,
 		"KeysSpreadOverSlots":    testKeysSpreadOverSlots,
 	} {
 		t.Run(name, test)
@@ -144,6 +145,12 @@ func TestStoreReadsLegacyKeys(t *testing.T) {
 	}
 	if err := s.AppendLog(ctx, "legacy1", "a", builds.LogEntry{Cloud: "a", Text: "new line"}); err != nil {
 		t.Fatal(err)
+	}
+	if err := s.SaveManifest(ctx, "legacy1", "a", []byte("manifest of an old build")); err != nil {
+		t.Fatalf("SaveManifest of an old record: %v", err)
+	}
+	if m, err := s.Manifest(ctx, "legacy1", "a"); err != nil || string(m) != "manifest of an old build" {
+		t.Errorf("Manifest of an old record: %q %v", m, err)
 	}
 	o := s.newLogSink(ctx, "legacy1", "a", nil, secret.Redactor{})
 	o.Line(builder.LogLine{Stream: builder.StreamStdout, Text: "sink line"})
@@ -584,5 +591,49 @@ func TestSweepSupport(t *testing.T) {
 	s.ForgetSeen(ctx, "k")
 	if n, _ := rdb.HLen(ctx, "imagegen:sweep:seen").Result(); n != 0 {
 		t.Errorf("%d sightings left after ForgetSeen", n)
+	}
+}
+
+// TestManifests: a cloud's manifest is a field of the build's hash, read on
+// its own (never by Get), expiring with the record; none is ErrNotFound.
+func TestManifests(t *testing.T) {
+	s, rdb := newStore(t, time.Hour, 0)
+	ctx := context.Background()
+	b, sp := twoCloudBuild("b1")
+	if _, err := s.Create(ctx, b, sp); err != nil {
+		t.Fatal(err)
+	}
+	big := []byte(strings.Repeat("\x1f\x8b manifest bytes ", 1<<16)) // ~1 MiB, binary
+	if err := s.SaveManifest(ctx, "b1", "a", big); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Manifest(ctx, "b1", "a")
+	if err != nil || string(got) != string(big) {
+		t.Fatalf("Manifest: %d bytes, %v", len(got), err)
+	}
+	if _, err := s.Manifest(ctx, "b1", "b"); !errors.Is(err, builds.ErrNotFound) {
+		t.Errorf("a cloud without a manifest: %v", err)
+	}
+	if _, err := s.Manifest(ctx, "nope", "a"); !errors.Is(err, builds.ErrNotFound) {
+		t.Errorf("a build that does not exist: %v", err)
+	}
+	if err := s.SaveManifest(ctx, "nope", "a", big); !errors.Is(err, builds.ErrNotFound) {
+		t.Errorf("saving for a build that does not exist: %v", err)
+	}
+	if n, _ := rdb.Exists(ctx, buildKey("nope")).Result(); n != 0 {
+		t.Error("saving a manifest made a record")
+	}
+	// Get reads the record, not the manifest, and the record still decodes.
+	rec, _, err := s.Get(ctx, "b1")
+	if err != nil || len(rec.Clouds) != 2 {
+		t.Fatalf("Get: %+v, %v", rec, err)
+	}
+	if ttl, _ := rdb.TTL(ctx, buildKey("b1")).Result(); ttl <= 0 || ttl > time.Hour {
+		t.Errorf("TTL %v: the manifest lives as long as the record", ttl)
+	}
+	// One key holds both: deleting the record deletes the manifest.
+	rdb.Del(ctx, buildKey("b1"))
+	if _, err := s.Manifest(ctx, "b1", "a"); !errors.Is(err, builds.ErrNotFound) {
+		t.Errorf("after the record expired: %v", err)
 	}
 }

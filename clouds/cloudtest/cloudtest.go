@@ -177,6 +177,11 @@ func (b *build) launch(t *testing.T) *clouds.Instance {
 	if inst.SSH != nil && inst.SSH.Addr == "" {
 		t.Fatal("Launch set inst.SSH without an address")
 	}
+	if ep := inst.SSH; ep != nil && len(ep.HostKeys) == 0 && !ep.HostKeyPolicy.TrustsFirstUse() {
+		// The request carries a host key to inject: a driver that returns
+		// nothing to pin would leave the pipeline nothing but a refusal.
+		t.Fatalf("Launch returned an endpoint with no host key to pin (source %q, host_key %q)", ep.HostKeySource, ep.HostKeyPolicy)
+	}
 	return inst
 }
 
@@ -228,6 +233,8 @@ func (b *build) stopAndSnapshot(t *testing.T, inst *clouds.Instance) *clouds.Ima
 			clouds.TagGenerator: "conformance",
 			clouds.TagScriptSHA: strings.Repeat("ab", 32),
 			clouds.TagBaseImage: b.h.Image,
+			// Every driver that tags images carries the manifest's digest too.
+			clouds.TagManifestSHA: strings.Repeat("cd", 32),
 		},
 		Log: b.req.Log,
 	}
@@ -722,7 +729,8 @@ func DeleteListed(t testing.TB, c clouds.Cloud, imgs []clouds.Image) {
 }
 
 // CheckSSH logs in to a launched instance's endpoint the way a build does
-// (sshexec, trusting only the host keys the driver pinned) with signer as
+// (sshexec, trusting only the host keys the driver pinned, or the first key
+// seen only under host_key: first-use) with signer as
 // user, and runs a command on it. With wantErr, the login must fail instead,
 // saying so (a pinned key the server does not have). serverLog, if not nil,
 // is shown when the login fails unexpectedly.
@@ -731,7 +739,8 @@ func CheckSSH(t testing.TB, ep clouds.Endpoint, user string, signer ssh.Signer, 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := sshexec.Connect(ctx, sshexec.Config{Addr: ep.Addr, User: user, Signer: signer,
-		HostKeys: ep.HostKeys, HostKeySource: ep.HostKeySource, Timeout: 10 * time.Second})
+		HostKeys: ep.HostKeys, HostKeySource: ep.HostKeySource, TrustFirstUse: len(ep.HostKeys) == 0 && ep.HostKeyPolicy.TrustsFirstUse(),
+		Timeout: 10 * time.Second})
 	if wantErr != "" {
 		if err == nil {
 			c.Close()

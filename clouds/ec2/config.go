@@ -68,12 +68,20 @@ type Config struct {
 	// StopInstance stops the instance before CreateImage (default true). When
 	// false, CreateImage reboots it, so the disk is still consistent.
 	StopInstance *bool `yaml:"stop_instance"`
+	// InjectHostKey installs the build's generated host key through cloud-init
+	// (default true). Set false for images whose cloud-init cannot: the host
+	// keys are then read from the console.
+	InjectHostKey *bool `yaml:"inject_host_key"`
+	// HostKey is the host key policy (default console): require (only the
+	// injected key), console (the injected key, else the console's; none: the
+	// launch fails) or first-use (as console, else trust the first key seen).
+	HostKey clouds.HostKeyPolicy `yaml:"host_key"`
 
 	BootTimeout    time.Duration `yaml:"boot_timeout"`    // waiting for running
 	StopTimeout    time.Duration `yaml:"stop_timeout"`    // waiting for stopped
 	ImageTimeout   time.Duration `yaml:"image_timeout"`   // waiting for the image to be available
 	DeleteTimeout  time.Duration `yaml:"delete_timeout"`  // termination, DependencyViolation on the group
-	ConsoleTimeout time.Duration `yaml:"console_timeout"` // host keys on the console
+	ConsoleTimeout time.Duration `yaml:"console_timeout"` // host keys on the console (host_key: console reads it for at least the SSH timeout)
 	RequestTimeout time.Duration `yaml:"request_timeout"` // one API request
 	// PollInterval is the longest wait between two looks at a changing resource;
 	// the SDK waiters' 15 s default wastes minutes per build.
@@ -160,6 +168,17 @@ func New(name string, c Config, ask bool, opts Options) (*Opener, error) {
 	if c.StopInstance == nil {
 		t := true
 		c.StopInstance = &t
+	}
+	if c.InjectHostKey == nil {
+		t := true
+		c.InjectHostKey = &t
+	}
+	var err error
+	if c.HostKey, err = clouds.ParseHostKeyPolicy(string(c.HostKey), clouds.HostKeyConsole); err != nil {
+		return nil, err
+	}
+	if c.HostKey == clouds.HostKeyRequire && !*c.InjectHostKey {
+		return nil, errors.New("host_key: require needs inject_host_key: true: only an injected key is known before imagegen first connects (host_key: console reads it from the console)")
 	}
 	if err := clouds.FillDurations(
 		clouds.DurationSetting{Key: "boot_timeout", Value: &c.BootTimeout, Default: DefaultBootTimeout},

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/ec2"
 )
 
@@ -20,7 +21,8 @@ func TestConfigure(t *testing.T) {
 			yaml: `{type: ec2, region: us-east-1}`,
 			check: func(t *testing.T, c ec2.Config) {
 				if c.InstanceType != ec2.DefaultInstanceType || c.SSHPort != 22 || !*c.StopInstance ||
-					c.ImageTimeout != 60*time.Minute || c.PollInterval != 1500*time.Millisecond || c.CheckIPURL != ec2.DefaultCheckIPURL {
+					c.ImageTimeout != 60*time.Minute || c.PollInterval != 1500*time.Millisecond || c.CheckIPURL != ec2.DefaultCheckIPURL ||
+					!*c.InjectHostKey || c.HostKey != clouds.HostKeyConsole {
 					t.Errorf("defaults not filled in: %+v", c)
 				}
 			},
@@ -30,10 +32,11 @@ func TestConfigure(t *testing.T) {
 			yaml: `{type: ec2, region: eu-west-1, profile: lab, subnet_id: subnet-1, security_group_ids: [sg-1, sg-2],
 				instance_type: m5.large, associate_public_ip: false, iam_instance_profile: builder, volume_size: 30,
 				volume_type: gp3, ssh_port: 2222, stop_instance: false, image_timeout: 90m, poll_interval: 1s,
-				max_attempts: 4, use_private_ip: true}`,
+				max_attempts: 4, use_private_ip: true, inject_host_key: false, host_key: first-use}`,
 			check: func(t *testing.T, c ec2.Config) {
 				if c.InstanceType != "m5.large" || *c.AssociatePublicIP || c.VolumeSize != 30 || c.SSHPort != 2222 ||
-					*c.StopInstance || c.ImageTimeout != 90*time.Minute || len(c.SecurityGroupIDs) != 2 || c.MaxAttempts != 4 {
+					*c.StopInstance || c.ImageTimeout != 90*time.Minute || len(c.SecurityGroupIDs) != 2 || c.MaxAttempts != 4 ||
+					*c.InjectHostKey || c.HostKey != clouds.HostKeyFirstUse {
 					t.Errorf("keys not read: %+v", c)
 				}
 			},
@@ -51,6 +54,17 @@ func TestConfigure(t *testing.T) {
 		{name: "cidrs with groups", yaml: `{type: ec2, region: us-east-1, ssh_cidrs: [10.0.0.0/8], security_group_ids: [sg-1]}`, wantErr: "exclude each other"},
 		{name: "bad duration", yaml: `{type: ec2, region: us-east-1, boot_timeout: soon}`, wantErr: "line 1: cannot unmarshal !!str `soon`"},
 		{name: "negative duration", yaml: `{type: ec2, region: us-east-1, delete_timeout: -1s}`, wantErr: "delete_timeout"},
+		{name: "host_key require", yaml: `{type: ec2, region: us-east-1, host_key: require}`,
+			check: func(t *testing.T, c ec2.Config) {
+				if c.HostKey != clouds.HostKeyRequire {
+					t.Errorf("host_key %q", c.HostKey)
+				}
+			}},
+		{name: "host_key unknown", yaml: `{type: ec2, region: us-east-1, host_key: tofu}`, wantErr: `host_key "tofu": want require, console or first-use`},
+		{name: "host_key a key line", yaml: `{type: ec2, region: us-east-1, host_key: "ssh-ed25519 AAAA"}`,
+			wantErr: `host_key "ssh-ed25519 AAAA": want require, console or first-use (here host_key is a policy; a key line is type ssh's host_key)`},
+		{name: "host_key require without injection", yaml: `{type: ec2, region: us-east-1, host_key: require, inject_host_key: false}`,
+			wantErr: "host_key: require needs inject_host_key: true: only an injected key is known before imagegen first connects (host_key: console reads it from the console)"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -32,6 +32,12 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("launch: %w", err)
 	}
+	if !*c.cfg.InjectHostKey {
+		req.HostKey = clouds.HostKey{}
+	}
+	if err := c.cfg.HostKey.CheckInjected(req, *c.cfg.InjectHostKey); err != nil {
+		return err
+	}
 	size := req.Size
 	if size == "" {
 		size = c.cfg.InstanceType
@@ -67,6 +73,9 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 		return err
 	}
 	ep, err := c.sshEndpoint(ctx, req, inst.ID, running)
+	if errors.Is(err, clouds.ErrNoHostKey) {
+		c.copyConsole(ctx, inst.ID, req.Console) // what the guest printed instead
+	}
 	if err != nil {
 		return err
 	}
@@ -188,9 +197,10 @@ func (c *Cloud) runInstance(ctx context.Context, req clouds.LaunchRequest, in *e
 	return nil
 }
 
-// sshEndpoint is instance id's address (public unless
-// use_private_ip, or when it has none) on the SSH port, pinned to the injected
-// host key, else to the keys cloud-init printed on the console.
+// sshEndpoint is instance id's address (public unless use_private_ip, or
+// when it has none) on the SSH port, its host keys pinned by the host_key
+// policy: the injected key, else (console, first-use) the keys cloud-init
+// printed on the console; none there fails the launch, unless first-use.
 func (c *Cloud) sshEndpoint(ctx context.Context, req clouds.LaunchRequest, id string, running types.Instance) (*clouds.Endpoint, error) {
 	host := aws.ToString(running.PublicIpAddress)
 	if c.cfg.UsePrivateIP || host == "" {
@@ -201,18 +211,12 @@ func (c *Cloud) sshEndpoint(ctx context.Context, req clouds.LaunchRequest, id st
 			Hint: "set associate_public_ip: true, or a subnet_id whose instances get public addresses"}
 	}
 	ep := &clouds.Endpoint{Addr: net.JoinHostPort(host, strconv.Itoa(c.cfg.SSHPort))}
-	if pub := strings.TrimSpace(req.HostKey.Public); pub != "" {
-		ep.HostKeys, ep.HostKeySource = []string{pub}, "injected"
-		return ep, nil
+	l := clouds.HostKeyLookup{
+		Policy: c.cfg.HostKey, Instance: id, Injected: *c.cfg.InjectHostKey, ConsoleTimeout: c.cfg.ConsoleTimeout,
+		Console: func(ctx context.Context) ([]string, error) { return c.consoleHostKeys(ctx, id) },
 	}
-	keys, err := c.consoleHostKeys(ctx, id)
-	switch {
-	case ctx.Err() != nil:
-		return nil, fmt.Errorf("launch: %w", ctx.Err())
-	case err != nil:
-		req.Log.Warn("no host keys on the console; the first key seen will be trusted", "instance", id, "error", err)
-	default:
-		ep.HostKeys, ep.HostKeySource = keys, "console"
+	if err := l.Pin(ctx, req, ep); err != nil {
+		return nil, err
 	}
 	return ep, nil
 }

@@ -53,12 +53,16 @@ type Config struct {
 	// (default true). Set false for images whose cloud-init cannot: the host
 	// keys are then read from the console log.
 	InjectHostKey *bool `yaml:"inject_host_key"`
+	// HostKey is the host key policy (default console): require (only the
+	// injected key), console (the injected key, else the console's; none: the
+	// launch fails) or first-use (as console, else trust the first key seen).
+	HostKey clouds.HostKeyPolicy `yaml:"host_key"`
 
 	BootTimeout    time.Duration `yaml:"boot_timeout"`    // waiting for ACTIVE
 	StopTimeout    time.Duration `yaml:"stop_timeout"`    // waiting for SHUTOFF
 	ImageTimeout   time.Duration `yaml:"image_timeout"`   // waiting for the image to be active
 	DeleteTimeout  time.Duration `yaml:"delete_timeout"`  // waiting for a deleted server to be gone
-	ConsoleTimeout time.Duration `yaml:"console_timeout"` // reading host keys from the console log
+	ConsoleTimeout time.Duration `yaml:"console_timeout"` // reading host keys from the console log (host_key: console reads it for at least the SSH timeout)
 	RequestTimeout time.Duration `yaml:"request_timeout"` // one API request
 }
 
@@ -99,6 +103,13 @@ func New(name string, c Config, ask bool, opts Options) (*Opener, error) {
 	}
 	if c.SSHPort < 0 || c.SSHPort > 65535 {
 		return nil, fmt.Errorf("ssh_port %d: not a port", c.SSHPort)
+	}
+	var err error
+	if c.HostKey, err = clouds.ParseHostKeyPolicy(string(c.HostKey), clouds.HostKeyConsole); err != nil {
+		return nil, err
+	}
+	if c.HostKey == clouds.HostKeyRequire && c.InjectHostKey != nil && !*c.InjectHostKey {
+		return nil, errors.New("host_key: require needs inject_host_key: true: only an injected key is known before imagegen first connects (host_key: console reads it from the console)")
 	}
 	if err := clouds.FillDurations(
 		clouds.DurationSetting{Key: "boot_timeout", Value: &c.BootTimeout, Default: DefaultBootTimeout},

@@ -11,18 +11,17 @@ import (
 )
 
 // consoleHostKeys reads the console log until cloud-init has printed the host
-// keys or ConsoleTimeout passes (images without cloud-init print none).
+// keys or ctx ends (images without cloud-init print none); the host_key
+// policy sets how long (clouds.HostKeyLookup).
 func (c *Cloud) consoleHostKeys(ctx context.Context, id string) ([]string, error) {
 	var keys []string
-	err := clouds.Within(ctx, "read host keys from the console of "+id, c.cfg.ConsoleTimeout, func(ctx context.Context) error {
-		return clouds.Poll(ctx, c.opts.Poll, func(ctx context.Context) (bool, error) {
-			out, err := servers.ShowConsoleOutput(ctx, c.compute, id, servers.ShowConsoleOutputOpts{}).Extract()
-			if err != nil {
-				return false, classify("read console", err)
-			}
-			keys = cloudinit.ConsoleHostKeys(out)
-			return len(keys) > 0, nil
-		})
+	err := clouds.Poll(ctx, c.opts.Poll, func(ctx context.Context) (bool, error) {
+		out, err := servers.ShowConsoleOutput(ctx, c.compute, id, servers.ShowConsoleOutputOpts{}).Extract()
+		if err != nil {
+			return false, classify("read console", err)
+		}
+		keys = cloudinit.ConsoleHostKeys(out)
+		return len(keys) > 0, nil
 	})
 	return keys, err
 }

@@ -29,8 +29,11 @@ import (
 // floating IP when configured, and learns the host keys. Each step records
 // what it created in inst the moment the cloud returns it.
 func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clouds.Instance) error {
-	if c.cfg.InjectHostKey != nil && !*c.cfg.InjectHostKey {
+	if !c.injectsHostKey() {
 		req.HostKey = clouds.HostKey{}
+	}
+	if err := c.cfg.HostKey.CheckInjected(req, c.injectsHostKey()); err != nil {
+		return err
 	}
 	if inst.Build == "" {
 		inst.Build = req.Build
@@ -63,13 +66,16 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 		return err
 	}
 	ep, err := c.sshEndpoint(ctx, req, server.ID, host)
+	c.copyConsole(ctx, server, req)
 	if err != nil {
 		return err
 	}
-	c.copyConsole(ctx, server, req)
 	inst.SSH = ep
 	return nil
 }
+
+// injectsHostKey says whether the user data gives the server the build's host key.
+func (c *Cloud) injectsHostKey() bool { return c.cfg.InjectHostKey == nil || *c.cfg.InjectHostKey }
 
 // launchPlan is what Launch looks up before it creates anything, so a typo in
 // the spec or the cloud config leaves nothing to clean up.
@@ -204,25 +210,17 @@ func (c *Cloud) address(ctx context.Context, req clouds.LaunchRequest, server *s
 	return fip.FloatingIP, nil
 }
 
-// sshEndpoint is host on the SSH port, pinned to the injected host key, else
-// to the keys cloud-init printed on the console (none found: the pipeline
-// trusts the first key it sees and says so).
+// sshEndpoint is host on the SSH port, its host keys pinned by the host_key
+// policy: the injected key, else (console, first-use) the keys cloud-init
+// printed on the console; none there fails the launch, unless first-use.
 func (c *Cloud) sshEndpoint(ctx context.Context, req clouds.LaunchRequest, serverID, host string) (*clouds.Endpoint, error) {
 	ep := &clouds.Endpoint{Addr: net.JoinHostPort(host, strconv.Itoa(c.cfg.SSHPort))}
-	if req.HostKey.Public != "" {
-		ep.HostKeys = []string{strings.TrimSpace(req.HostKey.Public)}
-		ep.HostKeySource = "injected"
-		return ep, nil
+	l := clouds.HostKeyLookup{
+		Policy: c.cfg.HostKey, Instance: serverID, Injected: c.injectsHostKey(), ConsoleTimeout: c.cfg.ConsoleTimeout,
+		Console: func(ctx context.Context) ([]string, error) { return c.consoleHostKeys(ctx, serverID) },
 	}
-	keys, err := c.consoleHostKeys(ctx, serverID)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		req.Log.Warn("could not read host keys from the console log", "err", err)
-	}
-	if len(keys) > 0 {
-		ep.HostKeys, ep.HostKeySource = keys, "console"
+	if err := l.Pin(ctx, req, ep); err != nil {
+		return nil, err
 	}
 	return ep, nil
 }

@@ -199,7 +199,7 @@ func TestLaunchKVMThatCannotStart(t *testing.T) {
 	c := newTestCloud(t, "{type: qemu, dir: "+dir+", accel: kvm, cpu_model: host, qemu: "+bin+", qemu_img: "+img+"}")
 	c.prober = &accelProber{kvmDevice: kvmDev(t, true)}
 	var inst clouds.Instance
-	err := c.Launch(context.Background(), clouds.LaunchRequest{Build: "b1", Name: "gen", Image: "base", Log: testLog(t)}, &inst)
+	err := c.Launch(context.Background(), clouds.LaunchRequest{Build: "b1", Name: "gen", Image: "base", HostKey: newKeys(t).hostKey, Log: testLog(t)}, &inst)
 	if err == nil {
 		t.Fatal("Launch succeeded on a KVM that aborts")
 	}

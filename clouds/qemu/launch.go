@@ -30,6 +30,11 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 		return clouds.Errorf(clouds.KindInvalid, "launch", "build %q and name %q must be letters, digits, '.', '_' or '-'", req.Build, req.Name)
 	}
 	inst.Build = req.Build
+	if req.HostKey.PrivatePEM.IsZero() || strings.TrimSpace(req.HostKey.Public) == "" {
+		// The seed's key is the only one imagegen could pin: the policy is
+		// always host_key: require.
+		return &clouds.Error{Kind: clouds.KindInvalid, Op: "launch", Err: fmt.Errorf("%w: the build brought no host key to put in the guest's seed", clouds.ErrNoHostKey)}
+	}
 	p, err := c.prepare(ctx, req)
 	if err != nil {
 		return err
@@ -43,8 +48,9 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 	}
 	inst.SSH = &clouds.Endpoint{
 		Addr:          net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
-		HostKeys:      hostKeys(req),
-		HostKeySource: "injected",
+		HostKeys:      []string{strings.TrimSpace(req.HostKey.Public)},
+		HostKeySource: clouds.SourceInjected,
+		HostKeyPolicy: clouds.HostKeyRequire,
 	}
 	req.Log.Info("guest is up", "ssh", inst.SSH.Addr)
 	return nil
@@ -202,13 +208,6 @@ func (c *Cloud) fallBackToTCG(ctx context.Context, inst *clouds.Instance, chosen
 	}
 	log.Warn("KVM stopped the guest; booting it again under TCG", "cpu_model", cpuName(chosen.CPU))
 	return accelChoice{Accel: "tcg", Reason: "KVM internal error"}, true
-}
-
-func hostKeys(req clouds.LaunchRequest) []string {
-	if req.HostKey.PrivatePEM.IsZero() || strings.TrimSpace(req.HostKey.Public) == "" {
-		return nil
-	}
-	return []string{strings.TrimSpace(req.HostKey.Public)}
 }
 
 // memory reads a spec's size: "" for the config's memory, or MiB ("2048").

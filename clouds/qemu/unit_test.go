@@ -318,20 +318,29 @@ func TestLaunchRejectsBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	k := newKeys(t)
 	tests := []struct {
-		name string
-		req  clouds.LaunchRequest
-		kind clouds.Kind
+		name    string
+		req     clouds.LaunchRequest
+		kind    clouds.Kind
+		wantErr string
 	}{
-		{"build id with a slash", clouds.LaunchRequest{Build: "../x", Name: "n", Image: "i"}, clouds.KindInvalid},
-		{"no such image", clouds.LaunchRequest{Build: "b", Name: "n", Image: "nope"}, clouds.KindNotFound},
+		{"build id with a slash", clouds.LaunchRequest{Build: "../x", Name: "n", Image: "i", HostKey: k.hostKey}, clouds.KindInvalid, ""},
+		{"no such image", clouds.LaunchRequest{Build: "b", Name: "n", Image: "nope", HostKey: k.hostKey}, clouds.KindNotFound, ""},
+		// The seed's key is all imagegen could pin: qemu is always host_key: require.
+		{"no host key to inject", clouds.LaunchRequest{Build: "b", Name: "n", Image: "nope"}, clouds.KindInvalid,
+			"launch: invalid: no SSH host key: the build brought no host key to put in the guest's seed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.req.Log = testLog(t)
 			var inst clouds.Instance
-			if err := c.Launch(context.Background(), tt.req, &inst); clouds.KindOf(err) != tt.kind {
+			err := c.Launch(context.Background(), tt.req, &inst)
+			if clouds.KindOf(err) != tt.kind {
 				t.Errorf("Launch = %v; want kind %s", err, tt.kind)
+			}
+			if tt.wantErr != "" && (err == nil || err.Error() != tt.wantErr) {
+				t.Errorf("Launch = %v; want %q", err, tt.wantErr)
 			}
 			if len(inst.Resources) != 0 {
 				t.Errorf("a refused Launch recorded %+v", inst.Resources)
@@ -342,7 +351,7 @@ func TestLaunchRejectsBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	var inst clouds.Instance
-	err = c.Launch(context.Background(), clouds.LaunchRequest{Build: "b", Name: "n", Image: "img", Size: "lots", Log: testLog(t)}, &inst)
+	err = c.Launch(context.Background(), clouds.LaunchRequest{Build: "b", Name: "n", Image: "img", Size: "lots", HostKey: k.hostKey, Log: testLog(t)}, &inst)
 	if clouds.KindOf(err) != clouds.KindInvalid || !strings.Contains(err.Error(), "MiB") {
 		t.Errorf("Launch with size lots = %v; want invalid", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"gopkg.in/yaml.v3"
 
+	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/clouds"
 )
 
@@ -53,6 +54,14 @@ type Options struct {
 	// every process using the file sees one cloud (see state.go).
 	StateFile string
 
+	// Manifest, when set, is what every instance holds, for the pipeline
+	// to record as the image's manifest when there is no SSH (the cloud is
+	// a clouds.ManifestSource). ManifestFile, when set instead, is a
+	// CycloneDX JSON file read at each build, so editing it between builds
+	// shows as a change over time.
+	Manifest     *manifest.Manifest
+	ManifestFile string
+
 	// Seed seeds the randomness of FailRate and image ids (0: time-based).
 	Seed int64
 	// Now is the clock for creation times (nil: time.Now). Delays are always
@@ -70,6 +79,8 @@ type simConfig struct {
 	PermanentFailRate float64       `yaml:"permanent_fail_rate"`
 	StateFile         string        `yaml:"state_file"`
 	SSH               *sshConfig    `yaml:"ssh"`
+	// Manifest describes what the simulated instances hold (manifest.go).
+	Manifest *manifestConfig `yaml:"manifest"`
 }
 
 // sshConfig names a local sshd that stands in for every launched instance,
@@ -79,7 +90,7 @@ type sshConfig struct {
 	Port           int    `yaml:"port"`
 	User           string `yaml:"user"` // overrides the spec's ssh_user: a local sshd rarely has "ubuntu"
 	PrivateKeyFile string `yaml:"private_key_file"`
-	HostKey        string `yaml:"host_key"` // authorized_keys line; empty: the pipeline trusts the first key
+	HostKey        string `yaml:"host_key"` // authorized_keys line, or first-use to trust the first key seen (required)
 }
 
 var sshKeys = []string{"host", "port", "user", "private_key_file", "host_key"}
@@ -129,6 +140,11 @@ func Configure(cfg clouds.Config) (clouds.Opener, error) {
 			errs = append(errs, err)
 		}
 		opts.SSH = ep
+	}
+	if sc.Manifest != nil {
+		if err := sc.Manifest.options(cfg.File, &opts); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -184,13 +200,20 @@ func (s *sshConfig) endpoint(file string) (*clouds.Endpoint, error) {
 		return nil, fmt.Errorf("%s: ssh.private_key_file %s: %w", file, s.PrivateKeyFile, err)
 	}
 	ep := &clouds.Endpoint{Addr: net.JoinHostPort(s.Host, strconv.Itoa(port)), User: s.User, Signer: signer}
-	if s.HostKey != "" {
-		pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(s.HostKey))
+	switch hk := strings.TrimSpace(s.HostKey); hk {
+	case "":
+		return nil, fmt.Errorf("%s: ssh.host_key is required: the sshd's host key, an authorized_keys line (get it with: ssh-keyscan -t ed25519 %s, and drop the host name in front), "+
+			"or first-use to trust the first key it presents (a throwaway container whose key changes; not recommended)", file, s.Host)
+	case string(clouds.HostKeyFirstUse):
+		// Said in the config, and warned about in every build's log.
+		ep.HostKeyPolicy, ep.HostKeySource = clouds.HostKeyFirstUse, clouds.SourceFirstUse
+	default:
+		pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(hk))
 		if err != nil {
-			return nil, fmt.Errorf("%s: ssh.host_key: %w", file, err)
+			return nil, fmt.Errorf("%s: ssh.host_key: %w (want an authorized_keys line such as \"ssh-ed25519 AAAA...\", or first-use)", file, err)
 		}
 		ep.HostKeys = []string{strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pk)))}
-		ep.HostKeySource = "config"
+		ep.HostKeySource, ep.HostKeyPolicy = clouds.SourceConfig, clouds.HostKeyRequire
 	}
 	return ep, nil
 }

@@ -67,7 +67,7 @@ func TestConfigureErrors(t *testing.T) {
 		want      []string // substrings of the error
 	}{
 		{"unknown key", "type: simulated\nlaunch_delay: 1s\nlanuch_delay: 2s\n",
-			[]string{"imagegen.yaml:3:1", `unknown key "lanuch_delay"`, "launch_delay, permanent_fail_rate"}},
+			[]string{"imagegen.yaml:3:1", `unknown key "lanuch_delay"`, "launch_delay, manifest, permanent_fail_rate"}},
 		{"unknown ssh key", "type: simulated\nssh:\n  host: 127.0.0.1\n  prot: 22\n",
 			[]string{"imagegen.yaml:4:3", `unknown key "prot" in ssh`, "host, port, user, private_key_file, host_key"}},
 		{"bad duration", "type: simulated\nlaunch_delay: soon\n", []string{"imagegen.yaml", "soon"}},
@@ -77,7 +77,11 @@ func TestConfigureErrors(t *testing.T) {
 		{"ssh without host", "type: simulated\nssh: {private_key_file: " + keyFile + "}\n", []string{"ssh.host is required"}},
 		{"ssh without key", "type: simulated\nssh: {host: 127.0.0.1}\n", []string{"ssh.private_key_file is required"}},
 		{"ssh key missing", "type: simulated\nssh: {host: 127.0.0.1, private_key_file: /nonexistent/key}\n", []string{"/nonexistent/key"}},
-		{"ssh bad host key", "type: simulated\nssh: {host: 127.0.0.1, private_key_file: " + keyFile + ", host_key: nonsense}\n", []string{"ssh.host_key"}},
+		{"ssh bad host key", "type: simulated\nssh: {host: 127.0.0.1, private_key_file: " + keyFile + ", host_key: nonsense}\n", []string{"ssh.host_key", "or first-use"}},
+		// No silent trust on first use: the key, or first-use said out loud.
+		{"ssh without host key", "type: simulated\nssh: {host: 127.0.0.1, private_key_file: " + keyFile + "}\n", []string{
+			"imagegen.yaml: ssh.host_key is required: the sshd's host key, an authorized_keys line (get it with: ssh-keyscan -t ed25519 127.0.0.1, and drop the host name in front), " +
+				"or first-use to trust the first key it presents (a throwaway container whose key changes; not recommended)"}},
 		{"ssh not a mapping", "type: simulated\nssh: 127.0.0.1\n", []string{"imagegen.yaml:2:6", "ssh must be a mapping"}},
 	}
 	for _, tt := range tests {
@@ -140,7 +144,7 @@ ssh:
 		t.Fatal("inst.SSH is nil with ssh configured")
 	}
 	if ep.Addr != "127.0.0.1:2222" || ep.User != "builder" || ep.Signer == nil ||
-		len(ep.HostKeys) != 1 || ep.HostKeys[0] != hostKey || ep.HostKeySource != "config" {
+		len(ep.HostKeys) != 1 || ep.HostKeys[0] != hostKey || ep.HostKeySource != "config" || ep.HostKeyPolicy != clouds.HostKeyRequire {
 		t.Fatalf("endpoint = %+v", ep)
 	}
 	if err := c1.Terminate(ctx, inst); err != nil {
@@ -149,6 +153,25 @@ ssh:
 	// The other Open sees what the first did: it is one cloud.
 	if calls := c2.(*simulated.Cloud).Calls(); len(calls) != 4 {
 		t.Fatalf("calls seen through the second Open: %q", calls)
+	}
+}
+
+// TestConfigureFirstUse: ssh.host_key: first-use gives an endpoint without
+// keys whose policy lets the pipeline trust the first key (and warn).
+func TestConfigureFirstUse(t *testing.T) {
+	keyFile, _ := writeKey(t)
+	op, err := simulated.Configure(simConfig(t, "type: simulated\nssh: {host: 127.0.0.1, private_key_file: "+keyFile+", host_key: first-use}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := op.Open(context.Background(), clouds.Credentials{})
+	inst := &clouds.Instance{}
+	if err := c.Launch(context.Background(), launchReq("b1"), inst); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Terminate(context.Background(), inst) }()
+	if ep := inst.SSH; ep == nil || len(ep.HostKeys) != 0 || ep.HostKeyPolicy != clouds.HostKeyFirstUse || ep.HostKeySource != clouds.SourceFirstUse {
+		t.Fatalf("endpoint = %+v, want no keys under first-use", ep)
 	}
 }
 

@@ -47,6 +47,8 @@ func Configure(cfg clouds.Config) (clouds.Opener, error) {
 	var hostKey string
 	if strings.TrimSpace(c.HostKey) == "" {
 		errs = append(errs, fmt.Errorf("host_key is required: the machine exists, so its host key is known and imagegen pins it rather than trusting whatever answers (get it with: ssh-keyscan -t ed25519 %s, and drop the host name in front)", orPlaceholder(c.Host)))
+	} else if _, err := clouds.ParseHostKeyPolicy(c.HostKey, ""); err == nil {
+		errs = append(errs, fmt.Errorf("host_key %q: a type ssh cloud's host_key is the machine's key (an authorized_keys line such as \"ssh-ed25519 AAAA...\"), always pinned; require, console and first-use are for openstack and ec2", c.HostKey))
 	} else if k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(c.HostKey)); err != nil {
 		errs = append(errs, fmt.Errorf("host_key: %w (want an authorized_keys-style line such as \"ssh-ed25519 AAAA...\")", err))
 	} else {

@@ -34,7 +34,8 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 	inst.SSH = &clouds.Endpoint{
 		Addr:          c.addr,
 		HostKeys:      []string{c.hostKey},
-		HostKeySource: "config",
+		HostKeySource: clouds.SourceConfig,
+		HostKeyPolicy: clouds.HostKeyRequire, // the machine exists: its key is known, never learned
 		User:          c.user,
 		Signer:        c.signer,
 	}

@@ -44,6 +44,8 @@ func TestConfigure(t *testing.T) {
 		{"default port", "{type: ssh, host: 127.0.0.1, private_key_file: " + key + ", host_key: '" + s.HostKey + "'}", nil},
 		{"host key required", "{type: ssh, host: 10.0.0.5, private_key_file: " + key + "}", []string{"host_key is required", "ssh-keyscan -t ed25519 10.0.0.5"}},
 		{"bad host key", "{type: ssh, host: h, private_key_file: " + key + ", host_key: 'ssh-ed25519 !!'}", []string{"host_key:"}},
+		// openstack's and ec2's host_key is a policy; here it is the key, always pinned.
+		{"a policy for a key", "{type: ssh, host: h, private_key_file: " + key + ", host_key: first-use}", []string{`host_key "first-use": a type ssh cloud's host_key is the machine's key (an authorized_keys line such as "ssh-ed25519 AAAA..."), always pinned; require, console and first-use are for openstack and ec2`}},
 		{"host required", "{type: ssh, private_key_file: " + key + ", host_key: '" + s.HostKey + "'}", []string{"host is required"}},
 		{"key file required", "{type: ssh, host: h, host_key: '" + s.HostKey + "'}", []string{"private_key_file is required"}},
 		{"key file missing", "{type: ssh, host: h, private_key_file: /nonexistent/k, host_key: '" + s.HostKey + "'}", []string{"no such file"}},
@@ -91,7 +93,8 @@ func TestLaunch(t *testing.T) {
 		t.Fatal(err)
 	}
 	ep := inst.SSH
-	if ep == nil || ep.Addr != "127.0.0.1:2222" || ep.User != "admin" || ep.Signer == nil || ep.HostKeySource != "config" || !slices.Equal(ep.HostKeys, []string{s.HostKey}) {
+	if ep == nil || ep.Addr != "127.0.0.1:2222" || ep.User != "admin" || ep.Signer == nil || ep.HostKeySource != "config" || !slices.Equal(ep.HostKeys, []string{s.HostKey}) ||
+		ep.HostKeyPolicy != clouds.HostKeyRequire {
 		t.Errorf("endpoint %+v", ep)
 	}
 	if len(inst.Resources) != 0 {

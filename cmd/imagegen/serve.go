@@ -64,6 +64,12 @@ func serveCmd(ctx context.Context, e *env, args []string, reg *clouds.Registry) 
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	stopMetrics, err := serveMetrics(cfg.MetricsListen, svc, log)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("metrics_listen: %w", err)
+	}
+	defer stopMetrics()
 	if svc.worker != nil {
 		if err := svc.worker.Start(); err != nil {
 			ln.Close()

@@ -38,9 +38,13 @@ type Config struct {
 	Signer ssh.Signer
 
 	// HostKeys are authorized_keys lines; the server must present one of them.
-	// Empty: trust the first key seen (and log that), then pin it.
+	// Empty is refused, unless TrustFirstUse.
 	HostKeys      []string
 	HostKeySource string // where HostKeys came from, for messages
+	// TrustFirstUse, with no HostKeys, trusts the first key the server
+	// presents (and logs it) and pins it for the connection's retries. Only
+	// for a caller whose user asked for it: sshexec never trusts on its own.
+	TrustFirstUse bool
 
 	Timeout     time.Duration // how long to wait for SSH to answer; default 15 min
 	RetryEvery  time.Duration // wait between attempts; default (and at most) DefaultRetryEvery, 1 s
@@ -110,7 +114,8 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	for attempt := 1; ; attempt++ {
 		c, err := dial(ctx, cfg.Addr, cc, cfg.DialTimeout)
 		if err == nil {
-			log.Info("SSH is up", "addr", cfg.Addr, "user", cfg.User, "waited", time.Since(start).Round(time.Second).String(), "attempts", attempt)
+			log.Info("SSH is up", "addr", cfg.Addr, "user", cfg.User, "host_key", hk.presented(),
+				"waited", time.Since(start).Round(time.Second).String(), "attempts", attempt)
 			return &Client{c: c, log: log}, nil
 		}
 		var hke *HostKeyError
@@ -171,10 +176,15 @@ type hostKeyChecker struct {
 	source string
 	log    *slog.Logger
 
-	mu      sync.Mutex
-	allowed []ssh.PublicKey
-	tofu    bool
+	mu       sync.Mutex
+	allowed  []ssh.PublicKey
+	tofu     bool
+	accepted ssh.PublicKey // the key the last accepted server presented
 }
+
+// ErrNoHostKey is a Connect refused because there is no host key to pin and
+// TrustFirstUse was not set.
+var ErrNoHostKey = errors.New("ssh: no host key to pin")
 
 func newHostKeyChecker(cfg Config, log *slog.Logger) (*hostKeyChecker, error) {
 	h := &hostKeyChecker{addr: cfg.Addr, source: cfg.HostKeySource, log: log}
@@ -185,9 +195,24 @@ func newHostKeyChecker(cfg Config, log *slog.Logger) (*hostKeyChecker, error) {
 		}
 		h.allowed = append(h.allowed, k)
 	}
+	if len(h.allowed) == 0 && !cfg.TrustFirstUse {
+		return nil, fmt.Errorf("%w for %s, and trusting the first key seen was not asked for", ErrNoHostKey, cfg.Addr)
+	}
 	h.tofu = len(h.allowed) == 0
 	return h, nil
 }
+
+// presented is the accepted key as "type SHA256:fingerprint".
+func (h *hostKeyChecker) presented() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.accepted == nil {
+		return ""
+	}
+	return fingerprint(h.accepted)
+}
+
+func fingerprint(k ssh.PublicKey) string { return k.Type() + " " + ssh.FingerprintSHA256(k) }
 
 func (h *hostKeyChecker) check(_ string, _ net.Addr, key ssh.PublicKey) error {
 	h.mu.Lock()
@@ -196,21 +221,23 @@ func (h *hostKeyChecker) check(_ string, _ net.Addr, key ssh.PublicKey) error {
 		// Nothing to pin: the cloud could not tell us the key. Trust this
 		// one, and only this one, for the rest of the build.
 		h.allowed = []ssh.PublicKey{key}
-		h.log.Warn("trusting the SSH host key on first use: the cloud gave no host key to pin",
-			"addr", h.addr, "fingerprint", ssh.FingerprintSHA256(key), "type", key.Type())
+		h.accepted = key
+		h.log.Warn("trusting the SSH host key on first use: nothing known to pin it against",
+			"addr", h.addr, "host_key", fingerprint(key))
 		return nil
 	}
 	for _, k := range h.allowed {
 		if bytes.Equal(k.Marshal(), key.Marshal()) {
+			h.accepted = key
 			return nil
 		}
 	}
-	e := &HostKeyError{Addr: h.addr, Source: h.source, Offered: key.Type() + " " + ssh.FingerprintSHA256(key)}
+	e := &HostKeyError{Addr: h.addr, Source: h.source, Offered: fingerprint(key)}
 	if h.tofu {
 		e.Source = "first use"
 	}
 	for _, k := range h.allowed {
-		e.Expected = append(e.Expected, k.Type()+" "+ssh.FingerprintSHA256(k))
+		e.Expected = append(e.Expected, fingerprint(k))
 	}
 	return e
 }
@@ -326,6 +353,71 @@ func (c *Client) Run(ctx context.Context, cmd string, out func(Line)) (int, erro
 // RunTo runs one command and reports its output like RunScriptTo.
 func (c *Client) RunTo(ctx context.Context, cmd string, out Output) (int, error) {
 	return c.run(ctx, cmd, out)
+}
+
+// RunRaw runs cmd the way an SSH exec request does (the login shell's -c,
+// through sh -c inside a watchdog) with no standard input, and copies its
+// standard output and standard error to stdout and stderr byte for byte as
+// they arrive: no lines, no cut, no redaction. It is for output a program
+// parses (the image's manifest), never for the build log. Writes to one
+// writer are sequential; the two may be concurrent.
+//
+// It returns the exit code, -1 when there is none (a signal, a dropped
+// connection); a non-zero exit is not an error. When ctx ends it returns at
+// once with ctx's error, and the command's process group is killed (the
+// watchdog RunScript uses; OpenSSH servers ignore signal requests).
+func (c *Client) RunRaw(ctx context.Context, cmd string, stdout, stderr io.Writer) (int, error) {
+	s, err := c.start(rawCommand(cmd))
+	if err != nil {
+		return -1, err
+	}
+	done := make(chan error, 1)
+	go func() {
+		var wg sync.WaitGroup
+		wg.Go(func() { _, _ = io.Copy(stdout, s.stdout) })
+		wg.Go(func() { _, _ = io.Copy(stderr, s.stderr) })
+		wg.Wait()
+		done <- s.sess.Wait()
+	}()
+	select {
+	case err = <-done:
+		s.stdin.Close()
+		s.sess.Close()
+	case <-ctx.Done():
+		s.stdin.Close() // fires the watchdog
+		_ = s.sess.Signal(ssh.SIGKILL)
+		s.sess.Close()
+		return -1, ctx.Err()
+	}
+	var ee *ssh.ExitError
+	switch {
+	case err == nil:
+		return 0, nil
+	case errors.As(err, &ee) && ee.Signal() == "":
+		return ee.ExitStatus(), nil
+	case errors.As(err, &ee):
+		return -1, nil
+	default:
+		return -1, err
+	}
+}
+
+// rawCommand runs cmd with sh -c in its own process group, with the
+// watchdog of scriptCommand: closing the session's stdin kills the group.
+// cmd is passed single-quoted, so nothing in it is read by the outer shell.
+func rawCommand(cmd string) string {
+	// Once, in a variable: the whole line is one argument of the login
+	// shell, which Linux limits to 128 KiB.
+	q := "'" + strings.ReplaceAll(cmd, "'", `'\''`) + "'"
+	return strings.Join([]string{
+		`exec 3<&0`,
+		`c=` + q,
+		`if command -v setsid >/dev/null 2>&1; then setsid sh -c "$c" </dev/null 3<&- & else sh -c "$c" </dev/null 3<&- & fi`,
+		`p=$!`,
+		`(cat <&3 >/dev/null 2>&1; kill -KILL -$p 2>/dev/null || kill -KILL $p 2>/dev/null) >/dev/null 2>&1 &`,
+		`exec 3<&-`,
+		`wait $p`,
+	}, "\n")
 }
 
 func (c *Client) upload(ctx context.Context, path, script string) error {

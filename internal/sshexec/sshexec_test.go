@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"runtime"
@@ -235,14 +236,16 @@ func TestHostKeys(t *testing.T) {
 	tests := []struct {
 		name     string
 		hostKeys []string
+		firstUse bool
 		wantErr  []string // substrings of the error; none for a success
 		wantLog  string
 	}{
-		{"pinned key accepted", []string{s.HostKey}, nil, ""},
-		{"one of several pinned keys", []string{wrong, s.HostKey}, nil, ""},
-		{"wrong pinned key refused", []string{wrong}, []string{"host key mismatch", ssh.FingerprintSHA256(otherSigner.PublicKey()), ssh.FingerprintSHA256(s.HostPublic), "injected"}, ""},
-		{"no key: trust on first use, and say so", nil, nil, "trusting the SSH host key on first use"},
-		{"unparsable key", []string{"ssh-ed25519 notbase64!"}, []string{"host key"}, ""},
+		{"pinned key accepted", []string{s.HostKey}, false, nil, ""},
+		{"one of several pinned keys", []string{wrong, s.HostKey}, false, nil, ""},
+		{"wrong pinned key refused", []string{wrong}, false, []string{"host key mismatch", ssh.FingerprintSHA256(otherSigner.PublicKey()), ssh.FingerprintSHA256(s.HostPublic), "injected"}, ""},
+		{"no key, first use asked for: trusted, and said", nil, true, nil, "trusting the SSH host key on first use"},
+		{"no key, first use not asked for: refused", nil, false, []string{"ssh: no host key to pin for " + s.Addr + ", and trusting the first key seen was not asked for"}, ""},
+		{"unparsable key", []string{"ssh-ed25519 notbase64!"}, false, []string{"host key"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -250,7 +253,7 @@ func TestHostKeys(t *testing.T) {
 			start := time.Now()
 			c, err := Connect(context.Background(), Config{
 				Addr: s.Addr, User: s.User, Signer: s.ClientSigner,
-				HostKeys: tt.hostKeys, HostKeySource: "injected",
+				HostKeys: tt.hostKeys, HostKeySource: "injected", TrustFirstUse: tt.firstUse,
 				Timeout: 10 * time.Second,
 				Log:     slog.New(slog.NewTextHandler(&logBuf, nil)),
 			})
@@ -276,6 +279,9 @@ func TestHostKeys(t *testing.T) {
 				if d := time.Since(start); d > 3*time.Second {
 					t.Errorf("took %s to refuse", d)
 				}
+			}
+			if tt.wantErr == nil && !strings.Contains(logBuf.String(), `msg="SSH is up" addr=`+s.Addr+` user=`+s.User+` host_key="ssh-ed25519 `+ssh.FingerprintSHA256(s.HostPublic)+`"`) {
+				t.Errorf("log %q does not say which host key the server presented", logBuf.String())
 			}
 			if tt.wantLog != "" {
 				if !strings.Contains(logBuf.String(), tt.wantLog) || !strings.Contains(logBuf.String(), ssh.FingerprintSHA256(s.HostPublic)) {
@@ -396,7 +402,7 @@ func TestConnectGivesUp(t *testing.T) {
 				time.AfterFunc(tt.cancel, cancel)
 			}
 			start := time.Now()
-			_, err := Connect(ctx, Config{Addr: addr, User: "u", Signer: signer, Timeout: tt.timeout, RetryEvery: 100 * time.Millisecond})
+			_, err := Connect(ctx, Config{Addr: addr, User: "u", Signer: signer, TrustFirstUse: true, Timeout: tt.timeout, RetryEvery: 100 * time.Millisecond})
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("err %v, want %q", err, tt.wantErr)
 			}
@@ -443,6 +449,48 @@ func TestCancelStopsScriptPromptly(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the canceled script's sleep still runs on the server")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestRunRaw: output arrives byte for byte (no line handling: NULs, invalid
+// UTF-8, no final newline, quotes in the command), the exit code is not an
+// error, and a canceled command's processes are killed.
+func TestRunRaw(t *testing.T) {
+	s := servicetest.StartSSHD(t)
+	c := connect(t, s, nil)
+	var out, errOut bytes.Buffer
+	code, err := c.RunRaw(context.Background(), `printf 'a\000b\377c'; printf "it's" >&2; exit 3`, &out, &errOut)
+	if err != nil || code != 3 {
+		t.Fatalf("code %d, err %v; want 3, nil", code, err)
+	}
+	if out.String() != "a\x00b\xffc" || errOut.String() != "it's" {
+		t.Errorf("stdout %q, stderr %q", out.String(), errOut.String())
+	}
+
+	// Canceled: it returns at once, and the command's sleep is gone.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	code, err = c.RunRaw(ctx, "echo started; sleep 61.75; echo not reached", io.Discard, io.Discard)
+	if !errors.Is(err, context.DeadlineExceeded) || code != -1 {
+		t.Fatalf("code %d err %v, want -1 and the deadline", code, err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("took %s to return", d)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		code, err := c.Run(context.Background(), `for p in /proc/[0-9]*; do tr '\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -q '^sleep 61[.]75'`, nil)
+		if code == 1 {
+			break
+		}
+		if code != 0 {
+			t.Fatalf("looking for the process: code %d err %v", code, err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the canceled command's sleep still runs on the server")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

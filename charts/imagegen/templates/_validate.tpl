@@ -22,5 +22,8 @@
 {{- if and $s.apiTokens.existingSecret (not $s.apiTokens.keys) -}}
 {{- fail "secrets.apiTokens.existingSecret is set: list its keys in secrets.apiTokens.keys" -}}
 {{- end -}}
+{{- if eq (int .Values.server.port) (int .Values.server.metricsPort) -}}
+{{- fail "server.metricsPort must differ from server.port: /metrics gets its own listener (metrics_listen)" -}}
+{{- end -}}
 {{- $_ := include "imagegen.workerGracePeriod" . -}}
 {{- end -}}
