@@ -154,10 +154,11 @@ func redisConnOpt(cfg *config.Config) (asynq.RedisConnOpt, error) {
 // clusterReload is how often the cluster client reloads the slot map.
 // go-redis learns that a replica took over a master's slots from a MOVED
 // answer, which a dead master never gives, or from this reload: at
-// go-redis's default (60 s), a master that died left the webhook answering
-// 503 and the workers idle for up to a minute after its replica took over
-// (TestServiceOnRedisCluster). A reload is one CLUSTER SLOTS, made only when
-// a command finds the map older than this.
+// go-redis's default (60 s), the slots of a master that died went on being
+// sent to it, refused, for up to a minute after its replica took over
+// (servicetest's TestRedisCluster saw it), so webhooks would be answered 503
+// and workers sit idle as long. A reload is one CLUSTER SLOTS, made only
+// when a command finds the map older than this.
 const clusterReload = 2 * time.Second
 
 // clusterConnOpt is asynq.RedisClusterClientOpt with every go-redis option
