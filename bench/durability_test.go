@@ -1,8 +1,10 @@
 package bench
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,9 +28,21 @@ func BenchmarkIngestDurability(b *testing.B) {
 func benchIngestDurability(b *testing.B) {
 	res := &Result{ID: "1b-durability", Title: "Webhook ingest by redis_durability", Started: time.Now()}
 	modes := []config.Durability{config.DurabilityAck, config.DurabilityFsync, config.DurabilityReplica}
-	body := githubtest.Push(b, githubtest.PushOptions{Repo: "bench/durability", Before: randomSHA(), After: randomSHA(),
+	// Every delivery is a new push (another after SHA, signed for it), as
+	// in section 1: a push seen before is answered 200 "already received".
+	placeholder := strings.Repeat("f", 40)
+	body := githubtest.Push(b, githubtest.PushOptions{Repo: "bench/durability", Before: randomSHA(), After: placeholder,
 		Commits: []githubtest.PushCommit{{Modified: []string{".imagegen/hello.yaml"}}}})
-	sig := githubtest.Sign([]byte(webhookSecret), body)
+	at := bytes.Index(body, []byte(`"after":"`+placeholder))
+	if at < 0 {
+		b.Fatal("no after in the push")
+	}
+	at += len(`"after":"`)
+	pushOf := func(i int64) ([]byte, string) {
+		bb := bytes.Clone(body)
+		copy(bb[at:at+40], fmt.Sprintf("%040x", i))
+		return bb, githubtest.Sign([]byte(webhookSecret), bb)
+	}
 	type run struct {
 		snd    *leanSender
 		closed loadResult
@@ -43,7 +57,8 @@ func benchIngestDurability(b *testing.B) {
 	round := 0
 	op := func(m config.Durability) func(int64) error {
 		return func(i int64) error {
-			code, err := runs[m].snd.deliver("push", fmt.Sprintf("dur-%s-%d-%d", m, round, i), sig, body)
+			bb, sig := pushOf(int64(round)<<40 | i)
+			code, err := runs[m].snd.deliver("push", fmt.Sprintf("dur-%s-%d-%d", m, round, i), sig, bb)
 			if err != nil {
 				return err
 			}

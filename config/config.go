@@ -34,9 +34,10 @@ type Config struct {
 	// DurabilityAck (the default), DurabilityFsync or DurabilityReplica.
 	RedisDurability Durability `yaml:"redis_durability"`
 
-	GitHub GitHub `yaml:"github"`
-	Build  Build  `yaml:"build"`
-	Pages  Pages  `yaml:"pages"`
+	GitHub  GitHub  `yaml:"github"`
+	Webhook Webhook `yaml:"webhook"`
+	Build   Build   `yaml:"build"`
+	Pages   Pages   `yaml:"pages"`
 
 	// APITokens are the bearer tokens of the API and the pages' sign-in,
 	// each with its scopes and repositories (tokens.go).
@@ -95,6 +96,26 @@ type GitHub struct {
 	WebhookSecretFile string        `yaml:"webhook_secret_file"`
 	APIURL            string        `yaml:"api_url"` // default https://api.github.com/
 }
+
+// Webhook bounds what POST /webhook reads at once. A delivery past either
+// bound is answered 503 (with Retry-After) before its body is read; one
+// refused by its headers alone (no or a malformed signature, an event
+// imagegen does not use, over 25 MiB) is never read and does not count.
+type Webhook struct {
+	// MaxConcurrentBytes bounds the bytes of the bodies being read at once,
+	// each counted by its Content-Length (25 MiB without one); default
+	// 64 MiB, at least 25 MiB (GitHub's largest delivery).
+	MaxConcurrentBytes int64 `yaml:"max_concurrent_bytes"`
+	// MaxConcurrentReads bounds how many bodies are read at once; default 1024.
+	MaxConcurrentReads int `yaml:"max_concurrent_reads"`
+}
+
+// Webhook limits: GitHub's largest delivery, and the defaults.
+const (
+	MaxWebhookBody            = 25 << 20
+	DefaultWebhookBytes       = 64 << 20
+	DefaultWebhookConcurrency = 1024
+)
 
 // Build holds limits for builds.
 type Build struct {

@@ -81,6 +81,7 @@ func TestParse(t *testing.T) {
 			check: func(t *testing.T, c *Config) {
 				want := Config{File: "imagegen.yaml", Listen: ":8080", BaseURL: "http://localhost:8080", Redis: "redis://127.0.0.1:6379/0", RedisDurability: DurabilityAck,
 					GitHub:     GitHub{APIURL: "https://api.github.com/"},
+					Webhook:    Webhook{MaxConcurrentBytes: 64 << 20, MaxConcurrentReads: 1024},
 					Build:      Build{SSHTimeout: 15 * time.Minute, Timeout: 2 * time.Hour, CleanupTimeout: 10 * time.Minute, Concurrency: 10, LogLimit: 4 << 20, Retention: 90 * 24 * time.Hour, SweepInterval: 5 * time.Minute, MaxGeneratorsPerPush: 100},
 					Pages:      Pages{LinkTTL: 90 * 24 * time.Hour},
 					ReadAccess: ReadToken,
@@ -163,7 +164,7 @@ api_tokens: ["${TOKEN}"]
 		{
 			name:    "unknown keys at every level",
 			src:     "listne: x\ngithub:\n  appid: 1\nbuild:\n  timeout: 1h\n  retries: 3\n",
-			wantErr: []string{`imagegen.yaml:1:1: unknown key "listne": did you mean "listen"? (known: api_tokens, base_url, build, clouds, encryption_key, github, listen, metrics_listen, pages, public_logs, read_access, redis, redis_cluster, redis_durability, redis_sentinel, trusted_proxies)`, `imagegen.yaml:3:3: unknown key "appid" in github: did you mean "app_id"? (known: api_url, app_id, private_key_file, token, token_file, webhook_secret, webhook_secret_file)`, `imagegen.yaml:6:3: unknown key "retries" in build (known: cleanup_timeout, concurrency, log_limit, max_generators_per_push, retention, shutdown_grace, ssh_timeout, sweep_interval, timeout)`},
+			wantErr: []string{`imagegen.yaml:1:1: unknown key "listne": did you mean "listen"? (known: api_tokens, base_url, build, clouds, encryption_key, github, listen, metrics_listen, pages, public_logs, read_access, redis, redis_cluster, redis_durability, redis_sentinel, trusted_proxies, webhook)`, `imagegen.yaml:3:3: unknown key "appid" in github: did you mean "app_id"? (known: api_url, app_id, private_key_file, token, token_file, webhook_secret, webhook_secret_file)`, `imagegen.yaml:6:3: unknown key "retries" in build (known: cleanup_timeout, concurrency, log_limit, max_generators_per_push, retention, shutdown_grace, ssh_timeout, sweep_interval, timeout)`},
 		},
 		{
 			name: "secrets from files",
@@ -254,6 +255,20 @@ api_tokens: ["${TOKEN}"]
 			name:    "negative durations",
 			src:     "build: {timeout: -1m, ssh_timeout: -1s, retention: -1h, cleanup_timeout: -1ms, concurrency: -2, log_limit: -1, max_generators_per_push: -5}\n",
 			wantErr: []string{"imagegen.yaml: build.ssh_timeout: must be positive, got -1s", "imagegen.yaml: build.timeout: must be positive, got -1m0s", "imagegen.yaml: build.cleanup_timeout: must be positive, got -1ms", "imagegen.yaml: build.retention: must be positive, got -1h0m0s", "imagegen.yaml: build.concurrency: must be positive, got -2", "imagegen.yaml: build.log_limit: must be positive, got -1", "imagegen.yaml: build.max_generators_per_push: must be positive, got -5"},
+		},
+		{
+			name:    "webhook bounds",
+			src:     "webhook: {max_concurrent_bytes: 1048576, max_concurrent_reads: -1}\n",
+			wantErr: []string{"imagegen.yaml: webhook.max_concurrent_bytes: must be at least 26214400 (25 MiB, GitHub's largest delivery), got 1048576", "imagegen.yaml: webhook.max_concurrent_reads: must be positive, got -1"},
+		},
+		{
+			name: "webhook bounds given",
+			src:  "webhook: {max_concurrent_bytes: 26214400, max_concurrent_reads: 3}\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Webhook != (Webhook{MaxConcurrentBytes: 25 << 20, MaxConcurrentReads: 3}) {
+					t.Errorf("webhook %+v", c.Webhook)
+				}
+			},
 		},
 		{
 			name:    "bad duration",

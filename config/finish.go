@@ -37,6 +37,7 @@ func (c *Config) finish(reg *clouds.Registry) error {
 	c.finishRedis(p)
 	c.GitHub.finish(p)
 	c.Build.fillDefaults()
+	c.Webhook.finish(p)
 	if c.Pages.LinkTTL == 0 && c.Build.Retention > 0 {
 		c.Pages.LinkTTL = c.Build.Retention
 	}
@@ -161,6 +162,22 @@ func (p *problems) readSecretFile(key, path string, dst *secret.String) {
 func isHTTPURL(s string) bool {
 	u, err := url.Parse(s)
 	return err == nil && (u.Scheme == "http" || u.Scheme == "https")
+}
+
+// finish gives the webhook's bounds their defaults and checks them.
+func (w *Webhook) finish(p *problems) {
+	if w.MaxConcurrentBytes == 0 {
+		w.MaxConcurrentBytes = DefaultWebhookBytes
+	}
+	if w.MaxConcurrentReads == 0 {
+		w.MaxConcurrentReads = DefaultWebhookConcurrency
+	}
+	if w.MaxConcurrentBytes < MaxWebhookBody {
+		p.bad("webhook.max_concurrent_bytes", "must be at least %d (25 MiB, GitHub's largest delivery), got %d", MaxWebhookBody, w.MaxConcurrentBytes)
+	}
+	if w.MaxConcurrentReads < 0 {
+		p.bad("webhook.max_concurrent_reads", "must be positive, got %d", w.MaxConcurrentReads)
+	}
 }
 
 // fillDefaults gives unset build limits their defaults.

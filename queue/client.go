@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -102,13 +103,25 @@ func (c *Client) EnqueueBuild(ctx context.Context, build, cloud string, password
 func (c *Client) QueueDepth() (int, error) {
 	qi, err := c.inspector.GetQueueInfo(QueueName)
 	if err != nil {
-		// The queue does not exist until the first task is enqueued.
-		if errors.Is(err, asynq.ErrQueueNotFound) {
-			return 0, nil
+		if c.queueMissing(err) {
+			return 0, nil // the queue does not exist until the first task is enqueued
 		}
 		return 0, err
 	}
 	return qi.Pending + qi.Scheduled + qi.Retry, nil
+}
+
+// queueMissing reports whether err, from the Inspector, says that imagegen's
+// queue does not exist yet. asynq's other Inspector methods wrap
+// ErrQueueNotFound then, but GetQueueInfo (v0.26) returns an error of its
+// internal package ("NOT_FOUND: queue \"imagegen\" does not exist") that no
+// exported error matches: the list of queues decides then.
+func (c *Client) queueMissing(err error) bool {
+	if errors.Is(err, asynq.ErrQueueNotFound) {
+		return true
+	}
+	queues, qerr := c.inspector.Queues()
+	return qerr == nil && !slices.Contains(queues, QueueName)
 }
 
 // BuildTask returns the state of build × cloud's task.

@@ -3,6 +3,8 @@ package queue
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/config"
 	"github.com/imagegen/imagegen/internal/servicetest"
 )
@@ -25,8 +28,10 @@ func durabilityClient(t *testing.T, addr string, d config.Durability) *Client {
 	return qc
 }
 
+// delivery is a push delivery; each id pushes another commit.
 func delivery(id string) Delivery {
-	return Delivery{ID: id, Event: "push", Body: []byte(`{"ref":"refs/heads/main"}`)}
+	return Delivery{ID: id, Event: "push", Parsed: builds.Push{Repo: "octo/images", Ref: "refs/heads/main",
+		After: fmt.Sprintf("%040x", sha256.Sum256([]byte(id)))[:40]}}
 }
 
 // onReplica says whether the replica holds the delivery's task.
@@ -34,7 +39,7 @@ func onReplica(t *testing.T, replica *servicetest.Redis, id string) bool {
 	t.Helper()
 	rc := redis.NewClient(&redis.Options{Addr: replica.Addr})
 	defer rc.Close()
-	n, err := rc.Exists(context.Background(), "asynq:{"+QueueName+"}:t:delivery:"+id).Result()
+	n, err := rc.Exists(context.Background(), "asynq:{"+QueueName+"}:t:"+DeliveryTaskID(delivery(id))).Result()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,7 @@ import (
 )
 
 // MaxWebhookBody is GitHub's own cap on a delivery's payload.
-const MaxWebhookBody = 25 << 20
+const MaxWebhookBody = config.MaxWebhookBody
 
 // Options are what the server needs.
 type Options struct {
@@ -50,8 +50,10 @@ type Server struct {
 	reg     *prometheus.Registry
 	echo    *echo.Echo
 	metrics *metrics
-	// signatures checks the webhook's X-Hub-Signature-256.
+	// signatures checks the webhook's X-Hub-Signature-256; reads bounds
+	// the bodies it reads at once.
 	signatures *signatures
+	reads      *readLimit
 	// access is who may read and re-run, shared with the pages (auth.go).
 	access *access.Policy
 }
@@ -78,6 +80,7 @@ func New(o Options) (*Server, error) {
 	s := &Server{cfg: o.Config, store: o.Store, queue: o.Queue, reruns: o.Reruns, log: o.Logger, reg: o.Registry,
 		access: access.New(o.Config, o.Logger)}
 	s.signatures = newSignatures(func() []byte { return []byte(o.Config.GitHub.WebhookSecret.Reveal()) })
+	s.reads = newReadLimit(o.Config.Webhook)
 	s.metrics = &metrics{
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imagegen_webhook_deliveries_total",

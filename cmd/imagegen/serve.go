@@ -100,8 +100,21 @@ func loadServiceConfig(path string, reg *clouds.Registry) (*config.Config, error
 	return cfg, nil
 }
 
+// newLogger returns the service's logger, JSON lines on w, and makes it
+// go-redis's too (a setting of the whole process): go-redis otherwise prints
+// its own plain-text lines ("redis: … failed to dial") to stderr.
 func newLogger(w io.Writer) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	redis.SetLogger(redisLogger{log.With("component", "redis")})
+	return log
+}
+
+// redisLogger is go-redis's logger on slog. go-redis logs what goes wrong
+// (dials failing, connections dropped) and has no levels: Warn.
+type redisLogger struct{ l *slog.Logger }
+
+func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	r.l.Log(ctx, slog.LevelWarn, fmt.Sprintf(format, v...))
 }
 
 // service is what serve and worker share: Redis, the records, the queue's
