@@ -30,6 +30,9 @@ type Config struct {
 	// master or a Redis Cluster (at most one of the three).
 	RedisSentinel *RedisSentinel `yaml:"redis_sentinel"`
 	RedisCluster  *RedisCluster  `yaml:"redis_cluster"`
+	// RedisDurability is what must hold before the webhook answers 202:
+	// DurabilityAck (the default), DurabilityFsync or DurabilityReplica.
+	RedisDurability Durability `yaml:"redis_durability"`
 
 	GitHub  GitHub  `yaml:"github"`
 	Webhook Webhook `yaml:"webhook"`
@@ -157,6 +160,27 @@ type Pages struct {
 	// LinkTTL is how long a signed link opens its page; default build.retention.
 	LinkTTL time.Duration `yaml:"link_ttl"`
 }
+
+// Durability is what the webhook waits for before it answers 202: how much
+// of a Redis failure an accepted delivery survives.
+type Durability string
+
+// The durabilities (README, "Durability").
+const (
+	// DurabilityAck: Redis has the delivery in memory and in its AOF's
+	// buffer. It survives a Redis restart or crash; with appendfsync
+	// everysec, the crash of the Redis host may lose up to a second of
+	// deliveries, and a failover those not yet on the replica.
+	DurabilityAck Durability = "ack"
+	// DurabilityFsync: as ack, on a Redis (every node) with appendonly yes
+	// and appendfsync always, which imagegen checks at start: the delivery
+	// is on the Redis host's disk before the answer.
+	DurabilityFsync Durability = "fsync"
+	// DurabilityReplica: as ack, and a replica has the delivery too (WAIT 1
+	// on the queue's master): it survives the loss of the Redis host and a
+	// failover to that replica.
+	DurabilityReplica Durability = "replica"
+)
 
 // Defaults for values the config leaves out.
 const (

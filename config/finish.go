@@ -67,8 +67,16 @@ func (c *Config) finishHTTP(p *problems) {
 	}
 }
 
-// finishRedis: one of redis, redis_sentinel and redis_cluster; redis by default.
+// finishRedis: one of redis, redis_sentinel and redis_cluster; redis by
+// default; redis_durability ack by default.
 func (c *Config) finishRedis(p *problems) {
+	switch c.RedisDurability {
+	case "":
+		c.RedisDurability = DurabilityAck
+	case DurabilityAck, DurabilityFsync, DurabilityReplica:
+	default:
+		p.bad("redis_durability", "%q is not ack, fsync or replica", c.RedisDurability)
+	}
 	switch {
 	case c.RedisSentinel != nil && (c.RedisCluster != nil || c.Redis != ""),
 		c.RedisCluster != nil && c.Redis != "":
