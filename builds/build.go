@@ -48,6 +48,15 @@ type CloudRecord struct {
 	ExitCode     int                   `json:"exit_code,omitempty"`
 	Error        string                `json:"error,omitempty"`
 	Leftovers    int                   `json:"leftovers,omitempty"` // resources cleanup could not remove
+
+	// The image's manifest (stored beside the record, served by the API):
+	// its sha256 (the image's imagegen:manifest-sha256 tag), how many
+	// packages it lists, and whether some of it is missing; or why there
+	// is none. All empty when the build ended before its script did.
+	ManifestSHA256   string `json:"manifest_sha256,omitempty"`
+	ManifestPackages int    `json:"manifest_packages,omitempty"`
+	ManifestPartial  bool   `json:"manifest_partial,omitempty"`
+	ManifestError    string `json:"manifest_error,omitempty"`
 	// ProvenanceSHA256 is the SHA-256 of the image's provenance envelope
 	// (stored beside the record; the image's imagegen:provenance-sha256).
 	ProvenanceSHA256 string `json:"provenance_sha256,omitempty"`

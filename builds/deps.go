@@ -73,12 +73,22 @@ type Store interface {
 	// BuildsSince returns the ids of the builds created since t.
 	BuildsSince(ctx context.Context, t time.Time) ([]string, error)
 
+	// SaveManifest stores a cloud's manifest (gzipped CycloneDX JSON) with
+	// the build's record, kept as long as the record; ErrNotFound when the
+	// build does not exist.
+	SaveManifest(ctx context.Context, id, cloud string, gz []byte) error
+	// Manifest returns what SaveManifest stored; ErrNotFound when the build
+	// or the cloud's manifest does not exist.
+	Manifest(ctx context.Context, id, cloud string) ([]byte, error)
+
 	// AddImage records a new image in its generator's lineage, and indexes
 	// it by its cloud and id.
 	AddImage(ctx context.Context, e LineageEntry) error
 	// SetProvenance stores the DSSE envelope of build's image on cloud with
 	// the build's record, as the bytes given.
 	SetProvenance(ctx context.Context, build, cloud string, envelope []byte) error
+	// Images returns a generator's lineage, newest first.
+	Images(ctx context.Context, repo, generator string) ([]LineageEntry, error)
 	// LastClouds returns the cloud list a generator was last planned with.
 	LastClouds(ctx context.Context, repo, generator string) ([]string, bool, error)
 	// SetLastClouds records the cloud list a generator was planned with.

@@ -11,6 +11,7 @@ import (
 
 	udiff "github.com/aymanbagabas/go-udiff"
 
+	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/config"
 )
@@ -29,6 +30,9 @@ type ImageStore interface {
 	// Provenance returns the envelope stored for build's image on cloud;
 	// ErrNotFound when there is none.
 	Provenance(ctx context.Context, build, cloud string) ([]byte, error)
+	// Manifest returns the gzipped manifest of build's image on cloud;
+	// ErrNotFound when there is none.
+	Manifest(ctx context.Context, id, cloud string) ([]byte, error)
 }
 
 // CommitLister is a RepoClient that lists the commits between two (package
@@ -59,9 +63,6 @@ type Images struct {
 	cfg    *config.Config
 	store  ImageStore
 	github GitHub
-	// Packages diffs the package manifests of two images, once the records
-	// carry them; nil: every comparison says the packages are not recorded.
-	Packages func(ctx context.Context, from, to ImageRef) (PackageDiff, error)
 }
 
 // NewImages returns the image queries; gh may be nil (no commit lists:
@@ -81,8 +82,8 @@ func (e *AmbiguousError) Error() string {
 	return fmt.Sprintf("image %q is on more than one cloud (%s): name the cloud", e.ID, strings.Join(e.Clouds, ", "))
 }
 
-// ImageRef names one image and where it came from.
-type ImageRef struct {
+// ImageRecord is one recorded image and where it came from.
+type ImageRecord struct {
 	Cloud     string    `json:"cloud"`
 	ImageID   string    `json:"image_id"`
 	ImageName string    `json:"image_name"`
@@ -96,14 +97,14 @@ type ImageRef struct {
 	Created   time.Time `json:"built_at"`
 }
 
-func refOf(e LineageEntry) ImageRef {
-	return ImageRef{Cloud: e.Cloud, ImageID: e.ImageID, ImageName: e.ImageName, Build: e.Build, Repo: e.Repo,
+func recordOf(e LineageEntry) ImageRecord {
+	return ImageRecord{Cloud: e.Cloud, ImageID: e.ImageID, ImageName: e.ImageName, Build: e.Build, Repo: e.Repo,
 		Generator: e.Generator, Commit: e.Commit, Ref: e.Ref, Digest: e.Digest, BaseImage: e.BaseImage, Created: e.Created}
 }
 
 // ImageStory is one image's provenance and its neighbours.
 type ImageStory struct {
-	ImageRef
+	ImageRecord
 	// Branch is the ref's branch name ("" when the ref is no branch).
 	Branch    string `json:"branch,omitempty"`
 	CommitURL string `json:"commit_url,omitempty"`
@@ -114,11 +115,11 @@ type ImageStory struct {
 	// envelope, its imagegen:provenance-sha256; "" when none is stored.
 	ProvenanceSHA256 string `json:"provenance_sha256,omitempty"`
 	// Siblings are the images the same build made on the other clouds.
-	Siblings []ImageRef `json:"siblings"`
+	Siblings []ImageRecord `json:"siblings"`
 	// Previous and Next are the generator's images on the same cloud just
 	// before and after this one (nil: none recorded).
-	Previous *ImageRef `json:"previous"`
-	Next     *ImageRef `json:"next"`
+	Previous *ImageRecord `json:"previous"`
+	Next     *ImageRecord `json:"next"`
 }
 
 // Story returns image id on cloud's story; ErrNotFound when imagegen has no
@@ -132,7 +133,7 @@ func (im *Images) Story(ctx context.Context, cloud, id string) (*ImageStory, err
 	if err != nil {
 		return nil, err
 	}
-	st := &ImageStory{ImageRef: refOf(e), Siblings: []ImageRef{}, BuildURL: BuildURL(im.cfg.BaseURL, e.Build)}
+	st := &ImageStory{ImageRecord: recordOf(e), Siblings: []ImageRecord{}, BuildURL: BuildURL(im.cfg.BaseURL, e.Build)}
 	st.Branch, _ = strings.CutPrefix(e.Ref, "refs/heads/")
 	if st.Branch == e.Ref {
 		st.Branch = ""
@@ -155,16 +156,16 @@ func (im *Images) Story(ctx context.Context, cloud, id string) (*ImageStory, err
 	st.Previous, st.Next = prev, next
 	for _, o := range lineage {
 		if o.Build == e.Build && o.Cloud != e.Cloud {
-			st.Siblings = append(st.Siblings, refOf(o))
+			st.Siblings = append(st.Siblings, recordOf(o))
 		}
 	}
-	slices.SortFunc(st.Siblings, func(a, b ImageRef) int { return strings.Compare(a.Cloud, b.Cloud) })
+	slices.SortFunc(st.Siblings, func(a, b ImageRecord) int { return strings.Compare(a.Cloud, b.Cloud) })
 	return st, nil
 }
 
 // neighbours finds, in a lineage (newest first), the images of e's cloud
 // just older and just newer than e.
-func neighbours(lineage []LineageEntry, e LineageEntry) (prev, next *ImageRef) {
+func neighbours(lineage []LineageEntry, e LineageEntry) (prev, next *ImageRecord) {
 	at := -1
 	for i, o := range lineage {
 		if o.Cloud == e.Cloud && o.ImageID == e.ImageID {
@@ -177,14 +178,14 @@ func neighbours(lineage []LineageEntry, e LineageEntry) (prev, next *ImageRef) {
 	}
 	for i := at + 1; i < len(lineage); i++ {
 		if lineage[i].Cloud == e.Cloud {
-			r := refOf(lineage[i])
+			r := recordOf(lineage[i])
 			prev = &r
 			break
 		}
 	}
 	for i := at - 1; i >= 0; i-- {
 		if lineage[i].Cloud == e.Cloud {
-			r := refOf(lineage[i])
+			r := recordOf(lineage[i])
 			next = &r
 			break
 		}
@@ -206,8 +207,8 @@ func (im *Images) Provenance(ctx context.Context, cloud, id string) ([]byte, err
 type ImageChanges struct {
 	// From is the earlier image: the previous one of the generator on the
 	// cloud, or the one asked for; nil when To is the first.
-	From *ImageRef `json:"from"`
-	To   ImageRef  `json:"to"`
+	From *ImageRecord `json:"from"`
+	To   ImageRecord  `json:"to"`
 	// CompareURL is GitHub's page of the commits between the two.
 	CompareURL string `json:"compare_url,omitempty"`
 	// Commits are the commits between From and To, oldest first (at most
@@ -233,21 +234,14 @@ type Change struct {
 	To   string `json:"to"`
 }
 
-// PackageDiff is what changed in the installed packages. Recorded is false,
-// and Note says why, until both images have a manifest recorded.
+// PackageDiff is what changed in the installed packages, from the two
+// images' manifests (package builder/manifest's comparison, with the newer
+// build's drift: ignore list). Recorded is false, and Note says why, when
+// either image has no manifest.
 type PackageDiff struct {
-	Recorded bool            `json:"recorded"`
-	Note     string          `json:"note,omitempty"`
-	Added    []string        `json:"added,omitempty"`
-	Removed  []string        `json:"removed,omitempty"`
-	Changed  []PackageChange `json:"changed,omitempty"`
-}
-
-// PackageChange is a package whose version changed.
-type PackageChange struct {
-	Name string `json:"name"`
-	From string `json:"from"`
-	To   string `json:"to"`
+	Recorded bool              `json:"recorded"`
+	Note     string            `json:"note,omitempty"`
+	Changes  *manifest.Changes `json:"changes,omitempty"`
 }
 
 // PackagesNotRecorded is the note of a comparison without manifests.
@@ -261,7 +255,7 @@ func (im *Images) Changes(ctx context.Context, cloud, id, since string) (*ImageC
 	if err != nil {
 		return nil, err
 	}
-	ch := &ImageChanges{To: refOf(to), Packages: PackageDiff{Note: PackagesNotRecorded}}
+	ch := &ImageChanges{To: recordOf(to), Packages: PackageDiff{Note: PackagesNotRecorded}}
 	var from *LineageEntry
 	if since != "" {
 		e, err := im.store.Image(ctx, cloud, since)
@@ -287,21 +281,51 @@ func (im *Images) Changes(ctx context.Context, cloud, id, since string) (*ImageC
 		ch.ScriptNote = "this is the generator's first image on this cloud: nothing to compare with"
 		return ch, nil
 	}
-	r := refOf(*from)
+	r := recordOf(*from)
 	ch.From = &r
 	if from.BaseImage != to.BaseImage {
 		ch.BaseImage = &Change{From: from.BaseImage, To: to.BaseImage}
 	}
 	im.scriptDiff(ctx, ch, *from, to)
 	im.commits(ctx, ch, *from, to)
-	if im.Packages != nil {
-		pd, err := im.Packages(ctx, r, ch.To)
-		if err != nil {
-			pd = PackageDiff{Note: "the manifests could not be read: " + err.Error()}
-		}
-		ch.Packages = pd
-	}
+	ch.Packages = im.packages(ctx, *from, to)
 	return ch, nil
+}
+
+// packages compares the two images' manifests.
+func (im *Images) packages(ctx context.Context, from, to LineageEntry) PackageDiff {
+	read := func(e LineageEntry) (*manifest.Manifest, error) {
+		gz, err := im.store.Manifest(ctx, e.Build, e.Cloud)
+		if err != nil {
+			return nil, err
+		}
+		doc, err := manifest.Decompress(gz)
+		if err != nil {
+			return nil, err
+		}
+		return manifest.Decode(doc)
+	}
+	old, oerr := read(from)
+	cur, cerr := read(to)
+	switch {
+	case errors.Is(oerr, ErrNotFound) && errors.Is(cerr, ErrNotFound):
+		return PackageDiff{Note: PackagesNotRecorded}
+	case errors.Is(oerr, ErrNotFound):
+		return PackageDiff{Note: "the earlier image has no manifest recorded"}
+	case errors.Is(cerr, ErrNotFound):
+		return PackageDiff{Note: "this image has no manifest recorded"}
+	case oerr != nil || cerr != nil:
+		return PackageDiff{Note: "the manifests could not be read: " + errors.Join(oerr, cerr).Error()}
+	}
+	var opts manifest.DriftOptions
+	if _, sp, err := im.store.Get(ctx, to.Build); err == nil {
+		opts, _ = driftOptions(sp)
+	}
+	ch, err := manifest.OverTime(old, cur, opts)
+	if err != nil {
+		return PackageDiff{Note: "the manifests could not be compared: " + err.Error()}
+	}
+	return PackageDiff{Recorded: true, Changes: ch}
 }
 
 // scriptDiff fills in the unified diff of the two builds' scripts.

@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builder/spec"
 )
 
@@ -34,7 +35,7 @@ func (r *Reporter) Report(ctx context.Context, gh RepoClient, id string, cloudNa
 		return err
 	}
 	defer unlock()
-	b, _, err := r.d.Store.Get(ctx, id)
+	b, sp, err := r.d.Store.Get(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -47,7 +48,7 @@ func (r *Reporter) Report(ctx context.Context, gh RepoClient, id string, cloudNa
 		}
 	}
 	if gh.CheckRuns() {
-		errs = append(errs, r.checkRun(ctx, gh, b))
+		errs = append(errs, r.checkRun(ctx, gh, b, sp))
 	}
 	return errors.Join(errs...)
 }
@@ -58,9 +59,17 @@ func (r *Reporter) status(b *Build, c *CloudRecord) Status {
 }
 
 // checkRun creates or updates the build's check run; the caller holds the
-// report lock.
-func (r *Reporter) checkRun(ctx context.Context, gh RepoClient, b *Build) error {
-	cr := RenderCheckRun(b, r.d.Config.BaseURL, r.d.BuildURL(b.ID), time.Now().UTC())
+// report lock. Once every cloud is done, it carries the build's drift.
+func (r *Reporter) checkRun(ctx context.Context, gh RepoClient, b *Build, sp *spec.Spec) error {
+	var dr *Drift
+	if buildDone(b) {
+		var err error
+		if dr, err = BuildDrift(ctx, r.d.Store, b, sp); err != nil {
+			// The drift is a courtesy: the check run goes out without it.
+			r.d.Logger.Error("drift", "build", b.ID, "err", err)
+		}
+	}
+	cr := RenderCheckRunDrift(b, dr, r.d.Config.BaseURL, r.d.BuildURL(b.ID), time.Now().UTC())
 	if b.CheckRunID != 0 {
 		if err := gh.UpdateCheckRun(ctx, b.Repo, b.CheckRunID, cr); err != nil {
 			return fmt.Errorf("update check run: %w", err)
@@ -291,9 +300,28 @@ func cloudStatus(b *Build, c *CloudRecord, baseURL, link string) Status {
 	return st
 }
 
+// buildDone reports whether every cloud of b is final or waits for a
+// password: its check run is completed.
+func buildDone(b *Build) bool {
+	for _, c := range b.Clouds {
+		if !c.State.Final() && c.State != builder.StateWaiting {
+			return false
+		}
+	}
+	return true
+}
+
 // RenderCheckRun renders the check run for the build as it stands at now;
 // link is the build's page (details_url).
 func RenderCheckRun(b *Build, baseURL, link string, now time.Time) CheckRun {
+	return RenderCheckRunDrift(b, nil, baseURL, link, now)
+}
+
+// RenderCheckRunDrift is RenderCheckRun with the build's drift (nil: none
+// known): a Drift section in the summary, a line per cloud on what changed
+// since its previous image in the text, and, with on_drift: fail, a failed
+// conclusion when the clouds differ.
+func RenderCheckRunDrift(b *Build, dr *Drift, baseURL, link string, now time.Time) CheckRun {
 	cr := CheckRun{
 		Name:       CheckRunName(b.Generator),
 		HeadSHA:    b.Commit,
@@ -341,14 +369,100 @@ func RenderCheckRun(b *Build, baseURL, link string, now time.Time) CheckRun {
 		case counts[builder.StateCanceled] > 0:
 			cr.Conclusion = "cancelled"
 			cr.Title = fmt.Sprintf("%d of %d %s canceled", counts[builder.StateCanceled], n, plural(n, "cloud", "clouds"))
+		case dr.Differs() && dr.OnDrift == spec.OnDriftFail:
+			cr.Conclusion = "failure"
+			cr.Title = fmt.Sprintf("%d %s built, but the clouds differ (on_drift: fail)", n, plural(n, "image", "images"))
+		case dr.Differs():
+			cr.Conclusion = "success"
+			cr.Title = fmt.Sprintf("%d %s built; the clouds differ", n, plural(n, "image", "images"))
 		default:
 			cr.Conclusion = "success"
 			cr.Title = fmt.Sprintf("%d %s built", n, plural(n, "image", "images"))
 		}
 	}
-	cr.Summary = renderSummary(b, baseURL, link, now)
-	cr.Text = renderText(b)
+	cr.Summary = renderSummary(b, baseURL, link, now, renderDrift(dr, link))
+	changes := renderChanges(dr)
+	cr.Text = renderText(b, MaxCheckRunText-100-len(changes)) + changes
 	return cr
+}
+
+// driftBudget is the most of a summary the Drift section takes: the clouds'
+// table comes first.
+const driftBudget = MaxCheckRunText / 2
+
+// renderDrift is the summary's Drift section: the library's Markdown (every
+// value from a machine escaped), cut to fit, and what on_drift does.
+func renderDrift(dr *Drift, link string) string {
+	if !dr.hasManifests() {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("\n### Drift\n\n")
+	if dr.Across == nil {
+		fmt.Fprintf(&b, "Compared once every cloud is done (%s %s not).\n", strings.Join(dr.Pending, ", "), plural(len(dr.Pending), "is", "are"))
+		return b.String()
+	}
+	md := ""
+	for rows := manifest.DefaultMarkdownRows; ; rows /= 2 {
+		md = dr.Across.Markdown(manifest.RenderOptions{MaxRows: max(rows, 1), MoreURL: link})
+		if len(md) <= driftBudget-400 || rows <= 1 {
+			break
+		}
+	}
+	if len(md) > driftBudget-400 {
+		// Too many clouds, or cells too long, for even one row: the headline's line.
+		md, _, _ = strings.Cut(md, "\n")
+		md += "\n\nThe table is too large for a check run: see the build's page.\n"
+	}
+	b.WriteString(md)
+	if dr.Differs() {
+		if dr.OnDrift == spec.OnDriftFail {
+			b.WriteString("\nThe spec says `drift: {on_drift: fail}`: clouds that differ fail this check run.\n")
+		} else {
+			b.WriteString("\nA warning (`drift: {on_drift: warn}`, the default): the check run stays successful. `on_drift: fail` would fail it.\n")
+		}
+	}
+	return b.String()
+}
+
+// renderChanges is the text's line per cloud on what changed since the
+// cloud's previous image; the details are on the build's page.
+func renderChanges(dr *Drift) string {
+	if dr == nil || len(dr.OverTime) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("\nSince the previous image on each cloud (details on the build's page):\n\n")
+	for _, cc := range dr.OverTime {
+		line := "- " + mdCell(cc.Cloud) + ": "
+		switch c := cc.Changes; {
+		case c == nil:
+			line += cc.Note
+		case c.Identical:
+			line += fmt.Sprintf("no changes (%d %s)", c.Packages, plural(c.Packages, "package", "packages"))
+		default:
+			line += fmt.Sprintf("%d added, %d removed, %d upgraded, %d downgraded", c.Added, c.Removed, c.Upgraded, c.Downgraded)
+			if c.Changed > 0 {
+				line += fmt.Sprintf(", %d changed", c.Changed)
+			}
+			for _, sc := range c.System {
+				line += ", " + sc.Field + " changed"
+			}
+		}
+		if cc.Previous != nil {
+			line += fmt.Sprintf(" (against build `%s`)", mdCell(cc.Previous.Build)) //nolint:gocritic // a markdown code span
+		}
+		if c := cc.Changes; c != nil && (c.FromPartial || c.ToPartial) {
+			line += "; a manifest is partial, changes may be missing"
+		}
+		line += "\n"
+		if b.Len()+len(line) > driftBudget {
+			b.WriteString("- …\n")
+			break
+		}
+		b.WriteString(line)
+	}
+	return b.String()
 }
 
 func plural(n int, one, many string) string {
@@ -376,7 +490,7 @@ func code(s string) string {
 	return "`" + strings.ReplaceAll(mdCell(s), "`", "'") + "`"
 }
 
-func renderSummary(b *Build, baseURL, link string, now time.Time) string {
+func renderSummary(b *Build, baseURL, link string, now time.Time, drift string) string {
 	var head strings.Builder
 	fmt.Fprintf(&head, "Generator **%s** (`%s`) at `%s`, script sha256 `%s`.\n\n", mdCell(b.Generator), mdCell(b.SpecFile), shortSHA(b.Commit), shortSHA(b.Digest))
 	head.WriteString("| cloud | state | new image id | image name | base image | duration |\n")
@@ -401,7 +515,7 @@ func renderSummary(b *Build, baseURL, link string, now time.Time) string {
 	foot := fmt.Sprintf("\nBuild `%s`: %s\n", b.ID, link) //nolint:gocritic // a markdown code span, as written
 	var out strings.Builder
 	out.WriteString(head.String())
-	budget := MaxCheckRunText - len(foot) - 200
+	budget := MaxCheckRunText - len(foot) - len(drift) - 200
 	for i, r := range rows {
 		if out.Len()+len(r) > budget {
 			fmt.Fprintf(&out, "\n… and %d more clouds (see the build record)\n", len(rows)-i)
@@ -419,12 +533,13 @@ func renderSummary(b *Build, baseURL, link string, now time.Time) string {
 			out.WriteString(n)
 		}
 	}
+	out.WriteString(drift)
 	out.WriteString(foot)
 	return out.String()
 }
 
 // renderText lists the new images one per line, for people and scripts.
-func renderText(b *Build) string {
+func renderText(b *Build, budget int) string {
 	var out strings.Builder
 	for _, name := range b.CloudNames() {
 		c := b.Clouds[name]
@@ -432,7 +547,7 @@ func renderText(b *Build) string {
 			continue
 		}
 		line := fmt.Sprintf("- %s: `%s` (id `%s`)\n", name, c.ImageName, c.ImageID) //nolint:gocritic // markdown code spans, as written
-		if out.Len()+len(line) > MaxCheckRunText-100 {
+		if out.Len()+len(line) > budget {
 			out.WriteString("- …\n")
 			break
 		}

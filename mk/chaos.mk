@@ -14,7 +14,7 @@ CHAOS_REDELIVERIES ?= 1000
 CHAOS_KILLS ?= 20
 CHAOS_OUT ?= .cache/chaos-table.md
 # package:target, one go test -fuzz per pair (go test fuzzes one target at a time).
-FUZZ_TARGETS := ./server:FuzzWebhook ./config:FuzzParse ./builder/spec:FuzzParse ./builder/spec:FuzzScriptFile ./github:FuzzFSPath ./internal/strictyaml:FuzzParse
+FUZZ_TARGETS := ./server:FuzzWebhook ./github:FuzzPeekPush ./config:FuzzParse ./builder/spec:FuzzParse ./builder/spec:FuzzScriptFile ./github:FuzzFSPath ./internal/strictyaml:FuzzParse
 # Hook for the root Makefile: `test: ... $(CHAOS_TEST_TARGETS)`.
 CHAOS_TEST_TARGETS := fuzz-short
 

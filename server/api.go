@@ -132,11 +132,16 @@ func (s *Server) rerun(c echo.Context) error {
 	}
 	id, err := s.reruns.Rerun(c.Request().Context(), c.Param("id"), builds.RerunRequest{Clouds: req.Clouds, Passwords: req.Passwords})
 	var rerr *builds.RequestError
+	var derr *builds.DeniedError
 	switch {
 	case errors.Is(err, builds.ErrNotFound):
 		return echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("no build %q", c.Param("id")))
 	case errors.As(err, &rerr):
 		return echo.NewHTTPError(http.StatusBadRequest, rerr.Msg)
+	case errors.As(err, &derr):
+		// The token may re-run, but the cloud does not take this repository.
+		logOf(c).Warn("re-run refused by an allow rule", "build", c.Param("id"), "token", tokenOf(c).Name, "reason", derr.Msg)
+		return echo.NewHTTPError(http.StatusForbidden, derr.Msg)
 	case err != nil:
 		return err
 	case id == "":

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/config/configtest"
@@ -72,6 +73,23 @@ clouds:
 			}
 		}
 	}
+	// Both images on a have a manifest: dstat came, openssl moved up.
+	for id, pkgs := range map[string][]manifest.Package{
+		"b1": {{Manager: manifest.Deb, Name: "openssl", Version: "3.0.11-1~deb12u2", Arch: "amd64"}},
+		"b2": {{Manager: manifest.Deb, Name: "dstat", Version: "0.7.4-6.1", Arch: "all"}, {Manager: manifest.Deb, Name: "openssl", Version: "3.0.13-1~deb12u1", Arch: "amd64"}},
+	} {
+		doc, err := manifest.Encode(&manifest.Manifest{OS: manifest.OS{ID: "debian", VersionID: "12"}, Arch: "x86_64", Packages: pkgs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gz, err := manifest.Compress(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.SaveManifest(ctx, id, "a", gz); err != nil {
+			t.Fatal(err)
+		}
+	}
 	envelope := []byte(`{"payloadType":"application/vnd.in-toto+json","payload":"e30=","signatures":[]}` + "\n")
 	if err := st.SetProvenance(ctx, "b2", "a", envelope); err != nil {
 		t.Fatal(err)
@@ -119,7 +137,7 @@ func TestImageRoutes(t *testing.T) {
 		{"another repository's image", "/api/v1/images/a/img-2", otherToken, 404, []string{`no record of image \"img-2\" on cloud \"a\"`}},
 		{"another repository's image, id on two clouds", "/api/v1/images/img-1", otherToken, 404, []string{`no record of image \"img-1\" (records`}},
 		{"no token", "/api/v1/images/a/img-2", "", 401, []string{"missing Authorization"}},
-		{"changes", "/api/v1/images/a/img-2/changes", imgToken, 200, []string{`"from":{"cloud":"a","image_id":"img-1"`, `"script_changed":true`, `+echo \u003cscript\u003ealert(1)\u003c/script\u003e`, `"compare_url":"https://github.com/octo/images/compare/1111111111111111111111111111111111111111...2222222222222222222222222222222222222222"`, `"commits":null`, `"commits_note":"this server does not read commits from GitHub: follow the compare link"`, `"base_image_change":null`, `"packages":{"recorded":false,"note":"no package manifest is recorded for these images"}`}},
+		{"changes", "/api/v1/images/a/img-2/changes", imgToken, 200, []string{`"from":{"cloud":"a","image_id":"img-1"`, `"script_changed":true`, `+echo \u003cscript\u003ealert(1)\u003c/script\u003e`, `"compare_url":"https://github.com/octo/images/compare/1111111111111111111111111111111111111111...2222222222222222222222222222222222222222"`, `"commits":null`, `"commits_note":"this server does not read commits from GitHub: follow the compare link"`, `"base_image_change":null`, `"packages":{"recorded":true,"changes":{"identical":false,"packages":2,"changes":[{"kind":"added","manager":"deb","name":"dstat","to":"0.7.4-6.1"},{"kind":"upgraded","manager":"deb","name":"openssl","from":"3.0.11-1~deb12u2","to":"3.0.13-1~deb12u1"}],"added":1,"removed":0,"upgraded":1`}},
 		{"changes of the first", "/api/v1/images/a/img-1/changes", imgToken, 200, []string{`"from":null`, `"script_note":"this is the generator's first image on this cloud: nothing to compare with"`}},
 		{"changes since an unknown image", "/api/v1/images/a/img-2/changes?since=img-9", imgToken, 404, []string{`no record of image \"img-9\" on cloud \"a\"`}},
 		{"changes of another repository's image", "/api/v1/images/a/img-2/changes", otherToken, 404, []string{`no record of image \"img-2\"`}},

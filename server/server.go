@@ -28,7 +28,7 @@ import (
 )
 
 // MaxWebhookBody is GitHub's own cap on a delivery's payload.
-const MaxWebhookBody = 25 << 20
+const MaxWebhookBody = config.MaxWebhookBody
 
 // Options are what the server needs.
 type Options struct {
@@ -56,8 +56,10 @@ type Server struct {
 	reg     *prometheus.Registry
 	echo    *echo.Echo
 	metrics *metrics
-	// signatures checks the webhook's X-Hub-Signature-256.
+	// signatures checks the webhook's X-Hub-Signature-256; reads bounds
+	// the bodies it reads at once.
 	signatures *signatures
+	reads      *readLimit
 	// access is who may read and re-run, shared with the pages (auth.go).
 	access *access.Policy
 	// images answers the image routes (images.go); signer's public key is served.
@@ -87,6 +89,7 @@ func New(o Options) (*Server, error) {
 	s := &Server{cfg: o.Config, store: o.Store, queue: o.Queue, reruns: o.Reruns, log: o.Logger, reg: o.Registry,
 		access: access.New(o.Config, o.Logger), images: builds.NewImages(o.Config, o.Store, o.GitHub), signer: o.Signer}
 	s.signatures = newSignatures(func() []byte { return []byte(o.Config.GitHub.WebhookSecret.Reveal()) })
+	s.reads = newReadLimit(o.Config.Webhook)
 	s.metrics = &metrics{
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imagegen_webhook_deliveries_total",
@@ -136,6 +139,7 @@ func (s *Server) routes() *echo.Echo {
 	api.GET("/images/:cloud/:image_id/changes", s.imageChanges, s.guard(s.canRead))
 	api.GET("/images/:cloud/:image_id/provenance", s.imageProvenance, s.guard(s.canRead))
 	api.GET("/provenance/key", s.provenanceKey, s.guard(s.canRead))
+	s.driftRoutes(api)
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
 	e.GET("/readyz", s.ready)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})), s.guard(s.canReadMetrics))

@@ -24,7 +24,8 @@ import (
 //
 // So "which build made image X on cloud C" is one GET, and "on which cloud
 // is X" one SMEMBERS, whatever the number of images: a key of ~400 bytes per
-// image, and no scan. Images recorded before these keys existed are not
+// image, and no scan. Like a lineage, they are never touched together
+// with a build's keys, so they carry no hash tag. Images recorded before these keys existed are not
 // indexed (there is no scan fallback: finding one would mean reading every
 // generator's lineage); the cloud's own tags answer for them
 // (imagegen trace --config). The keys are written with a pipeline, not in the
@@ -91,16 +92,20 @@ func (s *Store) ImageClouds(ctx context.Context, id string) ([]string, error) {
 }
 
 // SetProvenance stores the DSSE envelope of build's image on cloud, as the
-// bytes given: its SHA-256 is the image's imagegen:provenance-sha256.
+// bytes given (its SHA-256 is the image's imagegen:provenance-sha256), with
+// the build's record: like a manifest, never outliving nor making one.
 func (s *Store) SetProvenance(ctx context.Context, build, cloud string, envelope []byte) error {
-	key := buildKey(build)
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, key, provenanceField+cloud, envelope)
-		p.Expire(ctx, key, s.retention)
-		return nil
-	})
+	n, err := saveManifest.Run(ctx, s.rdb, []string{buildKey(build)}, provenanceField+cloud, envelope, s.retention.Milliseconds()).Int()
+	if err == nil && n == 0 {
+		if legacy, lerr := s.legacy(ctx, build); lerr == nil && legacy {
+			n, err = saveManifest.Run(ctx, s.rdb, []string{legacyBuildKey(build)}, provenanceField+cloud, envelope, s.retention.Milliseconds()).Int()
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("store provenance of build %s on %s: %w", build, cloud, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("store provenance of build %s on %s: build %w", build, cloud, builds.ErrNotFound)
 	}
 	return nil
 }
@@ -108,10 +113,13 @@ func (s *Store) SetProvenance(ctx context.Context, build, cloud string, envelope
 // Provenance returns the envelope SetProvenance stored; builds.ErrNotFound
 // when there is none (the build expired, failed, or predates provenance).
 func (s *Store) Provenance(ctx context.Context, build, cloud string) ([]byte, error) {
-	if build == "" || strings.ContainsAny(build, ":* ") {
+	if build == "" || strings.ContainsAny(build, ":*{} ") {
 		return nil, builds.ErrNotFound
 	}
 	b, err := s.rdb.HGet(ctx, buildKey(build), provenanceField+cloud).Bytes()
+	if errors.Is(err, redis.Nil) && !s.cluster {
+		b, err = s.rdb.HGet(ctx, legacyBuildKey(build), provenanceField+cloud).Bytes()
+	}
 	if errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("provenance of build %s on %s: %w", build, cloud, builds.ErrNotFound)
 	}

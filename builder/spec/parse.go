@@ -15,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/internal/strictyaml"
 )
 
@@ -29,9 +30,14 @@ type Options struct {
 
 // Keys the parser accepts; the JSON Schema in schema/ is tested against them.
 var (
-	topKeys   = []string{"name", "script", "script_file", "branches", "clouds"}
-	cloudKeys = []string{"image", "ssh_user", "size"}
+	topKeys      = []string{"name", "script", "script_file", "branches", "clouds", "manifest", "drift"}
+	cloudKeys    = []string{"image", "ssh_user", "size"}
+	manifestKeys = []string{"files", "required"}
+	driftKeys    = []string{"ignore", "on_drift"}
 )
+
+// MaxIgnorePatterns is the most patterns drift.ignore may hold.
+const MaxIgnorePatterns = 200
 
 // NamePattern is what a generator name must match: it becomes part of image
 // names and of GitHub status contexts (imagegen/<generator>/<cloud>).
@@ -192,6 +198,10 @@ func (p *parser) spec(root *yaml.Node) *Spec {
 			s.Branches = p.branches(v)
 		case "clouds":
 			cloudsKey, cloudsVal = k, v
+		case "manifest":
+			s.Manifest = p.manifest(v)
+		case "drift":
+			s.Drift = p.drift(v)
 		}
 	}
 	p.oneScript(root, scriptKey, scriptFileKey)
@@ -478,4 +488,92 @@ func knownClouds(m map[string]bool) string {
 			}
 		}
 	}), ", ")
+}
+
+// manifest reads manifest: {files: [...], required: bool}.
+func (p *parser) manifest(v *yaml.Node) Manifest {
+	var m Manifest
+	if !p.mapping(v, "manifest", "files: [/etc/ssh/sshd_config], required: false") {
+		return m
+	}
+	for _, f := range p.Fields(v, "manifest", manifestKeys) {
+		switch f.Key.Value {
+		case "files":
+			m.Files = p.patterns(f.Value, "manifest.files", "a file", manifest.MaxFilePatterns, manifest.CheckFilePattern)
+		case "required":
+			m.Required = p.bool(f.Value, "manifest.required")
+		}
+	}
+	return m
+}
+
+// drift reads drift: {ignore: [...], on_drift: warn | fail}.
+func (p *parser) drift(v *yaml.Node) Drift {
+	var d Drift
+	if !p.mapping(v, "drift", `ignore: ["linux-image-*"], on_drift: warn`) {
+		return d
+	}
+	for _, f := range p.Fields(v, "drift", driftKeys) {
+		switch f.Key.Value {
+		case "ignore":
+			d.Ignore = p.patterns(f.Value, "drift.ignore", "an ignore pattern", MaxIgnorePatterns, manifest.CheckIgnorePattern)
+		case "on_drift":
+			s, ok := p.String(f.Value, "drift.on_drift")
+			switch {
+			case !ok:
+			case s == OnDriftWarn || s == OnDriftFail:
+				d.OnDrift = s
+			default:
+				p.Errorf(f.Value, "drift.on_drift %q is not warn or fail: warn reports clouds that differ and keeps the check run successful, fail makes it fail", s)
+			}
+		}
+	}
+	return d
+}
+
+// mapping checks that v is a mapping; example is what one looks like.
+func (p *parser) mapping(v *yaml.Node, key, example string) bool {
+	switch {
+	case strictyaml.IsNull(v):
+		p.Errorf(v, "%s has no value: write %s: {%s}, or remove the key", key, key, example)
+		return false
+	case v.Kind != yaml.MappingNode:
+		p.Errorf(v, "%s must be a mapping, not %s: write %s: {%s}", key, strictyaml.Describe(v), key, example)
+		return false
+	}
+	return true
+}
+
+// patterns reads a list of strings, each checked by check, at most limit.
+func (p *parser) patterns(v *yaml.Node, key, what string, limit int, check func(string) error) []string {
+	if v.Kind != yaml.SequenceNode {
+		p.Errorf(v, "%s must be a list, not %s", key, strictyaml.Describe(v))
+		return nil
+	}
+	if len(v.Content) > limit {
+		p.Errorf(v, "%s has %d entries: at most %d", key, len(v.Content), limit)
+		return nil
+	}
+	out := []string{}
+	for _, n := range v.Content {
+		s, ok := p.String(n, what+" in "+key)
+		if !ok {
+			continue
+		}
+		if err := check(s); err != nil {
+			p.Errorf(n, "%s: %v", key, err)
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// bool reads a YAML boolean (true or false).
+func (p *parser) bool(v *yaml.Node, key string) bool {
+	var b bool
+	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!bool" || v.Decode(&b) != nil {
+		p.Errorf(v, "%s must be true or false, not %s", key, strictyaml.Describe(v))
+	}
+	return b
 }

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builds"
 )
 
@@ -63,7 +64,7 @@ func runChanges(ctx context.Context, e *env, args []string) error {
 }
 
 func printChanges(w io.Writer, ch *builds.ImageChanges) {
-	img := func(r builds.ImageRef) string {
+	img := func(r builds.ImageRecord) string {
 		return fmt.Sprintf("%s %s  commit %s  build %s  built %s", visible(r.ImageID), paren(r.ImageName), visible(shortSHA(r.Commit)), visible(r.Build), timeText(r.Created))
 	}
 	fmt.Fprintf(w, "image %s on cloud %s\n", visible(ch.To.ImageID), visible(ch.To.Cloud))
@@ -114,18 +115,46 @@ func printChanges(w io.Writer, ch *builds.ImageChanges) {
 	}
 
 	p := ch.Packages
-	if !p.Recorded {
-		fmt.Fprintf(w, "packages: not recorded (%s)\n", visible(p.Note))
+	if !p.Recorded || p.Changes == nil {
+		fmt.Fprintf(w, "packages: not compared (%s)\n", visible(p.Note))
 		return
 	}
-	fmt.Fprintf(w, "packages: %d added, %d removed, %d changed\n", len(p.Added), len(p.Removed), len(p.Changed))
-	for _, a := range p.Added {
-		fmt.Fprintf(w, "  + %s\n", visible(a))
+	printPackages(w, p.Changes)
+}
+
+// maxPackageLines bounds the package changes listed; the JSON has them all.
+const maxPackageLines = 200
+
+func printPackages(w io.Writer, c *manifest.Changes) {
+	if c.Identical {
+		fmt.Fprintf(w, "packages: identical (%d)\n", c.Packages)
+		return
 	}
-	for _, r := range p.Removed {
-		fmt.Fprintf(w, "  - %s\n", visible(r))
+	fmt.Fprintf(w, "packages: %d added, %d removed, %d upgraded, %d downgraded, %d changed\n", c.Added, c.Removed, c.Upgraded, c.Downgraded, c.Changed)
+	for _, sc := range c.System {
+		fmt.Fprintf(w, "  system %s: %s -> %s\n", visible(sc.Field), visible(sc.From), visible(sc.To))
 	}
-	for _, c := range p.Changed {
-		fmt.Fprintf(w, "  ~ %s %s -> %s\n", visible(c.Name), visible(c.From), visible(c.To))
+	for i, pc := range c.Changes {
+		if i == maxPackageLines {
+			fmt.Fprintf(w, "  … %d more (--json lists them all)\n", len(c.Changes)-i)
+			break
+		}
+		mark := map[manifest.ChangeKind]string{manifest.Added: "+", manifest.Removed: "-"}[pc.Kind]
+		if mark == "" {
+			mark = "~"
+		}
+		fmt.Fprintf(w, "  %s %s %s", mark, visible(string(pc.Manager)), visible(pc.Name))
+		switch {
+		case pc.From != "" && pc.To != "":
+			fmt.Fprintf(w, " %s -> %s", visible(pc.From), visible(pc.To))
+		case pc.To != "":
+			fmt.Fprintf(w, " %s", visible(pc.To))
+		case pc.From != "":
+			fmt.Fprintf(w, " %s", visible(pc.From))
+		}
+		fmt.Fprintln(w)
+	}
+	if c.FromPartial || c.ToPartial {
+		fmt.Fprintln(w, "  (a manifest is partial: some of what the image holds is not listed)")
 	}
 }

@@ -118,7 +118,7 @@ func printStory(w io.Writer, st *builds.ImageStory) {
 	_ = tw.Flush()
 }
 
-func neighbour(r *builds.ImageRef) string {
+func neighbour(r *builds.ImageRecord) string {
 	if r == nil {
 		return "none recorded"
 	}
@@ -153,12 +153,15 @@ func printTags(w io.Writer, cloud string, img clouds.Image) {
 	known := []struct{ tag, label string }{
 		{clouds.TagRepo, "repository"}, {clouds.TagCommit, "commit"}, {clouds.TagGenerator, "generator"},
 		{clouds.TagScriptSHA, "script sha256"}, {clouds.TagBaseImage, "base image"}, {clouds.TagBuild, "build"},
-		{clouds.TagProvenance, "provenance sha256"},
+		{clouds.TagProvenance, "provenance sha256"}, {clouds.TagManifestSHA, "manifest sha256"},
 	}
 	seen := map[string]bool{}
 	for _, k := range known {
 		seen[k.tag] = true
 		v, ok := img.Tags[k.tag]
+		if !ok && k.tag == clouds.TagManifestSHA {
+			continue // an image whose spec collects no manifest
+		}
 		if !ok {
 			v = "(no " + k.tag + " tag)"
 		} else {

@@ -49,7 +49,7 @@ func TestTraceQEMU(t *testing.T) {
 	code, out, errOut = e.cli("changes", "--server", e.base, "--cloud", "local", img2)
 	t.Logf("imagegen changes (qemu):\n%s", out)
 	wantOut(t, "changes", code, out, errOut, 0, "from  "+img1, "commits: 1", "  2222222 Write two  (Mona)",
-		"-echo one > /root/marker\n+echo two > /root/marker\n")
+		"-echo one > /root/marker\n+echo two > /root/marker\n", "packages: identical (0)")
 
 	pub := e.publicKey()
 	verify := func() (int, string, string) {

@@ -99,7 +99,7 @@ func TestTraceSimulated(t *testing.T) {
 		"base image: debian-12 -> debian-13",
 		"script:\n--- a/.imagegen/hello.yaml script (111111111111)\n+++ b/.imagegen/hello.yaml script (222222222222)\n",
 		" echo one\n+echo two \\\\ \\u{202E}\n",
-		"packages: not recorded (no package manifest is recorded for these images)")
+		"packages: not compared (no package manifest is recorded for these images)")
 	if strings.ContainsAny(out, "\x1b\x07\u202e") {
 		t.Errorf("changes printed control or bidi characters raw:\n%q", out)
 	}

@@ -34,6 +34,9 @@ func workerCmd(ctx context.Context, e *env, args []string, reg *clouds.Registry)
 		return err
 	}
 	log := newLogger(e.stderr)
+	for _, w := range cfg.BuildWarnings() { // serve logs them among its Warnings
+		log.Warn(w)
+	}
 	if cfg.EncryptionKey.IsZero() {
 		log.Warn("encryption_key is not set: this worker cannot open passwords sealed by another process; set the same encryption_key on serve and every worker")
 	}

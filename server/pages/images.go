@@ -105,7 +105,7 @@ func (p *Pages) lineageChanges(ctx context.Context, d *generatorData) {
 				break
 			}
 			rc := &rowChanges{Cloud: d.Clouds[j], CompareURL: ch.CompareURL, BaseImage: ch.BaseImage,
-				ScriptDiff: ch.ScriptDiff, ScriptNote: ch.ScriptNote, Packages: ch.Packages.Note,
+				ScriptDiff: ch.ScriptDiff, ScriptNote: ch.ScriptNote, Packages: packagesText(ch.Packages),
 				Since: ch.From.Build, SinceURL: BuildPath(ch.From.Build), Summary: "same script"}
 			if ch.ScriptChanged {
 				rc.Summary = "script changed"
@@ -116,5 +116,18 @@ func (p *Pages) lineageChanges(ctx context.Context, d *generatorData) {
 			r.Changes = rc
 			break
 		}
+	}
+}
+
+// packagesText says in a line what changed in the packages.
+func packagesText(p builds.PackageDiff) string {
+	switch c := p.Changes; {
+	case !p.Recorded || c == nil:
+		return p.Note
+	case c.Identical:
+		return fmt.Sprintf("identical (%d)", c.Packages)
+	default:
+		return fmt.Sprintf("%d added, %d removed, %d upgraded, %d downgraded, %d changed (the build's Drift section lists them)",
+			c.Added, c.Removed, c.Upgraded, c.Downgraded, c.Changed)
 	}
 }

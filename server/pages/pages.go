@@ -132,6 +132,7 @@ func (p *Pages) Routes(e *echo.Echo) {
 	e.GET("/builds", p.auth(readsBuilds, p.list))
 	e.GET("/builds/:id", p.auth(readsBuilds, p.build))
 	e.GET("/builds/:id/events", p.auth(readsBuilds, p.buildEvents))
+	e.GET("/builds/:id/manifests/:cloud", p.auth(readsBuilds, p.manifest))
 	e.GET("/builds/:id/log/:cloud", p.auth(readsLogs, p.logPage))
 	e.GET("/builds/:id/log/:cloud/events", p.auth(readsLogs, p.logEvents))
 	e.POST("/builds/:id/rerun", p.rerun, small)
@@ -428,6 +429,7 @@ type buildData struct {
 	Clouds                                                            []cloudView
 	Events                                                            string // the live update stream; "" when the build is done
 	Rerun                                                             rerunForm
+	Drift                                                             *driftView // nil: no cloud has a manifest
 }
 
 type rerunForm struct {
@@ -448,7 +450,9 @@ func (p *Pages) build(c echo.Context) error {
 	if b == nil {
 		return err
 	}
-	return p.render(c, http.StatusOK, "build", p.buildData(b, ""))
+	d := p.buildData(b, "")
+	d.Drift = p.driftView(c.Request().Context(), b)
+	return p.render(c, http.StatusOK, "build", d)
 }
 
 func (p *Pages) buildData(b *builds.Build, rerunErr string) buildData {
@@ -653,9 +657,12 @@ func (p *Pages) rerun(c echo.Context) error {
 	}
 	id, err := p.reruns.Rerun(c.Request().Context(), b.ID, req)
 	var rerr *builds.RequestError
+	var derr *builds.DeniedError
 	switch {
 	case errors.As(err, &rerr):
 		return fail(http.StatusBadRequest, rerr.Msg)
+	case errors.As(err, &derr):
+		return fail(http.StatusForbidden, derr.Msg)
 	case err != nil:
 		return err
 	case id == "":
