@@ -154,7 +154,10 @@ func (ru *run) run(ctx context.Context) error {
 	}
 	res.Error = redact.Redact(res.Error)
 	fctx := context.WithoutCancel(ctx)
-	recordResult(fctx, ru.d, ru.b, ru.req.Cloud, res)
+	if err := recordResult(fctx, ru.d, ru.b, ru.req.Cloud, res); err != nil {
+		// Not recorded, not reported: the task runs again.
+		return err
+	}
 	ru.log.Info("build finished", "state", res.State, "err", res.Error)
 	return ru.rep.Report(fctx, ru.gh, ru.b.ID, ru.req.Cloud)
 }
@@ -219,7 +222,9 @@ func (ru *run) secrets(cred clouds.Credentials) []secret.String {
 // fail records the run failed (msg: what failed) and reports it.
 func (ru *run) fail(ctx context.Context, msg string, err error) error {
 	ru.log.Error(msg, "err", err)
-	recordResult(ctx, ru.d, ru.b, ru.req.Cloud, builder.Result{Cloud: ru.req.Cloud, State: builder.StateFailed, Error: fmt.Sprintf("%s: %v", msg, err), Finished: time.Now().UTC()})
+	if rerr := recordResult(ctx, ru.d, ru.b, ru.req.Cloud, builder.Result{Cloud: ru.req.Cloud, State: builder.StateFailed, Error: fmt.Sprintf("%s: %v", msg, err), Finished: time.Now().UTC()}); rerr != nil {
+		return rerr
+	}
 	return ru.rep.Report(ctx, ru.gh, ru.b.ID, ru.req.Cloud)
 }
 
