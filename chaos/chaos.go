@@ -31,7 +31,7 @@ type FaultRow struct {
 	Finished   int    // of them, builds whose statuses all ended
 	Duplicates int    // of them, builds recorded or check runs created twice
 	Leftovers  int    // resources of theirs left after the sweep
-	Lost       int    // cloud parts of theirs that failed saying "connection lost"
+	Lost       int    // for SSH faults, cloud parts of theirs that failed saying "connection lost"
 }
 
 // OK says whether the fault's builds kept every promise.

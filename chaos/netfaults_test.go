@@ -42,9 +42,10 @@ type netFault struct {
 	name   string
 	length time.Duration // about how long do takes, for pacing the pushes
 	do     func(r *faultRun) int
+	ssh    bool // breaks SSH: its builds' "connection lost" failures are its doing
 }
 
-// schedule is the faults, one after the other, faultGap apart.
+// schedule is a round of faults, one after the other, faultGap apart.
 type schedule []netFault
 
 const faultGap = 2 * time.Second
@@ -57,28 +58,23 @@ func (s schedule) length() time.Duration {
 	return d
 }
 
-// netSchedule is the network fault schedule, rounds times over. Redis's
-// faults come first: a worker whose dequeue Redis ran but whose answer the
-// network lost finds the task again only when its lease expires and asynq's
-// recoverer runs (30-90 s), and that should overlap the other faults. The EC2
-// API's come last: while its half-open connections hold every build for a
-// request timeout, no script runs for SSH faults to hit.
-func netSchedule(rounds int) schedule {
-	one := schedule{
-		{"Redis restarted (SIGTERM), a worker restarted while it is down", 4 * time.Second, restartRedis},
-		{"Redis black hole 10 s (between the workers and Redis)", 10 * time.Second, blackHoleRedis},
-		{"Redis connections half-open (the workers' side left open and silent)", 2 * time.Second, halfOpen(func(n *chaosNet) *servicetest.Proxy { return n.redis }, false)},
-		{"latency 100 ms each way and 256 KiB/s on Redis, the EC2 API and SSH, 8 s", 8 * time.Second, shapeAll},
-		{resetSSHName, 10 * time.Second, resetSSH},
-		{"SSH connections half-open while a script runs", 2 * time.Second, halfOpen(func(n *chaosNet) *servicetest.Proxy { return n.ssh }, true)},
-		{"EC2 API black hole 30 s", 30 * time.Second, blackHoleEC2},
-		{"EC2 API connections half-open", 2 * time.Second, halfOpen(func(n *chaosNet) *servicetest.Proxy { return n.ec2API }, false)},
+// netSchedule is one round of the network fault schedule. Redis's faults
+// come first: a worker whose dequeue Redis ran but whose answer the network
+// lost finds the task again only when its lease expires and asynq's
+// recoverer runs (30-90 s), and that should overlap the other faults. The
+// EC2 API's come last: while its half-open connections hold every build for
+// a request timeout, no script runs for SSH faults to hit.
+func netSchedule() schedule {
+	return schedule{
+		{name: "Redis restarted (SIGTERM), a worker restarted while it is down", length: 4 * time.Second, do: restartRedis},
+		{name: "Redis black hole 10 s (between the workers and Redis)", length: 10 * time.Second, do: blackHoleRedis},
+		{name: "Redis connections half-open (the workers' side left open and silent)", length: 2 * time.Second, do: halfOpen(func(n *chaosNet) *servicetest.Proxy { return n.redis }, false)},
+		{name: "latency 100 ms each way and 256 KiB/s on Redis, the EC2 API and SSH, 8 s", length: 8 * time.Second, do: shapeAll},
+		{name: resetSSHName, length: 10 * time.Second, do: resetSSH, ssh: true},
+		{name: "SSH connections half-open while a script runs", length: 2 * time.Second, do: halfOpen(func(n *chaosNet) *servicetest.Proxy { return n.ssh }, true), ssh: true},
+		{name: "EC2 API black hole 30 s", length: 30 * time.Second, do: blackHoleEC2},
+		{name: "EC2 API connections half-open", length: 2 * time.Second, do: halfOpen(func(n *chaosNet) *servicetest.Proxy { return n.ec2API }, false)},
 	}
-	var s schedule
-	for range rounds {
-		s = append(s, one...)
-	}
-	return s
 }
 
 const resetSSHName = "SSH connections reset while scripts run, 10 s"
@@ -228,37 +224,46 @@ type faultRun struct {
 
 type faultResult struct {
 	name     string
+	ssh      bool
 	injected int
 	inFlight map[string]bool
 }
 
-func (r *faultRun) run(s schedule) {
-	for i, f := range s {
-		if i > 0 {
-			time.Sleep(faultGap)
+// run runs rounds rounds of s, a round starting every every (or as soon as
+// the one before ends), so the faults fall throughout the run.
+func (r *faultRun) run(s schedule, rounds int, every time.Duration) {
+	start := time.Now()
+	for round := range rounds {
+		if wait := time.Until(start.Add(time.Duration(round) * every)); wait > 0 {
+			time.Sleep(wait)
 		}
-		res := r.result(f.name)
-		start := time.Now()
-		stop := r.sample(res)
-		n := f.do(r)
-		stop()
-		r.mu.Lock()
-		res.injected += n
-		inFlight := len(res.inFlight)
-		r.mu.Unlock()
-		r.t.Logf("fault %q: hit %d times in %s; %d builds in flight so far", f.name, n, time.Since(start).Round(100*time.Millisecond), inFlight)
+		for i, f := range s {
+			if i > 0 {
+				time.Sleep(faultGap)
+			}
+			res := r.result(f)
+			began := time.Now()
+			stop := r.sample(res)
+			n := f.do(r)
+			stop()
+			r.mu.Lock()
+			res.injected += n
+			inFlight := len(res.inFlight)
+			r.mu.Unlock()
+			r.t.Logf("round %d, fault %q: hit %d times in %s; %d builds in flight so far", round+1, f.name, n, time.Since(began).Round(100*time.Millisecond), inFlight)
+		}
 	}
 }
 
-func (r *faultRun) result(name string) *faultResult {
+func (r *faultRun) result(f netFault) *faultResult {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, res := range r.results {
-		if res.name == name {
+		if res.name == f.name {
 			return res
 		}
 	}
-	res := &faultResult{name: name, inFlight: map[string]bool{}}
+	res := &faultResult{name: f.name, ssh: f.ssh, inFlight: map[string]bool{}}
 	r.results = append(r.results, res)
 	return res
 }

@@ -727,16 +727,26 @@ func (f *Fake) describeImages(form url.Values, now time.Time) ([]node, *apiError
 		}
 	}
 	ownSelf := len(owners) == 0 || contains(owners, "self")
-	keys := make([]string, 0, len(f.images))
-	for id := range f.images {
-		keys = append(keys, id)
+	var keys []string
+	if len(ids) > 0 {
+		// Asked by id (the driver's polls): those only, not every image sorted.
+		for _, id := range ids {
+			if _, ok := f.images[id]; ok && !contains(keys, id) {
+				keys = append(keys, id)
+			}
+		}
+	} else {
+		keys = make([]string, 0, len(f.images))
+		for id := range f.images {
+			keys = append(keys, id)
+		}
 	}
 	sort.Strings(keys)
 	var next string
 	for _, id := range keys {
 		im := f.images[id]
 		f.advanceImage(im, now)
-		if len(ids) > 0 && !contains(ids, id) || !ownSelf {
+		if !ownSelf {
 			continue
 		}
 		// The base image comes first, on the first page only; a token after
