@@ -260,7 +260,7 @@ clouds:
 		faults.run(schedule, p.netRounds, roundEvery)
 	}()
 	wg.Wait()
-	t.Logf("faults done after %s: %d kills, %d redeliveries, %d rounds of network faults", time.Since(t0).Round(time.Millisecond), p.kills+workers.extraKills(), redelivers.Load(), p.netRounds)
+	t.Logf("faults done after %s: %d kills, %d redeliveries, the network fault schedule %d times", time.Since(t0).Round(time.Millisecond), p.kills+workers.extraKills(), redelivers.Load(), p.netRounds)
 
 	// Every accepted build must reach a final status on every cloud; the
 	// lease of a task whose worker was killed expires and asynq retries it
@@ -411,7 +411,7 @@ clouds:
 		tab.Faults = append(tab.Faults, row)
 	}
 
-	summary := fmt.Sprintf("chaos: %d builds on %d clouds (%s), %d workers × %d builds, SIGKILLed and restarted %d times, %d rounds of network faults, %d redeliveries, %.0f %% / %.0f %% of %s calls failing transiently / permanently; %s\n\n%s\n"+
+	summary := fmt.Sprintf("chaos: %d builds on %d clouds (%s), %d workers × %d builds, SIGKILLed and restarted %d times, the network fault schedule %d times, %d redeliveries, %.0f %% / %.0f %% of %s calls failing transiently / permanently; %s\n\n%s\n"+
 		"images no build record names (an attempt killed after its snapshot): %d\n\nwhy cloud parts failed:\n%s",
 		p.builds, len(chaosClouds), strings.Join(chaosClouds, ", "), p.workers, p.concurrency, p.kills+workers.extraKills(), p.netRounds, redelivers.Load(),
 		100*p.failRate, 100*p.permRate, simCloud, time.Since(t0).Round(time.Second), tab, tab.OrphanImages, failureSummary(failures))
