@@ -37,6 +37,7 @@ const (
 	PhaseLaunch   Phase = "launching"
 	PhaseSSH      Phase = "waiting for SSH"
 	PhaseScript   Phase = "running script"
+	PhaseManifest Phase = "collecting manifest"
 	PhaseStop     Phase = "stopping"
 	PhaseSnapshot Phase = "saving image"
 	PhaseCleanup  Phase = "cleaning up"
@@ -71,7 +72,10 @@ type Result struct {
 	Phases    []PhaseTiming     `json:"phases,omitempty"`
 	LogTail   []string          `json:"log_tail,omitempty"`  // the last lines of the script's output on failure
 	Leftovers []clouds.Resource `json:"leftovers,omitempty"` // what cleanup could not remove (the sweep will)
-	Err       error             `json:"-"`                   // the error itself, for errors.Is / clouds.KindOf
+	// Manifest is what the image holds, or why that is not known; nil when
+	// the build ended before the script succeeded.
+	Manifest *ManifestResult `json:"manifest,omitempty"`
+	Err      error           `json:"-"` // the error itself, for errors.Is / clouds.KindOf
 }
 
 // PhaseTiming is how long a phase took.

@@ -140,7 +140,7 @@ func TestRunSucceeds(t *testing.T) {
 		t.Errorf("result %+v", r)
 	}
 	// No SSH endpoint: no script phase output, but every phase is reported.
-	wantPhases := []Phase{PhaseKey, PhaseLaunch, PhaseSSH, PhaseScript, PhaseStop, PhaseSnapshot, PhaseCleanup, PhaseDone}
+	wantPhases := []Phase{PhaseKey, PhaseLaunch, PhaseSSH, PhaseScript, PhaseManifest, PhaseStop, PhaseSnapshot, PhaseCleanup, PhaseDone}
 	if !slices.Equal(rec.phases, wantPhases) {
 		t.Errorf("phases %v, want %v", rec.phases, wantPhases)
 	}

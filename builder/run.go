@@ -113,6 +113,7 @@ func (p *pipeline) steps() []step {
 		{PhaseLaunch, p.launch, p.terminate},
 		{PhaseSSH, p.waitSSH, p.closeSSH},
 		{PhaseScript, p.runScript, nil},
+		{PhaseManifest, p.collectManifest, nil},
 	}
 	if p.job.Cloud.Features().Images {
 		steps = append(steps,
@@ -472,6 +473,7 @@ func (p *pipeline) snapshot(ctx context.Context) error {
 		clouds.TagBaseImage: cs.Image,
 		clouds.TagBuild:     p.job.Build,
 	}
+	p.manifestTags(tags)
 	req := clouds.SnapshotRequest{Name: p.imageName, Tags: tags, Log: p.log.logger(StreamImagegen).With("driver", p.job.CloudName)}
 	if err := p.job.Cloud.Snapshot(ctx, &p.inst, req, &p.img); err != nil {
 		return err

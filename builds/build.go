@@ -48,6 +48,15 @@ type CloudRecord struct {
 	ExitCode     int                   `json:"exit_code,omitempty"`
 	Error        string                `json:"error,omitempty"`
 	Leftovers    int                   `json:"leftovers,omitempty"` // resources cleanup could not remove
+
+	// The image's manifest (stored beside the record, served by the API):
+	// its sha256 (the image's imagegen:manifest-sha256 tag), how many
+	// packages it lists, and whether some of it is missing; or why there
+	// is none. All empty when the build ended before its script did.
+	ManifestSHA256   string `json:"manifest_sha256,omitempty"`
+	ManifestPackages int    `json:"manifest_packages,omitempty"`
+	ManifestPartial  bool   `json:"manifest_partial,omitempty"`
+	ManifestError    string `json:"manifest_error,omitempty"`
 }
 
 // Duration is how long the cloud's part ran (so far).
@@ -121,6 +130,9 @@ type ListOptions struct {
 	Repo      string
 	Generator string
 	Limit     int // default 50
+	// Match, when set, keeps only the builds of the repositories it
+	// accepts (those an API token is limited to).
+	Match func(repo string) bool
 }
 
 // NewID returns a random build id.

@@ -71,8 +71,18 @@ type Store interface {
 	// BuildsSince returns the ids of the builds created since t.
 	BuildsSince(ctx context.Context, t time.Time) ([]string, error)
 
+	// SaveManifest stores a cloud's manifest (gzipped CycloneDX JSON) with
+	// the build's record, kept as long as the record; ErrNotFound when the
+	// build does not exist.
+	SaveManifest(ctx context.Context, id, cloud string, gz []byte) error
+	// Manifest returns what SaveManifest stored; ErrNotFound when the build
+	// or the cloud's manifest does not exist.
+	Manifest(ctx context.Context, id, cloud string) ([]byte, error)
+
 	// AddImage records a new image in its generator's lineage.
 	AddImage(ctx context.Context, e LineageEntry) error
+	// Images returns a generator's lineage, newest first.
+	Images(ctx context.Context, repo, generator string) ([]LineageEntry, error)
 	// LastClouds returns the cloud list a generator was last planned with.
 	LastClouds(ctx context.Context, repo, generator string) ([]string, bool, error)
 	// SetLastClouds records the cloud list a generator was planned with.
@@ -120,6 +130,10 @@ type Tasks interface {
 	BuildTask(ctx context.Context, build, cloud string) (TaskInfo, error)
 	// DeleteBuildTask deletes that task (an archived one may hold a sealed password).
 	DeleteBuildTask(ctx context.Context, build, cloud string) error
+	// PlanPending reports whether the delivery task that plans a push of
+	// repo's ref at sha (delivery: its id) may still run: it then queues the
+	// build tasks its plan recorded, and their absence is no loss yet.
+	PlanPending(ctx context.Context, repo, ref, sha, delivery string) (bool, error)
 }
 
 // TaskInfo is a build task as the queue has it.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/imagegen/imagegen/builder"
 	"github.com/imagegen/imagegen/builder/spec"
+	"github.com/imagegen/imagegen/config"
 	"github.com/imagegen/imagegen/internal/secret"
 )
 
@@ -36,6 +37,13 @@ func NewPlanner(d Deps) *Planner {
 // records a Build per generator, creates its check run and pending statuses,
 // and enqueues one build task per cloud (a password: ask cloud waits instead).
 // It is safe to run twice for one push: build ids derive from the delivery.
+//
+// Every spec file is read and decided on before anything starts, so that a
+// generator name two files define builds neither, and a push past
+// build.max_generators_per_push builds none: each is reported on the commit
+// instead. A push that changes more spec files than that limit (on a
+// branch's first push: has more, whatever their branches) is refused before
+// any is read.
 func (pl *Planner) Plan(ctx context.Context, p Push) error {
 	log := pl.d.Logger.With("delivery", p.Delivery, "repo", p.Repo, "sha", p.After, "ref", p.Ref)
 	branch, ok := strings.CutPrefix(p.Ref, "refs/heads/")
@@ -57,11 +65,17 @@ func (pl *Planner) Plan(ctx context.Context, p Push) error {
 		return fmt.Errorf("list %s at %s: %w", spec.Dir, p.After, err)
 	}
 	all := p.Created || p.Before == zeroSHA || p.Before == ""
+	allWhy := "first push of the branch"
 	changed := map[string]bool{}
 	if !all {
 		names := p.Changed
 		if p.Incomplete {
-			if names, err = gh.ChangedFiles(ctx, p.Repo, p.Before, p.After); err != nil {
+			names, err = gh.ChangedFiles(ctx, p.Repo, p.Before, p.After)
+			switch {
+			case errors.Is(err, ErrChangesCut):
+				all, allWhy = true, "the push changed more files than GitHub's comparison lists"
+				log.Info("every generator counts as changed", "why", allWhy)
+			case err != nil:
 				return fmt.Errorf("compare %s...%s: %w", p.Before, p.After, err)
 			}
 		}
@@ -69,48 +83,119 @@ func (pl *Planner) Plan(ctx context.Context, p Push) error {
 			changed[n] = true
 		}
 	}
+	limit := pl.d.Config.Build.MaxGeneratorsPerPush
+	if limit <= 0 {
+		limit = config.DefaultMaxGeneratorsPerPush
+	}
+	// Each spec file the push changes may be a build, and costs a read: past
+	// the limit, none is read.
+	touched := 0
+	for _, f := range files {
+		if all || changed[f] {
+			touched++
+		}
+	}
+	if touched > limit {
+		log.Warn("push refused: too many generator specs changed", "specs", touched, "limit", limit)
+		return pl.rep.TooManyGenerators(ctx, gh, p, touched, limit, "generator specs")
+	}
 	// The parser checks cloud names against the config, and needs to know
 	// which clouds make images (type ssh does not, so image is optional there).
 	known := map[string]bool{}
 	for name, e := range pl.d.Config.Clouds {
 		known[name] = e.Type != "ssh"
 	}
-	// The generators of a push are independent: plan them at once (bounded),
-	// so the last one's builds do not wait for every other's GitHub calls.
-	sc := planScope{all: all, changed: changed, known: known, sizes: sizes, branch: branch}
+	sc := planScope{all: all, allWhy: allWhy, changed: changed, known: known, sizes: sizes, branch: branch}
+	plans := make([]filePlan, len(files))
+	err = parallel(len(files), func(i int) error {
+		var err error
+		plans[i], err = pl.decide(ctx, repo, p, sc, files[i])
+		return err
+	})
+	if err != nil {
+		// Any error retries the whole plan, which is idempotent: what an
+		// earlier attempt recorded and enqueued is found again, not made twice.
+		return err
+	}
+	var work []func() error
+	nbuild := 0
+	for _, fp := range plans {
+		if fp.errs != nil {
+			work = append(work, func() error { return pl.rep.SpecErrors(ctx, gh, p, fp.file, fp.errs) })
+		}
+	}
+	for _, d := range duplicates(plans) {
+		log.Warn("generator defined by several spec files: none built", "generator", d.name, "files", d.at, "reported", d.reported)
+		if d.reported {
+			work = append(work, func() error { return pl.rep.DuplicateName(ctx, gh, p, d.name, d.at) })
+		}
+	}
+	for _, fp := range plans {
+		if fp.why != "" && !fp.dup {
+			nbuild++
+			work = append(work, func() error {
+				log.Info("building generator", "file", fp.file, "generator", fp.name, "why", fp.why)
+				return pl.startBuild(ctx, gh, p, fp.spec)
+			})
+		}
+	}
+	if nbuild > limit {
+		log.Warn("push refused: too many generators to build", "generators", nbuild, "limit", limit)
+		return pl.rep.TooManyGenerators(ctx, gh, p, nbuild, limit, "generators")
+	}
+	// The generators of a push are independent: start them at once
+	// (bounded), so the last one's builds do not wait for every other's
+	// GitHub calls.
+	return parallel(len(work), func(i int) error { return work[i]() })
+}
+
+// planConcurrency bounds the spec files of one push read, and the
+// generators started, at once.
+const planConcurrency = 8
+
+// parallel runs fn(0) … fn(n-1), planConcurrency at a time, and joins their errors.
+func parallel(n int, fn func(i int) error) error {
 	sem := make(chan struct{}, planConcurrency)
-	errs := make([]error, len(files))
+	errs := make([]error, n)
 	var wg sync.WaitGroup
-	for i, file := range files {
+	for i := range n {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			errs[i] = pl.planFile(ctx, gh, repo, p, sc, file)
+			errs[i] = fn(i)
 		})
 	}
 	wg.Wait()
-	// Any error retries the whole plan, which is idempotent: what this attempt
-	// recorded and enqueued is found again, not made twice.
 	return errors.Join(errs...)
 }
-
-// planConcurrency bounds the generators of one push planned at once.
-const planConcurrency = 8
 
 // planScope is what a push's plan knows before looking at its spec files.
 type planScope struct {
 	all     bool             // every generator of the branch is built (first push)
+	allWhy  string           // why all is set
 	changed map[string]bool  // files the push changed
 	known   map[string]bool  // configured clouds: whether each makes images
 	sizes   map[string]int64 // spec files' sizes, as listed
 	branch  string
 }
 
-// planFile plans one spec file of a push: builds its generator when the push
-// concerns it, or reports its errors.
-func (pl *Planner) planFile(ctx context.Context, gh RepoClient, repo fs.FS, p Push, sc planScope, file string) error {
+// filePlan is what a push does with one spec file.
+type filePlan struct {
+	file    string
+	name    string      // its generator; "" when the spec is invalid
+	nameAt  string      // where the name is set: file:line:col
+	spec    *spec.Spec  // kept only when built (a spec holds its script)
+	errs    spec.Errors // its errors, to report (nil when not reported)
+	changed bool        // the push changed the file (or builds every generator)
+	why     string      // why its generator is built; "" when it is not
+	dup     bool        // another spec file defines its generator too
+}
+
+// decide reads one spec file of a push and decides whether its generator is
+// built, or its errors reported.
+func (pl *Planner) decide(ctx context.Context, repo fs.FS, p Push, sc planScope, file string) (filePlan, error) {
 	flog := pl.d.Logger.With("delivery", p.Delivery, "repo", p.Repo, "sha", p.After, "ref", p.Ref, "file", file)
-	all, changed := sc.all, sc.changed
+	fp := filePlan{file: file, changed: sc.all || sc.changed[file]}
 	// Read first, so a GitHub failure is retried rather than reported as
 	// an invalid spec.
 	var sp *spec.Spec
@@ -121,15 +206,17 @@ func (pl *Planner) planFile(ctx context.Context, gh RepoClient, repo fs.FS, p Pu
 	var serrs spec.Errors
 	switch {
 	case errors.As(err, &serrs):
-		if !all && !changed[file] {
+		if !fp.changed {
 			flog.Info("spec invalid but not changed by this push; not reported again")
-			return nil
+			return fp, nil
 		}
 		flog.Warn("spec invalid", "err", err)
-		return pl.rep.SpecErrors(ctx, gh, p, file, serrs)
+		fp.errs = serrs
+		return fp, nil
 	case err != nil:
-		return fmt.Errorf("read %s: %w", file, err)
+		return fp, fmt.Errorf("read %s: %w", file, err)
 	}
+	fp.name, fp.nameAt = sp.Name, sp.NameAt()
 	flog = flog.With("generator", sp.Name)
 	branches := sp.Branches
 	if len(branches) == 0 {
@@ -137,31 +224,70 @@ func (pl *Planner) planFile(ctx context.Context, gh RepoClient, repo fs.FS, p Pu
 	}
 	if !slices.Contains(branches, sc.branch) {
 		flog.Info("generator skipped: branch not in its branches", "branch", sc.branch, "branches", branches)
-		return nil
+		return fp, nil
 	}
-	why := ""
 	switch {
-	case all:
-		why = "first push of the branch"
-	case changed[file]:
-		why = "spec changed"
-	case sp.ScriptFile != "" && changed[sp.ScriptFile]:
-		why = "script changed"
+	case sc.all:
+		fp.why = sc.allWhy
+	case sc.changed[file]:
+		fp.why = "spec changed"
+	case sp.ScriptFile != "" && sc.changed[sp.ScriptFile]:
+		fp.why = "script changed"
 	default:
 		last, ok, err := pl.d.Store.LastClouds(ctx, p.Repo, sp.Name)
 		if err != nil {
-			return err
+			return fp, err
 		}
 		if ok && !slices.Equal(last, sp.CloudNames()) {
-			why = "cloud list changed"
+			fp.why = "cloud list changed"
 		}
 	}
-	if why == "" {
+	if fp.why == "" {
 		flog.Debug("generator unchanged")
-		return nil
+		return fp, nil
 	}
-	flog.Info("building generator", "why", why)
-	return pl.startBuild(ctx, gh, p, sp)
+	fp.spec = sp
+	return fp, nil
+}
+
+// duplicate is a generator name several spec files define.
+type duplicate struct {
+	name     string
+	at       []string // where each file sets it: file:line:col, in file order
+	reported bool     // the push concerns one of them: the commit is told
+}
+
+// duplicates finds the generator names that several valid spec files of
+// plans define, whatever their branches (as imagegen validate does), and
+// marks those plans: none of them is built. A push that changed none of
+// those files and builds none of them through its script is not told again.
+func duplicates(plans []filePlan) []duplicate {
+	byName := map[string][]int{}
+	var names []string
+	for i, fp := range plans {
+		if fp.name == "" {
+			continue
+		}
+		if byName[fp.name] == nil {
+			names = append(names, fp.name)
+		}
+		byName[fp.name] = append(byName[fp.name], i)
+	}
+	var out []duplicate
+	for _, name := range names {
+		idx := byName[name]
+		if len(idx) < 2 {
+			continue
+		}
+		d := duplicate{name: name}
+		for _, i := range idx {
+			plans[i].dup = true
+			d.at = append(d.at, plans[i].nameAt)
+			d.reported = d.reported || plans[i].changed || plans[i].why != ""
+		}
+		out = append(out, d)
+	}
+	return out
 }
 
 // specFiles lists the spec files in a repository, with their sizes as the
@@ -234,9 +360,15 @@ func (pl *Planner) startBuild(ctx context.Context, gh RepoClient, p Push, sp *sp
 	for _, name := range sp.CloudNames() {
 		c := &CloudRecord{Cloud: name, State: builder.StateQueued, BaseImage: sp.Clouds[name].Image, Queued: now}
 		entry := pl.d.Config.Clouds[name]
+		why := denied(pl.d.Config, name, p.Repo, p.Ref)
 		switch {
 		case entry == nil:
 			c.State, c.Error, c.Finished = builder.StateFailed, fmt.Sprintf("cloud %q is not in this server's config", name), now
+		case why != "":
+			// Recorded failed, never queued: nothing is launched there.
+			c.State, c.Error, c.Finished = builder.StateFailed, why, now
+			pl.d.Logger.Warn("cloud refused by its allow rule: nothing launched", "delivery", p.Delivery, "generator", sp.Name,
+				"cloud", name, "repo", p.Repo, "ref", p.Ref, "reason", why)
 		case entry.AsksPassword():
 			c.State, c.AsksPassword = builder.StateWaiting, true
 		}

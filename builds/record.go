@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/builder/manifest"
 )
 
 // recordResult records what became of a cloud's part of a build: its
@@ -24,6 +25,9 @@ import (
 func recordResult(ctx context.Context, d Deps, meta *Build, cloud string, res builder.Result) error {
 	build := meta.ID
 	now := time.Now().UTC()
+	// The manifest is stored before the record says the cloud is done, so
+	// whoever sees the build final (the check run's drift) finds it.
+	mf := storeManifest(ctx, d, build, cloud, res.Manifest)
 	var rec *CloudRecord
 	err := retryStore(ctx, func() (err error) {
 		rec, err = d.Store.UpdateCloud(ctx, build, cloud, func(c *CloudRecord) {
@@ -43,6 +47,7 @@ func recordResult(ctx context.Context, d Deps, meta *Build, cloud string, res bu
 			c.Finished = orNow(res.Finished, now)
 			c.Phases = res.Phases
 			c.Leftovers = len(res.Leftovers)
+			c.ManifestSHA256, c.ManifestPackages, c.ManifestPartial, c.ManifestError = mf.sha256, mf.packages, mf.partial, mf.err
 		})
 		return err
 	})
@@ -94,6 +99,35 @@ func retryStore(ctx context.Context, fn func() error) error {
 		}
 		wait = min(2*wait, 5*time.Second)
 	}
+}
+
+// manifestFields are what a cloud's record says of its manifest.
+type manifestFields struct {
+	sha256   string
+	packages int
+	partial  bool
+	err      string
+}
+
+// storeManifest stores a result's manifest with the build's record, and
+// returns what the cloud's record says of it. A manifest that cannot be
+// stored is logged and recorded as missing: the build itself stands.
+func storeManifest(ctx context.Context, d Deps, build, cloud string, mr *builder.ManifestResult) manifestFields {
+	switch {
+	case mr == nil:
+		return manifestFields{}
+	case mr.Document == nil:
+		return manifestFields{err: mr.Error}
+	}
+	gz, err := manifest.Compress(mr.Document)
+	if err == nil {
+		err = d.Store.SaveManifest(ctx, build, cloud, gz)
+	}
+	if err != nil {
+		d.Logger.Error("store manifest", "build", build, "cloud", cloud, "err", err)
+		return manifestFields{err: "the manifest could not be stored: " + err.Error()}
+	}
+	return manifestFields{sha256: mr.SHA256, packages: mr.Packages, partial: mr.Partial}
 }
 
 func orNow(t, now time.Time) time.Time {

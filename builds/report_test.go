@@ -2,6 +2,7 @@ package builds_test
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builds"
 )
 
@@ -117,5 +119,40 @@ func TestStatusDescriptions(t *testing.T) {
 	long := "https://imagegen." + strings.Repeat("very-long-", 10) + "example.org"
 	if st := builds.CloudStatus(b, b.Clouds["hotel-openstack"], long, builds.BuildURL(long, b.ID)); st.Description != "needs password: imagegen rerun --cloud hotel-openstack 0123456789abcdef" {
 		t.Errorf("long base URL: %q", st.Description)
+	}
+}
+
+// TestCheckRunDriftStaysUnderGitHubLimits: a drift table too wide for 50
+// rows (30 clouds, long versions) is cut to fit, and the summary and text
+// stay within GitHub's limit.
+func TestCheckRunDriftStaysUnderGitHubLimits(t *testing.T) {
+	b := sampleBuild()
+	var ms []manifest.CloudManifest
+	for i := range 30 {
+		name := fmt.Sprintf("cloud-%02d-%s", i, strings.Repeat("n", 100))
+		b.Clouds[name] = &builds.CloudRecord{Cloud: name, State: builder.StateSucceeded}
+		m := &manifest.Manifest{OS: manifest.OS{ID: "debian"}}
+		for p := range 300 {
+			m.Packages = append(m.Packages, manifest.Package{Manager: manifest.Deb, Name: fmt.Sprintf("pkg-%03d", p), Version: fmt.Sprintf("%d.%s", i, strings.Repeat("9", 100))})
+		}
+		ms = append(ms, manifest.CloudManifest{Cloud: name, Manifest: m})
+	}
+	for _, c := range b.Clouds {
+		c.State = builder.StateSucceeded
+	}
+	across, err := manifest.AcrossClouds(ms, manifest.DriftOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dr := &builds.Drift{Across: across, OnDrift: "warn"}
+	for _, cm := range ms {
+		dr.OverTime = append(dr.OverTime, builds.CloudChanges{Cloud: cm.Cloud, Note: strings.Repeat("x", 3000)})
+	}
+	cr := builds.RenderCheckRunDrift(b, dr, "https://imagegen.example.org", builds.BuildURL("https://imagegen.example.org", b.ID), time.Now())
+	if n := len(cr.Summary); n > builds.MaxCheckRunText || !strings.Contains(cr.Summary, "### Drift") || !strings.Contains(cr.Summary, "more (") {
+		t.Errorf("summary of %d bytes (limit %d), with the drift cut and linked?\n%.2000s", n, builds.MaxCheckRunText, cr.Summary)
+	}
+	if n := len(cr.Text); n > builds.MaxCheckRunText {
+		t.Errorf("text of %d bytes", n)
 	}
 }

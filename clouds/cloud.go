@@ -2,6 +2,7 @@ package clouds
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"time"
@@ -24,6 +25,11 @@ const (
 	TagImageName  = "imagegen:image-name"
 	TagCloud      = "imagegen:cloud"
 	TagManagedKey = "imagegen" // value "true" on resources some clouds cannot tag otherwise
+
+	// TagManifestSHA is the sha256 of the image's manifest (the CycloneDX
+	// JSON document, builder/manifest's SHA256): what the image holds, as
+	// the build record and the API keep it. Absent when none was collected.
+	TagManifestSHA = "imagegen:manifest-sha256"
 )
 
 // Cloud is one configured cloud, opened for one build (with that build's
@@ -185,7 +191,7 @@ const (
 // SnapshotRequest is what a build asks of Snapshot.
 type SnapshotRequest struct {
 	Name string            // the new image's name
-	Tags map[string]string // provenance: TagRepo, TagCommit, TagGenerator, TagScriptSHA, TagBaseImage, TagBuild
+	Tags map[string]string // provenance: TagRepo, TagCommit, TagGenerator, TagScriptSHA, TagBaseImage, TagBuild, TagManifestSHA
 	Log  *slog.Logger      // never nil
 }
 
@@ -207,3 +213,23 @@ type ImageLister interface {
 	// build's images when build is ""), usable or half-made.
 	BuildImages(ctx context.Context, build string) ([]Image, error)
 }
+
+// ManifestSource is implemented by clouds that know what their instances
+// hold without being asked over SSH: the simulated cloud without ssh:, whose
+// "instances" run no script. The pipeline asks it for the manifest after the
+// script, only when the instance has no SSH endpoint (inst.SSH nil); with an
+// endpoint it collects the manifest from the instance itself, whatever the
+// cloud implements.
+type ManifestSource interface {
+	// Manifest returns what inst holds as a CycloneDX JSON document (the
+	// format builder/manifest reads: deb, rpm or apk package URLs, the OS as
+	// the metadata component), or an error saying why there is none. The
+	// document is untrusted input to the pipeline like any collected one:
+	// it is decoded with the same bounds. It must not change inst.
+	// A cloud that knows nothing of inst returns an error wrapping
+	// ErrNoManifest: the pipeline then records no manifest, quietly.
+	Manifest(ctx context.Context, inst *Instance) ([]byte, error)
+}
+
+// ErrNoManifest says a ManifestSource has no manifest to give (none configured).
+var ErrNoManifest = errors.New("no manifest")

@@ -79,11 +79,13 @@ func TestParse(t *testing.T) {
 			name: "defaults",
 			src:  "clouds: {}\n",
 			check: func(t *testing.T, c *Config) {
-				want := Config{File: "imagegen.yaml", Listen: ":8080", BaseURL: "http://localhost:8080", Redis: "redis://127.0.0.1:6379/0",
-					GitHub: GitHub{APIURL: "https://api.github.com/"},
-					Build:  Build{SSHTimeout: 15 * time.Minute, Timeout: 2 * time.Hour, CleanupTimeout: 10 * time.Minute, Concurrency: 10, LogLimit: 4 << 20, Retention: 90 * 24 * time.Hour, SweepInterval: 5 * time.Minute},
-					Pages:  Pages{LinkTTL: 90 * 24 * time.Hour},
-					Clouds: map[string]*clouds.Entry{}}
+				want := Config{File: "imagegen.yaml", Listen: ":8080", BaseURL: "http://localhost:8080", Redis: "redis://127.0.0.1:6379/0", RedisDurability: DurabilityAck,
+					GitHub:     GitHub{APIURL: "https://api.github.com/"},
+					Webhook:    Webhook{MaxConcurrentBytes: 64 << 20, MaxConcurrentReads: 1024},
+					Build:      Build{SSHTimeout: 15 * time.Minute, Timeout: 2 * time.Hour, CleanupTimeout: 10 * time.Minute, Concurrency: 10, LogLimit: 4 << 20, Retention: 90 * 24 * time.Hour, SweepInterval: 5 * time.Minute, MaxGeneratorsPerPush: 100},
+					Pages:      Pages{LinkTTL: 90 * 24 * time.Hour},
+					ReadAccess: ReadToken,
+					Clouds:     map[string]*clouds.Entry{}, cloudAllow: map[string]*Allow{}}
 				c.CloudsNode = want.CloudsNode
 				if !reflect.DeepEqual(*c, want) {
 					t.Errorf("got  %+v\nwant %+v", *c, want)
@@ -98,7 +100,7 @@ redis: rediss://redis.example.org:6380/2
 github:
   api_url: https://ghe.example.org/api/v3
   token: ghp_inline0123456789
-build: {ssh_timeout: 90s, timeout: 3h, cleanup_timeout: 5m, concurrency: 4, log_limit: 1024, retention: 24h}
+build: {ssh_timeout: 90s, timeout: 3h, cleanup_timeout: 5m, concurrency: 4, log_limit: 1024, retention: 24h, max_generators_per_push: 7}
 api_tokens: [0123456789abcdef0123]
 `,
 			check: func(t *testing.T, c *Config) {
@@ -108,11 +110,11 @@ api_tokens: [0123456789abcdef0123]
 				if c.GitHub.APIURL != "https://ghe.example.org/api/v3/" || c.GitHub.Token.Reveal() != "ghp_inline0123456789" {
 					t.Errorf("github = %+v", c.GitHub)
 				}
-				want := Build{SSHTimeout: 90 * time.Second, Timeout: 3 * time.Hour, CleanupTimeout: 5 * time.Minute, Concurrency: 4, LogLimit: 1024, Retention: 24 * time.Hour, SweepInterval: 5 * time.Minute}
+				want := Build{SSHTimeout: 90 * time.Second, Timeout: 3 * time.Hour, CleanupTimeout: 5 * time.Minute, Concurrency: 4, LogLimit: 1024, Retention: 24 * time.Hour, SweepInterval: 5 * time.Minute, MaxGeneratorsPerPush: 7}
 				if c.Build != want {
 					t.Errorf("build = %+v, want %+v", c.Build, want)
 				}
-				if len(c.APITokens) != 1 || c.APITokens[0].Reveal() != "0123456789abcdef0123" {
+				if len(c.APITokens) != 1 || c.APITokens[0].Token.Reveal() != "0123456789abcdef0123" {
 					t.Errorf("api_tokens = %v", c.APITokens)
 				}
 			},
@@ -142,7 +144,7 @@ api_tokens: ["${TOKEN}"]
 				if c.Build.Concurrency != 3 || c.Build.Timeout != 45*time.Minute {
 					t.Errorf("build = %+v", c.Build)
 				}
-				if len(c.APITokens) != 1 || c.APITokens[0].Reveal() != "tok-0123456789abcdef" {
+				if len(c.APITokens) != 1 || c.APITokens[0].Token.Reveal() != "tok-0123456789abcdef" {
 					t.Errorf("api_tokens = %v", c.APITokens)
 				}
 			},
@@ -162,7 +164,7 @@ api_tokens: ["${TOKEN}"]
 		{
 			name:    "unknown keys at every level",
 			src:     "listne: x\ngithub:\n  appid: 1\nbuild:\n  timeout: 1h\n  retries: 3\n",
-			wantErr: []string{`imagegen.yaml:1:1: unknown key "listne": did you mean "listen"? (known: api_tokens, base_url, build, clouds, encryption_key, github, listen, pages, redis, redis_cluster, redis_sentinel)`, `imagegen.yaml:3:3: unknown key "appid" in github: did you mean "app_id"? (known: api_url, app_id, private_key_file, token, token_file, webhook_secret, webhook_secret_file)`, `imagegen.yaml:6:3: unknown key "retries" in build (known: cleanup_timeout, concurrency, log_limit, retention, shutdown_grace, ssh_timeout, sweep_interval, timeout)`},
+			wantErr: []string{`imagegen.yaml:1:1: unknown key "listne": did you mean "listen"? (known: allow, api_tokens, base_url, build, clouds, encryption_key, github, listen, metrics_listen, pages, public_logs, read_access, redis, redis_cluster, redis_durability, redis_sentinel, trusted_proxies, webhook)`, `imagegen.yaml:3:3: unknown key "appid" in github: did you mean "app_id"? (known: allow_repos, api_url, app_id, private_key_file, token, token_file, webhook_secret, webhook_secret_file)`, `imagegen.yaml:6:3: unknown key "retries" in build (known: cleanup_timeout, concurrency, log_limit, max_generators_per_push, retention, shutdown_grace, ssh_timeout, sweep_interval, timeout)`},
 		},
 		{
 			name: "secrets from files",
@@ -220,7 +222,7 @@ api_tokens: ["${TOKEN}"]
 		{
 			name:    "unknown driver key",
 			src:     "clouds:\n  hotel:\n    type: tiny\n    region: r\n    regoin: r\n",
-			wantErr: []string{`imagegen.yaml:5:5: cloud "hotel": unknown key "regoin" for type tiny: did you mean "region"? (known: type, password, delay, endpoint, region)`},
+			wantErr: []string{`imagegen.yaml:5:5: cloud "hotel": unknown key "regoin" for type tiny: did you mean "region"? (known: type, password, allow, delay, endpoint, region)`},
 			exact:   true,
 		},
 		{
@@ -251,8 +253,22 @@ api_tokens: ["${TOKEN}"]
 		},
 		{
 			name:    "negative durations",
-			src:     "build: {timeout: -1m, ssh_timeout: -1s, retention: -1h, cleanup_timeout: -1ms, concurrency: -2, log_limit: -1}\n",
-			wantErr: []string{"imagegen.yaml: build.ssh_timeout: must be positive, got -1s", "imagegen.yaml: build.timeout: must be positive, got -1m0s", "imagegen.yaml: build.cleanup_timeout: must be positive, got -1ms", "imagegen.yaml: build.retention: must be positive, got -1h0m0s", "imagegen.yaml: build.concurrency: must be positive, got -2", "imagegen.yaml: build.log_limit: must be positive, got -1"},
+			src:     "build: {timeout: -1m, ssh_timeout: -1s, retention: -1h, cleanup_timeout: -1ms, concurrency: -2, log_limit: -1, max_generators_per_push: -5}\n",
+			wantErr: []string{"imagegen.yaml: build.ssh_timeout: must be positive, got -1s", "imagegen.yaml: build.timeout: must be positive, got -1m0s", "imagegen.yaml: build.cleanup_timeout: must be positive, got -1ms", "imagegen.yaml: build.retention: must be positive, got -1h0m0s", "imagegen.yaml: build.concurrency: must be positive, got -2", "imagegen.yaml: build.log_limit: must be positive, got -1", "imagegen.yaml: build.max_generators_per_push: must be positive, got -5"},
+		},
+		{
+			name:    "webhook bounds",
+			src:     "webhook: {max_concurrent_bytes: 1048576, max_concurrent_reads: -1}\n",
+			wantErr: []string{"imagegen.yaml: webhook.max_concurrent_bytes: must be at least 26214400 (25 MiB, GitHub's largest delivery), got 1048576", "imagegen.yaml: webhook.max_concurrent_reads: must be positive, got -1"},
+		},
+		{
+			name: "webhook bounds given",
+			src:  "webhook: {max_concurrent_bytes: 26214400, max_concurrent_reads: 3}\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Webhook != (Webhook{MaxConcurrentBytes: 25 << 20, MaxConcurrentReads: 3}) {
+					t.Errorf("webhook %+v", c.Webhook)
+				}
+			},
 		},
 		{
 			name:    "bad duration",
@@ -367,7 +383,7 @@ clouds:
 		t.Fatal(err)
 	}
 	// Sanity: the secrets were loaded, so their absence below means something.
-	if c.GitHub.WebhookSecret.Reveal() != env["HOOK"] || c.APITokens[0].Reveal() != env["TOKEN"] || c.EncryptionKey.Reveal() != env["KEY"] || c.GitHub.PrivateKey.Reveal() != "PRIVATE-KEY-MATERIAL-4242" {
+	if c.GitHub.WebhookSecret.Reveal() != env["HOOK"] || c.APITokens[0].Token.Reveal() != env["TOKEN"] || c.EncryptionKey.Reveal() != env["KEY"] || c.GitHub.PrivateKey.Reveal() != "PRIVATE-KEY-MATERIAL-4242" {
 		t.Fatalf("secrets not loaded: %+v", c)
 	}
 	js, err := json.Marshal(c)
@@ -382,8 +398,11 @@ clouds:
 		"json": string(js),
 	}
 	for name, out := range outputs {
-		if strings.Contains(out, "4242") {
-			t.Errorf("%s shows a secret: %s", name, out)
+		// The secrets themselves, not "4242": %v prints pointers, whose hex may hold it.
+		for _, sec := range []string{env["HOOK"], env["TOKEN"], env["KEY"], "PRIVATE-KEY-MATERIAL-4242"} {
+			if strings.Contains(out, sec) {
+				t.Errorf("%s shows a secret: %s", name, out)
+			}
 		}
 		if name != "%v" && name != "%#v" && !strings.Contains(out, secret.Redacted) {
 			t.Errorf("%s does not show %s where the secrets are: %s", name, secret.Redacted, out)
@@ -460,6 +479,25 @@ func TestRedisSentinelAndCluster(t *testing.T) {
 		{name: "sentinel without addrs", src: "redis_sentinel: {master_name: m}\n", want: "redis_sentinel.addrs: is empty"},
 		{name: "cluster bad addr", src: "redis_cluster: {addrs: ['n1']}\n", want: `redis_cluster.addrs: "n1" is not host:port`},
 		{name: "unknown sentinel key", src: "redis_sentinel: {master: m, addrs: ['s:1']}\n", want: `1:18: unknown key "master" in redis_sentinel`},
+		{name: "durability ack by default", src: "redis: redis://x:1/0\n",
+			check: func(t *testing.T, c *Config) {
+				if c.RedisDurability != DurabilityAck {
+					t.Errorf("redis_durability = %q, want ack", c.RedisDurability)
+				}
+			}},
+		{name: "durability replica", src: "redis_sentinel: {master_name: m, addrs: ['s:1']}\nredis_durability: replica\n",
+			check: func(t *testing.T, c *Config) {
+				if c.RedisDurability != DurabilityReplica {
+					t.Errorf("redis_durability = %q, want replica", c.RedisDurability)
+				}
+			}},
+		{name: "durability fsync", src: "redis_durability: fsync\n",
+			check: func(t *testing.T, c *Config) {
+				if c.RedisDurability != DurabilityFsync {
+					t.Errorf("redis_durability = %q, want fsync", c.RedisDurability)
+				}
+			}},
+		{name: "durability unknown", src: "redis_durability: always\n", want: `redis_durability: "always" is not ack, fsync or replica`},
 	}
 	env := lookupFrom(map[string]string{"RP": "redis-pw-123", "SP": "sentinel-pw-456"})
 	for _, tt := range tests {

@@ -37,12 +37,14 @@ func (c *Config) finish(reg *clouds.Registry) error {
 	c.finishRedis(p)
 	c.GitHub.finish(p)
 	c.Build.fillDefaults()
+	c.Webhook.finish(p)
 	if c.Pages.LinkTTL == 0 && c.Build.Retention > 0 {
 		c.Pages.LinkTTL = c.Build.Retention
 	}
 	c.checkLimits(p)
-	c.checkAPITokens(p)
+	c.finishAccess(p) // reads token files: before checkSecrets
 	c.checkSecrets(p)
+	c.finishAllow(p)
 	c.loadClouds(reg, p)
 	return errors.Join(p.errs...)
 }
@@ -65,8 +67,16 @@ func (c *Config) finishHTTP(p *problems) {
 	}
 }
 
-// finishRedis: one of redis, redis_sentinel and redis_cluster; redis by default.
+// finishRedis: one of redis, redis_sentinel and redis_cluster; redis by
+// default; redis_durability ack by default.
 func (c *Config) finishRedis(p *problems) {
+	switch c.RedisDurability {
+	case "":
+		c.RedisDurability = DurabilityAck
+	case DurabilityAck, DurabilityFsync, DurabilityReplica:
+	default:
+		p.bad("redis_durability", "%q is not ack, fsync or replica", c.RedisDurability)
+	}
 	switch {
 	case c.RedisSentinel != nil && (c.RedisCluster != nil || c.Redis != ""),
 		c.RedisCluster != nil && c.Redis != "":
@@ -155,6 +165,22 @@ func isHTTPURL(s string) bool {
 	return err == nil && (u.Scheme == "http" || u.Scheme == "https")
 }
 
+// finish gives the webhook's bounds their defaults and checks them.
+func (w *Webhook) finish(p *problems) {
+	if w.MaxConcurrentBytes == 0 {
+		w.MaxConcurrentBytes = DefaultWebhookBytes
+	}
+	if w.MaxConcurrentReads == 0 {
+		w.MaxConcurrentReads = DefaultWebhookConcurrency
+	}
+	if w.MaxConcurrentBytes < MaxWebhookBody {
+		p.bad("webhook.max_concurrent_bytes", "must be at least %d (25 MiB, GitHub's largest delivery), got %d", MaxWebhookBody, w.MaxConcurrentBytes)
+	}
+	if w.MaxConcurrentReads < 0 {
+		p.bad("webhook.max_concurrent_reads", "must be positive, got %d", w.MaxConcurrentReads)
+	}
+}
+
 // fillDefaults gives unset build limits their defaults.
 func (b *Build) fillDefaults() {
 	for _, d := range []struct {
@@ -177,7 +203,13 @@ func (b *Build) fillDefaults() {
 	if b.LogLimit == 0 {
 		b.LogLimit = 4 << 20
 	}
+	if b.MaxGeneratorsPerPush == 0 {
+		b.MaxGeneratorsPerPush = DefaultMaxGeneratorsPerPush
+	}
 }
+
+// DefaultMaxGeneratorsPerPush is build.max_generators_per_push's default.
+const DefaultMaxGeneratorsPerPush = 100
 
 // checkLimits refuses negative durations and counts.
 func (c *Config) checkLimits(p *problems) {
@@ -197,13 +229,8 @@ func (c *Config) checkLimits(p *problems) {
 	if b.LogLimit < 0 {
 		p.bad("build.log_limit", "must be positive, got %d", b.LogLimit)
 	}
-}
-
-func (c *Config) checkAPITokens(p *problems) {
-	for i, t := range c.APITokens {
-		if len(t.Reveal()) < 16 {
-			p.bad(fmt.Sprintf("api_tokens[%d]", i), "is shorter than 16 characters: use a long random token (openssl rand -hex 32)")
-		}
+	if b.MaxGeneratorsPerPush < 0 {
+		p.bad("build.max_generators_per_push", "must be positive, got %d", b.MaxGeneratorsPerPush)
 	}
 }
 
@@ -212,6 +239,7 @@ var validCloudName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]*$`)
 // loadClouds hands each entry of clouds to its driver.
 func (c *Config) loadClouds(reg *clouds.Registry, p *problems) {
 	c.Clouds = map[string]*clouds.Entry{}
+	c.cloudAllow = map[string]*Allow{}
 	n := &c.CloudsNode
 	if n.Kind != 0 && n.Kind != yaml.MappingNode {
 		p.bad("clouds", "must be a mapping of cloud name to its settings")
@@ -228,30 +256,44 @@ func (c *Config) loadClouds(reg *clouds.Registry, p *problems) {
 }
 
 // cloud checks one entry of clouds (k its name, body its settings): the keys
-// every cloud has (type, password), then its driver's.
+// every cloud has (type, password, allow), then its driver's.
 func (c *Config) cloud(reg *clouds.Registry, k, body *yaml.Node) (*clouds.Entry, error) {
+	e, allow, err := c.cloudEntry(reg, k, body)
+	if err == nil && allow != nil {
+		c.cloudAllow[k.Value] = allow
+	}
+	return e, err
+}
+
+// cloudEntry is cloud's work: the entry, its own allow rule (nil: none), and
+// what is wrong with either.
+func (c *Config) cloudEntry(reg *clouds.Registry, k, body *yaml.Node) (*clouds.Entry, *Allow, error) {
 	name := k.Value
 	at := fmt.Sprintf("%s:%d:%d", c.File, k.Line, k.Column)
 	if !validCloudName.MatchString(name) {
-		return nil, fmt.Errorf("%s: clouds.%s: a cloud name is letters, digits, '-' and '_', starting with a letter", at, name)
+		return nil, nil, fmt.Errorf("%s: clouds.%s: a cloud name is letters, digits, '-' and '_', starting with a letter", at, name)
 	}
 	if body.Kind != yaml.MappingNode {
-		return nil, fmt.Errorf("%s: clouds.%s: must be a mapping with at least a type", at, name)
+		return nil, nil, fmt.Errorf("%s: clouds.%s: must be a mapping with at least a type", at, name)
 	}
 	cc := clouds.Config{Name: name, Node: body, File: c.File}
+	var allow *Allow
+	var allowErr error
 	for _, f := range strictyaml.Pairs(body) {
 		switch f.Key.Value {
 		case "type":
 			cc.Type = f.Value.Value
 		case "password":
 			cc.Password = f.Value.Value
+		case "allow":
+			allow, allowErr = c.cloudAllowOf(name, f.Value)
 		}
 	}
 	if cc.Type == "" {
-		return nil, fmt.Errorf("%s: clouds.%s.type is missing (one of: %s)", at, name, strings.Join(reg.Types(), ", "))
+		return nil, nil, errors.Join(allowErr, fmt.Errorf("%s: clouds.%s.type is missing (one of: %s)", at, name, strings.Join(reg.Types(), ", ")))
 	}
 	if cc.Password != "" && cc.Password != clouds.PasswordAsk {
-		return nil, fmt.Errorf("%s: clouds.%s.password: the only value is %q (each build brings the password); put stored credentials where the driver reads them (clouds.yaml, the AWS credential chain)", at, name, clouds.PasswordAsk)
+		return nil, nil, errors.Join(allowErr, fmt.Errorf("%s: clouds.%s.password: the only value is %q (each build brings the password); put stored credentials where the driver reads them (clouds.yaml, the AWS credential chain)", at, name, clouds.PasswordAsk))
 	}
 	e, err := reg.Configure(cc)
 	if err != nil {
@@ -259,11 +301,14 @@ func (c *Config) cloud(reg *clouds.Registry, k, body *yaml.Node) (*clouds.Entry,
 		// unknown keys) goes out as is: the file:line:col an editor jumps
 		// to is then the key at fault, not the cloud's name.
 		if inner := errors.Unwrap(err); inner != nil && positioned(c.File, inner) {
-			return nil, inner
+			return nil, nil, errors.Join(allowErr, inner)
 		}
-		return nil, fmt.Errorf("%s: clouds.%s: %w", at, name, err)
+		return nil, nil, errors.Join(allowErr, fmt.Errorf("%s: clouds.%s: %w", at, name, err))
 	}
-	return e, nil
+	if allowErr != nil {
+		return nil, nil, allowErr
+	}
+	return e, allow, nil
 }
 
 // positioned reports whether err's message starts with file:line:col.

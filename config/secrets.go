@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net/url"
 	"strings"
 
@@ -22,8 +23,8 @@ func (c *Config) namedSecrets() []namedSecret {
 		{"github.private_key_file", c.GitHub.PrivateKey},
 		{"pages.link_key", c.Pages.LinkKey},
 	}
-	for _, t := range c.APITokens {
-		out = append(out, namedSecret{"api_tokens", t})
+	for i, t := range c.APITokens {
+		out = append(out, namedSecret{fmt.Sprintf("api_tokens[%d]", i), t.Token})
 	}
 	if u, err := url.Parse(c.Redis); err == nil && u.User != nil {
 		if pw, ok := u.User.Password(); ok {

@@ -35,7 +35,7 @@ const repo = "octo/gens"
 // fastRetry keeps retry tests quick while still exercising the waits.
 var fastRetry = github.Backoff{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond, Factor: 2, Attempts: 4}
 
-func newClient(t *testing.T, cfg config.GitHub, installation int64, opts github.Options) *github.Client {
+func newClient(t testing.TB, cfg config.GitHub, installation int64, opts github.Options) *github.Client {
 	t.Helper()
 	if opts.Retry == (github.Backoff{}) {
 		opts.Retry = fastRetry
@@ -269,8 +269,8 @@ func TestFS(t *testing.T) {
 			wantErr error
 			wantMsg string
 		}{
-			{".imagegen/link.yaml", fs.ErrPermission, "symlink refused"},
-			{".imagegen/escape.yaml", fs.ErrPermission, "symlink refused"},
+			{".imagegen/link.yaml", fs.ErrPermission, "read .imagegen/link.yaml: is a symlink: imagegen reads only regular files of the commit, never symlinks"},
+			{".imagegen/escape.yaml", fs.ErrPermission, "is a symlink"},
 			{".imagegen/missing.yaml", fs.ErrNotExist, ""},
 			{"nope/dstat.yaml", fs.ErrNotExist, ""},
 			{"big.bin", github.ErrTooLarge, "limit"},
@@ -459,6 +459,7 @@ func TestChangedFiles(t *testing.T) {
 		{"renames name both paths", "a1", "b1", []string{".imagegen/new.yaml", ".imagegen/old.yaml", ".imagegen/web.yaml", "README.md"}, 1, nil},
 		{"many commits, every page", "a2", "b2", names(40), 3, nil},
 		{"over GitHub's cap", "a3", "b3", names(300), 1, github.ErrTooManyFiles},
+		{"over GitHub's cap: the core's error", "a3", "b3", names(300), 1, builds.ErrChangesCut},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -611,8 +612,8 @@ func TestEnterprisePrefix(t *testing.T) {
 		t.Fatal(err)
 	}
 	calls := s.Calls()
-	if len(calls) != 3 {
-		t.Fatalf("%d calls, want 3 (token, contents, status)", len(calls))
+	if len(calls) != 4 {
+		t.Fatalf("%d calls, want 4 (token, contents of .imagegen and of the file, status)", len(calls))
 	}
 	for _, c := range calls {
 		if c.Prefix != "/api/v3" {

@@ -22,7 +22,7 @@ CHAOS_KILL_EVERY_MS ?= 6000
 CHAOS_NET_ROUNDS ?= 3
 CHAOS_OUT ?= .cache/chaos-table.md
 # package:target, one go test -fuzz per pair (go test fuzzes one target at a time).
-FUZZ_TARGETS := ./server:FuzzWebhook ./config:FuzzParse ./builder/spec:FuzzParse ./internal/strictyaml:FuzzParse
+FUZZ_TARGETS := ./server:FuzzWebhook ./github:FuzzPeekPush ./config:FuzzParse ./builder/spec:FuzzParse ./builder/spec:FuzzScriptFile ./github:FuzzFSPath ./internal/strictyaml:FuzzParse
 # Hook for the root Makefile: `test: ... $(CHAOS_TEST_TARGETS)`.
 CHAOS_TEST_TARGETS := fuzz-short
 

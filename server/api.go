@@ -1,7 +1,6 @@
 package server
 
 import (
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +25,7 @@ func (s *Server) listBuilds(c echo.Context) error {
 	}
 	bs, err := s.store.List(c.Request().Context(), builds.ListOptions{
 		Repo: c.QueryParam("repo"), Generator: c.QueryParam("generator"), Limit: limit,
+		Match: s.access.Filter(tokenOf(c)),
 	})
 	if err != nil {
 		return err
@@ -36,9 +36,11 @@ func (s *Server) listBuilds(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]any{"builds": bs})
 }
 
+// build reads the build of the :id param. A build the request's token may
+// not see is not found, as if it did not exist.
 func (s *Server) build(c echo.Context) (*builds.Build, error) {
 	b, _, err := s.store.Get(c.Request().Context(), c.Param("id"))
-	if errors.Is(err, builds.ErrNotFound) {
+	if errors.Is(err, builds.ErrNotFound) || (err == nil && !s.access.MayRead(tokenOf(c), b.Repo)) {
 		return nil, echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("no build %q (builds are kept for %s)", c.Param("id"), s.cfg.Build.Retention))
 	}
 	return b, err
@@ -58,6 +60,13 @@ func (s *Server) getLog(c echo.Context) error {
 	b, err := s.build(c)
 	if err != nil {
 		return err
+	}
+	if t := tokenOf(c); !s.access.MayReadLogs(t, b.Repo) {
+		if t == nil { // canReadLogs let no such request in: a second lock
+			return unauthorized(c, "build logs need Authorization: Bearer TOKEN")
+		}
+		// read_access: public showed the build; its logs are not public.
+		return echo.NewHTTPError(http.StatusForbidden, fmt.Sprintf("this token may not read the build logs of %s", b.Repo))
 	}
 	cloud := c.QueryParam("cloud")
 	if cloud == "" && len(b.Clouds) == 1 {
@@ -91,38 +100,17 @@ func (s *Server) images(c echo.Context) error {
 	if repo == "" || gen == "" {
 		return echo.NewHTTPError(http.StatusBadRequest, "repo and generator are required: /api/v1/images?repo=OWNER/NAME&generator=NAME")
 	}
-	imgs, err := s.store.Images(c.Request().Context(), repo, gen)
-	if err != nil {
-		return err
+	var imgs []builds.LineageEntry
+	if s.access.MayRead(tokenOf(c), repo) { // another repository's lineage is empty to this token
+		var err error
+		if imgs, err = s.store.Images(c.Request().Context(), repo, gen); err != nil {
+			return err
+		}
 	}
 	if imgs == nil {
 		imgs = []builds.LineageEntry{}
 	}
 	return c.JSON(http.StatusOK, map[string]any{"repo": repo, "generator": gen, "images": imgs})
-}
-
-// requireToken checks the bearer token against every configured one in
-// constant time.
-func (s *Server) requireToken(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		if len(s.cfg.APITokens) == 0 {
-			return echo.NewHTTPError(http.StatusForbidden, "this server has no api_tokens configured, so the API's mutating routes are off")
-		}
-		got, ok := strings.CutPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
-		if !ok || got == "" {
-			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="imagegen"`)
-			return echo.NewHTTPError(http.StatusUnauthorized, "missing Authorization: Bearer TOKEN")
-		}
-		match := 0
-		for _, t := range s.cfg.APITokens {
-			match |= subtle.ConstantTimeCompare([]byte(got), []byte(t.Reveal()))
-		}
-		if match != 1 {
-			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="imagegen", error="invalid_token"`)
-			return echo.NewHTTPError(http.StatusUnauthorized, "invalid token")
-		}
-		return next(c)
-	}
 }
 
 // RerunRequest is the body of POST /api/v1/builds/{id}/rerun.
@@ -132,6 +120,9 @@ type RerunRequest struct {
 }
 
 func (s *Server) rerun(c echo.Context) error {
+	if _, err := s.build(c); err != nil { // a build of a repository the token does not see: 404
+		return err
+	}
 	var req RerunRequest
 	dec := json.NewDecoder(c.Request().Body)
 	dec.DisallowUnknownFields()
@@ -141,16 +132,21 @@ func (s *Server) rerun(c echo.Context) error {
 	}
 	id, err := s.reruns.Rerun(c.Request().Context(), c.Param("id"), builds.RerunRequest{Clouds: req.Clouds, Passwords: req.Passwords})
 	var rerr *builds.RequestError
+	var derr *builds.DeniedError
 	switch {
 	case errors.Is(err, builds.ErrNotFound):
 		return echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("no build %q", c.Param("id")))
 	case errors.As(err, &rerr):
 		return echo.NewHTTPError(http.StatusBadRequest, rerr.Msg)
+	case errors.As(err, &derr):
+		// The token may re-run, but the cloud does not take this repository.
+		logOf(c).Warn("re-run refused by an allow rule", "build", c.Param("id"), "token", tokenOf(c).Name, "reason", derr.Msg)
+		return echo.NewHTTPError(http.StatusForbidden, derr.Msg)
 	case err != nil:
 		return err
 	case id == "":
 		return echo.NewHTTPError(http.StatusBadRequest, "nothing to re-run")
 	}
-	logOf(c).Info("re-run accepted", "build", id, "rerun_of", c.Param("id"))
+	logOf(c).Info("re-run accepted", "build", id, "rerun_of", c.Param("id"), "token", tokenOf(c).Name)
 	return c.JSON(http.StatusAccepted, map[string]string{"build": id, "url": builds.BuildURL(s.cfg.BaseURL, id)})
 }

@@ -89,10 +89,7 @@ func TestPushEndToEnd(t *testing.T) {
 	}
 
 	// The log, the list and the lineage.
-	resp, err := http.Get(e.http.URL + "/api/v1/builds/" + build + "/log?cloud=sim-a")
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := e.authGet("/api/v1/builds/"+build+"/log?cloud=sim-a", apiToken)
 	logText, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != 200 || len(strings.TrimSpace(string(logText))) == 0 {
@@ -130,6 +127,7 @@ func TestPushEndToEnd(t *testing.T) {
 	rerun := editJSON(t, exampleCheckRunRerequested(t), func(m map[string]any) {
 		m["check_run"].(map[string]any)["external_id"] = build
 		m["check_run"].(map[string]any)["head_sha"] = sha
+		m["repository"].(map[string]any)["full_name"] = exampleRepo // a re-run stays in its repository
 	})
 	if code, body := e.deliver("check_run", "e2e-rerun", rerun); code != http.StatusAccepted {
 		t.Fatalf("check_run rerequested: %d %s", code, body)
@@ -194,12 +192,10 @@ func exampleCheckRunRerequested(t *testing.T) []byte {
 	return githubtest.Example(t, "check_run", func(m map[string]any) bool { return m["action"] == "rerequested" })
 }
 
+// get reads path with the API token.
 func (e *testEnv) get(path string) string {
 	e.t.Helper()
-	resp, err := http.Get(e.http.URL + path)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	resp := e.authGet(path, apiToken)
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)

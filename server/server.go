@@ -21,12 +21,13 @@ import (
 	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/config"
 	"github.com/imagegen/imagegen/queue"
+	"github.com/imagegen/imagegen/server/access"
 	"github.com/imagegen/imagegen/server/pages"
 	"github.com/imagegen/imagegen/store"
 )
 
 // MaxWebhookBody is GitHub's own cap on a delivery's payload.
-const MaxWebhookBody = 25 << 20
+const MaxWebhookBody = config.MaxWebhookBody
 
 // Options are what the server needs.
 type Options struct {
@@ -49,8 +50,12 @@ type Server struct {
 	reg     *prometheus.Registry
 	echo    *echo.Echo
 	metrics *metrics
-	// signatures checks the webhook's X-Hub-Signature-256.
+	// signatures checks the webhook's X-Hub-Signature-256; reads bounds
+	// the bodies it reads at once.
 	signatures *signatures
+	reads      *readLimit
+	// access is who may read and re-run, shared with the pages (auth.go).
+	access *access.Policy
 }
 
 type metrics struct {
@@ -72,8 +77,10 @@ func New(o Options) (*Server, error) {
 	if o.Registry == nil {
 		o.Registry = prometheus.NewRegistry()
 	}
-	s := &Server{cfg: o.Config, store: o.Store, queue: o.Queue, reruns: o.Reruns, log: o.Logger, reg: o.Registry}
+	s := &Server{cfg: o.Config, store: o.Store, queue: o.Queue, reruns: o.Reruns, log: o.Logger, reg: o.Registry,
+		access: access.New(o.Config, o.Logger)}
 	s.signatures = newSignatures(func() []byte { return []byte(o.Config.GitHub.WebhookSecret.Reveal()) })
+	s.reads = newReadLimit(o.Config.Webhook)
 	s.metrics = &metrics{
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imagegen_webhook_deliveries_total",
@@ -97,7 +104,7 @@ func New(o Options) (*Server, error) {
 	}
 	s.echo = s.routes()
 	// The build pages in the browser (/builds, /generators, /login, /assets).
-	if err := pages.Register(s.echo, pages.Options{Config: o.Config, Store: o.Store, Reruns: o.Reruns, Logger: o.Logger}); err != nil {
+	if err := pages.Register(s.echo, pages.Options{Config: o.Config, Store: o.Store, Reruns: o.Reruns, Logger: o.Logger, Access: s.access}); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -107,19 +114,21 @@ func (s *Server) routes() *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.httpError
+	e.IPExtractor = access.IPExtractor(s.cfg) // the failure limit's client address
 	e.Use(middleware.Recover())
 	e.Use(s.requestLog)
 
 	e.POST("/webhook", s.webhook)
 	api := e.Group("/api/v1", middleware.BodyLimit("1M"))
-	api.GET("/builds", s.listBuilds)
-	api.GET("/builds/:id", s.getBuild)
-	api.GET("/builds/:id/log", s.getLog)
-	api.POST("/builds/:id/rerun", s.rerun, s.requireToken)
-	api.GET("/images", s.images)
+	api.GET("/builds", s.listBuilds, s.guard(s.canRead))
+	api.GET("/builds/:id", s.getBuild, s.guard(s.canRead))
+	api.GET("/builds/:id/log", s.getLog, s.guard(s.canReadLogs))
+	api.POST("/builds/:id/rerun", s.rerun, s.guard(s.canRerun))
+	api.GET("/images", s.images, s.guard(s.canRead))
+	s.driftRoutes(api)
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
 	e.GET("/readyz", s.ready)
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})), s.guard(s.canReadMetrics))
 	return e
 }
 

@@ -59,6 +59,13 @@ func visible(s string) string {
 	return b.String()
 }
 
+// Visible is a value from a machine made safe to show as text anywhere (a
+// web page, a log, a terminal), as the renderers show values: invalid UTF-8,
+// control characters and the invisible ones that reorder or hide text as
+// escapes, backslashes doubled, cut at 120 characters. It does no HTML or
+// Markdown escaping: that is for the caller's template to do after.
+func Visible(s string) string { return visible(s) }
+
 // hidden: characters that change how the text around them reads without
 // showing themselves.
 func hidden(r rune) bool {

@@ -8,12 +8,14 @@ import (
 	"path"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/internal/strictyaml"
 )
 
@@ -28,9 +30,14 @@ type Options struct {
 
 // Keys the parser accepts; the JSON Schema in schema/ is tested against them.
 var (
-	topKeys   = []string{"name", "script", "script_file", "branches", "clouds"}
-	cloudKeys = []string{"image", "ssh_user", "size"}
+	topKeys      = []string{"name", "script", "script_file", "branches", "clouds", "manifest", "drift"}
+	cloudKeys    = []string{"image", "ssh_user", "size"}
+	manifestKeys = []string{"files", "required"}
+	driftKeys    = []string{"ignore", "on_drift"}
 )
+
+// MaxIgnorePatterns is the most patterns drift.ignore may hold.
+const MaxIgnorePatterns = 200
 
 // NamePattern is what a generator name must match: it becomes part of image
 // names and of GitHub status contexts (imagegen/<generator>/<cloud>).
@@ -106,7 +113,7 @@ func ParseFiles(repo fs.FS, files []string, opts Options) ([]*Spec, error) {
 		}
 		if first, ok := seen[s.Name]; ok {
 			errs = append(errs, Error{File: s.File, Line: s.namePos.line, Col: s.namePos.col,
-				Msg: fmt.Sprintf("generator name %q is also used by %s: names must be unique in a repository; rename one (set name:)", s.Name, first.nameAt())})
+				Msg: fmt.Sprintf("generator name %q is also used by %s: names must be unique in a repository; rename one (set name:)", s.Name, first.NameAt())})
 			continue
 		}
 		seen[s.Name] = s
@@ -191,6 +198,10 @@ func (p *parser) spec(root *yaml.Node) *Spec {
 			s.Branches = p.branches(v)
 		case "clouds":
 			cloudsKey, cloudsVal = k, v
+		case "manifest":
+			s.Manifest = p.manifest(v)
+		case "drift":
+			s.Drift = p.drift(v)
 		}
 	}
 	p.oneScript(root, scriptKey, scriptFileKey)
@@ -249,39 +260,88 @@ func (p *parser) scriptFile(v *yaml.Node) (file, script string) {
 	}
 	file = path.Clean(name)
 	if p.repo == nil {
-		p.Errorf(v, "script_file %q cannot be read: no repository was given to read it from (use script: here)", file)
+		p.Errorf(v, "script_file %s cannot be read: no repository was given to read it from (use script: here)", quotePath(file))
 		return file, ""
 	}
 	data, err := readLimited(p.repo, file)
 	if err != nil {
-		p.Errorf(v, "script_file %q %v", file, err)
+		p.Errorf(v, "script_file %s %v", quotePath(file), err)
 		return file, ""
 	}
 	if !p.checkScript(file, data) {
 		return file, ""
 	}
 	if strings.TrimSpace(string(data)) == "" {
-		p.Errorf(v, "script_file %q is empty: write the commands that customize the image", file)
+		p.Errorf(v, "script_file %s is empty: write the commands that customize the image", quotePath(file))
 	}
 	return file, string(data)
 }
 
-// checkScriptPath says what is wrong with a script_file path, or "".
+// Bounds of a script_file path: Linux's NAME_MAX for a path element, and a
+// path short enough for an error message and a URL.
+const (
+	maxScriptPath    = 1024
+	maxPathElement   = 255
+	maxShownPath     = 128 // longer paths are shown by their start
+	shownPathPrefix  = 64
+	relativePathHint = "give a path relative to the repository root (e.g. scripts/setup.sh)"
+)
+
+// checkScriptPath says what is wrong with a script_file path, or "". It is
+// checked before anything is read: the path must name a file inside the
+// repository in plain characters (a control or invisible character could
+// hide a different path in logs, statuses and check runs).
 func checkScriptPath(name string) string {
 	if strings.TrimSpace(name) == "" {
-		return "script_file is empty: give the script's path relative to the repository root (e.g. scripts/setup.sh)"
+		return "script_file is empty: " + relativePathHint
+	}
+	q := quotePath(name)
+	if len(name) > maxScriptPath {
+		return fmt.Sprintf("script_file %s is %d bytes long: keep the path to %d bytes at most", q, len(name), maxScriptPath)
+	}
+	for i, r := range name {
+		switch {
+		case unicode.Is(unicode.Cc, r):
+			return fmt.Sprintf("script_file %s contains the control character %U at byte %d: %s", q, r, i, relativePathHint)
+		case r == utf8.RuneError:
+			return fmt.Sprintf("script_file %s contains %U, the replacement character (of text that was not UTF-8), at byte %d: write the path in plain characters", q, r, i)
+		case unicode.Is(unicode.Cf, r):
+			return fmt.Sprintf("script_file %s contains the invisible character %U at byte %d: write the path in plain characters", q, r, i)
+		}
 	}
 	if strings.HasPrefix(name, "/") || strings.HasPrefix(name, `\`) || len(name) > 1 && name[1] == ':' {
-		return fmt.Sprintf("script_file %q is an absolute path: give a path relative to the repository root (e.g. scripts/setup.sh)", name)
+		return fmt.Sprintf("script_file %s is an absolute path: %s", q, relativePathHint)
+	}
+	if strings.Contains(name, `\`) {
+		return fmt.Sprintf("script_file %s contains a backslash: separate directories with / (e.g. scripts/setup.sh)", q)
 	}
 	clean := path.Clean(name)
 	if clean == ".." || strings.HasPrefix(clean, "../") {
-		return fmt.Sprintf("script_file %q leads out of the repository: imagegen reads only files inside it; give a path relative to the repository root", name)
+		return fmt.Sprintf("script_file %s leads out of the repository: imagegen reads only files inside it; give a path relative to the repository root", q)
 	}
 	if !fs.ValidPath(clean) || clean == "." {
-		return fmt.Sprintf("script_file %q is not a valid path: give a slash-separated path relative to the repository root", name)
+		return fmt.Sprintf("script_file %s is not a valid path: give a slash-separated path relative to the repository root", q)
+	}
+	for _, elem := range strings.Split(clean, "/") {
+		if len(elem) > maxPathElement {
+			return fmt.Sprintf("script_file %s has a path element of %d bytes: keep each to %d bytes at most", q, len(elem), maxPathElement)
+		}
 	}
 	return ""
+}
+
+// quotePath quotes a script_file path for a message, its start only when it
+// is long.
+func quotePath(name string) string {
+	if len(name) <= maxShownPath {
+		return strconv.Quote(name)
+	}
+	for n := shownPathPrefix; n > 0; n-- {
+		if utf8.RuneStart(name[n]) {
+			return strconv.Quote(name[:n]) + "…"
+		}
+	}
+	return `"…"`
 }
 
 // checkScript refuses scripts that are not UTF-8 text, pointing into the script file.
@@ -428,4 +488,92 @@ func knownClouds(m map[string]bool) string {
 			}
 		}
 	}), ", ")
+}
+
+// manifest reads manifest: {files: [...], required: bool}.
+func (p *parser) manifest(v *yaml.Node) Manifest {
+	var m Manifest
+	if !p.mapping(v, "manifest", "files: [/etc/ssh/sshd_config], required: false") {
+		return m
+	}
+	for _, f := range p.Fields(v, "manifest", manifestKeys) {
+		switch f.Key.Value {
+		case "files":
+			m.Files = p.patterns(f.Value, "manifest.files", "a file", manifest.MaxFilePatterns, manifest.CheckFilePattern)
+		case "required":
+			m.Required = p.bool(f.Value, "manifest.required")
+		}
+	}
+	return m
+}
+
+// drift reads drift: {ignore: [...], on_drift: warn | fail}.
+func (p *parser) drift(v *yaml.Node) Drift {
+	var d Drift
+	if !p.mapping(v, "drift", `ignore: ["linux-image-*"], on_drift: warn`) {
+		return d
+	}
+	for _, f := range p.Fields(v, "drift", driftKeys) {
+		switch f.Key.Value {
+		case "ignore":
+			d.Ignore = p.patterns(f.Value, "drift.ignore", "an ignore pattern", MaxIgnorePatterns, manifest.CheckIgnorePattern)
+		case "on_drift":
+			s, ok := p.String(f.Value, "drift.on_drift")
+			switch {
+			case !ok:
+			case s == OnDriftWarn || s == OnDriftFail:
+				d.OnDrift = s
+			default:
+				p.Errorf(f.Value, "drift.on_drift %q is not warn or fail: warn reports clouds that differ and keeps the check run successful, fail makes it fail", s)
+			}
+		}
+	}
+	return d
+}
+
+// mapping checks that v is a mapping; example is what one looks like.
+func (p *parser) mapping(v *yaml.Node, key, example string) bool {
+	switch {
+	case strictyaml.IsNull(v):
+		p.Errorf(v, "%s has no value: write %s: {%s}, or remove the key", key, key, example)
+		return false
+	case v.Kind != yaml.MappingNode:
+		p.Errorf(v, "%s must be a mapping, not %s: write %s: {%s}", key, strictyaml.Describe(v), key, example)
+		return false
+	}
+	return true
+}
+
+// patterns reads a list of strings, each checked by check, at most limit.
+func (p *parser) patterns(v *yaml.Node, key, what string, limit int, check func(string) error) []string {
+	if v.Kind != yaml.SequenceNode {
+		p.Errorf(v, "%s must be a list, not %s", key, strictyaml.Describe(v))
+		return nil
+	}
+	if len(v.Content) > limit {
+		p.Errorf(v, "%s has %d entries: at most %d", key, len(v.Content), limit)
+		return nil
+	}
+	out := []string{}
+	for _, n := range v.Content {
+		s, ok := p.String(n, what+" in "+key)
+		if !ok {
+			continue
+		}
+		if err := check(s); err != nil {
+			p.Errorf(n, "%s: %v", key, err)
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// bool reads a YAML boolean (true or false).
+func (p *parser) bool(v *yaml.Node, key string) bool {
+	var b bool
+	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!bool" || v.Decode(&b) != nil {
+		p.Errorf(v, "%s must be true or false, not %s", key, strictyaml.Describe(v))
+	}
+	return b
 }

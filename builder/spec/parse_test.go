@@ -61,6 +61,15 @@ func TestParseGood(t *testing.T) {
 			want: Spec{Name: "c", Script: "x", Clouds: map[string]CloudSpec{"anywhere": {SSHUser: "root"}}},
 		},
 		{
+			name: "manifest and drift", file: "m.yaml", opts: testOpts,
+			src: "script: x\nclouds: {hotel: {image: i, ssh_user: u}}\n" +
+				"manifest: {files: [/etc/ssh/sshd_config, '/usr/local/bin/*'], required: true}\n" +
+				"drift:\n  ignore: [\"linux-image-*\", cloud-init, \"@kernel\"]\n  on_drift: fail\n",
+			want: Spec{Name: "m", Script: "x", Clouds: map[string]CloudSpec{"hotel": {Image: "i", SSHUser: "u"}},
+				Manifest: Manifest{Files: []string{"/etc/ssh/sshd_config", "/usr/local/bin/*"}, Required: true},
+				Drift:    Drift{Ignore: []string{"linux-image-*", "cloud-init", "@kernel"}, OnDrift: OnDriftFail}},
+		},
+		{
 			name: "numbers and explicit !!str are text", file: "d.yaml", opts: testOpts,
 			src:  "name: !!str 42\nscript: x\nclouds: {hotel: {image: 12345, ssh_user: u, size: 2}}\n",
 			want: Spec{Name: "42", Script: "x", Clouds: map[string]CloudSpec{"hotel": {Image: "12345", SSHUser: "u", Size: "2"}}},
@@ -113,7 +122,7 @@ func TestParseErrors(t *testing.T) {
 		{"only comments", "", "# nothing\n", []wantErr{{"", 1, 1, "the spec is empty"}}},
 		{"not a mapping", "", "- a\n- b\n", []wantErr{{"", 1, 1, "a spec is a mapping (name:, script:, clouds:, ...), not a list"}}},
 		{"two documents", "", "script: x\n" + tail + "---\nscript: y\n", []wantErr{{"", 3, 1, "one YAML document"}}},
-		{"unknown top key with hint", "", "scrpit: x\nscript: y\n" + tail, []wantErr{{"", 1, 1, `unknown key "scrpit": did you mean "script"? (known: branches, clouds, name, script, script_file)`}}},
+		{"unknown top key with hint", "", "scrpit: x\nscript: y\n" + tail, []wantErr{{"", 1, 1, `unknown key "scrpit": did you mean "script"? (known: branches, clouds, drift, manifest, name, script, script_file)`}}},
 		{"unknown cloud key", "", "script: x\nclouds:\n  hotel:\n    image: i\n    ssh_user: u\n    flavor: big\n", []wantErr{{"", 6, 5, `unknown key "flavor" in clouds.hotel (known: image, size, ssh_user)`}}},
 		{"duplicate key", "", "script: x\nscript: y\n" + tail, []wantErr{{"", 2, 1, `key "script" is already set at line 1`}}},
 		{"no script", "", "name: a\n" + tail, []wantErr{{"", 1, 1, "no script: set script (the commands, inline) or script_file"}}},
@@ -163,6 +172,24 @@ func TestParseErrors(t *testing.T) {
 		{"merge key", "", "script: x\nclouds:\n  hotel: {image: i, ssh_user: u}\n  ec2:\n    <<: *x\n", []wantErr{{"", 5, 9, "invalid YAML: unknown anchor 'x' referenced (and anchors and aliases are not allowed"}}},
 		{"custom tag", "", "script: !sh x\n" + tail, []wantErr{{"", 1, 9, "YAML tags (!sh) are not allowed"}}},
 		{"complex key", "", "? [a]\n: b\nscript: x\n" + tail, []wantErr{{"", 1, 3, "keys must be plain names, not a list"}}},
+		{"manifest is a list", "", "script: x\nmanifest: [a]\n" + tail, []wantErr{{"", 2, 11, "manifest must be a mapping, not a list: write manifest: {files: [/etc/ssh/sshd_config], required: false}"}}},
+		{"manifest without a value", "", "script: x\nmanifest:\n" + tail, []wantErr{{"", 2, 10, "manifest has no value"}}},
+		{"manifest unknown key", "", "script: x\nmanifest: {file: [/etc/x]}\n" + tail, []wantErr{{"", 2, 12, `unknown key "file" in manifest: did you mean "files"?`}}},
+		{"manifest files", "", "script: x\nmanifest:\n  files: [etc/passwd, '/a b', /ok, 5, '/$(reboot)']\n" + tail, []wantErr{
+			{"", 3, 11, `manifest.files: manifest file "etc/passwd": not an absolute path`},
+			{"", 3, 23, `manifest.files: manifest file "/a b": character ' ' is not allowed`},
+			{"", 3, 36, `manifest file "5": not an absolute path`},
+			{"", 3, 39, `manifest file "/$(reboot)": character '$' is not allowed`},
+		}},
+		{"manifest files not a list", "", "script: x\nmanifest: {files: /etc/x}\n" + tail, []wantErr{{"", 2, 19, "manifest.files must be a list, not the value \"/etc/x\""}}},
+		{"manifest required not a boolean", "", "script: x\nmanifest: {required: 'yes'}\n" + tail, []wantErr{{"", 2, 22, `manifest.required must be true or false, not the value "yes"`}}},
+		{"too many manifest files", "", "script: x\nmanifest: {files: [" + strings.Repeat("/a,", 101) + "]}\n" + tail, []wantErr{{"", 2, 19, "manifest.files has 101 entries: at most 100"}}},
+		{"drift", "", "script: x\ndrift:\n  ignore: ['[a-', '']\n  on_drift: error\n" + tail, []wantErr{
+			{"", 3, 12, `drift.ignore: drift ignore pattern "[a-": syntax error in pattern`},
+			{"", 3, 19, `drift.ignore: drift ignore pattern "": empty or longer than 256 bytes`},
+			{"", 4, 13, `drift.on_drift "error" is not warn or fail`},
+		}},
+		{"drift is a string", "", "script: x\ndrift: warn\n" + tail, []wantErr{{"", 2, 8, `drift must be a mapping, not the value "warn"`}}},
 		{"several problems at once", "", "nme: x\nscript: x\nclouds: {sierra: {image: i, ssh_user: u}, hotel: {image: i}}\n", []wantErr{
 			{"", 1, 1, `unknown key "nme": did you mean "name"?`},
 			{"", 3, 10, `unknown cloud "sierra"`},

@@ -16,6 +16,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"gopkg.in/yaml.v3"
 
+	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/schema"
 )
 
@@ -57,6 +58,13 @@ func TestSchemaKeys(t *testing.T) {
 		{"clouds entries", props["clouds"].(map[string]any)["additionalProperties"], map[string]any{"$ref": "#/$defs/cloud"}},
 		{"name pattern", props["name"].(map[string]any)["pattern"], NamePattern},
 		{"name length", props["name"].(map[string]any)["maxLength"], float64(MaxNameLen)},
+		{"manifest keys", keysOf(sub(props, "manifest", "properties")), slices.Sorted(slices.Values(manifestKeys))},
+		{"drift keys", keysOf(sub(props, "drift", "properties")), slices.Sorted(slices.Values(driftKeys))},
+		{"manifest additionalProperties", sub(props, "manifest")["additionalProperties"], false},
+		{"drift additionalProperties", sub(props, "drift")["additionalProperties"], false},
+		{"manifest files limit", sub(props, "manifest", "properties", "files")["maxItems"], float64(manifest.MaxFilePatterns)},
+		{"drift ignore limit", sub(props, "drift", "properties", "ignore")["maxItems"], float64(MaxIgnorePatterns)},
+		{"on_drift values", sub(props, "drift", "properties", "on_drift")["enum"], []any{OnDriftWarn, OnDriftFail}},
 	}
 	for _, c := range checks {
 		if fmt.Sprint(c.got) != fmt.Sprint(c.want) {
@@ -77,6 +85,14 @@ func TestSchemaKeys(t *testing.T) {
 			t.Errorf("schema cloud key %q: parser says %v", k, err)
 		}
 	}
+}
+
+// sub walks down nested objects of a decoded schema.
+func sub(m map[string]any, keys ...string) map[string]any {
+	for _, k := range keys {
+		m, _ = m[k].(map[string]any)
+	}
+	return m
 }
 
 // compileSchema compiles schema/generator.schema.json with a JSON Schema

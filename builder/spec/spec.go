@@ -25,11 +25,18 @@ type Spec struct {
 	File       string               // the spec's path, as given to Parse
 	Digest     string               // hex sha256 of the normalized spec and script: imagegen:script-sha256
 
+	// Manifest and Drift say what a build records of its images and how
+	// their differences are reported; they do not change what is built, so
+	// they are not part of Digest.
+	Manifest Manifest `json:",omitzero"`
+	Drift    Drift    `json:",omitzero"`
+
 	namePos pos // where the name was set (1:1 when it comes from the file name)
 }
 
-// nameAt says where the spec's name was set, for duplicate-name errors.
-func (s *Spec) nameAt() string {
+// NameAt says where the spec's name was set, as file:line:col (line 1,
+// column 1 when the name comes from the file name), for duplicate-name errors.
+func (s *Spec) NameAt() string {
 	return fmt.Sprintf("%s:%d:%d", s.File, s.namePos.line, s.namePos.col)
 }
 
@@ -39,6 +46,35 @@ type CloudSpec struct {
 	SSHUser string
 	Size    string // flavor / instance type; "" means the cloud's default
 }
+
+// Manifest is the spec's manifest: key.
+type Manifest struct {
+	// Files are absolute paths or globs whose files' sha256 the manifest
+	// holds (builder/manifest's CheckFilePattern says which are allowed).
+	Files []string `json:",omitempty"`
+	// Required makes a cloud fail when no manifest could be collected;
+	// otherwise that is a warning in the build log.
+	Required bool `json:",omitempty"`
+}
+
+// Drift is the spec's drift: key.
+type Drift struct {
+	// Ignore are globs on package names left out of every comparison
+	// ("linux-image-*"), and @os, @kernel, @arch for the system fields.
+	Ignore []string `json:",omitempty"`
+	// OnDrift is what clouds that differ do to the check run: OnDriftWarn
+	// (the default; "" reads as it) or OnDriftFail.
+	OnDrift string `json:",omitempty"`
+}
+
+// The values of drift.on_drift.
+const (
+	OnDriftWarn = "warn" // the check run says so and stays successful
+	OnDriftFail = "fail" // the check run's conclusion is failure
+)
+
+// Fails reports whether clouds that differ fail the check run.
+func (d Drift) Fails() bool { return d.OnDrift == OnDriftFail }
 
 // CloudNames returns the spec's cloud names, sorted.
 func (s *Spec) CloudNames() []string {

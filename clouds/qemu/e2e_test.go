@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/internal/servicetest"
@@ -92,7 +94,11 @@ func TestBuildEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
-	sp := testSpec("marker", "set -e\necho \"made by $(uname -s)\" > /root/marker\nsync\necho wrote the marker\n", base)
+	// The busybox guest has no os-release: the script writes one, which the
+	// manifest, collected right after it, must report.
+	sp := testSpec("marker", "set -e\necho \"made by $(uname -s)\" > /root/marker\n"+
+		"printf 'ID=imagegen-test\\nVERSION_ID=1\\nPRETTY_NAME=\"imagegen test image\"\\n' > /etc/os-release\nsync\necho wrote the marker\n", base)
+	sp.Manifest.Files = []string{"/root/marker", "/bin/busybox"}
 	const commit = "0123456789abcdef0123456789abcdef01234567"
 	rec := &recorder{}
 	res := builder.Run(ctx, builder.Job{Build: "e2e1", CloudName: "local", Cloud: c, Spec: sp,
@@ -108,6 +114,36 @@ func TestBuildEndToEnd(t *testing.T) {
 	}
 	assertClean(t, c, "e2e1")
 
+	// The manifest of the real guest: its os-release, kernel and
+	// architecture; no package manager (busybox), which is a note, not a
+	// failure; the files hashed; the image tagged with its digest.
+	mr := res.Manifest
+	if mr == nil || mr.Manifest == nil || mr.Error != "" {
+		t.Fatalf("manifest %+v\nlog:\n%s", mr, rec)
+	}
+	m := mr.Manifest
+	if m.OS.ID != "imagegen-test" || m.OS.VersionID != "1" || m.OS.PrettyName != "imagegen test image" {
+		t.Errorf("os %+v", m.OS)
+	}
+	if m.Kernel == "" || m.Arch != "x86_64" {
+		t.Errorf("kernel %q, arch %q", m.Kernel, m.Arch)
+	}
+	if len(m.Packages) != 0 || mr.Packages != 0 || m.Partial || mr.Partial {
+		t.Errorf("packages %v, partial %v: a guest without a package manager has none, and that is complete", m.Packages, m.Partial)
+	}
+	if !slices.Contains(m.Notes, "no package manager found (dpkg-query, rpm, apk): the package list is empty") {
+		t.Errorf("notes %q", m.Notes)
+	}
+	if len(m.Files) != 2 || m.Files[1].Path != "/root/marker" || len(m.Files[1].SHA256) != 64 {
+		t.Errorf("files %+v", m.Files)
+	}
+	if mr.SHA256 != manifest.SHA256(mr.Document) || res.Image.Tags[clouds.TagManifestSHA] != mr.SHA256 {
+		t.Errorf("manifest sha256 %s; image tags %v", mr.SHA256, res.Image.Tags)
+	}
+	if !rec.has("imagegen", "manifest collected") {
+		t.Errorf("the log does not say the manifest was collected:\n%s", rec)
+	}
+
 	// The sidecar: provenance that matches the spec digest and commit.
 	b, err := os.ReadFile(filepath.Join(dir, res.Image.Name+".json"))
 	if err != nil {
@@ -120,6 +156,7 @@ func TestBuildEndToEnd(t *testing.T) {
 	want := map[string]string{
 		clouds.TagScriptSHA: sp.Digest, clouds.TagCommit: commit, clouds.TagRepo: "example/images",
 		clouds.TagGenerator: "marker", clouds.TagBuild: "e2e1", clouds.TagBaseImage: base,
+		clouds.TagManifestSHA: mr.SHA256,
 	}
 	for k, v := range want {
 		if pv.Tags[k] != v {

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"gopkg.in/yaml.v3"
 
+	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/clouds"
 )
 
@@ -53,6 +54,14 @@ type Options struct {
 	// every process using the file sees one cloud (see state.go).
 	StateFile string
 
+	// Manifest, when set, is what every instance holds, for the pipeline
+	// to record as the image's manifest when there is no SSH (the cloud is
+	// a clouds.ManifestSource). ManifestFile, when set instead, is a
+	// CycloneDX JSON file read at each build, so editing it between builds
+	// shows as a change over time.
+	Manifest     *manifest.Manifest
+	ManifestFile string
+
 	// Seed seeds the randomness of FailRate and image ids (0: time-based).
 	Seed int64
 	// Now is the clock for creation times (nil: time.Now). Delays are always
@@ -70,6 +79,8 @@ type simConfig struct {
 	PermanentFailRate float64       `yaml:"permanent_fail_rate"`
 	StateFile         string        `yaml:"state_file"`
 	SSH               *sshConfig    `yaml:"ssh"`
+	// Manifest describes what the simulated instances hold (manifest.go).
+	Manifest *manifestConfig `yaml:"manifest"`
 }
 
 // sshConfig names a local sshd that stands in for every launched instance,
@@ -129,6 +140,11 @@ func Configure(cfg clouds.Config) (clouds.Opener, error) {
 			errs = append(errs, err)
 		}
 		opts.SSH = ep
+	}
+	if sc.Manifest != nil {
+		if err := sc.Manifest.options(cfg.File, &opts); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

@@ -67,7 +67,7 @@ func TestConfigureErrors(t *testing.T) {
 		want      []string // substrings of the error
 	}{
 		{"unknown key", "type: simulated\nlaunch_delay: 1s\nlanuch_delay: 2s\n",
-			[]string{"imagegen.yaml:3:1", `unknown key "lanuch_delay"`, "launch_delay, permanent_fail_rate"}},
+			[]string{"imagegen.yaml:3:1", `unknown key "lanuch_delay"`, "launch_delay, manifest, permanent_fail_rate"}},
 		{"unknown ssh key", "type: simulated\nssh:\n  host: 127.0.0.1\n  prot: 22\n",
 			[]string{"imagegen.yaml:4:3", `unknown key "prot" in ssh`, "host, port, user, private_key_file, host_key"}},
 		{"bad duration", "type: simulated\nlaunch_delay: soon\n", []string{"imagegen.yaml", "soon"}},

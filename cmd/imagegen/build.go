@@ -20,6 +20,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/imagegen/imagegen/builder"
+	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/config"
@@ -64,7 +65,42 @@ func runBuild(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stderr, "building %s (build %s) on %s\n", src.spec.Name, buildID, strings.Join(names, ", "))
 	results := runJobs(ctx, cfg, jobs, &progress{w: e.stderr, start: time.Now(), phase: map[string]phaseAt{}})
-	return reportResults(ctx, e, results)
+	err = reportResults(ctx, e, results)
+	if derr := reportDrift(e, src.spec, results); err == nil {
+		err = derr
+	}
+	return err
+}
+
+// reportDrift ends the output with how the clouds' images differ (the
+// manifests of the clouds that succeeded), as the check run would show it,
+// and fails when they differ and the spec says on_drift: fail.
+func reportDrift(e *env, sp *spec.Spec, results []builder.Result) error {
+	var ms []manifest.CloudManifest
+	found := false
+	for _, r := range results {
+		if r.State != builder.StateSucceeded {
+			continue
+		}
+		cm := manifest.CloudManifest{Cloud: r.Cloud}
+		if r.Manifest != nil && r.Manifest.Manifest != nil {
+			cm.Manifest, found = r.Manifest.Manifest, true
+		}
+		ms = append(ms, cm)
+	}
+	if !found {
+		return nil
+	}
+	d, err := manifest.AcrossClouds(ms, manifest.DriftOptions{Ignore: sp.Drift.Ignore})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "\nDRIFT\n%s", d.Text(manifest.RenderOptions{}))
+	if !d.Identical && len(d.Clouds) >= 2 && sp.Drift.Fails() {
+		fmt.Fprintln(e.stderr, "the clouds' images differ, and the spec says drift: {on_drift: fail}")
+		return exitCode(1)
+	}
+	return nil
 }
 
 // buildArgs parses build's flags and loads the config they name.

@@ -128,10 +128,12 @@ func writeFile(t *testing.T, name, text string) string {
 // tableRow is one line of build's table of results.
 type tableRow struct{ state, imageID, imageName string }
 
-// parseTable reads build's stdout: a header, then CLOUD STATE ID NAME DURATION.
+// parseTable reads build's stdout: a header, then CLOUD STATE ID NAME
+// DURATION, up to the blank line before the drift table.
 func parseTable(t *testing.T, stdout string) map[string]tableRow {
 	t.Helper()
-	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	table, _, _ := strings.Cut(stdout, "\n\n")
+	lines := strings.Split(strings.TrimSpace(table), "\n")
 	if len(lines) == 0 || !strings.HasPrefix(lines[0], "CLOUD") {
 		t.Fatalf("no table on stdout:\n%s", stdout)
 	}

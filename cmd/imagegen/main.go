@@ -60,6 +60,7 @@ func commands() []command {
 		{"serve", "run the HTTP server (and a worker, unless --no-worker)", runServe},
 		{"worker", "run a worker alone", runWorker},
 		{"rerun", "ask the server to re-run a build", runRerun},
+		{"diff", "what changed in the images from one build to another", runDiff},
 		{"images", "list the local (qemu) clouds' images and their provenance", runImages},
 		{"version", "print the version and commit", runVersion},
 	}

@@ -58,7 +58,7 @@ func runRerun(ctx context.Context, e *env, args []string) error {
 	buildURL := base.String() + "/api/v1/builds/" + url.PathEscape(id)
 
 	var b rerunBuild
-	if err := getJSON(ctx, hc, buildURL, &b); err != nil {
+	if err := getJSON(ctx, hc, buildURL, token, &b); err != nil {
 		return err
 	}
 	names := []string(cloudsFlag)
@@ -146,11 +146,14 @@ func postRerun(ctx context.Context, hc *http.Client, buildURL, token string, nam
 	return out, nil
 }
 
-func getJSON(ctx context.Context, hc *http.Client, u string, v any) error {
+// getJSON reads u, with token as the bearer token (reading needs one
+// unless the server's read_access is public), into v.
+func getJSON(ctx context.Context, hc *http.Client, u, token string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err
 	}
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("get %s: %w", u, err)

@@ -64,6 +64,12 @@ func serveCmd(ctx context.Context, e *env, args []string, reg *clouds.Registry) 
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	stopMetrics, err := serveMetrics(cfg.MetricsListen, svc, log)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("metrics_listen: %w", err)
+	}
+	defer stopMetrics()
 	if svc.worker != nil {
 		if err := svc.worker.Start(); err != nil {
 			ln.Close()
@@ -94,8 +100,21 @@ func loadServiceConfig(path string, reg *clouds.Registry) (*config.Config, error
 	return cfg, nil
 }
 
+// newLogger returns the service's logger, JSON lines on w, and makes it
+// go-redis's too (a setting of the whole process): go-redis otherwise prints
+// its own plain-text lines ("redis: … failed to dial") to stderr.
 func newLogger(w io.Writer) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	redis.SetLogger(redisLogger{log.With("component", "redis")})
+	return log
+}
+
+// redisLogger is go-redis's logger on slog. go-redis logs what goes wrong
+// (dials failing, connections dropped) and has no levels: Warn.
+type redisLogger struct{ l *slog.Logger }
+
+func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	r.l.Log(ctx, slog.LevelWarn, fmt.Sprintf(format, v...))
 }
 
 // service is what serve and worker share: Redis, the records, the queue's
@@ -133,15 +152,36 @@ func redisConnOpt(cfg *config.Config) (asynq.RedisConnOpt, error) {
 		}, nil
 	case cfg.RedisCluster != nil:
 		r := cfg.RedisCluster
-		return asynq.RedisClusterClientOpt{
+		return clusterConnOpt{redis.ClusterOptions{
 			Addrs: r.Addrs, Username: r.Username, Password: r.Password.Reveal(), TLSConfig: tlsFor(r.TLS, r.Addrs[0]),
-		}, nil
+			ClusterStateReloadInterval: clusterReload,
+		}}, nil
 	}
 	opt, err := asynq.ParseRedisURI(cfg.Redis)
 	if err != nil {
 		return nil, fmt.Errorf("redis %s: %w", cfg.RedisAddr(), err)
 	}
 	return opt, nil
+}
+
+// clusterReload is how often the cluster client reloads the slot map.
+// go-redis learns that a replica took over a master's slots from a MOVED
+// answer, which a dead master never gives, or from this reload: at
+// go-redis's default (60 s), the slots of a master that died went on being
+// sent to it, refused, for up to a minute after its replica took over
+// (servicetest's TestRedisCluster saw it), so webhooks would be answered 503
+// and workers sit idle as long. A reload is one CLUSTER SLOTS, made only
+// when a command finds the map older than this.
+const clusterReload = 2 * time.Second
+
+// clusterConnOpt is asynq.RedisClusterClientOpt with every go-redis option
+// (asynq's leaves ClusterStateReloadInterval out).
+type clusterConnOpt struct{ opt redis.ClusterOptions }
+
+// MakeRedisClient implements asynq.RedisConnOpt.
+func (o clusterConnOpt) MakeRedisClient() any {
+	opt := o.opt
+	return redis.NewClusterClient(&opt)
 }
 
 // openService connects to Redis (failing early when it does not answer) and
@@ -156,6 +196,10 @@ func openService(ctx context.Context, cfg *config.Config, log *slog.Logger, with
 	if err != nil {
 		rdb.Close()
 		return nil, err
+	}
+	if err := svc.queue.CheckDurability(ctx, log); err != nil {
+		svc.close()
+		return nil, fmt.Errorf("%s: %w", cfg.File, err)
 	}
 	return svc, nil
 }

@@ -142,9 +142,10 @@ func TestServeAndWorkerProcesses(t *testing.T) {
 	rd := servicetest.StartRedis(t)
 	gh := githubtest.NewServer(t)
 	app := gh.AppConfig(t)
-	addr := freeAddr(t)
+	addr, serveMetrics := freeAddr(t), freeAddr(t)
 	base := "http://" + addr
 	cfg := fmt.Sprintf(`listen: %s
+metrics_listen: %s
 redis: %s
 github:
   app_id: %d
@@ -157,7 +158,7 @@ build: {timeout: 1m, cleanup_timeout: 10s, concurrency: 4}
 clouds:
   sim-a: {type: simulated, launch_delay: 20ms, snapshot_delay: 20ms}
   locked: {type: simulated, launch_delay: 10ms, password: ask}
-`, addr, rd.URL, app.AppID, app.PrivateKeyFile, secret, gh.URL(), strings.Repeat("5a", 32))
+`, addr, serveMetrics, rd.URL, app.AppID, app.PrivateKeyFile, secret, gh.URL(), strings.Repeat("5a", 32))
 	file := filepath.Join(t.TempDir(), "imagegen.yaml")
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -225,15 +226,26 @@ clouds:
 		return gh.LatestStatuses(repo, sha)["imagegen/hello/locked"].State == "success"
 	})
 
-	resp, err := http.Get("http://" + metricsAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	code, m := httpGet(t, "http://"+metricsAddr+"/metrics")
 	for _, want := range []string{`imagegen_builds_total{cloud="sim-a",state="succeeded"} 1`, `imagegen_builds_total{cloud="locked",state="succeeded"} 1`} {
-		if !strings.Contains(string(m), want) {
-			t.Errorf("the worker's metrics lack %s", want)
+		if code != 200 || !strings.Contains(m, want) {
+			t.Errorf("the worker's metrics (%d) lack %s", code, want)
+		}
+	}
+	// serve's metrics_listen: /metrics there without a token, and none on
+	// the main listener; the API's reads need the token (read_access: token).
+	for _, c := range []struct {
+		url  string
+		code int
+		want string
+	}{
+		{"http://" + serveMetrics + "/metrics", 200, `imagegen_webhook_deliveries_total{event="push",outcome="accepted"} 1`},
+		{"http://" + serveMetrics + "/readyz", 200, "ready"},
+		{base + "/metrics", 404, `{"error":"/metrics is served on metrics_listen, not here"}`},
+		{base + "/api/v1/builds", 401, `{"error":"missing Authorization: Bearer TOKEN (this server's read_access is token)"}`},
+	} {
+		if code, body := httpGet(t, c.url); code != c.code || !strings.Contains(body, c.want) {
+			t.Errorf("GET %s: %d %q; want %d %q", c.url, code, body, c.code, c.want)
 		}
 	}
 
@@ -252,6 +264,17 @@ clouds:
 			t.Errorf("%s's output holds the password", name)
 		}
 	}
+}
+
+func httpGet(t *testing.T, u string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 func TestRerunUsage(t *testing.T) {
@@ -322,6 +345,7 @@ func TestWorkerSIGTERMRequeues(t *testing.T) {
 redis: %s
 github: {app_id: %d, private_key_file: %s, webhook_secret: %s, api_url: %q}
 build: {timeout: 1m, cleanup_timeout: 10s}
+read_access: public # the record is read below without a token
 clouds:
   slow: {type: simulated, launch_delay: 800ms}
 `, addr, rd.URL, app.AppID, app.PrivateKeyFile, secret, gh.URL())

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -33,6 +34,9 @@ func workerCmd(ctx context.Context, e *env, args []string, reg *clouds.Registry)
 		return err
 	}
 	log := newLogger(e.stderr)
+	for _, w := range cfg.BuildWarnings() { // serve logs them among its Warnings
+		log.Warn(w)
+	}
 	if cfg.EncryptionKey.IsZero() {
 		log.Warn("encryption_key is not set: this worker cannot open passwords sealed by another process; set the same encryption_key on serve and every worker")
 	}
@@ -46,36 +50,48 @@ func workerCmd(ctx context.Context, e *env, args []string, reg *clouds.Registry)
 		return fmt.Errorf("start worker: %w", err)
 	}
 	log.Info("worker started", "concurrency", cfg.Build.Concurrency, "redis", cfg.RedisAddr())
-	var hs *http.Server
-	if *metricsAddr != "" {
-		ln, err := net.Listen("tcp", *metricsAddr)
-		if err != nil {
-			w.Shutdown()
-			return fmt.Errorf("--metrics-listen: %w", err)
-		}
-		hs = &http.Server{Handler: workerHTTP(svc), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
-		go func() {
-			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("metrics server", "err", err)
-			}
-		}()
-		log.Info("metrics listening", "addr", ln.Addr().String())
+	stopMetrics, err := serveMetrics(*metricsAddr, svc, log)
+	if err != nil {
+		w.Shutdown()
+		return fmt.Errorf("--metrics-listen: %w", err)
 	}
 	<-ctx.Done()
-	if hs != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = hs.Shutdown(sctx)
-		cancel()
-	}
+	stopMetrics()
 	log.Info("shutting down")
 	w.Shutdown()
 	log.Info("stopped")
 	return nil
 }
 
-// workerHTTP serves a worker's metrics (builds by cloud and state, their
-// durations, Go runtime) and its health, for Prometheus and Kubernetes probes.
-func workerHTTP(svc *service) http.Handler {
+// serveMetrics serves metricsHTTP on addr (nothing when addr is empty)
+// until the returned stop is called.
+func serveMetrics(addr string, svc *service, log *slog.Logger) (stop func(), err error) {
+	if addr == "" {
+		return func() {}, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener on %s: %w", addr, err)
+	}
+	hs := &http.Server{Handler: metricsHTTP(svc), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server", "err", err)
+		}
+	}()
+	log.Info("metrics listening", "addr", ln.Addr().String())
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
+	}, nil
+}
+
+// metricsHTTP serves a process's metrics (serve's webhook deliveries and
+// queue depth; a worker's builds by cloud and state, their durations; Go
+// runtime) and its health, without authentication, for Prometheus and
+// Kubernetes probes: worker --metrics-listen, and serve's metrics_listen.
+func metricsHTTP(svc *service) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(svc.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })

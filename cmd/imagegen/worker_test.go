@@ -24,7 +24,7 @@ func TestWorkerReadyzBlackHole(t *testing.T) {
 	p := servicetest.StartProxy(t, rd.Addr)
 	rdb := redis.NewClient(&redis.Options{Addr: p.Addr})
 	defer rdb.Close()
-	srv := httptest.NewServer(workerHTTP(&service{rdb: rdb, store: store.New(rdb, 0, 0), reg: prometheus.NewRegistry()}))
+	srv := httptest.NewServer(metricsHTTP(&service{rdb: rdb, store: store.New(rdb, 0, 0), reg: prometheus.NewRegistry()}))
 	defer srv.Close()
 	get := func() (int, string, time.Duration) {
 		start := time.Now()

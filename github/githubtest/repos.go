@@ -55,10 +55,51 @@ func (s *Server) contents(w http.ResponseWriter, r *http.Request, repo, p string
 	}
 	list := dirList(files, p)
 	if len(list) == 0 {
+		if real, ok := s.throughSymlink(files, p); ok {
+			// A server that resolves the path through a symlinked directory
+			// answers for the target, under the target's paths.
+			if e, ok := files[real]; ok && e.symlink == "" {
+				writeJSON(w, http.StatusOK, fileJSON(real, e))
+				return
+			}
+			list = dirList(files, real)
+		}
+	}
+	if len(list) == 0 {
 		writeError(w, http.StatusNotFound, "Not Found")
 		return
 	}
-	writeJSON(w, http.StatusOK, list)
+	// Like GitHub: "This API has an upper limit of 1,000 files for a directory."
+	writeJSON(w, http.StatusOK, list[:min(len(list), MaxListed)])
+}
+
+// MaxListed is the most entries the contents API lists for a directory.
+const MaxListed = 1000
+
+// throughSymlink resolves p through its first component that is a symlink
+// to a directory of the repository, when the server follows them
+// (SetFollowSymlinkedDirs).
+func (s *Server) throughSymlink(files map[string]entry, p string) (string, bool) {
+	s.mu.Lock()
+	follow := s.followDirs
+	s.mu.Unlock()
+	if !follow {
+		return "", false
+	}
+	parts := strings.Split(p, "/")
+	for i := 1; i < len(parts); i++ {
+		link := strings.Join(parts[:i], "/")
+		e, ok := files[link]
+		if !ok || e.symlink == "" {
+			continue
+		}
+		target := path.Clean(path.Join(path.Dir(link), e.symlink))
+		if target == ".." || strings.HasPrefix(target, "../") || strings.HasPrefix(e.symlink, "/") {
+			return "", false
+		}
+		return path.Join(append([]string{target}, parts[i:]...)...), true
+	}
+	return "", false
 }
 
 // dirList lists directory p of files as the contents API does: every entry

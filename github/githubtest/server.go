@@ -62,6 +62,9 @@ type Server struct {
 	calls     []Call
 	faults    []fault
 	nextID    int64
+	// followDirs makes the contents API resolve paths through symlinked
+	// directories (SetFollowSymlinkedDirs).
+	followDirs bool
 }
 
 type entry struct {
@@ -159,6 +162,17 @@ func (s *Server) SetTokenLifetime(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lifetime = d
+}
+
+// SetFollowSymlinkedDirs makes the contents API resolve a path through a
+// symlink to a directory of the repository and answer for its target, with
+// the target's paths. GitHub does not document what it does there (it
+// documents following a symlink named by the path to a regular file, which
+// the server always does): tests use this to check imagegen refuses either way.
+func (s *Server) SetFollowSymlinkedDirs(follow bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.followDirs = follow
 }
 
 // SetFiles puts several files into repo at ref, by path.

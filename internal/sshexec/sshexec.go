@@ -480,6 +480,71 @@ func (c *Client) RunTo(ctx context.Context, cmd string, out Output) (int, error)
 	return c.run(ctx, cmd, "the command", out)
 }
 
+// RunRaw runs cmd the way an SSH exec request does (the login shell's -c,
+// through sh -c inside a watchdog) with no standard input, and copies its
+// standard output and standard error to stdout and stderr byte for byte as
+// they arrive: no lines, no cut, no redaction. It is for output a program
+// parses (the image's manifest), never for the build log. Writes to one
+// writer are sequential; the two may be concurrent.
+//
+// It returns the exit code, -1 when there is none (a signal, a dropped
+// connection); a non-zero exit is not an error. When ctx ends it returns at
+// once with ctx's error, and the command's process group is killed (the
+// watchdog RunScript uses; OpenSSH servers ignore signal requests).
+func (c *Client) RunRaw(ctx context.Context, cmd string, stdout, stderr io.Writer) (int, error) {
+	s, err := c.start(rawCommand(cmd))
+	if err != nil {
+		return -1, err
+	}
+	done := make(chan error, 1)
+	go func() {
+		var wg sync.WaitGroup
+		wg.Go(func() { _, _ = io.Copy(stdout, s.stdout) })
+		wg.Go(func() { _, _ = io.Copy(stderr, s.stderr) })
+		wg.Wait()
+		done <- s.sess.Wait()
+	}()
+	select {
+	case err = <-done:
+		s.stdin.Close()
+		s.sess.Close()
+	case <-ctx.Done():
+		s.stdin.Close() // fires the watchdog
+		_ = s.sess.Signal(ssh.SIGKILL)
+		s.sess.Close()
+		return -1, ctx.Err()
+	}
+	var ee *ssh.ExitError
+	switch {
+	case err == nil:
+		return 0, nil
+	case errors.As(err, &ee) && ee.Signal() == "":
+		return ee.ExitStatus(), nil
+	case errors.As(err, &ee):
+		return -1, nil
+	default:
+		return -1, err
+	}
+}
+
+// rawCommand runs cmd with sh -c in its own process group, with the
+// watchdog of scriptCommand: closing the session's stdin kills the group.
+// cmd is passed single-quoted, so nothing in it is read by the outer shell.
+func rawCommand(cmd string) string {
+	// Once, in a variable: the whole line is one argument of the login
+	// shell, which Linux limits to 128 KiB.
+	q := "'" + strings.ReplaceAll(cmd, "'", `'\''`) + "'"
+	return strings.Join([]string{
+		`exec 3<&0`,
+		`c=` + q,
+		`if command -v setsid >/dev/null 2>&1; then setsid sh -c "$c" </dev/null 3<&- & else sh -c "$c" </dev/null 3<&- & fi`,
+		`p=$!`,
+		`(cat <&3 >/dev/null 2>&1; kill -KILL -$p 2>/dev/null || kill -KILL $p 2>/dev/null) >/dev/null 2>&1 &`,
+		`exec 3<&-`,
+		`wait $p`,
+	}, "\n")
+}
+
 func (c *Client) upload(ctx context.Context, path, script string) error {
 	sess, err := c.c.NewSession()
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"runtime"
@@ -448,6 +449,48 @@ func TestCancelStopsScriptPromptly(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the canceled script's sleep still runs on the server")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestRunRaw: output arrives byte for byte (no line handling: NULs, invalid
+// UTF-8, no final newline, quotes in the command), the exit code is not an
+// error, and a canceled command's processes are killed.
+func TestRunRaw(t *testing.T) {
+	s := servicetest.StartSSHD(t)
+	c := connect(t, s, nil)
+	var out, errOut bytes.Buffer
+	code, err := c.RunRaw(context.Background(), `printf 'a\000b\377c'; printf "it's" >&2; exit 3`, &out, &errOut)
+	if err != nil || code != 3 {
+		t.Fatalf("code %d, err %v; want 3, nil", code, err)
+	}
+	if out.String() != "a\x00b\xffc" || errOut.String() != "it's" {
+		t.Errorf("stdout %q, stderr %q", out.String(), errOut.String())
+	}
+
+	// Canceled: it returns at once, and the command's sleep is gone.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	code, err = c.RunRaw(ctx, "echo started; sleep 61.75; echo not reached", io.Discard, io.Discard)
+	if !errors.Is(err, context.DeadlineExceeded) || code != -1 {
+		t.Fatalf("code %d err %v, want -1 and the deadline", code, err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("took %s to return", d)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		code, err := c.Run(context.Background(), `for p in /proc/[0-9]*; do tr '\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -q '^sleep 61[.]75'`, nil)
+		if code == 1 {
+			break
+		}
+		if code != 0 {
+			t.Fatalf("looking for the process: code %d err %v", code, err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the canceled command's sleep still runs on the server")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -4,8 +4,8 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,8 +13,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/labstack/echo/v4"
+
 	"github.com/imagegen/imagegen/config"
 	"github.com/imagegen/imagegen/internal/secret"
+	"github.com/imagegen/imagegen/server/access"
 )
 
 // Errors of Signer.Verify.
@@ -160,31 +163,37 @@ func parseLinkCookie(v string) (path, token string, ok bool) {
 	return string(b), token, true
 }
 
-// access is how a request may see the pages.
-type access int
+// viewer is who a request is, for the pages: a signed-in API token, a
+// signed link that covers the page, or neither (anonymous, which
+// read_access: public lets read).
+type viewer struct {
+	token *access.Token // an API token (bearer or session cookie); nil: none
+	link  bool          // a signed link (or its cookie) covering the page: read-only, below the link's path
+}
 
-const (
-	accessNone  access = iota
-	accessLink         // a signed link (or its cookie): read-only, below the link's path
-	accessToken        // an API token (bearer or session cookie)
-)
-
-// authorize decides a request's access to path. A bad ?t= is reported as
-// such (err), so the page can say the link expired rather than "sign in".
-func (p *Pages) authorize(r *http.Request, path string, now time.Time) (access, error) {
-	if got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && got != "" {
-		if p.validAPIToken(got) {
-			return accessToken, nil
+// authorize finds out who the request is, for path: its token (bearer or
+// session) and whether a signed link covers path; both may hold, as when
+// someone signed in follows a link from GitHub. A bad ?t= is reported as
+// such (err), so the page can say the link expired rather than "sign in";
+// a bad bearer token is access.ErrInvalid, and a client over the failure
+// limit gets *access.LimitedError.
+func (p *Pages) authorize(c echo.Context, path string, now time.Time) (viewer, error) {
+	r := c.Request()
+	var v viewer
+	if got, ok := bearer(r); ok {
+		t, err := p.access.Authenticate(c.RealIP(), got, "pages "+r.Method+" "+c.Path())
+		if err != nil {
+			return viewer{}, err
 		}
-		return accessNone, errors.New("invalid API token")
-	}
-	if c, err := r.Cookie(sessionCookie); err == nil && verify(p.signer.sessionKey, sessionScope, c.Value, now) == nil {
-		return accessToken, nil
+		v.token = t
+	} else {
+		v.token = p.session(r, now)
 	}
 	var linkErr error
 	if t := r.URL.Query().Get("t"); t != "" {
 		if linkErr = p.signer.Verify(path, t, now); linkErr == nil {
-			return accessLink, nil
+			v.link = true
+			return v, nil
 		}
 	}
 	for _, c := range r.Cookies() {
@@ -193,19 +202,21 @@ func (p *Pages) authorize(r *http.Request, path string, now time.Time) (access, 
 		}
 		scope, token, ok := parseLinkCookie(c.Value)
 		if ok && within(path, scope) && p.signer.Verify(scope, token, now) == nil {
-			return accessLink, nil
+			v.link = true
+			return v, nil
 		}
 	}
-	return accessNone, linkErr
+	if v.token != nil {
+		linkErr = nil // signed in: a stale link is no reason to refuse
+	}
+	return v, linkErr
 }
 
-// validAPIToken compares against every configured token in constant time.
-func (p *Pages) validAPIToken(got string) bool {
-	match := 0
-	for _, t := range p.cfg.APITokens {
-		match |= subtle.ConstantTimeCompare([]byte(got), []byte(t.Reveal()))
-	}
-	return match == 1
+// bearer is the request's Authorization: Bearer token, if any.
+func bearer(r *http.Request) (string, bool) {
+	scheme, got, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	got = strings.TrimSpace(got)
+	return got, strings.EqualFold(scheme, "Bearer") && got != ""
 }
 
 // setLinkCookie remembers a valid ?t= for the pages below its path.
@@ -218,12 +229,37 @@ func (p *Pages) setLinkCookie(w http.ResponseWriter, path, token string) {
 	})
 }
 
-// setSession signs the browser in after it showed a valid API token. The
-// cookie holds a signed expiry, never the token itself.
-func (p *Pages) setSession(w http.ResponseWriter, now time.Time) {
+// sessionPath is what a session's MAC signs: the session scope and the
+// token's fingerprint, so a session opens only while its token is
+// configured (removing or changing the token revokes its sessions) and
+// carries that token's scopes and repositories. The cookie itself holds
+// neither the token nor its fingerprint.
+func sessionPath(t *access.Token) string {
+	return sessionScope + "\x00" + hex.EncodeToString(t.Fingerprint())
+}
+
+// setSession signs the browser in as token t: the cookie holds a signed
+// expiry (12 h), tied to t.
+func (p *Pages) setSession(w http.ResponseWriter, t *access.Token, now time.Time) {
 	e := now.Add(sessionTTL).Unix()
 	http.SetCookie(w, &http.Cookie{
-		Name: sessionCookie, Value: strconv.FormatInt(e, 10) + "." + mac(p.signer.sessionKey, sessionScope, e), Path: "/",
+		Name: sessionCookie, Value: strconv.FormatInt(e, 10) + "." + mac(p.signer.sessionKey, sessionPath(t), e), Path: "/",
 		Expires: time.Unix(e, 0), HttpOnly: true, Secure: p.secure, SameSite: http.SameSiteLaxMode,
 	})
+}
+
+// session is the token the request's session cookie was made for, if the
+// cookie is valid, unexpired and that token is still configured.
+func (p *Pages) session(r *http.Request, now time.Time) *access.Token {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil {
+		return nil
+	}
+	var found *access.Token
+	for _, t := range p.access.Tokens() { // a few HMACs: tokens are few
+		if verify(p.signer.sessionKey, sessionPath(t), c.Value, now) == nil {
+			found = t
+		}
+	}
+	return found
 }

@@ -37,6 +37,7 @@ const (
 // env is the imagegen server (with its pages) on a real redis-server.
 type env struct {
 	t      *testing.T
+	redis  *servicetest.Redis
 	rdb    *redis.Client
 	cfg    *config.Config
 	store  *store.Store
@@ -48,13 +49,19 @@ type env struct {
 type envOptions struct {
 	noLinkKey bool // neither pages.link_key nor encryption_key
 	logLimit  int
-	baseURL   string // default http://imagegen.example.org (cookies then not Secure, as the test server is http)
+	baseURL   string             // default http://imagegen.example.org (cookies then not Secure, as the test server is http)
+	apiTokens string             // YAML of api_tokens; default [apiToken]
+	extra     string             // more YAML at the top level (read_access, trusted_proxies, ...)
+	redis     *servicetest.Redis // default: a new redis-server; another env's, to restart "the same" service
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
-	r := servicetest.StartRedis(t)
-	e := &env{t: t, logs: &servicetest.Buffer{}}
+	r := o.redis
+	if r == nil {
+		r = servicetest.StartRedis(t)
+	}
+	e := &env{t: t, redis: r, logs: &servicetest.Buffer{}}
 	e.rdb = redis.NewClient(&redis.Options{Addr: r.Addr})
 	t.Cleanup(func() { e.rdb.Close() })
 	keys := fmt.Sprintf("pages: {link_key: %s, link_ttl: 1h}\nencryption_key: %s\n", linkKey, strings.Repeat("cd", 32))
@@ -67,17 +74,20 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.logLimit == 0 {
 		o.logLimit = 1 << 20
 	}
+	if o.apiTokens == "" {
+		o.apiTokens = "[" + apiToken + "]"
+	}
 	yml := fmt.Sprintf(`listen: 127.0.0.1:0
 base_url: %s
 redis: %s
 github: {token: ghp_test0123456789, webhook_secret: %s}
-api_tokens: [%s]
+api_tokens: %s
 %sbuild: {log_limit: %d}
 clouds:
   sim-a: {type: simulated}
   sim-b: {type: simulated}
   locked: {type: simulated, password: ask}
-`, o.baseURL, r.URL, webhookSecret, apiToken, keys, o.logLimit)
+%s`, o.baseURL, r.URL, webhookSecret, o.apiTokens, keys, o.logLimit, o.extra)
 	cfg := configtest.Config(t, yml)
 	e.cfg = cfg
 	var err error

@@ -121,6 +121,9 @@ func (p *Pages) logEvents(c echo.Context) error {
 	if b == nil {
 		return err
 	}
+	if !p.mayReadLogs(viewerOf(c), b.Repo) {
+		return p.noBuild(c)
+	}
 	cloud := c.Param("cloud")
 	if b.Clouds[cloud] == nil {
 		return p.errorPage(c, http.StatusNotFound, fmt.Sprintf("Build %s has no cloud %q.", b.ID, cloud))

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/config"
 	"github.com/imagegen/imagegen/internal/secret"
+	"github.com/imagegen/imagegen/server/access"
 	"github.com/imagegen/imagegen/store"
 )
 
@@ -37,6 +39,9 @@ type Options struct {
 	Store  *store.Store
 	Reruns *builds.Reruns // re-runs from the build page
 	Logger *slog.Logger
+	// Access is who may see what, shared with the API (one failure limit
+	// for both); nil: made from Config.
+	Access *access.Policy
 	// Poll is how often a live tail looks for new lines and states; default 500ms.
 	Poll time.Duration
 	// Refresh is how often a running build's page reloads itself when
@@ -52,6 +57,7 @@ type Pages struct {
 	store   *store.Store
 	reruns  *builds.Reruns
 	log     *slog.Logger
+	access  *access.Policy
 	signer  *Signer
 	poll    time.Duration
 	refresh time.Duration
@@ -81,8 +87,11 @@ func New(o Options) (*Pages, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Access == nil {
+		o.Access = access.New(o.Config, o.Logger)
+	}
 	p := &Pages{
-		cfg: o.Config, store: o.Store, reruns: o.Reruns, log: o.Logger, signer: NewSigner(o.Config),
+		cfg: o.Config, store: o.Store, reruns: o.Reruns, log: o.Logger, access: o.Access, signer: NewSigner(o.Config),
 		poll: o.Poll, refresh: o.Refresh, now: o.Now, tmpl: map[string]*template.Template{},
 		secure: strings.HasPrefix(o.Config.BaseURL, "https://"),
 		web:    githubWeb(o.Config.GitHub.APIURL),
@@ -118,13 +127,14 @@ func (p *Pages) Routes(e *echo.Echo) {
 	e.GET("/login", p.loginPage)
 	small := middleware.BodyLimit("64K") // a token, a few cloud names and passwords
 	e.POST("/login", p.login, small)
-	e.GET("/builds", p.auth(p.list))
-	e.GET("/builds/:id", p.auth(p.build))
-	e.GET("/builds/:id/events", p.auth(p.buildEvents))
-	e.GET("/builds/:id/log/:cloud", p.auth(p.logPage))
-	e.GET("/builds/:id/log/:cloud/events", p.auth(p.logEvents))
+	e.GET("/builds", p.auth(readsBuilds, p.list))
+	e.GET("/builds/:id", p.auth(readsBuilds, p.build))
+	e.GET("/builds/:id/events", p.auth(readsBuilds, p.buildEvents))
+	e.GET("/builds/:id/manifests/:cloud", p.auth(readsBuilds, p.manifest))
+	e.GET("/builds/:id/log/:cloud", p.auth(readsLogs, p.logPage))
+	e.GET("/builds/:id/log/:cloud/events", p.auth(readsLogs, p.logEvents))
 	e.POST("/builds/:id/rerun", p.rerun, small)
-	e.GET("/generators/:owner/:repo/:generator", p.auth(p.generator))
+	e.GET("/generators/:owner/:repo/:generator", p.auth(readsBuilds, p.generator))
 }
 
 // SignedURL is a link to path that opens without a login for ttl.
@@ -132,31 +142,87 @@ func (p *Pages) SignedURL(path string, ttl time.Duration) string {
 	return p.signer.SignedURL(p.cfg.BaseURL, path, ttl)
 }
 
-// auth lets a request through with an API token (bearer or session) or a
-// signed link, and answers 401 with a sign-in page otherwise.
-func (p *Pages) auth(next echo.HandlerFunc) echo.HandlerFunc {
+// What a page shows, for the read rule.
+type reads int
+
+const (
+	readsBuilds reads = iota // builds and lineage: read_access: public opens them
+	readsLogs                // build logs: public only with public_logs too
+)
+
+// auth lets a request through with an API token (bearer or session), a
+// signed link, or when read_access opens what the page shows to everyone;
+// it answers 401 with a sign-in page otherwise, and 429 to a client over
+// the failure limit. Which repositories a token sees is left to the page.
+func (p *Pages) auth(what reads, next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
 		now := p.now()
-		acc, err := p.authorize(r, r.URL.Path, now)
-		if acc == accessNone {
+		v, err := p.authorize(c, r.URL.Path, now)
+		var lim *access.LimitedError
+		if errors.As(err, &lim) {
+			return p.tooMany(c, "error", lim)
+		}
+		public := p.access.Public()
+		if what == readsLogs {
+			public = p.access.PublicLogs()
+		}
+		if errors.Is(err, access.ErrInvalid) || (v.token == nil && !v.link && !public) {
 			msg := "These pages need a signed link (as placed on GitHub) or an API token."
 			switch {
+			case errors.Is(err, access.ErrInvalid):
+				msg = "That is not a valid API token."
 			case errors.Is(err, ErrExpired):
 				msg = "This link has expired. Sign in with an API token to see the page."
 			case err != nil:
 				msg = "This link is not valid for this page. Sign in with an API token to see the page."
+			case what == readsLogs && p.access.Public():
+				msg = "Build logs need a signed link (as placed on GitHub) or an API token."
 			}
 			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="imagegen"`)
 			return p.render(c, http.StatusUnauthorized, "login", loginData{
-				Page: Page{Title: "Sign in"}, Message: msg, Next: r.URL.Path, Tokens: len(p.cfg.APITokens) > 0,
+				Page: Page{Title: "Sign in"}, Message: msg, Next: r.URL.Path, Tokens: p.access.HasTokens(),
 			})
 		}
-		if t := r.URL.Query().Get("t"); acc == accessLink && t != "" && p.signer.Verify(r.URL.Path, t, now) == nil {
+		if t := r.URL.Query().Get("t"); v.link && t != "" && p.signer.Verify(r.URL.Path, t, now) == nil {
 			p.setLinkCookie(c.Response(), r.URL.Path, t)
 		}
+		c.Set(viewerKey, v)
 		return next(c)
 	}
+}
+
+// viewerKey holds the request's viewer in the echo context.
+const viewerKey = "viewer"
+
+func viewerOf(c echo.Context) viewer {
+	v, _ := c.Get(viewerKey).(viewer)
+	return v
+}
+
+// mayRead reports whether v may see repo's builds and lineage: a link
+// (auth checked it covers the page), read_access: public, or a token with
+// read on repo.
+func (p *Pages) mayRead(v viewer, repo string) bool {
+	return v.link || p.access.MayRead(v.token, repo)
+}
+
+// mayReadLogs is mayRead for build logs.
+func (p *Pages) mayReadLogs(v viewer, repo string) bool {
+	return v.link || p.access.MayReadLogs(v.token, repo)
+}
+
+// tooMany answers a client over the failure limit: 429, Retry-After, and
+// the page (login or error) saying when to try again.
+func (p *Pages) tooMany(c echo.Context, page string, lim *access.LimitedError) error {
+	c.Response().Header().Set("Retry-After", strconv.Itoa(lim.Seconds()))
+	msg := fmt.Sprintf("Too many failed sign-ins from your address. Try again in %d seconds.", lim.Seconds())
+	if page == "login" {
+		return p.render(c, http.StatusTooManyRequests, "login", loginData{
+			Page: Page{Title: "Sign in"}, Message: msg, Next: safeNext(c.FormValue("next")), Tokens: p.access.HasTokens(),
+		})
+	}
+	return p.errorPage(c, http.StatusTooManyRequests, msg)
 }
 
 // Page is what every page's layout needs.
@@ -197,36 +263,77 @@ type loginData struct {
 }
 
 func (p *Pages) loginPage(c echo.Context) error {
-	return p.render(c, http.StatusOK, "login", loginData{Page: Page{Title: "Sign in"}, Next: safeNext(c.QueryParam("next")), Tokens: len(p.cfg.APITokens) > 0})
+	return p.render(c, http.StatusOK, "login", loginData{Page: Page{Title: "Sign in"}, Next: safeNext(c.QueryParam("next")), Tokens: p.access.HasTokens()})
 }
 
 // login signs a browser in with an API token, then goes back to the page.
+// Failures count towards the client's limit, as the API's do.
 func (p *Pages) login(c echo.Context) error {
 	next := safeNext(c.FormValue("next"))
-	if len(p.cfg.APITokens) == 0 || !p.validAPIToken(c.FormValue("token")) {
+	t, err := p.access.Authenticate(c.RealIP(), c.FormValue("token"), "pages POST /login")
+	var lim *access.LimitedError
+	switch {
+	case errors.As(err, &lim):
+		return p.tooMany(c, "login", lim)
+	case err != nil:
 		return p.render(c, http.StatusUnauthorized, "login", loginData{
-			Page: Page{Title: "Sign in"}, Message: "That is not a valid API token.", Next: next, Tokens: len(p.cfg.APITokens) > 0,
+			Page: Page{Title: "Sign in"}, Message: "That is not a valid API token.", Next: next, Tokens: p.access.HasTokens(),
 		})
 	}
-	p.setSession(c.Response(), p.now())
+	p.setSession(c.Response(), t, p.now())
 	return c.Redirect(http.StatusSeeOther, next)
 }
 
-// safeNext keeps a redirect on this server: a path, not "//host".
+// safeNext keeps a redirect on this server: an absolute path, cleaned, with
+// its query; anything else goes to the build list. A browser drops tabs and
+// newlines from a URL and reads "\" as "/", so "/\t/example.org" or
+// "/\\example.org" would leave the site: control characters, backslashes,
+// spaces and non-ASCII are refused outright, raw or percent-encoded.
 func safeNext(s string) string {
-	if !strings.HasPrefix(s, "/") || strings.HasPrefix(s, "//") || strings.HasPrefix(s, "/\\") {
-		return "/builds"
+	const home = "/builds"
+	if len(s) > 2048 || !strings.HasPrefix(s, "/") || strings.HasPrefix(s, "//") {
+		return home
 	}
-	return s
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" {
+		return home
+	}
+	for _, part := range []string{s, u.Path, u.RawQuery} {
+		if strings.IndexFunc(part, func(r rune) bool { return r <= ' ' || r >= 0x7f || r == '\\' }) >= 0 {
+			return home
+		}
+	}
+	clean := path.Clean(u.EscapedPath())
+	if !strings.HasPrefix(clean, "/") || strings.HasPrefix(clean, "//") {
+		return home
+	}
+	if u.RawQuery != "" {
+		clean += "?" + u.RawQuery
+	}
+	return clean
 }
 
-// getBuild reads the build of the :id param; a missing one is a 404 page.
+// getBuild reads the build of the :id param; a missing one, or one the
+// viewer may not see (a token limited to other repositories), is a 404 page.
 func (p *Pages) getBuild(c echo.Context) (*builds.Build, error) {
-	b, _, err := p.store.Get(c.Request().Context(), c.Param("id"))
-	if errors.Is(err, builds.ErrNotFound) {
-		return nil, p.errorPage(c, http.StatusNotFound, fmt.Sprintf("There is no build %q (builds are kept for %s).", c.Param("id"), p.cfg.Build.Retention))
+	b, err := p.readBuild(c)
+	if b != nil && !p.mayRead(viewerOf(c), b.Repo) {
+		return nil, p.noBuild(c)
 	}
 	return b, err
+}
+
+// readBuild reads the build of the :id param, whoever asks; a missing one is a 404 page.
+func (p *Pages) readBuild(c echo.Context) (*builds.Build, error) {
+	b, _, err := p.store.Get(c.Request().Context(), c.Param("id"))
+	if errors.Is(err, builds.ErrNotFound) {
+		return nil, p.noBuild(c)
+	}
+	return b, err
+}
+
+func (p *Pages) noBuild(c echo.Context) error {
+	return p.errorPage(c, http.StatusNotFound, fmt.Sprintf("There is no build %q (builds are kept for %s).", c.Param("id"), p.cfg.Build.Retention))
 }
 
 type listData struct {
@@ -264,7 +371,7 @@ func (p *Pages) list(c echo.Context) error {
 	}
 	bs, more, err := p.store.Page(c.Request().Context(), store.PageOptions{
 		Repo: q.Get("repo"), Generator: q.Get("generator"), State: builder.State(state),
-		Offset: (page - 1) * pageSize, Limit: pageSize,
+		Offset: (page - 1) * pageSize, Limit: pageSize, Match: p.access.Filter(viewerOf(c).token),
 	})
 	if err != nil {
 		return err
@@ -318,6 +425,7 @@ type buildData struct {
 	Clouds                                                            []cloudView
 	Events                                                            string // the live update stream; "" when the build is done
 	Rerun                                                             rerunForm
+	Drift                                                             *driftView // nil: no cloud has a manifest
 }
 
 type rerunForm struct {
@@ -338,7 +446,9 @@ func (p *Pages) build(c echo.Context) error {
 	if b == nil {
 		return err
 	}
-	return p.render(c, http.StatusOK, "build", p.buildData(b, ""))
+	d := p.buildData(b, "")
+	d.Drift = p.driftView(c.Request().Context(), b)
+	return p.render(c, http.StatusOK, "build", d)
 }
 
 func (p *Pages) buildData(b *builds.Build, rerunErr string) buildData {
@@ -348,7 +458,7 @@ func (p *Pages) buildData(b *builds.Build, rerunErr string) buildData {
 		GeneratorURL: generatorPath(b.Repo, b.Generator), SpecFile: b.SpecFile, Digest: b.Digest, Ref: b.Ref,
 		Commit: p.commit(b.Repo, b.Commit), Created: timeOf(b.Created), RerunOf: b.RerunOf,
 		State: stateOf(b.State, ""), Clouds: p.cloudViews(b),
-		Rerun: rerunForm{Enabled: len(p.cfg.APITokens) > 0, Error: rerunErr, Action: "/builds/" + b.ID + "/rerun"},
+		Rerun: rerunForm{Enabled: p.access.HasTokens(), Error: rerunErr, Action: "/builds/" + b.ID + "/rerun"},
 	}
 	if live(b.State) {
 		d.Events = "/builds/" + b.ID + "/events"
@@ -393,6 +503,9 @@ func (p *Pages) logPage(c echo.Context) error {
 	b, err := p.getBuild(c)
 	if b == nil {
 		return err
+	}
+	if !p.mayReadLogs(viewerOf(c), b.Repo) { // auth let no such request in: a second lock
+		return p.noBuild(c)
 	}
 	cloud := c.Param("cloud")
 	rec := b.Clouds[cloud]
@@ -441,9 +554,12 @@ type lineageCell struct {
 func (p *Pages) generator(c echo.Context) error {
 	repo := c.Param("owner") + "/" + c.Param("repo")
 	gen := c.Param("generator")
-	imgs, err := p.store.Images(c.Request().Context(), repo, gen)
-	if err != nil {
-		return err
+	var imgs []builds.LineageEntry
+	if p.mayRead(viewerOf(c), repo) { // another repository's lineage is empty to this token
+		var err error
+		if imgs, err = p.store.Images(c.Request().Context(), repo, gen); err != nil {
+			return err
+		}
 	}
 	d := generatorData{
 		Page: Page{Title: fmt.Sprintf("%s in %s", gen, repo)},
@@ -487,8 +603,10 @@ func generatorPath(repo, gen string) string {
 // rerun is the re-run form: it checks the API token given in the form, then
 // takes the same path as POST /api/v1/builds/{id}/rerun. Passwords go from
 // the form into secret.Strings at once and are never logged nor shown again.
+// A failure shows the build page again only to whom may see it (a session,
+// the build's link, read_access: public); others get a bare error page.
 func (p *Pages) rerun(c echo.Context) error {
-	b, err := p.getBuild(c)
+	b, err := p.readBuild(c)
 	if b == nil {
 		return err
 	}
@@ -496,14 +614,31 @@ func (p *Pages) rerun(c echo.Context) error {
 	if err != nil {
 		return p.errorPage(c, http.StatusBadRequest, "The form could not be read.")
 	}
+	v, _ := p.authorize(c, c.Request().URL.Path, p.now())
+	shows := p.mayRead(v, b.Repo)
 	fail := func(code int, msg string) error {
-		return p.render(c, code, "build", p.buildData(b, msg))
+		if shows {
+			return p.render(c, code, "build", p.buildData(b, msg))
+		}
+		return p.errorPage(c, code, msg)
 	}
-	if len(p.cfg.APITokens) == 0 {
+	if !p.access.HasTokens() {
 		return fail(http.StatusForbidden, "Re-runs are off: this server has no api_tokens configured.")
 	}
-	if !p.validAPIToken(form.Get("token")) {
+	t, err := p.access.Authenticate(c.RealIP(), form.Get("token"), "pages POST /builds/:id/rerun")
+	var lim *access.LimitedError
+	switch {
+	case errors.As(err, &lim):
+		c.Response().Header().Set("Retry-After", strconv.Itoa(lim.Seconds()))
+		return fail(http.StatusTooManyRequests, fmt.Sprintf("Too many failed sign-ins from your address. Try again in %d seconds.", lim.Seconds()))
+	case err != nil:
 		return fail(http.StatusUnauthorized, "That is not a valid API token.")
+	case !t.Sees(b.Repo) && !shows:
+		return p.noBuild(c)
+	case !t.Sees(b.Repo):
+		return fail(http.StatusForbidden, fmt.Sprintf("That token may not re-run builds of %s.", b.Repo))
+	case !t.Has(config.ScopeRerun):
+		return fail(http.StatusForbidden, "That token may not re-run builds: it lacks the rerun scope.")
 	}
 	req := builds.RerunRequest{Clouds: form["cloud"], Passwords: map[string]secret.String{}}
 	if len(req.Clouds) == 0 {
@@ -516,16 +651,19 @@ func (p *Pages) rerun(c echo.Context) error {
 	}
 	id, err := p.reruns.Rerun(c.Request().Context(), b.ID, req)
 	var rerr *builds.RequestError
+	var derr *builds.DeniedError
 	switch {
 	case errors.As(err, &rerr):
 		return fail(http.StatusBadRequest, rerr.Msg)
+	case errors.As(err, &derr):
+		return fail(http.StatusForbidden, derr.Msg)
 	case err != nil:
 		return err
 	case id == "":
 		return fail(http.StatusBadRequest, "Nothing to re-run.")
 	}
-	p.log.Info("re-run accepted from the build page", "build", id, "rerun_of", b.ID)
-	// The token was good: let the browser in, so the new build's page opens.
-	p.setSession(c.Response(), p.now())
+	p.log.Info("re-run accepted from the build page", "build", id, "rerun_of", b.ID, "token", t.Name)
+	// The token was good: sign the browser in with it, so the new build's page opens.
+	p.setSession(c.Response(), t, p.now())
 	return c.Redirect(http.StatusSeeOther, BuildPath(id))
 }

@@ -724,6 +724,7 @@ func TestRenderRefuses(t *testing.T) {
 		{"an unknown value key", []string{"worker.concurency=3"}, "concurency"},
 		{"not a duration", []string{"config.build.cleanupTimeout=ten minutes"}, "cleanupTimeout"},
 		{"existing API token Secret without keys", []string{"secrets.apiTokens.existingSecret=tokens"}, "secrets.apiTokens.keys"},
+		{"metrics on the main port", []string{"server.metricsPort=8080"}, "server.metricsPort must differ from server.port"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := helmTemplate(t, nil, tc.set)
