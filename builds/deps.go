@@ -136,6 +136,10 @@ type Tasks interface {
 	BuildTask(ctx context.Context, build, cloud string) (TaskInfo, error)
 	// DeleteBuildTask deletes that task (an archived one may hold a sealed password).
 	DeleteBuildTask(ctx context.Context, build, cloud string) error
+	// PlanPending reports whether the delivery task that plans a push of
+	// repo's ref at sha (delivery: its id) may still run: it then queues the
+	// build tasks its plan recorded, and their absence is no loss yet.
+	PlanPending(ctx context.Context, repo, ref, sha, delivery string) (bool, error)
 }
 
 // TaskInfo is a build task as the queue has it.

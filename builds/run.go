@@ -159,7 +159,10 @@ func (ru *run) run(ctx context.Context) error {
 	}
 	res.Error = redact.Redact(res.Error)
 	fctx := context.WithoutCancel(ctx)
-	recordResult(fctx, ru.d, ru.b, ru.req.Cloud, res)
+	if err := recordResult(fctx, ru.d, ru.b, ru.req.Cloud, res); err != nil {
+		// Not recorded, not reported: the task runs again.
+		return err
+	}
 	ru.log.Info("build finished", "state", res.State, "err", res.Error)
 	return ru.rep.Report(fctx, ru.gh, ru.b.ID, ru.req.Cloud)
 }
@@ -230,7 +233,9 @@ func (ru *run) fail(ctx context.Context, msg string, err error) error {
 		ru.log.Error(msg, "err", err)
 		why = msg + ": " + why
 	}
-	recordResult(ctx, ru.d, ru.b, ru.req.Cloud, builder.Result{Cloud: ru.req.Cloud, State: builder.StateFailed, Error: why, Finished: time.Now().UTC()})
+	if rerr := recordResult(ctx, ru.d, ru.b, ru.req.Cloud, builder.Result{Cloud: ru.req.Cloud, State: builder.StateFailed, Error: why, Finished: time.Now().UTC()}); rerr != nil {
+		return rerr
+	}
 	return ru.rep.Report(ctx, ru.gh, ru.b.ID, ru.req.Cloud)
 }
 

@@ -124,6 +124,30 @@ func (c *Client) queueMissing(err error) bool {
 	return qerr == nil && !slices.Contains(queues, QueueName)
 }
 
+// PlanPending reports whether the delivery task of a push (repo's ref at
+// sha, delivery its id) is still queued, running or waiting for a retry;
+// tasks queued by versions that keyed them by the delivery are looked up too.
+func (c *Client) PlanPending(_ context.Context, repo, ref, sha, delivery string) (bool, error) {
+	ids := []string{
+		DeliveryTaskID(Delivery{ID: delivery, Parsed: builds.Push{Repo: repo, Ref: ref, After: sha}}),
+		"delivery:" + delivery,
+	}
+	for _, id := range ids {
+		info, err := c.inspector.GetTaskInfo(QueueName, id)
+		switch {
+		case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+			continue
+		case err != nil:
+			return false, err
+		}
+		switch info.State {
+		case asynq.TaskStatePending, asynq.TaskStateActive, asynq.TaskStateScheduled, asynq.TaskStateRetry, asynq.TaskStateAggregating:
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // BuildTask returns the state of build × cloud's task.
 func (c *Client) BuildTask(_ context.Context, build, cloud string) (builds.TaskInfo, error) {
 	info, err := c.inspector.GetTaskInfo(QueueName, buildTaskID(build, cloud))

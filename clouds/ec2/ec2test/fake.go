@@ -50,6 +50,15 @@ type Options struct {
 	// DependencyLinger keeps a deleted instance's security groups "in use"
 	// for this long after it is terminated, as EC2 does for a while.
 	DependencyLinger time.Duration
+	// InstallKey, when set, is called with the public key of an instance's
+	// key pair when the instance is run: what cloud-init does on a real guest,
+	// for tests whose "guest" is a real sshd (point PublicIP at it). It is
+	// called with the fake's lock held: it must not call the fake.
+	InstallKey func(publicKey string)
+	// MaxRequests, when positive, keeps only the last calls (between
+	// MaxRequests and twice as many) for Requests and Calls: a long run's
+	// memory stays bounded.
+	MaxRequests int
 }
 
 // Fault is an error the fake answers instead of doing the call.
@@ -108,7 +117,7 @@ type instance struct {
 
 type keyPair struct {
 	tagged
-	id, name, fingerprint string
+	id, name, fingerprint, material string
 }
 
 type group struct {
@@ -345,6 +354,9 @@ func (f *Fake) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	f.requests = append(f.requests, Request{Action: action, AccessKey: m[1], Region: m[2], Form: r.PostForm})
+	if n := f.opts.MaxRequests; n > 0 && len(f.requests) > 2*n {
+		f.requests = append(f.requests[:0:0], f.requests[len(f.requests)-n:]...)
+	}
 	e, delay := f.fault(action)
 	if e != nil {
 		f.mu.Unlock()
@@ -766,16 +778,26 @@ func (f *Fake) describeImages(form url.Values, now time.Time) ([]node, *apiError
 		}
 	}
 	ownSelf := len(owners) == 0 || contains(owners, "self")
-	keys := make([]string, 0, len(f.images))
-	for id := range f.images {
-		keys = append(keys, id)
+	var keys []string
+	if len(ids) > 0 {
+		// Asked by id (the driver's polls): those only, not every image sorted.
+		for _, id := range ids {
+			if _, ok := f.images[id]; ok && !contains(keys, id) {
+				keys = append(keys, id)
+			}
+		}
+	} else {
+		keys = make([]string, 0, len(f.images))
+		for id := range f.images {
+			keys = append(keys, id)
+		}
 	}
 	sort.Strings(keys)
 	var next string
 	for _, id := range keys {
 		im := f.images[id]
 		f.advanceImage(im, now)
-		if len(ids) > 0 && !contains(ids, id) || !ownSelf {
+		if !ownSelf {
 			continue
 		}
 		// The base image comes first, on the first page only; a token after
@@ -924,7 +946,7 @@ func (f *Fake) importKeyPair(form url.Values) ([]node, *apiError) {
 	}
 	h := sha256.Sum256(mat)
 	k := &keyPair{tagged: tagged{tags: tagSpecs(form)["key-pair"]}, id: f.newID("key"), name: name,
-		fingerprint: base64.RawStdEncoding.EncodeToString(h[:])}
+		fingerprint: base64.RawStdEncoding.EncodeToString(h[:]), material: string(mat)}
 	if k.tags == nil {
 		k.tags = map[string]string{}
 	}
@@ -1161,6 +1183,9 @@ func (f *Fake) runInstances(form url.Values, now time.Time) ([]node, *apiError) 
 		f.tokens[in.clientToken] = in.id
 	}
 	f.setState(in, now, "pending", "running", f.opts.BootDelay)
+	if k, ok := f.keys[keyName]; ok && f.opts.InstallKey != nil {
+		f.opts.InstallKey(k.material)
+	}
 	var gs []node
 	for _, g := range groups {
 		gs = append(gs, el("item", tx("groupId", g)))
@@ -1236,12 +1261,13 @@ func (f *Fake) describeInstances(form url.Values, now time.Time) ([]node, *apiEr
 	}
 	fs := filters(form)
 	var res []node
-	for _, id := range sortedKeys(f.instances) {
+	look := ids // asked by id (the driver's polls): those only, in the order asked
+	if len(look) == 0 {
+		look = sortedKeys(f.instances)
+	}
+	for _, id := range look {
 		in := f.instances[id]
 		f.advance(in, now)
-		if len(ids) > 0 && !contains(ids, id) {
-			continue
-		}
 		if match(fs, in.tags, map[string]string{"instance-id": in.id, "instance-state-name": in.state, "client-token": in.clientToken, "image-id": in.imageID}) {
 			res = append(res, el("item", tx("reservationId", "r-"+in.id), tx("ownerId", "123456789012"), el("instancesSet", f.instanceNode(in))))
 		}
