@@ -180,7 +180,7 @@ var (
 func (c *Cloud) DescribeImage(ctx context.Context, id string) (clouds.Image, error) {
 	var out clouds.Image
 	err := c.api(ctx, OpDescribeImage, func() error {
-		im, ok := c.images[id]
+		im, ok := c.imgs()[id]
 		if !ok {
 			return &clouds.Error{Kind: clouds.KindNotFound, Op: "describe image", Err: fmt.Errorf("image %s: %w", id, clouds.ErrNotFound)}
 		}
@@ -195,7 +195,7 @@ func (c *Cloud) DescribeImage(ctx context.Context, id string) (clouds.Image, err
 // clouds.ImageTagger. An image that does not exist is KindNotFound.
 func (c *Cloud) TagImage(ctx context.Context, id string, tags map[string]string) error {
 	return c.api(ctx, OpTagImage, func() error {
-		im, ok := c.images[id]
+		im, ok := c.imgs()[id]
 		if !ok {
 			return &clouds.Error{Kind: clouds.KindNotFound, Op: "tag image", Err: fmt.Errorf("image %s: %w", id, clouds.ErrNotFound)}
 		}
@@ -203,6 +203,7 @@ func (c *Cloud) TagImage(ctx context.Context, id string, tags map[string]string)
 			im.Tags = map[string]string{}
 		}
 		maps.Copy(im.Tags, tags)
+		c.imagesChanged()
 		c.calls = append(c.calls, "tag image "+id)
 		return nil
 	})
