@@ -28,6 +28,7 @@ func recordResult(ctx context.Context, d Deps, meta *Build, cloud string, res bu
 	// The manifest is stored before the record says the cloud is done, so
 	// whoever sees the build final (the check run's drift) finds it.
 	mf := storeManifest(ctx, d, build, cloud, res.Manifest)
+	digest := storeProvenance(ctx, d, build, cloud, res)
 	var rec *CloudRecord
 	err := retryStore(ctx, func() (err error) {
 		rec, err = d.Store.UpdateCloud(ctx, build, cloud, func(c *CloudRecord) {
@@ -48,6 +49,7 @@ func recordResult(ctx context.Context, d Deps, meta *Build, cloud string, res bu
 			c.Phases = res.Phases
 			c.Leftovers = len(res.Leftovers)
 			c.ManifestSHA256, c.ManifestPackages, c.ManifestPartial, c.ManifestError = mf.sha256, mf.packages, mf.partial, mf.err
+			c.ProvenanceSHA256 = digest
 		})
 		return err
 	})
@@ -71,7 +73,7 @@ func recordResult(ctx context.Context, d Deps, meta *Build, cloud string, res bu
 		}
 	}
 	if err := d.Store.AddImage(ctx, LineageEntry{
-		Build: build, Repo: b.Repo, Generator: b.Generator, Cloud: cloud, Commit: b.Commit, Digest: b.Digest,
+		Build: build, Repo: b.Repo, Generator: b.Generator, Cloud: cloud, Commit: b.Commit, Ref: b.Ref, Digest: b.Digest,
 		BaseImage: rec.BaseImage, ImageID: rec.ImageID, ImageName: rec.ImageName, Created: rec.Finished,
 	}); err != nil {
 		d.Logger.Error("record image", "build", build, "cloud", cloud, "err", err)

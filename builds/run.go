@@ -208,6 +208,7 @@ func (ru *run) build(ctx context.Context, cl clouds.Cloud, cred clouds.Credentia
 		Spec:           ru.sp,
 		Repo:           ru.b.Repo,
 		Commit:         ru.b.Commit,
+		Provenance:     ru.provenance(),
 		SSHTimeout:     ru.d.Config.Build.SSHTimeout,
 		CleanupTimeout: ru.d.Config.Build.CleanupTimeout,
 		Secrets:        ru.secrets(cred),

@@ -61,6 +61,8 @@ type Config struct {
 	// EncryptionKey encrypts passwords in tasks (32 bytes, base64 or hex);
 	// when empty, a key is generated at start (passwords then do not survive a restart).
 	EncryptionKey secret.String `yaml:"encryption_key"`
+	// Provenance is how images' provenance statements are signed.
+	Provenance Provenance `yaml:"provenance"`
 
 	// Clouds are the configured clouds, by name. Decoded by their drivers.
 	Clouds map[string]*clouds.Entry `yaml:"-"`
@@ -150,6 +152,17 @@ type Build struct {
 	// MaxGeneratorsPerPush bounds the generators one push builds: past it,
 	// the push builds none and says so on the commit; default 100.
 	MaxGeneratorsPerPush int `yaml:"max_generators_per_push"`
+}
+
+// Provenance configures the in-toto/SLSA statements signed for every image.
+type Provenance struct {
+	// SigningKeyFile is a PEM PKCS#8 private key, ed25519 or ECDSA P-256
+	// (openssl genpkey -algorithm ed25519); read by serve and worker at
+	// start. Unset: statements are written unsigned, with a warning.
+	SigningKeyFile string `yaml:"signing_key_file"`
+	// BuilderID names this deployment in the statements (SLSA's
+	// builder.id): an absolute URI; default base_url.
+	BuilderID string `yaml:"builder_id"`
 }
 
 // Pages configures the build pages in the browser.

@@ -34,6 +34,7 @@ func (p *problems) bad(key, format string, args ...any) {
 func (c *Config) finish(reg *clouds.Registry) error {
 	p := &problems{file: c.File}
 	c.finishHTTP(p)
+	c.finishProvenance(p)
 	c.finishRedis(p)
 	c.GitHub.finish(p)
 	c.Build.fillDefaults()
@@ -64,6 +65,24 @@ func (c *Config) finishHTTP(p *problems) {
 	c.BaseURL = strings.TrimSuffix(c.BaseURL, "/")
 	if !isHTTPURL(c.BaseURL) {
 		p.bad("base_url", "%q is not an http(s) URL", c.BaseURL)
+	}
+}
+
+// finishProvenance: the builder id (base_url by default), an absolute URI.
+// The key file is read by serve and worker at start (provenance.LoadSigner),
+// which say what is wrong with it; here it must only exist.
+func (c *Config) finishProvenance(p *problems) {
+	pv := &c.Provenance
+	if pv.BuilderID == "" {
+		pv.BuilderID = c.BaseURL
+	}
+	if u, err := url.Parse(pv.BuilderID); err != nil || !u.IsAbs() || u.Host == "" {
+		p.bad("provenance.builder_id", "%q is not an absolute URI (e.g. https://imagegen.example.org)", pv.BuilderID)
+	}
+	if pv.SigningKeyFile != "" {
+		if _, err := os.Stat(pv.SigningKeyFile); err != nil {
+			p.bad("provenance.signing_key_file", "%v", err)
+		}
 	}
 }
 

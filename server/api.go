@@ -95,7 +95,7 @@ func (s *Server) getLog(c echo.Context) error {
 	return c.String(http.StatusOK, out.String())
 }
 
-func (s *Server) images(c echo.Context) error {
+func (s *Server) lineage(c echo.Context) error {
 	repo, gen := c.QueryParam("repo"), c.QueryParam("generator")
 	if repo == "" || gen == "" {
 		return echo.NewHTTPError(http.StatusBadRequest, "repo and generator are required: /api/v1/images?repo=OWNER/NAME&generator=NAME")

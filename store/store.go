@@ -24,11 +24,13 @@ import (
 // Store keeps build records, logs and lineage in Redis. Every key expires
 // after the retention, refreshed when written.
 //
-// A build is one hash: "meta" and "spec" hold JSON, and each cloud has its own
-// field "cloud:<name>", so clouds finishing at once never overwrite each other.
+// A build is one hash: "meta" holds JSON and "specz" gzip'd JSON (older
+// records: "spec", plain), and each cloud has its own field "cloud:<name>",
+// so clouds finishing at once never overwrite each other.
 // A cloud's manifest (gzipped CycloneDX JSON) is the field "manifest:<name>"
 // of the same hash, so it lives exactly as long as the record; reading a
-// build leaves the manifests in Redis.
+// build leaves the manifests in Redis. images.go lists the other fields and
+// keys (provenance, the image index).
 type Store struct {
 	rdb       redis.UniversalClient
 	cluster   bool // rdb is a Redis Cluster's: no key there has an old name (legacy)
@@ -122,10 +124,13 @@ func (s *Store) Create(ctx context.Context, b *builds.Build, sp *spec.Spec) (boo
 		return false, fmt.Errorf("encode build: %w", err)
 	}
 	sj, err := json.Marshal(sp)
+	if err == nil {
+		sj, err = gzipped(sj)
+	}
 	if err != nil {
 		return false, fmt.Errorf("encode spec: %w", err)
 	}
-	args := []any{s.retention.Milliseconds(), "meta", meta, "spec", sj}
+	args := []any{s.retention.Milliseconds(), "meta", meta, specZField, sj}
 	for name, c := range b.Clouds {
 		cj, err := json.Marshal(c)
 		if err != nil {
@@ -287,9 +292,13 @@ func decodeBuild(id string, h map[string]string) (*builds.Build, *spec.Spec, err
 	}
 	b.Summarize()
 	var sp *spec.Spec
-	if h["spec"] != "" {
+	sj, err := specJSON(h)
+	if err != nil {
+		return nil, nil, fmt.Errorf("decode build %s spec: %w", id, err)
+	}
+	if len(sj) > 0 {
 		sp = new(spec.Spec)
-		if err := json.Unmarshal([]byte(h["spec"]), sp); err != nil {
+		if err := json.Unmarshal(sj, sp); err != nil {
 			return nil, nil, fmt.Errorf("decode build %s spec: %w", id, err)
 		}
 	}
@@ -518,7 +527,7 @@ func (s *Store) AddImage(ctx context.Context, e builds.LineageEntry) error {
 	if err != nil {
 		return fmt.Errorf("record image: %w", err)
 	}
-	return nil
+	return s.indexImage(ctx, e, j)
 }
 
 // Images returns the lineage of a generator, newest first.

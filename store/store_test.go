@@ -51,16 +51,19 @@ func TestStoreOnCluster(t *testing.T) {
 	onCluster = c
 	defer func() { onCluster = nil }()
 	for name, test := range map[string]func(*testing.T){
-		"CreateGetRetention":     TestStoreCreateGetRetention,
-		"ConcurrentCloudUpdates": TestStoreConcurrentCloudUpdates,
-		"LogKeepsTail":           TestStoreLogKeepsTail,
-		"ListAndLineage":         TestStoreListAndLineage,
-		"LockSerializes":         TestLockSerializes,
-		"ObserverStoresQuiet":    TestObserverStoresAQuietLine,
-		"SweepSupport":           TestSweepSupport,
-		"StoredLogHoldsNoSecret": TestStoredLogHoldsNoSecret,
-		"Manifests":              TestManifests,
-		"KeysSpreadOverSlots":    testKeysSpreadOverSlots,
+		"CreateGetRetention":      TestStoreCreateGetRetention,
+		"ConcurrentCloudUpdates":  TestStoreConcurrentCloudUpdates,
+		"LogKeepsTail":            TestStoreLogKeepsTail,
+		"ListAndLineage":          TestStoreListAndLineage,
+		"LockSerializes":          TestLockSerializes,
+		"ObserverStoresQuiet":     TestObserverStoresAQuietLine,
+		"SweepSupport":            TestSweepSupport,
+		"StoredLogHoldsNoSecret":  TestStoredLogHoldsNoSecret,
+		"Manifests":               TestManifests,
+		"SpecStoredCompressed":    TestSpecStoredCompressed,
+		"ImageIndex":              TestImageIndex,
+		"ProvenanceStoredExactly": TestProvenanceStoredExactly,
+		"KeysSpreadOverSlots":     testKeysSpreadOverSlots,
 	} {
 		t.Run(name, test)
 	}

@@ -169,3 +169,42 @@ func (c *Cloud) ImageState(id string) (state string, ok bool) {
 	}
 	return c.imageStateLocked(im), true
 }
+
+var (
+	_ clouds.ImageDescriber = (*Cloud)(nil)
+	_ clouds.ImageTagger    = (*Cloud)(nil)
+)
+
+// DescribeImage returns the image with its tags as they are now:
+// clouds.ImageDescriber. An image that does not exist is KindNotFound.
+func (c *Cloud) DescribeImage(ctx context.Context, id string) (clouds.Image, error) {
+	var out clouds.Image
+	err := c.api(ctx, OpDescribeImage, func() error {
+		im, ok := c.imgs()[id]
+		if !ok {
+			return &clouds.Error{Kind: clouds.KindNotFound, Op: "describe image", Err: fmt.Errorf("image %s: %w", id, clouds.ErrNotFound)}
+		}
+		out = im.Image
+		out.Tags = maps.Clone(im.Tags)
+		return nil
+	})
+	return out, err
+}
+
+// TagImage sets tags on an existing image, leaving its other tags:
+// clouds.ImageTagger. An image that does not exist is KindNotFound.
+func (c *Cloud) TagImage(ctx context.Context, id string, tags map[string]string) error {
+	return c.api(ctx, OpTagImage, func() error {
+		im, ok := c.imgs()[id]
+		if !ok {
+			return &clouds.Error{Kind: clouds.KindNotFound, Op: "tag image", Err: fmt.Errorf("image %s: %w", id, clouds.ErrNotFound)}
+		}
+		if im.Tags == nil {
+			im.Tags = map[string]string{}
+		}
+		maps.Copy(im.Tags, tags)
+		c.imagesChanged()
+		c.calls = append(c.calls, "tag image "+id)
+		return nil
+	})
+}

@@ -101,6 +101,13 @@ func TestStateFileImages(t *testing.T) {
 	if ims := b.Images(); len(ims) != 1 || ims[0].ID != img.ID {
 		t.Fatalf("another process sees images %+v, want %s", ims, img.ID)
 	}
+	// Tags set by one process are what another describes.
+	if err := b.TagImage(ctx, img.ID, map[string]string{"imagegen:tested": "passed"}); err != nil {
+		t.Fatalf("tag the image from another process: %v", err)
+	}
+	if got, err := a.DescribeImage(ctx, img.ID); err != nil || got.Tags["imagegen:tested"] != "passed" || got.Tags[clouds.TagBuild] != "b1" {
+		t.Fatalf("describe after another process tagged it: %+v, %v", got, err)
+	}
 	if err := b.DeleteImage(ctx, img); err != nil {
 		t.Fatal(err)
 	}

@@ -477,6 +477,8 @@ func (f *Fake) do(action string, form url.Values) ([]node, *apiError) {
 		return []node{tx("return", "true")}, nil
 	case "DescribeSnapshots":
 		return f.describeSnapshots(form)
+	case "CreateTags":
+		return f.createTags(form)
 	case "DeleteSnapshot":
 		id := form.Get("SnapshotId")
 		s, ok := f.snapshots[id]
@@ -490,6 +492,55 @@ func (f *Fake) do(action string, form url.Values) ([]node, *apiError) {
 		return []node{tx("return", "true")}, nil
 	}
 	return nil, errf("InvalidAction", "The action %s is not valid for this web service.", action)
+}
+
+// createTags sets tags on existing resources (ResourceId.N, Tag.N.Key,
+// Tag.N.Value), replacing a key's value when it is there; like EC2, an
+// unknown id fails the whole call with its type's NotFound code.
+func (f *Fake) createTags(form url.Values) ([]node, *apiError) {
+	ids := list(form, "ResourceId")
+	if len(ids) == 0 {
+		return nil, errf("MissingParameter", "The request must contain the parameter resourceIdSet")
+	}
+	tags := map[string]string{}
+	for j := 1; ; j++ {
+		k, ok := form["Tag."+strconv.Itoa(j)+".Key"]
+		if !ok {
+			break
+		}
+		if len(k[0]) > 128 || len(form.Get("Tag."+strconv.Itoa(j)+".Value")) > 256 {
+			return nil, errf("InvalidParameterValue", "Tag key or value exceeds the maximum length")
+		}
+		tags[k[0]] = form.Get("Tag." + strconv.Itoa(j) + ".Value")
+	}
+	var targets []*tagged
+	for _, id := range ids {
+		switch {
+		case f.images[id] != nil:
+			targets = append(targets, &f.images[id].tagged)
+		case f.snapshots[id] != nil:
+			targets = append(targets, &f.snapshots[id].tagged)
+		case f.instances[id] != nil:
+			targets = append(targets, &f.instances[id].tagged)
+		case f.groups[id] != nil:
+			targets = append(targets, &f.groups[id].tagged)
+		case f.volumes[id] != nil:
+			targets = append(targets, &f.volumes[id].tagged)
+		case strings.HasPrefix(id, "ami-"):
+			return nil, errf("InvalidAMIID.NotFound", "The image id '[%s]' does not exist", id)
+		default:
+			return nil, errf("InvalidID", "The ID '%s' is not valid", id)
+		}
+	}
+	for _, t := range targets {
+		if t.tags == nil {
+			t.tags = map[string]string{}
+		}
+		for k, v := range tags {
+			t.tags[k] = v
+		}
+	}
+	return []node{tx("return", "true")}, nil
 }
 
 // ---- form decoding (the EC2 query protocol's flattened lists)
