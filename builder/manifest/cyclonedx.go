@@ -433,7 +433,7 @@ func clean(s string) string {
 		s = s[:4096]
 	}
 	s = strings.ToValidUTF8(s, "\uFFFD")
-	if printable(s) {
+	if plainText(s) {
 		return s
 	}
 	return strings.Map(func(r rune) rune {

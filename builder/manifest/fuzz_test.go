@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/imagegen/imagegen/internal/printable"
 )
 
 // checkParsed is what any parse must give, whatever the input: packages
@@ -26,12 +28,12 @@ func checkParsed(t *testing.T, m *Manifest, opts Options) {
 		}
 	}
 	for _, s := range []string{m.OS.ID, m.OS.VersionID, m.OS.PrettyName, m.Kernel, m.Arch} {
-		if !printable(s) {
+		if !plainText(s) {
 			t.Fatalf("kept %q", s)
 		}
 	}
 	for _, n := range m.Notes {
-		if !printable(n) || strings.ContainsAny(n, "\n\t") || len(n) > 1000 {
+		if !plainText(n) || strings.ContainsAny(n, "\n\t") || len(n) > 1000 {
 			t.Fatalf("note %q", n)
 		}
 	}
@@ -137,7 +139,7 @@ func FuzzMarkdownCell(f *testing.F) {
 			t.Fatalf("visible(%q) = %q is not UTF-8", s, v)
 		}
 		for _, r := range v {
-			if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || hidden(r) {
+			if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || printable.Hidden(r) {
 				t.Fatalf("visible(%q) = %q holds %U", s, v, r)
 			}
 		}

@@ -395,7 +395,7 @@ func (p *parser) osRelease(s *section, lineNo int, line []byte) {
 		return
 	}
 	v, ok := unquoteOSRelease(raw)
-	if !ok || !printable(v) || len(v) > maxValueLen {
+	if !ok || !plainText(v) || len(v) > maxValueLen {
 		s.drops.add("a value that is not printable text", lineNo, line)
 		return
 	}
@@ -440,7 +440,7 @@ func unquoteOSRelease(raw string) (string, bool) {
 
 func (p *parser) unameLine(s *section, lineNo int, line []byte) {
 	v := string(line)
-	if !printable(v) || strings.ContainsAny(v, " \t") || len(v) > maxValueLen {
+	if !plainText(v) || strings.ContainsAny(v, " \t") || len(v) > maxValueLen {
 		s.drops.add("not one printable word", lineNo, line)
 		return
 	}
@@ -697,8 +697,8 @@ func isHex[S text](s S) bool {
 	return true
 }
 
-// printable: valid UTF-8 without control characters.
-func printable(s string) bool {
+// plainText: valid UTF-8 without control characters.
+func plainText(s string) bool {
 	if !utf8.ValidString(s) {
 		return false
 	}

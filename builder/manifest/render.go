@@ -6,8 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"unicode"
-	"unicode/utf8"
+
+	"github.com/imagegen/imagegen/internal/printable"
 )
 
 // DefaultMarkdownRows is how many package rows a Markdown table shows
@@ -27,37 +27,9 @@ type RenderOptions struct {
 	MoreURL string
 }
 
-// visible makes s safe to show as text anywhere: invalid UTF-8 bytes,
-// control characters (ESC included: no terminal escape sequences), and the
-// invisible characters that reorder or hide text (bidirectional controls,
-// zero-width ones) are written as \xNN or \u{XXXX}; a backslash is written as
-// \\ so that the escapes are unambiguous; and s is cut at maxCell characters.
-func visible(s string) string {
-	var b strings.Builder
-	n := 0
-	for i := 0; i < len(s); {
-		if n >= maxCell {
-			b.WriteString("…")
-			break
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case r == '\\':
-			b.WriteString(`\\`)
-		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
-			fmt.Fprintf(&b, `\x%02x`, r)
-		case hidden(r):
-			fmt.Fprintf(&b, `\u{%04X}`, r)
-		default:
-			b.WriteRune(r)
-		}
-		i += size
-		n++
-	}
-	return b.String()
-}
+// visible makes s safe to show as text anywhere, cut at maxCell characters
+// (internal/printable says how).
+func visible(s string) string { return printable.Cell(s, maxCell) }
 
 // Visible is a value from a machine made safe to show as text anywhere (a
 // web page, a log, a terminal), as the renderers show values: invalid UTF-8,
@@ -65,18 +37,6 @@ func visible(s string) string {
 // escapes, backslashes doubled, cut at 120 characters. It does no HTML or
 // Markdown escaping: that is for the caller's template to do after.
 func Visible(s string) string { return visible(s) }
-
-// hidden: characters that change how the text around them reads without
-// showing themselves.
-func hidden(r rune) bool {
-	switch {
-	case r == 0x061C, r == 0x180E, r == 0xFEFF, r == 0x2028, r == 0x2029, r == 0x00AD:
-		return true
-	case r >= 0x200B && r <= 0x200F, r >= 0x202A && r <= 0x202E, r >= 0x2060 && r <= 0x2069:
-		return true
-	}
-	return unicode.Is(unicode.Cf, r) // other format characters, tag characters among them
-}
 
 // mdCode renders untrusted text as a Markdown code span that is safe in a
 // GFM table cell: nothing in it is read as HTML, a link, an emphasis, a

@@ -13,11 +13,11 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode/utf8"
 
 	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/internal/printable"
 	"github.com/imagegen/imagegen/internal/secret"
 )
 
@@ -295,52 +295,9 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// visible makes text from a repository, a VM or a cloud safe to print on a
-// terminal: control characters (ESC and its sequences among them) and
-// invalid UTF-8 are shown as \xNN, and the invisible characters that reorder
-// or hide text (bidirectional controls, zero-width ones) as \u{XXXX}; a
-// backslash is doubled so the escapes are unambiguous. Tabs are kept.
-func visible(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case r == '\\':
-			b.WriteString(`\\`)
-		case r == '\t':
-			b.WriteRune(r)
-		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
-			fmt.Fprintf(&b, `\x%02x`, r)
-		case hiddenRune(r):
-			fmt.Fprintf(&b, `\u{%04X}`, r)
-		default:
-			b.WriteRune(r)
-		}
-		i += size
-	}
-	return b.String()
-}
-
-// hiddenRune: characters that change how the text around them reads
-// without showing themselves.
-func hiddenRune(r rune) bool {
-	switch {
-	case r == 0x061C, r == 0x180E, r == 0xFEFF, r == 0x2028, r == 0x2029, r == 0x00AD:
-		return true
-	case r >= 0x200B && r <= 0x200F, r >= 0x202A && r <= 0x202E, r >= 0x2060 && r <= 0x2069:
-		return true
-	}
-	return false
-}
-
-// visibleLines is visible for multi-line text: each line escaped, the
-// newlines kept.
-func visibleLines(s string) string {
-	lines := strings.Split(s, "\n")
-	for i, l := range lines {
-		lines[i] = visible(strings.TrimSuffix(l, "\r"))
-	}
-	return strings.Join(lines, "\n")
-}
+// visible and visibleLines make text from a repository, a VM or a cloud
+// safe to print on a terminal (internal/printable); tabs are kept.
+var (
+	visible      = printable.Text
+	visibleLines = printable.Lines
+)

@@ -7,29 +7,6 @@ import (
 	"testing"
 )
 
-// TestVisible: text a repository, a VM or a cloud controls reaches the
-// terminal with its control, invalid and invisible characters shown.
-func TestVisible(t *testing.T) {
-	for _, c := range []struct{ in, want string }{
-		{"plain text", "plain text"},
-		{"tab\tkept", "tab\tkept"},
-		{"\x1b[2J\x1b]0;pwned\x07", `\x1b[2J\x1b]0;pwned\x07`},
-		{"new\nline\r", `new\x0aline\x0d`},
-		{"del\x7f c1\u009b", `del\x7f c1\x9b`},
-		{"bad \xff utf-8", `bad \xff utf-8`},
-		{`back\slash`, `back\\slash`},
-		{"rtl \u202eevil\u202c zw\u200b", `rtl \u{202E}evil\u{202C} zw\u{200B}`},
-		{"ünïcödé ✓", "ünïcödé ✓"},
-	} {
-		if got := visible(c.in); got != c.want {
-			t.Errorf("visible(%q) = %q, want %q", c.in, got, c.want)
-		}
-	}
-	if got := visibleLines("+echo \x1b[31m\n-old\r\n"); got != "+echo \\x1b[31m\n-old\n" {
-		t.Errorf("visibleLines = %q", got)
-	}
-}
-
 // TestTraceUsage: the traceability commands refuse what they cannot do,
 // with exit 2 and their usage.
 func TestTraceUsage(t *testing.T) {
