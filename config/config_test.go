@@ -84,7 +84,7 @@ func TestParse(t *testing.T) {
 					Build:      Build{SSHTimeout: 15 * time.Minute, Timeout: 2 * time.Hour, CleanupTimeout: 10 * time.Minute, Concurrency: 10, LogLimit: 4 << 20, Retention: 90 * 24 * time.Hour, SweepInterval: 5 * time.Minute, MaxGeneratorsPerPush: 100},
 					Pages:      Pages{LinkTTL: 90 * 24 * time.Hour},
 					ReadAccess: ReadToken,
-					Clouds:     map[string]*clouds.Entry{}}
+					Clouds:     map[string]*clouds.Entry{}, BaseCheckInterval: 6 * time.Hour}
 				c.CloudsNode = want.CloudsNode
 				if !reflect.DeepEqual(*c, want) {
 					t.Errorf("got  %+v\nwant %+v", *c, want)
@@ -163,7 +163,7 @@ api_tokens: ["${TOKEN}"]
 		{
 			name:    "unknown keys at every level",
 			src:     "listne: x\ngithub:\n  appid: 1\nbuild:\n  timeout: 1h\n  retries: 3\n",
-			wantErr: []string{`imagegen.yaml:1:1: unknown key "listne": did you mean "listen"? (known: api_tokens, base_url, build, clouds, encryption_key, github, listen, metrics_listen, pages, public_logs, read_access, redis, redis_cluster, redis_sentinel, trusted_proxies)`, `imagegen.yaml:3:3: unknown key "appid" in github: did you mean "app_id"? (known: api_url, app_id, private_key_file, token, token_file, webhook_secret, webhook_secret_file)`, `imagegen.yaml:6:3: unknown key "retries" in build (known: cleanup_timeout, concurrency, log_limit, max_generators_per_push, retention, shutdown_grace, ssh_timeout, sweep_interval, timeout)`},
+			wantErr: []string{`imagegen.yaml:1:1: unknown key "listne": did you mean "listen"? (known: api_tokens, base_check_interval, base_url, build, clouds, encryption_key, github, listen, metrics_listen, pages, public_logs, read_access, redis, redis_cluster, redis_sentinel, trusted_proxies)`, `imagegen.yaml:3:3: unknown key "appid" in github: did you mean "app_id"? (known: api_url, app_id, private_key_file, token, token_file, webhook_secret, webhook_secret_file)`, `imagegen.yaml:6:3: unknown key "retries" in build (known: cleanup_timeout, concurrency, log_limit, max_generators_per_push, retention, shutdown_grace, ssh_timeout, sweep_interval, timeout)`},
 		},
 		{
 			name: "secrets from files",

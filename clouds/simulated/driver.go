@@ -28,6 +28,7 @@ type Cloud struct {
 	seq       int
 	resources map[string]*resource // by id
 	images    map[string]*image    // by id
+	added     []BaseImage          // base images AddBaseImage added
 	faults    map[Op][]*faultState
 	calls     []string
 }

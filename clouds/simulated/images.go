@@ -147,6 +147,7 @@ func (c *Cloud) Images() []clouds.Image {
 	for i, im := range is {
 		out[i] = im.Image
 		out[i].Tags = maps.Clone(im.Tags)
+		out[i].Created = im.created
 	}
 	return out
 }

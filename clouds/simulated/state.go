@@ -23,6 +23,8 @@ type stateDoc struct {
 	Seq       int                 `json:"seq"`
 	Resources []persistedResource `json:"resources"`
 	Images    []persistedImage    `json:"images"`
+	// BaseImages are the base images AddBaseImage added.
+	BaseImages []BaseImage `json:"base_images,omitempty"`
 }
 
 type persistedResource struct {
@@ -83,9 +85,10 @@ func (c *Cloud) syncState() (func() error, error) {
 	for _, im := range doc.Images {
 		c.images[im.ID] = &image{Image: im.Image, build: im.Build, server: im.Server, state: im.State, created: im.Created, readyAt: im.ReadyAt, seq: im.Seq}
 	}
+	c.added = doc.BaseImages
 	return func() error {
 		defer release()
-		out := stateDoc{Seq: c.seq}
+		out := stateDoc{Seq: c.seq, BaseImages: c.added}
 		for _, r := range c.resources {
 			out.Resources = append(out.Resources, persistedResource{Resource: r.Resource, Tags: r.tags, State: r.state, Created: r.created, ReadyAt: r.readyAt, Seq: r.seq})
 		}
