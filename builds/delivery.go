@@ -27,6 +27,9 @@ type Push struct {
 	// Incomplete says Changed may miss files (GitHub lists at most 20 commits
 	// in a push), so the planner asks the compare API instead.
 	Incomplete bool
+	// Trigger is set for a push imagegen made itself: a rebuild on a new
+	// base image (basecheck.go). It goes into the build's record and check run.
+	Trigger string
 }
 
 // CheckRunRerun is a check run's "Re-run" button: build Build again. The

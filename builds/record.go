@@ -36,6 +36,7 @@ func recordResult(ctx context.Context, d Deps, meta *Build, cloud string, res bu
 		c.Finished = orNow(res.Finished, now)
 		c.Phases = res.Phases
 		c.Leftovers = len(res.Leftovers)
+		c.Test = res.Test
 		c.ManifestSHA256, c.ManifestPackages, c.ManifestPartial, c.ManifestError = mf.sha256, mf.packages, mf.partial, mf.err
 	})
 	if err != nil {
@@ -49,17 +50,13 @@ func recordResult(ctx context.Context, d Deps, meta *Build, cloud string, res bu
 	if rec.State != builder.StateSucceeded || rec.ImageID == "" {
 		return
 	}
-	b := meta
-	if b.Repo == "" {
-		if b, _, err = d.Store.Get(ctx, build); err != nil {
-			d.Logger.Error("record image", "build", build, "cloud", cloud, "err", err)
-			return
-		}
+	// The spec says the image's channel and whether its base is watched.
+	b, sp, err := d.Store.Get(ctx, build)
+	if err != nil {
+		d.Logger.Error("record image", "build", build, "cloud", cloud, "err", err)
+		return
 	}
-	if err := d.Store.AddImage(ctx, LineageEntry{
-		Build: build, Repo: b.Repo, Generator: b.Generator, Cloud: cloud, Commit: b.Commit, Digest: b.Digest,
-		BaseImage: rec.BaseImage, ImageID: rec.ImageID, ImageName: rec.ImageName, Created: rec.Finished,
-	}); err != nil {
+	if err := addToLineage(ctx, d, b, sp, rec); err != nil {
 		d.Logger.Error("record image", "build", build, "cloud", cloud, "err", err)
 	}
 }

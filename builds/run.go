@@ -155,6 +155,7 @@ func (ru *run) run(ctx context.Context) error {
 	res.Error = redact.Redact(res.Error)
 	fctx := context.WithoutCancel(ctx)
 	recordResult(fctx, ru.d, ru.b, ru.req.Cloud, res)
+	ru.retain(fctx, cl, res) // keep: N, once the image is published
 	ru.log.Info("build finished", "state", res.State, "err", res.Error)
 	return ru.rep.Report(fctx, ru.gh, ru.b.ID, ru.req.Cloud)
 }
@@ -200,6 +201,7 @@ func (ru *run) build(ctx context.Context, cl clouds.Cloud, cred clouds.Credentia
 		Spec:           ru.sp,
 		Repo:           ru.b.Repo,
 		Commit:         ru.b.Commit,
+		Branch:         branchOf(ru.b.Ref),
 		SSHTimeout:     ru.d.Config.Build.SSHTimeout,
 		CleanupTimeout: ru.d.Config.Build.CleanupTimeout,
 		Secrets:        ru.secrets(cred),

@@ -122,6 +122,7 @@ func (s *Server) routes() *echo.Echo {
 	api.GET("/builds/:id/log", s.getLog, s.guard(s.canReadLogs))
 	api.POST("/builds/:id/rerun", s.rerun, s.guard(s.canRerun))
 	api.GET("/images", s.images, s.guard(s.canRead))
+	api.GET("/latest", s.latest, s.guard(s.canRead))
 	s.driftRoutes(api)
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
 	e.GET("/readyz", s.ready)
