@@ -115,8 +115,12 @@ type step struct {
 
 func (p *pipeline) steps() []step {
 	var steps []step
-	if p.job.Spec.Clouds[p.job.CloudName].Filter != nil {
+	images := p.job.Cloud.Features().Images
+	if p.job.Spec.Clouds[p.job.CloudName].Filter != nil && images {
 		steps = append(steps, step{PhaseResolve, p.resolveBase, nil})
+	}
+	if !images && p.job.Spec.Test != "" {
+		p.slog.Info("this cloud makes no image: the spec's test (test:) does not run here")
 	}
 	steps = append(steps, []step{
 		{PhaseKey, p.generateKeys, nil},
@@ -125,7 +129,7 @@ func (p *pipeline) steps() []step {
 		{PhaseScript, p.runScript, nil},
 		{PhaseManifest, p.collectManifest, nil},
 	}...)
-	if p.job.Cloud.Features().Images {
+	if images {
 		steps = append(steps,
 			step{PhaseStop, p.stop, nil},
 			step{PhaseSnapshot, p.snapshot, p.deleteImage},
