@@ -29,10 +29,6 @@ func (p *pipeline) testSteps() []step {
 	}
 }
 
-// TestTag is the role tag of a test VM's resources (besides imagegen:build,
-// which the sweep finds them by).
-const TestTag = "imagegen:role"
-
 // launchTest boots a VM from the new image, with the build's keys.
 func (p *pipeline) launchTest(ctx context.Context) error {
 	cs := p.job.Spec.Clouds[p.job.CloudName]
@@ -54,7 +50,7 @@ func (p *pipeline) launchTest(ctx context.Context) error {
 			clouds.TagImageName:  p.imageName,
 			clouds.TagCloud:      p.job.CloudName,
 			clouds.TagManagedKey: "true",
-			TestTag:              "test",
+			clouds.TagRole:       "test",
 		},
 		Log:     p.log.logger(StreamImagegen).With("driver", p.job.CloudName, "vm", "test"),
 		Console: console,

@@ -239,6 +239,9 @@ func (r *Retention) Run(ctx context.Context, cloud string, cl clouds.Cloud, p Pe
 	return done, errs
 }
 
+// retentionTimeout bounds a build's own retention.
+const retentionTimeout = 5 * time.Minute
+
 // retain runs keep: after a cloud's part published its image, and records
 // what it removed on the cloud's record (the check run lists it).
 func (ru *run) retain(ctx context.Context, cl clouds.Cloud, res builder.Result) {
@@ -249,6 +252,9 @@ func (ru *run) retain(ctx context.Context, cl clouds.Cloud, res builder.Result) 
 	if branch == "" {
 		return
 	}
+	// Bounded: the final status waits for it; what is left, the sweep does.
+	ctx, cancel := context.WithTimeout(ctx, retentionTimeout)
+	defer cancel()
 	done, errs := NewRetention(ru.d).Run(ctx, ru.req.Cloud, cl, PendingPrune{
 		Repo: ru.b.Repo, Generator: ru.b.Generator, Branch: branch, Keep: ru.sp.Keep, Build: ru.b.ID})
 	if len(done)+len(errs) == 0 {

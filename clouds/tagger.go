@@ -12,6 +12,10 @@ type ImageTagger interface {
 	TagImage(ctx context.Context, id string, tags map[string]string) error
 }
 
+// TagRole is "test" on the resources of the VM a build boots from its new
+// image to test it (they carry TagBuild too: the sweep finds them by it).
+const TagRole = "imagegen:role"
+
 // The values of TagTested.
 const (
 	TestedPassed  = "passed"
