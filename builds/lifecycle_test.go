@@ -58,7 +58,8 @@ func TestLifecycleTestStage(t *testing.T) {
 	spec := func(test string) []byte {
 		return []byte("script: echo built-by-imagegen > " + marker + "\ntest: |\n  " + test + "\nclouds:\n  sim: {image: debian-12, ssh_user: debian}\n")
 	}
-	gh := &githubtest.Mem{Files: fstest.MapFS{".imagegen/web.yaml": {Data: spec("grep -q built-by-imagegen " + marker)}}}
+	// The test takes a while, so its state is reported before it ends.
+	gh := &githubtest.Mem{Files: fstest.MapFS{".imagegen/web.yaml": {Data: spec("sleep 1.5; grep -q built-by-imagegen " + marker)}}}
 	s, cfg, _ := newServiceWith(t, gh, yml)
 	cl := simulated.CloudOf(cfg.Clouds["sim"].Opener)
 	ctx := context.Background()
@@ -73,6 +74,15 @@ func TestLifecycleTestStage(t *testing.T) {
 	}
 	if st := gh.Latest()["imagegen/web/sim"]; st.State != "success" || !strings.HasSuffix(st.Description, "; test passed") {
 		t.Errorf("status %+v", st)
+	}
+	var testing []string
+	for _, st := range gh.Sequence("imagegen/web/sim") {
+		if strings.HasPrefix(st.Description, "testing: ") {
+			testing = append(testing, st.State+" "+st.Description)
+		}
+	}
+	if len(testing) == 0 || testing[len(testing)-1] != "pending testing: running test" {
+		t.Errorf("statuses while testing %q; want the last one pending \"testing: running test\" (all: %+v)", testing, gh.Sequence("imagegen/web/sim"))
 	}
 	runs := gh.Runs()
 	if sum := runs[len(runs)-1].Summary; !strings.Contains(sum, "### Test") || !strings.Contains(sum, "- **sim**: ✅ passed in ") || !strings.Contains(sum, "tagged `imagegen:tested=passed`") {
