@@ -192,9 +192,9 @@ func TestRunBaseFilter(t *testing.T) {
 	}{
 		{filter: spec.ImageFilter{Name: "debian-12-genericcloud-amd64-*", Owner: "136693071363", MostRecent: true}, want: "img-new"},
 		{filter: spec.ImageFilter{Name: "debian-12-*", Owner: "136693071363"},
-			wantErr: `finding base image: find base image: invalid: the image filter {name: "debian-12-*", owner: "136693071363"} matches 2 images: img-new (debian-12-genericcloud-amd64-20250601), img-old (debian-12-genericcloud-amd64-20250501) (add most_recent: true to take the newest, or narrow the filter)`},
+			wantErr: `finding base image: invalid: the image filter {name: "debian-12-*", owner: "136693071363"} matches 2 images: img-new (debian-12-genericcloud-amd64-20250601), img-old (debian-12-genericcloud-amd64-20250501) (add most_recent: true to take the newest, or narrow the filter)`},
 		{filter: spec.ImageFilter{Name: "debian-13-*", MostRecent: true},
-			wantErr: `finding base image: find base image: not-found: the image filter {name: "debian-13-*", most_recent: true} matches no image (check the name glob, owner and tags in the generator spec against the cloud's images)`},
+			wantErr: `finding base image: not-found: the image filter {name: "debian-13-*", most_recent: true} matches no image (check the name glob, owner and tags in the generator spec against the cloud's images)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.filter.Name, func(t *testing.T) {

@@ -85,15 +85,16 @@ var ErrNoFilter = errors.New("this cloud's driver cannot find base images by a f
 func ResolveImage(ctx context.Context, cl Cloud, f ImageFilter) (Image, error) {
 	finder, ok := cl.(ImageFinder)
 	if !ok {
-		return Image{}, &Error{Kind: KindInvalid, Op: "find base image", Err: ErrNoFilter}
+		return Image{}, &Error{Kind: KindInvalid, Err: ErrNoFilter}
 	}
 	imgs, err := finder.FindImages(ctx, f)
 	if err != nil {
-		return Image{}, fmt.Errorf("find base image %s: %w", f, err)
+		return Image{}, fmt.Errorf("list images for the filter %s: %w", f, err)
 	}
 	switch {
 	case len(imgs) == 0:
-		return Image{}, &Error{Kind: KindNotFound, Op: "find base image",
+		// No Op: the pipeline's phase ("finding base image") says it.
+		return Image{}, &Error{Kind: KindNotFound,
 			Err:  fmt.Errorf("the image filter %s matches no image", f),
 			Hint: "check the name glob, owner and tags in the generator spec against the cloud's images"}
 	case len(imgs) > 1 && !f.MostRecent:
@@ -105,7 +106,7 @@ func ResolveImage(ctx context.Context, cl Cloud, f ImageFilter) (Image, error) {
 		if len(imgs) > 3 {
 			more = fmt.Sprintf(" and %d more", len(imgs)-3)
 		}
-		return Image{}, &Error{Kind: KindInvalid, Op: "find base image",
+		return Image{}, &Error{Kind: KindInvalid,
 			Err:  fmt.Errorf("the image filter %s matches %d images: %s%s", f, len(imgs), strings.Join(names, ", "), more),
 			Hint: "add most_recent: true to take the newest, or narrow the filter"}
 	}

@@ -113,7 +113,7 @@ func TestLifecycleFilterMatchesNothing(t *testing.T) {
 		Spec: &spec.Spec{Name: "web", Script: "true", Clouds: map[string]spec.CloudSpec{"ec2-test": {SSHUser: "admin",
 			Filter: &spec.ImageFilter{Name: "debian-13-*", Owner: "136693071363", MostRecent: true}}}}}
 	r := builder.Run(context.Background(), job)
-	want := `finding base image: find base image: not-found: the image filter {name: "debian-13-*", owner: "136693071363", most_recent: true} matches no image`
+	want := `finding base image: not-found: the image filter {name: "debian-13-*", owner: "136693071363", most_recent: true} matches no image`
 	if r.State != builder.StateFailed || !strings.HasPrefix(r.Error, want) || hasAction(f, "RunInstances") {
 		t.Errorf("state %s error %q", r.State, r.Error)
 	}
