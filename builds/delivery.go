@@ -25,12 +25,22 @@ type Push struct {
 	DefaultBranch string
 	Changed       []string // files added, modified or removed by the push's commits
 	// Incomplete says Changed may miss files (GitHub lists at most 20 commits
-	// in a push), so the planner asks the compare API instead.
+	// in a push; a forced push's commits say little; more than
+	// MaxChangedFiles files or MaxChangedBytes bytes of names, when Changed
+	// is left empty), so the planner asks the compare API instead.
 	Incomplete bool
 	// Trigger is set for a push imagegen made itself: a rebuild on a new
 	// base image (basecheck.go). It goes into the build's record and check run.
 	Trigger string
 }
+
+// The bounds of Push.Changed: a push is stored in the queue as its Push, so
+// a push listing more files (a signed payload may list any number) is kept
+// as Incomplete, with no files, and planned from the compare API.
+const (
+	MaxChangedFiles = 3000
+	MaxChangedBytes = 256 << 10 // of file names, together
+)
 
 // CheckRunRerun is a check run's "Re-run" button: build Build again. The
 // build must be one of Repo's, made for commit SHA: the external id alone
@@ -69,15 +79,28 @@ func NewDeliveries(parse ParseFunc, p *Planner, r *Reruns) *Deliveries {
 	return &Deliveries{parse: parse, planner: p, reruns: r}
 }
 
-// Handle does what delivery id (of GitHub event event) asks. A push is
-// planned here, in the delivery's task, rather than in a task of its own:
-// each hop through the queue waits on the worker's poll. The work is keyed
-// by the delivery (build ids derive from it), so a delivery handled again
-// after an error or a crash finds what it recorded and made before.
+// Handle does what delivery id (of GitHub event event) asks, its payload
+// parsed here: the delivery tasks of versions that stored the raw payload.
 func (d *Deliveries) Handle(ctx context.Context, id, event string, payload []byte) error {
 	ev, err := d.parse(event, payload)
 	if err != nil {
 		return fmt.Errorf("delivery %s: %w: %w", id, err, ErrNoRetry)
+	}
+	return d.HandleEvent(ctx, id, ev)
+}
+
+// HandleEvent does what delivery id asks, as the webhook parsed it (nil:
+// nothing). A push is planned here, in the delivery's task, rather than in a
+// task of its own: each hop through the queue waits on the worker's poll.
+// The work is keyed by the delivery (build ids derive from it), so a
+// delivery handled again after an error or a crash finds what it recorded
+// and made before.
+func (d *Deliveries) HandleEvent(ctx context.Context, id string, ev Event) error {
+	if repo, ok := EventRepo(ev); ok && !d.planner.d.Config.GitHub.AcceptsRepo(repo) {
+		// The webhook ignores these already; a delivery queued before the
+		// config changed, or by a serve with another config, is ignored here.
+		d.planner.d.Logger.Info("delivery ignored: repository not allowed (github.allow_repos)", "delivery", id, "repo", repo)
+		return nil
 	}
 	switch ev := ev.(type) {
 	case Push:
@@ -85,7 +108,7 @@ func (d *Deliveries) Handle(ctx context.Context, id, event string, payload []byt
 		return d.planner.Plan(ctx, ev)
 	case CheckRunRerun:
 		// Keyed by the delivery: a retried task re-runs the build once.
-		_, err := d.reruns.Rerun(ctx, ev.Build, RerunRequest{SkipPasswordClouds: true, Key: id, Repo: ev.Repo, SHA: ev.SHA})
+		_, err := d.reruns.Rerun(ctx, ev.Build, RerunRequest{SkipPasswordClouds: true, RecordDenied: true, Key: id, Repo: ev.Repo, SHA: ev.SHA})
 		var rerr *RequestError
 		var ferr *ForeignError
 		switch {
@@ -104,4 +127,18 @@ func (d *Deliveries) Handle(ctx context.Context, id, event string, payload []byt
 		return err
 	}
 	return nil
+}
+
+// EventRepo is the repository (owner/name) event ev is about; false for an
+// event about none.
+func EventRepo(ev Event) (string, bool) {
+	switch ev := ev.(type) {
+	case Push:
+		return ev.Repo, true
+	case CheckRunRerun:
+		return ev.Repo, true
+	case CheckSuiteRerun:
+		return ev.Repo, true
+	}
+	return "", false
 }

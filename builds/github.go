@@ -2,9 +2,16 @@ package builds
 
 import (
 	"context"
+	"errors"
 	"io/fs"
 	"time"
 )
+
+// ErrChangesCut is wrapped by RepoClient.ChangedFiles when the comparison
+// lists fewer files than changed (GitHub's stops at 300): any spec or
+// script may be among those it left out, so the plan counts every
+// generator of the branch as changed.
+var ErrChangesCut = errors.New("the comparison lists only part of the changed files")
 
 // GitHub is the code host as the core sees it; package github implements it
 // (a GitHub App or a token), tests use fakes. Repositories are "owner/name".
@@ -26,7 +33,8 @@ type RepoClient interface {
 	// spec.MaxFileSize is refused unread.
 	FS(ctx context.Context, repo, ref string) fs.FS
 	// ChangedFiles lists the paths that differ between the commits base and
-	// head, for a push whose payload cannot be trusted to list them.
+	// head, for a push whose payload cannot be trusted to list them; an
+	// error wrapping ErrChangesCut when the list is only part of them.
 	ChangedFiles(ctx context.Context, repo, base, head string) ([]string, error)
 	// SetStatus sets a commit status on sha; the latest status of a context wins.
 	SetStatus(ctx context.Context, repo, sha string, s Status) error

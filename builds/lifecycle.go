@@ -87,7 +87,7 @@ func branchOf(ref string) string {
 func addToLineage(ctx context.Context, d Deps, b *Build, sp *spec.Spec, rec *CloudRecord) error {
 	branch := branchOf(b.Ref)
 	e := LineageEntry{
-		Build: b.ID, Repo: b.Repo, Generator: b.Generator, Cloud: rec.Cloud, Commit: b.Commit, Digest: b.Digest,
+		Build: b.ID, Repo: b.Repo, Generator: b.Generator, Cloud: rec.Cloud, Commit: b.Commit, Ref: b.Ref, Digest: b.Digest,
 		BaseImage: rec.BaseImage, ImageID: rec.ImageID, ImageName: rec.ImageName, Created: rec.Finished, Branch: branch,
 	}
 	if rec.Test != nil {

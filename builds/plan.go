@@ -65,11 +65,17 @@ func (pl *Planner) Plan(ctx context.Context, p Push) error {
 		return fmt.Errorf("list %s at %s: %w", spec.Dir, p.After, err)
 	}
 	all := p.Created || p.Before == zeroSHA || p.Before == ""
+	allWhy := "first push of the branch"
 	changed := map[string]bool{}
 	if !all {
 		names := p.Changed
 		if p.Incomplete {
-			if names, err = gh.ChangedFiles(ctx, p.Repo, p.Before, p.After); err != nil {
+			names, err = gh.ChangedFiles(ctx, p.Repo, p.Before, p.After)
+			switch {
+			case errors.Is(err, ErrChangesCut):
+				all, allWhy = true, "the push changed more files than GitHub's comparison lists"
+				log.Info("every generator counts as changed", "why", allWhy)
+			case err != nil:
 				return fmt.Errorf("compare %s...%s: %w", p.Before, p.After, err)
 			}
 		}
@@ -99,7 +105,7 @@ func (pl *Planner) Plan(ctx context.Context, p Push) error {
 	for name, e := range pl.d.Config.Clouds {
 		known[name] = e.Type != "ssh"
 	}
-	sc := planScope{all: all, changed: changed, known: known, sizes: sizes, branch: branch}
+	sc := planScope{all: all, allWhy: allWhy, changed: changed, known: known, sizes: sizes, branch: branch}
 	plans := make([]filePlan, len(files))
 	err = parallel(len(files), func(i int) error {
 		var err error
@@ -166,6 +172,7 @@ func parallel(n int, fn func(i int) error) error {
 // planScope is what a push's plan knows before looking at its spec files.
 type planScope struct {
 	all     bool             // every generator of the branch is built (first push)
+	allWhy  string           // why all is set
 	changed map[string]bool  // files the push changed
 	known   map[string]bool  // configured clouds: whether each makes images
 	sizes   map[string]int64 // spec files' sizes, as listed
@@ -221,7 +228,7 @@ func (pl *Planner) decide(ctx context.Context, repo fs.FS, p Push, sc planScope,
 	}
 	switch {
 	case sc.all:
-		fp.why = "first push of the branch"
+		fp.why = sc.allWhy
 	case sc.changed[file]:
 		fp.why = "spec changed"
 	case sp.ScriptFile != "" && sc.changed[sp.ScriptFile]:
@@ -354,9 +361,15 @@ func (pl *Planner) startBuild(ctx context.Context, gh RepoClient, p Push, sp *sp
 	for _, name := range sp.CloudNames() {
 		c := &CloudRecord{Cloud: name, State: builder.StateQueued, BaseImage: sp.Clouds[name].Image, Queued: now}
 		entry := pl.d.Config.Clouds[name]
+		why := denied(pl.d.Config, name, p.Repo, p.Ref)
 		switch {
 		case entry == nil:
 			c.State, c.Error, c.Finished = builder.StateFailed, fmt.Sprintf("cloud %q is not in this server's config", name), now
+		case why != "":
+			// Recorded failed, never queued: nothing is launched there.
+			c.State, c.Error, c.Finished = builder.StateFailed, why, now
+			pl.d.Logger.Warn("cloud refused by its allow rule: nothing launched", "delivery", p.Delivery, "generator", sp.Name,
+				"cloud", name, "repo", p.Repo, "ref", p.Ref, "reason", why)
 		case entry.AsksPassword():
 			c.State, c.AsksPassword = builder.StateWaiting, true
 		}

@@ -146,6 +146,35 @@ func TestPlanChooses(t *testing.T) {
 	}
 }
 
+// TestPlanCompareCut: a push whose changed files GitHub's comparison lists
+// only in part (past its 300) builds every generator of the branch, saying
+// why, rather than failing its plan on every retry.
+func TestPlanCompareCut(t *testing.T) {
+	repo := fstest.MapFS{
+		".imagegen/a.yaml": {Data: []byte("script_file: scripts/a.sh\nclouds:\n  sim: {image: i, ssh_user: u}\n")},
+		".imagegen/c.yml":  {Data: []byte("script: echo c\nclouds:\n  sim: {image: i, ssh_user: u}\n")},
+		"scripts/a.sh":     {Data: []byte("echo a")},
+	}
+	gh := &githubtest.Mem{Files: repo, Compare: []string{"docs/unrelated.txt"}, CompareErr: fmt.Errorf("compare: %w", builds.ErrChangesCut)}
+	s, _, _ := newService(t, gh)
+	p := builds.Push{Delivery: "cut-1", Repo: "o/r", Ref: "refs/heads/main", DefaultBranch: "main", Before: strings.Repeat("1", 40), After: strings.Repeat("2", 40), Incomplete: true}
+	if err := s.planner.Plan(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	bs, err := s.store.List(context.Background(), builds.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gens []string
+	for _, b := range bs {
+		gens = append(gens, b.Generator)
+	}
+	slices.Sort(gens)
+	if fmt.Sprint(gens) != "[a c]" {
+		t.Errorf("built %v; want [a c]", gens)
+	}
+}
+
 // TestPlanCloudListChanged: a spec untouched by the push is built again when
 // its cloud list differs from the one it was last built with.
 func TestPlanCloudListChanged(t *testing.T) {

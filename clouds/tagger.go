@@ -1,16 +1,6 @@
 package clouds
 
-import "context"
-
-// ImageTagger is implemented by clouds that can add tags to an existing
-// image. The pipeline tags each image with TagTested once its test has run
-// (the result is not known at Snapshot); the tags given are set (added, or
-// replaced when present) and every other tag is left as it is. An image that
-// does not exist is an error of KindNotFound. Tagging twice with the same
-// tags is the same as once.
-type ImageTagger interface {
-	TagImage(ctx context.Context, id string, tags map[string]string) error
-}
+// The image lifecycle's tags, set through ImageTagger (describe.go).
 
 // TagRole is "test" on the resources of the VM a build boots from its new
 // image to test it (they carry TagBuild too: the sweep finds them by it).

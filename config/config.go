@@ -30,10 +30,14 @@ type Config struct {
 	// master or a Redis Cluster (at most one of the three).
 	RedisSentinel *RedisSentinel `yaml:"redis_sentinel"`
 	RedisCluster  *RedisCluster  `yaml:"redis_cluster"`
+	// RedisDurability is what must hold before the webhook answers 202:
+	// DurabilityAck (the default), DurabilityFsync or DurabilityReplica.
+	RedisDurability Durability `yaml:"redis_durability"`
 
-	GitHub GitHub `yaml:"github"`
-	Build  Build  `yaml:"build"`
-	Pages  Pages  `yaml:"pages"`
+	GitHub  GitHub  `yaml:"github"`
+	Webhook Webhook `yaml:"webhook"`
+	Build   Build   `yaml:"build"`
+	Pages   Pages   `yaml:"pages"`
 
 	// APITokens are the bearer tokens of the API and the pages' sign-in,
 	// each with its scopes and repositories (tokens.go).
@@ -51,6 +55,9 @@ type Config struct {
 	// whose X-Forwarded-For names the client; without them the header is
 	// ignored and the client is the connection's peer.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// Allow is who may build on the clouds without an allow of their own
+	// (allow.go); nil: anyone the GitHub App is installed for.
+	Allow *Allow `yaml:"allow"`
 	// EncryptionKey encrypts passwords in tasks (32 bytes, base64 or hex);
 	// when empty, a key is generated at start (passwords then do not survive a restart).
 	EncryptionKey secret.String `yaml:"encryption_key"`
@@ -58,9 +65,13 @@ type Config struct {
 	// rebuild: {on_base_change: true} are resolved again (one worker does
 	// it, whatever their number); default 6h.
 	BaseCheckInterval time.Duration `yaml:"base_check_interval"`
+	// Provenance is how images' provenance statements are signed.
+	Provenance Provenance `yaml:"provenance"`
 
 	// Clouds are the configured clouds, by name. Decoded by their drivers.
 	Clouds map[string]*clouds.Entry `yaml:"-"`
+	// cloudAllow are the clouds' own allow rules, by cloud name.
+	cloudAllow map[string]*Allow
 	// CloudsNode is kept for the loader only.
 	// It is not marshaled: a driver's raw settings may hold expanded ${ENV} values.
 	CloudsNode yaml.Node `yaml:"clouds" json:"-"`
@@ -95,7 +106,37 @@ type GitHub struct {
 	WebhookSecret     secret.String `yaml:"webhook_secret"`
 	WebhookSecretFile string        `yaml:"webhook_secret_file"`
 	APIURL            string        `yaml:"api_url"` // default https://api.github.com/
+	// AllowRepos, when set, are the only repositories (OWNER/NAME
+	// patterns, as allow.repos) whose deliveries the webhook takes; others
+	// are answered 200 and ignored.
+	AllowRepos []string `yaml:"allow_repos"`
 }
+
+// AcceptsRepo reports whether deliveries about repo are taken
+// (github.allow_repos).
+func (g *GitHub) AcceptsRepo(repo string) bool {
+	return g.AllowRepos == nil || MatchRepo(g.AllowRepos, repo)
+}
+
+// Webhook bounds what POST /webhook reads at once. A delivery past either
+// bound is answered 503 (with Retry-After) before its body is read; one
+// refused by its headers alone (no or a malformed signature, an event
+// imagegen does not use, over 25 MiB) is never read and does not count.
+type Webhook struct {
+	// MaxConcurrentBytes bounds the bytes of the bodies being read at once,
+	// each counted by its Content-Length (25 MiB without one); default
+	// 64 MiB, at least 25 MiB (GitHub's largest delivery).
+	MaxConcurrentBytes int64 `yaml:"max_concurrent_bytes"`
+	// MaxConcurrentReads bounds how many bodies are read at once; default 1024.
+	MaxConcurrentReads int `yaml:"max_concurrent_reads"`
+}
+
+// Webhook limits: GitHub's largest delivery, and the defaults.
+const (
+	MaxWebhookBody            = 25 << 20
+	DefaultWebhookBytes       = 64 << 20
+	DefaultWebhookConcurrency = 1024
+)
 
 // Build holds limits for builds.
 type Build struct {
@@ -117,6 +158,17 @@ type Build struct {
 	MaxGeneratorsPerPush int `yaml:"max_generators_per_push"`
 }
 
+// Provenance configures the in-toto/SLSA statements signed for every image.
+type Provenance struct {
+	// SigningKeyFile is a PEM PKCS#8 private key, ed25519 or ECDSA P-256
+	// (openssl genpkey -algorithm ed25519); read by serve and worker at
+	// start. Unset: statements are written unsigned, with a warning.
+	SigningKeyFile string `yaml:"signing_key_file"`
+	// BuilderID names this deployment in the statements (SLSA's
+	// builder.id): an absolute URI; default base_url.
+	BuilderID string `yaml:"builder_id"`
+}
+
 // Pages configures the build pages in the browser.
 type Pages struct {
 	// LinkKey signs the expiring links placed on GitHub; when empty, a key
@@ -125,6 +177,27 @@ type Pages struct {
 	// LinkTTL is how long a signed link opens its page; default build.retention.
 	LinkTTL time.Duration `yaml:"link_ttl"`
 }
+
+// Durability is what the webhook waits for before it answers 202: how much
+// of a Redis failure an accepted delivery survives.
+type Durability string
+
+// The durabilities (README, "Durability").
+const (
+	// DurabilityAck: Redis has the delivery in memory and in its AOF's
+	// buffer. It survives a Redis restart or crash; with appendfsync
+	// everysec, the crash of the Redis host may lose up to a second of
+	// deliveries, and a failover those not yet on the replica.
+	DurabilityAck Durability = "ack"
+	// DurabilityFsync: as ack, on a Redis (every node) with appendonly yes
+	// and appendfsync always, which imagegen checks at start: the delivery
+	// is on the Redis host's disk before the answer.
+	DurabilityFsync Durability = "fsync"
+	// DurabilityReplica: as ack, and a replica has the delivery too (WAIT 1
+	// on the queue's master): it survives the loss of the Redis host and a
+	// failover to that replica.
+	DurabilityReplica Durability = "replica"
+)
 
 // Defaults for values the config leaves out.
 const (
@@ -226,6 +299,7 @@ func (c *Config) Warnings() []string {
 	case len(c.APITokens) == 0:
 		w = append(w, "api_tokens is empty: the re-run API refuses every request")
 	}
+	w = append(w, c.BuildWarnings()...)
 	if c.ReadAccess == ReadPublic {
 		what := "every build and image lineage (build logs still need a token)"
 		if c.PublicLogs {

@@ -28,19 +28,13 @@ func ParseDelivery(event string, payload []byte) (builds.Event, error) {
 		if err != nil {
 			return nil, err
 		}
-		if ev.Action != "rerequested" || ev.CheckRun.ExternalID == "" || ev.Repository.FullName == "" {
-			return nil, nil
-		}
-		return builds.CheckRunRerun{Build: ev.CheckRun.ExternalID, Repo: ev.Repository.FullName, SHA: ev.CheckRun.HeadSHA}, nil
+		return ev.event(), nil
 	case "check_suite":
 		ev, err := decodeAction[checkSuiteEvent](payload, event)
 		if err != nil {
 			return nil, err
 		}
-		if ev.Action != "rerequested" || ev.Repository.FullName == "" || ev.CheckSuite.HeadSHA == "" {
-			return nil, nil
-		}
-		return builds.CheckSuiteRerun{Repo: ev.Repository.FullName, SHA: ev.CheckSuite.HeadSHA}, nil
+		return ev.event(), nil
 	}
 	ev, err := gogithub.ParseWebHook(event, payload)
 	if err != nil {
@@ -65,24 +59,73 @@ func pushOf(ev *gogithub.PushEvent) builds.Push {
 		Forced:        ev.GetForced(),
 		DefaultBranch: ev.GetRepo().GetDefaultBranch(),
 	}
-	seen := map[string]bool{}
-	add := func(files []string) {
-		for _, f := range files {
-			if !seen[f] {
-				seen[f] = true
-				p.Changed = append(p.Changed, f)
-			}
+	var ch changedFiles
+	for _, c := range ev.Commits {
+		if c == nil { // "commits": [null]
+			continue
+		}
+		ch.add(c.Added)
+		ch.add(c.Removed)
+		ch.add(c.Modified)
+	}
+	ch.finish(&p, len(ev.Commits))
+	return p
+}
+
+// changedFiles collects the files of a push's commits, each once, in the
+// order they come, up to builds.MaxChangedFiles and builds.MaxChangedBytes.
+type changedFiles struct {
+	files []string
+	seen  map[string]bool // once files is long enough for a linear search to cost more
+	bytes int
+	over  bool // past a bound: the list is dropped
+}
+
+func (ch *changedFiles) add(files []string) {
+	for _, f := range files {
+		ch.addOne(f)
+	}
+}
+
+func (ch *changedFiles) addOne(f string) {
+	if ch.over || ch.has(f) {
+		return
+	}
+	ch.bytes += len(f)
+	if len(ch.files) == builds.MaxChangedFiles || ch.bytes > builds.MaxChangedBytes {
+		ch.over, ch.files, ch.seen = true, nil, nil
+		return
+	}
+	ch.files = append(ch.files, f)
+	if ch.seen != nil {
+		ch.seen[f] = true
+	} else if len(ch.files) > 16 {
+		ch.seen = make(map[string]bool, 2*len(ch.files))
+		for _, g := range ch.files {
+			ch.seen[g] = true
 		}
 	}
-	for _, c := range ev.Commits {
-		add(c.Added)
-		add(c.Removed)
-		add(c.Modified)
+}
+
+func (ch *changedFiles) has(f string) bool {
+	if ch.seen != nil {
+		return ch.seen[f]
 	}
-	// GitHub lists at most 20 commits in a push (and a forced push's list says
-	// little about what changed since before): ask the compare API then.
-	p.Incomplete = len(ev.Commits) >= 20 || (p.Forced && !p.Created)
-	return p
+	for _, g := range ch.files {
+		if g == f {
+			return true
+		}
+	}
+	return false
+}
+
+// finish sets p's Changed and Incomplete; commits is how many commits the
+// push listed. GitHub lists at most 20 commits in a push (and a forced
+// push's list says little about what changed since before): the planner
+// asks the compare API then, as it does when the list was over its bounds.
+func (ch *changedFiles) finish(p *builds.Push, commits int) {
+	p.Changed = ch.files
+	p.Incomplete = ch.over || commits >= 20 || (p.Forced && !p.Created)
 }
 
 // checkRunEvent is the part of a check_run delivery imagegen uses.
@@ -110,6 +153,25 @@ type checkSuiteEvent struct {
 	Repository struct {
 		FullName string `json:"full_name"`
 	} `json:"repository"`
+}
+
+// event is what a check_run delivery asks of imagegen: a re-run of the
+// build in its external id (a run imagegen made), of the event's repository
+// and commit, or nothing.
+func (e *checkRunEvent) event() builds.Event {
+	if e.Action != "rerequested" || e.CheckRun.ExternalID == "" || e.Repository.FullName == "" {
+		return nil
+	}
+	return builds.CheckRunRerun{Build: e.CheckRun.ExternalID, Repo: e.Repository.FullName, SHA: e.CheckRun.HeadSHA}
+}
+
+// event is what a check_suite delivery asks of imagegen: the commit's
+// builds again, or nothing.
+func (e *checkSuiteEvent) event() builds.Event {
+	if e.Action != "rerequested" || e.Repository.FullName == "" || e.CheckSuite.HeadSHA == "" {
+		return nil
+	}
+	return builds.CheckSuiteRerun{Repo: e.Repository.FullName, SHA: e.CheckSuite.HeadSHA}
 }
 
 // actionEvent is an event decoded by hand; its action decides what to do.

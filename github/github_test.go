@@ -459,6 +459,7 @@ func TestChangedFiles(t *testing.T) {
 		{"renames name both paths", "a1", "b1", []string{".imagegen/new.yaml", ".imagegen/old.yaml", ".imagegen/web.yaml", "README.md"}, 1, nil},
 		{"many commits, every page", "a2", "b2", names(40), 3, nil},
 		{"over GitHub's cap", "a3", "b3", names(300), 1, github.ErrTooManyFiles},
+		{"over GitHub's cap: the core's error", "a3", "b3", names(300), 1, builds.ErrChangesCut},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

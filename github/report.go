@@ -208,8 +208,9 @@ func TruncateOutput(s string) string {
 }
 
 // ErrTooManyFiles is wrapped by ChangedFiles when GitHub's compare answer hit
-// its cap on listed files, so the list may be incomplete.
-var ErrTooManyFiles = errors.New("the comparison lists GitHub's maximum of 300 files; the list may be incomplete")
+// its cap on listed files, so the list may be incomplete; it wraps
+// builds.ErrChangesCut, which the plan acts on.
+var ErrTooManyFiles = fmt.Errorf("the comparison lists GitHub's maximum of 300 files; the list may be incomplete: %w", builds.ErrChangesCut)
 
 // ErrNoBase is returned by ChangedFiles when base is the all-zero SHA of a
 // push that created the branch: there is nothing to compare with.

@@ -6,12 +6,15 @@
 package queue
 
 import (
-	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/imagegen/imagegen/builds"
 )
 
 // Task types. The webhook handler makes a delivery durable; a worker plans
@@ -28,62 +31,132 @@ const (
 const QueueName = "imagegen"
 
 // DeliveryRetention keeps a finished delivery task in Redis so that GitHub's
-// redelivery of the same X-GitHub-Delivery within this time enqueues nothing.
+// redelivery of the same X-GitHub-Delivery, or the same push sent again,
+// within this time enqueues nothing.
 const DeliveryRetention = 72 * time.Hour
 
-// Delivery is a GitHub webhook delivery, kept raw: the worker parses it
-// (github.ParseDelivery), the webhook only peeks into it.
+// Delivery is a GitHub webhook delivery made durable as what the worker
+// needs of it: the event the webhook parsed (github.PeekDelivery), not the
+// payload GitHub sent (up to 25 MiB, kept DeliveryRetention).
 type Delivery struct {
-	ID    string          `json:"id"`    // X-GitHub-Delivery
-	Event string          `json:"event"` // X-GitHub-Event
-	Body  json.RawMessage `json:"body"`
+	ID    string // X-GitHub-Delivery
+	Event string // X-GitHub-Event
+	// Parsed is what the delivery asks: a builds.Push, builds.CheckRunRerun
+	// or builds.CheckSuiteRerun.
+	Parsed builds.Event
 }
 
-// NewDeliveryTask makes d durable; the task id is the delivery id, so a
-// redelivery fails to enqueue with asynq.ErrTaskIDConflict.
-//
-// d.Body must be one valid JSON value (the webhook handler has checked it):
-// the payload is {"id":…,"event":…,"body":<d.Body>} with the body copied as
-// it is, which is what json.Marshal makes of a Delivery, less the second
-// validation and compaction of the body that made json.Marshal ten times
-// slower (docs/BENCHMARKS.md, section 1). The worker decodes it with
-// json.Unmarshal.
+// deliveryPayload is a delivery task's payload: the id, the event, and the
+// parsed event in the field of its kind. Tasks queued by versions that
+// stored the payload as GitHub sent it carry Body instead, which the worker
+// parses (github.ParseDelivery).
+type deliveryPayload struct {
+	ID              string           `json:"id"`
+	Event           string           `json:"event"`
+	Push            *pushPayload     `json:"push,omitempty"`
+	CheckRunRerun   *checkRunRerun   `json:"check_run_rerun,omitempty"`
+	CheckSuiteRerun *checkSuiteRerun `json:"check_suite_rerun,omitempty"`
+	Body            json.RawMessage  `json:"body,omitempty"`
+}
+
+// pushPayload is a builds.Push in a task (its delivery id is the task's).
+type pushPayload struct {
+	Repo          string   `json:"repo"`
+	Installation  int64    `json:"installation,omitempty"`
+	Ref           string   `json:"ref"`
+	Before        string   `json:"before,omitempty"`
+	After         string   `json:"after"`
+	Created       bool     `json:"created,omitempty"`
+	Deleted       bool     `json:"deleted,omitempty"`
+	Forced        bool     `json:"forced,omitempty"`
+	DefaultBranch string   `json:"default_branch,omitempty"`
+	Changed       []string `json:"changed,omitempty"`
+	Incomplete    bool     `json:"incomplete,omitempty"`
+}
+
+// checkRunRerun is a builds.CheckRunRerun in a task.
+type checkRunRerun struct {
+	Build string `json:"build"`
+	Repo  string `json:"repo"`
+	SHA   string `json:"sha,omitempty"`
+}
+
+// checkSuiteRerun is a builds.CheckSuiteRerun in a task.
+type checkSuiteRerun struct {
+	Repo string `json:"repo"`
+	SHA  string `json:"sha"`
+}
+
+// NewDeliveryTask makes d durable. Its task id is the dedupe key: for a push,
+// the repository, ref and commit pushed (pushTaskID), so GitHub's redelivery
+// and the same push sent again under another delivery id both fail to
+// enqueue with asynq.ErrTaskIDConflict; for a re-run, the delivery id.
 func NewDeliveryTask(d Delivery) (*asynq.Task, error) {
 	if d.ID == "" {
 		return nil, fmt.Errorf("delivery without an id")
 	}
-	if len(bytes.TrimSpace(d.Body)) == 0 {
-		// The one invalid body that costs nothing to catch, and the one a
-		// caller forgetting the body would pass.
-		return nil, fmt.Errorf("delivery %s without a body", d.ID)
+	p := deliveryPayload{ID: d.ID, Event: d.Event}
+	switch ev := d.Parsed.(type) {
+	case builds.Push:
+		p.Push = &pushPayload{Repo: ev.Repo, Installation: ev.Installation, Ref: ev.Ref, Before: ev.Before, After: ev.After,
+			Created: ev.Created, Deleted: ev.Deleted, Forced: ev.Forced, DefaultBranch: ev.DefaultBranch,
+			Changed: ev.Changed, Incomplete: ev.Incomplete}
+	case builds.CheckRunRerun:
+		p.CheckRunRerun = &checkRunRerun{Build: ev.Build, Repo: ev.Repo, SHA: ev.SHA}
+	case builds.CheckSuiteRerun:
+		p.CheckSuiteRerun = &checkSuiteRerun{Repo: ev.Repo, SHA: ev.SHA}
+	default:
+		// The webhook answers what asks nothing without queuing it.
+		return nil, fmt.Errorf("delivery %s asks nothing of imagegen (%T)", d.ID, d.Parsed)
 	}
-	b := make([]byte, 0, len(`{"id":,"event":,"body":}`)+len(d.ID)+len(d.Event)+8+len(d.Body))
-	b = append(b, `{"id":`...)
-	b = appendJSONString(b, d.ID)
-	b = append(b, `,"event":`...)
-	b = appendJSONString(b, d.Event)
-	b = append(b, `,"body":`...)
-	b = append(b, d.Body...)
-	b = append(b, '}')
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encode delivery %s: %w", d.ID, err)
+	}
 	return asynq.NewTask(TypeDelivery, b,
-		asynq.TaskID("delivery:"+d.ID), asynq.Queue(QueueName),
+		asynq.TaskID(DeliveryTaskID(d)), asynq.Queue(QueueName),
 		asynq.MaxRetry(8), asynq.Timeout(5*time.Minute), asynq.Retention(DeliveryRetention)), nil
 }
 
-// appendJSONString appends s as a JSON string, as json.Marshal writes it.
-// Delivery ids and event names are plain ASCII, copied as they are; anything
-// else (quotes, control or non-ASCII characters, invalid UTF-8, <>&) goes
-// through json.Marshal.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always encodes
-			return append(b, q...)
-		}
+// DeliveryTaskID is the id of d's task: for a push, a digest of its
+// repository, ref and commit (names of any length and bytes make a key of
+// fixed length); for anything else, its delivery id.
+func DeliveryTaskID(d Delivery) string {
+	p, ok := d.Parsed.(builds.Push)
+	if !ok {
+		return "delivery:" + d.ID
 	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
+	h := sha256.New()
+	for _, s := range []string{p.Repo, p.Ref, p.After} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return "push:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// DecodeDelivery reads a delivery task's payload: its id, event, and the
+// parsed event, or (a task of an older version: Parsed nil) the raw payload
+// to parse.
+func DecodeDelivery(b []byte) (d Delivery, raw json.RawMessage, err error) {
+	var p deliveryPayload
+	if err := json.Unmarshal(b, &p); err != nil {
+		return Delivery{}, nil, err
+	}
+	d = Delivery{ID: p.ID, Event: p.Event}
+	switch {
+	case p.Push != nil:
+		x := p.Push
+		d.Parsed = builds.Push{Delivery: p.ID, Repo: x.Repo, Installation: x.Installation, Ref: x.Ref, Before: x.Before, After: x.After,
+			Created: x.Created, Deleted: x.Deleted, Forced: x.Forced, DefaultBranch: x.DefaultBranch,
+			Changed: x.Changed, Incomplete: x.Incomplete}
+	case p.CheckRunRerun != nil:
+		d.Parsed = builds.CheckRunRerun{Build: p.CheckRunRerun.Build, Repo: p.CheckRunRerun.Repo, SHA: p.CheckRunRerun.SHA}
+	case p.CheckSuiteRerun != nil:
+		d.Parsed = builds.CheckSuiteRerun{Repo: p.CheckSuiteRerun.Repo, SHA: p.CheckSuiteRerun.SHA}
+	case len(p.Body) == 0:
+		return Delivery{}, nil, fmt.Errorf("delivery %s: neither an event nor a body", p.ID)
+	}
+	return d, p.Body, nil
 }
 
 // BuildTask runs one generator on one cloud.

@@ -1,27 +1,30 @@
 package queue
 
 import (
-	"bytes"
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/imagegen/imagegen/builds"
 )
 
-// TestNewDeliveryTask: the payload is the JSON value json.Marshal makes of
-// the Delivery, with the body kept byte for byte as it came (no second
-// validation and compaction), and encoding/json, which the worker decodes it
-// with, reads back the same id, event and body.
+// TestNewDeliveryTask: a delivery task holds the parsed event, which the
+// worker reads back as it was; a push's task id is its dedupe key
+// (repository, ref, commit), a re-run's its delivery id.
 func TestNewDeliveryTask(t *testing.T) {
+	push := builds.Push{Repo: "o/r", Installation: 7, Ref: "refs/heads/main", Before: strings.Repeat("1", 40), After: strings.Repeat("2", 40),
+		Created: true, Forced: true, DefaultBranch: "main", Changed: []string{".imagegen/a.yaml", "café \"quoted\" <&>"}, Incomplete: true}
 	tests := []struct {
 		name string
 		d    Delivery
+		id   string // the task id; "" for the push's key, checked below
 	}{
-		{"compact push", Delivery{ID: "72d3162e-cc78-11e3-81ab-4c9367dc0958", Event: "push", Body: []byte(`{"ref":"refs/heads/main","after":"c0ffee","repository":{"full_name":"o/r"}}`)}},
-		{"whitespace kept", Delivery{ID: "d1", Event: "push", Body: []byte("{\n  \"ref\": \"refs/heads/main\",\n  \"commits\": [ 1, 2 ]\n}")}},
-		{"escapes and unicode in the body", Delivery{ID: "d2", Event: "check_run", Body: []byte(`{"message":"caf\u00e9 \"quoted\" <b>&</b> ☃","n":-1.5e3}`)}},
-		{"id that needs escaping", Delivery{ID: "a\"b\\c\x01<&>é", Event: "push", Body: []byte(`{}`)}},
-		{"id with invalid UTF-8", Delivery{ID: "bad\xffid", Event: "push", Body: []byte(`null`)}},
-		{"event with a newline", Delivery{ID: "d3", Event: "pu\nsh", Body: []byte(`[]`)}},
+		{"push", Delivery{ID: "72d3162e-cc78-11e3-81ab-4c9367dc0958", Event: "push", Parsed: push}, ""},
+		{"push without files", Delivery{ID: "d1", Event: "push", Parsed: builds.Push{Repo: "o/r", Ref: "refs/heads/x", After: "c0ffee"}}, ""},
+		{"check run re-run", Delivery{ID: "d2", Event: "check_run", Parsed: builds.CheckRunRerun{Build: "b-1", Repo: "o/r", SHA: "c0ffee"}}, "delivery:d2"},
+		{"check suite re-run", Delivery{ID: "d3", Event: "check_suite", Parsed: builds.CheckSuiteRerun{Repo: "o/r", SHA: "c0ffee"}}, "delivery:d3"},
+		{"id that needs escaping", Delivery{ID: "a\"b\\c\x01<&>é", Event: "check_run", Parsed: builds.CheckRunRerun{Build: "b", Repo: "o/r"}}, "delivery:a\"b\\c\x01<&>é"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -32,44 +35,53 @@ func TestNewDeliveryTask(t *testing.T) {
 			if task.Type() != TypeDelivery {
 				t.Errorf("type %q; want %q", task.Type(), TypeDelivery)
 			}
-			p := task.Payload()
-			if !json.Valid(p) {
-				t.Fatalf("payload is not JSON: %s", p)
+			if !json.Valid(task.Payload()) {
+				t.Fatalf("payload is not JSON: %s", task.Payload())
 			}
-			if !bytes.Contains(p, tc.d.Body) {
-				t.Errorf("payload %s does not hold the body as it came", p)
+			got, raw, err := DecodeDelivery(task.Payload())
+			if err != nil || raw != nil {
+				t.Fatalf("decode: %v (raw %s)", err, raw)
 			}
-			// The same JSON as json.Marshal makes (which also escapes <>& in
-			// the body: both are the same value).
-			want, err := json.Marshal(tc.d)
-			if err != nil {
-				t.Fatal(err)
+			want := tc.d
+			if p, ok := want.Parsed.(builds.Push); ok {
+				p.Delivery = want.ID
+				want.Parsed = p
 			}
-			var gotV, wantV any
-			if err := json.Unmarshal(p, &gotV); err != nil {
-				t.Fatal(err)
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("decoded %#v; want %#v", got, want)
 			}
-			if err := json.Unmarshal(want, &wantV); err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(gotV, wantV) {
-				t.Errorf("payload %s; json.Marshal gives %s", p, want)
-			}
-			var got Delivery
-			if err := json.Unmarshal(p, &got); err != nil {
-				t.Fatal(err)
-			}
-			var wantD Delivery
-			if err := json.Unmarshal(want, &wantD); err != nil {
-				t.Fatal(err)
-			}
-			if got.ID != wantD.ID || got.Event != wantD.Event {
-				t.Errorf("decoded %q/%q; want %q/%q", got.ID, got.Event, wantD.ID, wantD.Event)
-			}
-			if !bytes.Equal(got.Body, tc.d.Body) {
-				t.Errorf("decoded body %s; want %s", got.Body, tc.d.Body)
+			if id := DeliveryTaskID(tc.d); tc.id != "" && id != tc.id {
+				t.Errorf("task id %q; want %q", id, tc.id)
 			}
 		})
+	}
+	// The key of a push: its repository, ref and commit, not its delivery id
+	// nor anything else it says.
+	id := DeliveryTaskID
+	base := id(Delivery{ID: "a", Event: "push", Parsed: push})
+	other := push
+	other.Before, other.Changed, other.Forced = "", nil, false
+	if got := id(Delivery{ID: "b", Event: "push", Parsed: other}); got != base || !strings.HasPrefix(base, "push:") || len(base) != len("push:")+64 {
+		t.Errorf("task ids %q and %q; want one push: key", base, got)
+	}
+	for _, p := range []builds.Push{{Repo: "o/r2", Ref: push.Ref, After: push.After}, {Repo: push.Repo, Ref: "refs/heads/dev", After: push.After}, {Repo: push.Repo, Ref: push.Ref, After: strings.Repeat("3", 40)},
+		{Repo: "o/r\x00refs/heads/main", Ref: "", After: push.After}} {
+		if got := id(Delivery{ID: "a", Event: "push", Parsed: p}); got == base {
+			t.Errorf("push %+v has the key of %+v", p, push)
+		}
+	}
+}
+
+// TestDecodeOldDeliveryTask: a delivery task queued by a version that stored
+// the payload as GitHub sent it is still read: its raw body, to be parsed.
+func TestDecodeOldDeliveryTask(t *testing.T) {
+	body := `{"ref":"refs/heads/main","after":"c0ffee","repository":{"full_name":"o/r"},"commits":[ 1, 2 ]}`
+	d, raw, err := DecodeDelivery([]byte(`{"id":"old-1","event":"push","body":` + body + `}`))
+	if err != nil || d.ID != "old-1" || d.Event != "push" || d.Parsed != nil || string(raw) != body {
+		t.Errorf("decoded %#v, %s, %v", d, raw, err)
+	}
+	if _, _, err := DecodeDelivery([]byte(`{"id":"x","event":"push"}`)); err == nil {
+		t.Error("a task with neither an event nor a body decoded")
 	}
 }
 
@@ -78,9 +90,8 @@ func TestNewDeliveryTaskRefuses(t *testing.T) {
 		name string
 		d    Delivery
 	}{
-		{"no id", Delivery{Event: "push", Body: []byte(`{}`)}},
-		{"no body", Delivery{ID: "d", Event: "push"}},
-		{"blank body", Delivery{ID: "d", Event: "push", Body: []byte(" \n")}},
+		{"no id", Delivery{Event: "push", Parsed: builds.Push{Repo: "o/r"}}},
+		{"nothing asked", Delivery{ID: "d", Event: "ping"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -103,11 +103,14 @@ func NewWorker(o WorkerOptions) (*Worker, error) {
 func (w *Worker) Handler() asynq.Handler {
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(TypeDelivery, func(ctx context.Context, t *asynq.Task) error {
-		var d Delivery
-		if err := json.Unmarshal(t.Payload(), &d); err != nil {
+		d, raw, err := DecodeDelivery(t.Payload())
+		if err != nil {
 			return fmt.Errorf("decode delivery: %w: %w", err, asynq.SkipRetry)
 		}
-		return asynqError(w.deliveries.Handle(ctx, d.ID, d.Event, d.Body))
+		if d.Parsed == nil { // queued by an older version: the payload as GitHub sent it
+			return asynqError(w.deliveries.Handle(ctx, d.ID, d.Event, raw))
+		}
+		return asynqError(w.deliveries.HandleEvent(ctx, d.ID, d.Parsed))
 	})
 	mux.HandleFunc(TypeBuild, func(ctx context.Context, t *asynq.Task) error {
 		var bt BuildTask
@@ -174,8 +177,7 @@ func (w *Worker) handleError(ctx context.Context, t *asynq.Task, err error) {
 			w.runner.GaveUp(context.WithoutCancel(ctx), bt.Build, bt.Cloud, fmt.Errorf("gave up after %d attempts: %w", retried+1, err))
 		}
 	case TypeDelivery:
-		var d Delivery
-		_ = json.Unmarshal(t.Payload(), &d)
+		d, _, _ := DecodeDelivery(t.Payload())
 		log.Error("delivery failed", "err", err, "delivery", d.ID, "event", d.Event)
 	default:
 		log.Error("task failed", "err", err)

@@ -201,3 +201,40 @@ func TestAsynqError(t *testing.T) {
 		t.Error("asynqError(nil) is not nil")
 	}
 }
+
+// TestWorkerHandlesDeliveryTasksOfBothVersions: a worker plans the delivery
+// tasks the webhook queues now (the parsed push) and those an older version
+// queued (the payload as GitHub sent it, parsed by the worker).
+func TestWorkerHandlesDeliveryTasksOfBothVersions(t *testing.T) {
+	gh := &githubtest.Mem{Files: fstest.MapFS{".imagegen/a.yaml": {Data: []byte("script: echo\nclouds:\n  sim: {image: i, ssh_user: u}\n")}}}
+	e := newWorkerEnv(t, gh, "github: {token: t, webhook_secret: s}\nclouds:\n  sim: {type: simulated}\n")
+	ctx := context.Background()
+	body := githubtest.Push(t, githubtest.PushOptions{Repo: "o/r", Before: strings.Repeat("0", 40), After: strings.Repeat("1", 40)})
+	old := asynq.NewTask(TypeDelivery, []byte(`{"id":"old-1","event":"push","body":`+string(body)+`}`))
+	ev, err := github.ParseDelivery("push", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := ev.(builds.Push)
+	p.After = strings.Repeat("2", 40)
+	cur, err := NewDeliveryTask(Delivery{ID: "new-1", Event: "push", Parsed: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range []*asynq.Task{old, cur} {
+		if err := e.worker.Handler().ProcessTask(ctx, task); err != nil {
+			t.Fatalf("%s: %v", task.Payload()[:40], err)
+		}
+	}
+	bs, err := e.store.List(ctx, builds.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, b := range bs {
+		got[b.Delivery] = b.Commit
+	}
+	if want := map[string]string{"old-1": strings.Repeat("1", 40), "new-1": strings.Repeat("2", 40)}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("builds by delivery %v; want %v", got, want)
+	}
+}

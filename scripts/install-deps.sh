@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what imagegen needs on a Debian machine, only what is missing.
 #   scripts/install-deps.sh run    what `make run` needs (Redis)
-#   scripts/install-deps.sh test   what `make test` needs (Redis, OpenSSH, QEMU, ...)
+#   scripts/install-deps.sh test   what `make test` needs (Redis, OpenSSH, QEMU, ..., and the
+#                                  real Keystone and Glance the OpenStack driver is tested against,
+#                                  with the openstack client that checks what a build left)
 set -euo pipefail
 what=${1:-test}
 
 run_pkgs=(redis-server)
-test_pkgs=(git redis-server openssh-server openssh-client qemu-system-x86 qemu-utils busybox-static linux-image-cloud-amd64 e2fsprogs cpio kmod cloud-init chromium)
+test_pkgs=(git redis-server redis-sentinel openssh-server openssh-client qemu-system-x86 qemu-utils busybox-static linux-image-cloud-amd64 e2fsprogs cpio kmod cloud-init chromium
+  keystone glance python3-openstackclient)
 
 case "$what" in
 run) pkgs=("${run_pkgs[@]}") ;;

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/imagegen/imagegen/builds"
+	"github.com/imagegen/imagegen/github"
 	"github.com/imagegen/imagegen/queue"
 )
 
@@ -17,17 +18,21 @@ func TestDeliveryPlansOnce(t *testing.T) {
 	e := newEnv(t, envOptions{noWorker: true}) // the test plays the worker
 	push, sha := pushExample(t)
 	e.spec(sha, ".imagegen/hello.yaml", helloSpec)
-	d := queue.Delivery{ID: "retried-1", Event: "push", Body: push}
+	ev, err := github.ParseDelivery("push", push)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := queue.Delivery{ID: "retried-1", Event: "push", Parsed: ev}
 	ctx := context.Background()
 
 	// The first attempt records and queues the build, then GitHub refuses
 	// the check run: the task fails and is retried.
 	e.gh.FailNext(http.MethodPost, "/repos/"+exampleRepo+"/check-runs", http.StatusUnprocessableEntity, 1, nil)
-	if err := e.deliveries.Handle(ctx, d.ID, d.Event, d.Body); err == nil {
+	if err := e.deliveries.HandleEvent(ctx, d.ID, d.Parsed); err == nil {
 		t.Fatal("the first attempt succeeded; want the check run's failure")
 	}
 	for attempt := 2; attempt <= 3; attempt++ {
-		if err := e.deliveries.Handle(ctx, d.ID, d.Event, d.Body); err != nil {
+		if err := e.deliveries.HandleEvent(ctx, d.ID, d.Parsed); err != nil {
 			t.Fatalf("attempt %d: %v", attempt, err)
 		}
 		bs, err := e.store.List(ctx, builds.ListOptions{Repo: exampleRepo})

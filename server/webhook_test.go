@@ -6,12 +6,14 @@ import (
 	"crypto/sha1"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,7 +22,9 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/config/configtest"
+	"github.com/imagegen/imagegen/github"
 	"github.com/imagegen/imagegen/github/githubtest"
 	"github.com/imagegen/imagegen/internal/servicetest"
 	"github.com/imagegen/imagegen/queue"
@@ -28,12 +32,19 @@ import (
 
 // TestWebhookAnswers sends real octokit payloads (and broken ones) through
 // the real handler, with no worker, and checks each answer and what was
-// enqueued: the task of an accepted delivery holds the payload as it was sent.
+// enqueued: the task of an accepted delivery holds what the worker's parser
+// (go-github) makes of the payload.
 func TestWebhookAnswers(t *testing.T) {
 	e := newEnv(t, envOptions{noWorker: true})
 	push, _ := pushExample(t)
+	edit := func(body []byte, fn func(m map[string]any)) []byte { return editJSON(t, body, fn) }
+	// Pushes of other commits: the same commit pushed again is a replay.
+	pushOf := func(after string) []byte {
+		return edit(push, func(m map[string]any) { m["after"] = strings.Repeat(after, 40) })
+	}
 	ping := githubtest.Example(t, "ping", nil)
-	rerequested := githubtest.Example(t, "check_run", func(m map[string]any) bool { return m["action"] == "rerequested" })
+	notOurs := githubtest.Example(t, "check_run", func(m map[string]any) bool { return m["action"] == "rerequested" })
+	rerequested := edit(notOurs, func(m map[string]any) { m["check_run"].(map[string]any)["external_id"] = "b-1" })
 	created := githubtest.Example(t, "check_run", func(m map[string]any) bool { return m["action"] == "created" })
 	suiteRerequested := githubtest.Example(t, "check_suite", func(m map[string]any) bool { return m["action"] == "rerequested" })
 	suiteCompleted := githubtest.Example(t, "check_suite", func(m map[string]any) bool { return m["action"] == "completed" })
@@ -44,12 +55,11 @@ func TestWebhookAnswers(t *testing.T) {
 	// goroutine's stack in a recursive validator.
 	deep := bytes.Repeat([]byte("["), 20<<20)
 	var indented bytes.Buffer
-	if err := json.Indent(&indented, push, "", "  "); err != nil {
+	if err := json.Indent(&indented, pushOf("b"), "", "  "); err != nil {
 		t.Fatal(err)
 	}
 	indented.WriteString("\n")
-	form := []byte("payload=" + url.QueryEscape(string(push)))
-	edit := func(fn func(m map[string]any)) []byte { return editJSON(t, push, fn) }
+	form := []byte("payload=" + url.QueryEscape(string(pushOf("c"))))
 	// A control character inside a string: invalid JSON that a lax parser
 	// (one that only looks for the closing quote) would take.
 	ctrl := bytes.Replace(push, []byte(`"refs/heads/master"`), []byte("\"refs/heads/mas\x01ter\""), 1)
@@ -68,33 +78,45 @@ func TestWebhookAnswers(t *testing.T) {
 		req      request
 		code     int
 		message  string
-		enqueued []byte // the body the delivery task with this id holds; nil: no task
+		enqueued []byte // the JSON payload whose parsed event the task with this delivery id holds; nil: no task
 	}{
 		{"ping", request{event: "ping", delivery: "d-ping", body: ping}, 200, "pong", nil},
 		{"push", request{event: "push", delivery: "d-push", body: push}, 202, "accepted", push},
 		{"push redelivered", request{event: "push", delivery: "d-push", body: push}, 200, "already received", push},
-		{"push pretty-printed, kept as sent", request{event: "push", delivery: "d-indented", body: indented.Bytes()}, 202, "accepted", indented.Bytes()},
-		{"push form-encoded", request{event: "push", delivery: "d-form", body: form, contentType: "application/x-www-form-urlencoded"}, 202, "accepted", push},
-		{"content type with a charset", request{event: "push", delivery: "d-charset", body: push, contentType: "application/json; charset=utf-8"}, 202, "accepted", push},
+		{"push replayed under a new delivery id", request{event: "push", delivery: "d-replay", body: push}, 200, "already received", nil},
+		{"push replayed, pretty-printed", request{event: "push", delivery: "d-replay2", body: append(bytes.Clone(push), '\n')}, 200, "already received", nil},
+		{"push pretty-printed", request{event: "push", delivery: "d-indented", body: indented.Bytes()}, 202, "accepted", pushOf("b")},
+		{"push form-encoded", request{event: "push", delivery: "d-form", body: form, contentType: "application/x-www-form-urlencoded"}, 202, "accepted", pushOf("c")},
+		{"content type with a charset", request{event: "push", delivery: "d-charset", body: pushOf("d"), contentType: "application/json; charset=utf-8"}, 202, "accepted", pushOf("d")},
 		{"check_run rerequested", request{event: "check_run", delivery: "d-rerun", body: rerequested}, 202, "accepted", rerequested},
+		{"check_run rerequested, not imagegen's", request{event: "check_run", delivery: "d-notours", body: notOurs}, 200, "not a check run imagegen made", nil},
 		{"check_run created", request{event: "check_run", delivery: "d-created", body: created}, 200, "nothing to do", nil},
 		{"check_suite rerequested", request{event: "check_suite", delivery: "d-suite", body: suiteRerequested}, 202, "accepted", suiteRerequested},
 		{"check_suite completed", request{event: "check_suite", delivery: "d-suite-done", body: suiteCompleted}, 200, "nothing to do", nil},
 		{"tag deleted", request{event: "push", delivery: "d-tag", body: tagDeleted}, 200, "branch deletion", nil},
-		{"tag pushed", request{event: "push", delivery: "d-tagpush", body: edit(func(m map[string]any) { m["ref"] = "refs/tags/v1" })}, 200, "not a branch push", nil},
+		{"tag pushed", request{event: "push", delivery: "d-tagpush", body: edit(push, func(m map[string]any) { m["ref"] = "refs/tags/v1" })}, 200, "not a branch push", nil},
 		{"unknown event", request{event: "issues", delivery: "d-issues", body: issues}, 200, `event \"issues\" is not used`, nil},
+		{"unknown event, unsigned", request{event: "issues", delivery: "d-issues2", body: issues, noSig: true}, 401, "missing X-Hub-Signature-256", nil},
+		{"missing event", request{delivery: "d-noevent", body: push}, 400, "missing X-GitHub-Event", nil},
 		{"missing signature", request{event: "push", delivery: "d-nosig", body: push, noSig: true}, 401, "missing X-Hub-Signature-256", nil},
 		{"bad signature", request{event: "push", delivery: "d-badsig", body: push, badSecret: true}, 401, "bad X-Hub-Signature-256", nil},
-		{"SHA-1 signature in the SHA-256 header", request{event: "push", delivery: "d-sha1", body: push, sigValue: sha1Signature(push)}, 401, "bad X-Hub-Signature-256", nil},
-		{"signature not hex", request{event: "push", delivery: "d-nothex", body: push, sigValue: "sha256=" + strings.Repeat("zz", 32)}, 401, "bad X-Hub-Signature-256", nil},
+		{"SHA-1 signature in the SHA-256 header", request{event: "push", delivery: "d-sha1", body: push, sigValue: sha1Signature(push)}, 401, "bad X-Hub-Signature-256: not sha256= and 64 hex digits", nil},
+		{"signature not hex", request{event: "push", delivery: "d-nothex", body: push, sigValue: "sha256=" + strings.Repeat("zz", 32)}, 401, "bad X-Hub-Signature-256: not sha256=", nil},
+		{"signature too short", request{event: "push", delivery: "d-short", body: push, sigValue: "sha256=abc"}, 401, "bad X-Hub-Signature-256: not sha256=", nil},
 		{"truncated in transit", request{event: "push", delivery: "d-trunc", body: push[:len(push)/2], sign: push}, 401, "bad X-Hub-Signature-256", nil},
 		{"truncated and signed", request{event: "push", delivery: "d-trunc2", body: push[:len(push)/2]}, 400, "malformed payload", nil},
 		{"control character in a string", request{event: "push", delivery: "d-ctrl", body: ctrl}, 400, "malformed payload", nil},
 		{"not an object", request{event: "push", delivery: "d-array", body: []byte(`[1,2]`)}, 400, "not a JSON object", nil},
-		{"ref not a string", request{event: "push", delivery: "d-ref", body: edit(func(m map[string]any) { m["ref"] = 5 })}, 400, "ref: not a string", nil},
-		{"deleted not a boolean", request{event: "push", delivery: "d-del", body: edit(func(m map[string]any) { m["deleted"] = "no" })}, 400, "deleted: not a boolean", nil},
-		{"repository not an object", request{event: "push", delivery: "d-repo", body: edit(func(m map[string]any) { m["repository"] = "o/r" })}, 400, "repository: not an object", nil},
-		{"push without after", request{event: "push", delivery: "d-noafter", body: edit(func(m map[string]any) { delete(m, "after") })}, 400, "push without repository or after", nil},
+		{"null", request{event: "push", delivery: "d-null", body: []byte(`null`)}, 400, "not a JSON object", nil},
+		{"ref not a string", request{event: "push", delivery: "d-ref", body: edit(push, func(m map[string]any) { m["ref"] = 5 })}, 400, "ref: not a string", nil},
+		{"deleted not a boolean", request{event: "push", delivery: "d-del", body: edit(push, func(m map[string]any) { m["deleted"] = "no" })}, 400, "deleted: not a boolean", nil},
+		{"repository not an object", request{event: "push", delivery: "d-repo", body: edit(push, func(m map[string]any) { m["repository"] = "o/r" })}, 400, "repository: not an object", nil},
+		{"commits a string", request{event: "push", delivery: "d-commits", body: edit(push, func(m map[string]any) { m["commits"] = "x" })}, 400, "malformed payload: commits: not an array", nil},
+		{"commits an object", request{event: "push", delivery: "d-commits2", body: edit(push, func(m map[string]any) { m["commits"] = map[string]any{"added": []string{"a"}} })}, 400, "malformed payload: commits: not an array", nil},
+		{"a commit a string", request{event: "push", delivery: "d-commits3", body: edit(push, func(m map[string]any) { m["commits"] = []any{"c0ffee"} })}, 400, "malformed payload: commits[0]: not an object", nil},
+		{"a commit's files a string", request{event: "push", delivery: "d-commits4", body: edit(push, func(m map[string]any) { m["commits"] = []any{map[string]any{"added": ".imagegen/a.yaml"}} })}, 400, "malformed payload: commits[0].added: not an array", nil},
+		{"installation id a string", request{event: "push", delivery: "d-inst", body: edit(push, func(m map[string]any) { m["installation"] = map[string]any{"id": "1"} })}, 400, "malformed payload: installation.id: not a 64-bit integer", nil},
+		{"push without after", request{event: "push", delivery: "d-noafter", body: edit(push, func(m map[string]any) { delete(m, "after") })}, 400, "push without repository or after", nil},
 		{"unsupported content type", request{event: "push", delivery: "d-ct", body: push, contentType: "text/plain"}, 400, "unsupported Content-Type", nil},
 		{"20 MB of nesting", request{event: "push", delivery: "d-deep", body: deep}, 400, "malformed payload", nil},
 		{"30 MB body", request{event: "push", delivery: "d-huge", body: huge}, 413, "payload over", nil},
@@ -139,23 +161,23 @@ func TestWebhookAnswers(t *testing.T) {
 			if err := json.Unmarshal(b, &msg); err != nil || msg.Message == "" {
 				t.Errorf("answer %q is not a JSON message", b)
 			}
-			ti, err := asynqInspector(e).GetTaskInfo(queue.QueueName, "delivery:"+tc.req.delivery)
-			if got, want := err == nil, tc.enqueued != nil; got != want {
-				t.Fatalf("delivery task enqueued = %v (%v); want %v", got, err, want)
+			d, ok := deliveryTask(t, e, tc.req.delivery)
+			if ok != (tc.enqueued != nil) {
+				t.Fatalf("delivery task enqueued = %v; want %v", ok, tc.enqueued != nil)
 			}
 			if tc.enqueued == nil {
 				return
 			}
-			// The worker decodes the task with encoding/json.
-			var d queue.Delivery
-			if err := json.Unmarshal(ti.Payload, &d); err != nil {
-				t.Fatalf("task payload does not decode: %v", err)
+			want, err := github.ParseDelivery(tc.req.event, tc.enqueued)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if d.ID != tc.req.delivery || d.Event != tc.req.event {
-				t.Errorf("task for %s/%s; want %s/%s", d.ID, d.Event, tc.req.delivery, tc.req.event)
+			if p, ok := want.(builds.Push); ok {
+				p.Delivery = tc.req.delivery
+				want = p
 			}
-			if !bytes.Equal(d.Body, bytes.TrimRight(tc.enqueued, "\n")) {
-				t.Errorf("task body differs from what was sent:\n got %.200s\nwant %.200s", d.Body, tc.enqueued)
+			if d.Event != tc.req.event || !reflect.DeepEqual(d.Parsed, want) {
+				t.Errorf("task holds %s %#v; want %s %#v", d.Event, d.Parsed, tc.req.event, want)
 			}
 		})
 	}
@@ -166,24 +188,50 @@ func TestWebhookAnswers(t *testing.T) {
 	}
 	var ids []string
 	for _, ti := range tasks {
-		ids = append(ids, ti.ID)
+		d, _, err := queue.DecodeDelivery(ti.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, d.ID)
 	}
 	slices.Sort(ids)
-	if want := "[delivery:d-charset delivery:d-form delivery:d-indented delivery:d-push delivery:d-rerun delivery:d-suite]"; fmt.Sprint(ids) != want {
-		t.Errorf("pending tasks %v; want %s", ids, want)
+	if want := "[d-charset d-form d-indented d-push d-rerun d-suite]"; fmt.Sprint(ids) != want {
+		t.Errorf("pending tasks of deliveries %v; want %s", ids, want)
 	}
 	// Deliveries are counted by event and outcome.
 	m := e.get("/metrics") // with the API token: read_access is token
 	for _, want := range []string{
 		`imagegen_webhook_deliveries_total{event="push",outcome="accepted"} 4`,
-		`imagegen_webhook_deliveries_total{event="push",outcome="duplicate"} 1`,
-		`imagegen_webhook_deliveries_total{event="push",outcome="unauthorized"} 5`,
+		`imagegen_webhook_deliveries_total{event="push",outcome="duplicate"} 3`,
+		`imagegen_webhook_deliveries_total{event="push",outcome="unauthorized"} 6`,
 		`imagegen_queue_depth 6`,
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+}
+
+// deliveryTask finds the queued task of delivery id, decoded as the worker
+// decodes it.
+func deliveryTask(t *testing.T, e *testEnv, id string) (queue.Delivery, bool) {
+	t.Helper()
+	for _, list := range []func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error){asynqInspector(e).ListPendingTasks, asynqInspector(e).ListCompletedTasks} {
+		tasks, err := list(queue.QueueName)
+		if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
+			t.Fatal(err)
+		}
+		for _, ti := range tasks {
+			d, _, err := queue.DecodeDelivery(ti.Payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.ID == id {
+				return d, true
+			}
+		}
+	}
+	return queue.Delivery{}, false
 }
 
 // sha1Signature is an X-Hub-Signature (SHA-1) value for body: right for the
@@ -255,6 +303,16 @@ func asynqInspector(e *testEnv) *asynq.Inspector {
 	return i
 }
 
+// TestQueueDepthMetricFresh: on a fresh Redis, before any task, the
+// queue's depth is 0 (it read -1, the gauge's error value).
+func TestQueueDepthMetricFresh(t *testing.T) {
+	e := newEnv(t, envOptions{noWorker: true})
+	m := e.get("/metrics") // with the API token: read_access is token
+	if !strings.Contains(m, "\nimagegen_queue_depth 0\n") {
+		t.Errorf("metrics on a fresh Redis lack imagegen_queue_depth 0:\n%s", m)
+	}
+}
+
 func TestHealth(t *testing.T) {
 	e := newEnv(t, envOptions{noWorker: true})
 	for _, path := range []string{"/healthz", "/readyz"} {
@@ -285,18 +343,38 @@ func BenchmarkWebhook(b *testing.B) {
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	srv, _ := newServer(b, cfg, rdb, log, nil)
 	h := srv.Handler()
-	push := githubtest.Push(b, githubtest.PushOptions{Repo: "bench/webhook", Before: strings.Repeat("1", 40), After: strings.Repeat("2", 40)})
-	sig := githubtest.Sign([]byte(webhookSecret), push)
+	placeholder := strings.Repeat("f", 40)
+	push := githubtest.Push(b, githubtest.PushOptions{Repo: "bench/webhook", Before: strings.Repeat("1", 40), After: placeholder})
+	at := bytes.Index(push, []byte(placeholder))
+	// Each delivery is another push (its after SHA), signed for it: the
+	// webhook answers a push it has seen "already received". They are made
+	// in batches, off the clock.
+	type signed struct {
+		body []byte
+		sig  string
+	}
+	var batch []signed
 	b.SetBytes(int64(len(push)))
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
+		if len(batch) == 0 {
+			b.StopTimer()
+			for range 1024 {
+				body := bytes.Clone(push)
+				copy(body[at:], fmt.Sprintf("%040x", i+len(batch)))
+				batch = append(batch, signed{body, githubtest.Sign([]byte(webhookSecret), body)})
+			}
+			b.StartTimer()
+		}
+		d := batch[0]
+		batch = batch[1:]
 		i++
-		req := httptest.NewRequest(http.MethodPost, "/webhook", bytes.NewReader(push))
+		req := httptest.NewRequest(http.MethodPost, "/webhook", bytes.NewReader(d.body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("X-GitHub-Event", "push")
 		req.Header.Set("X-GitHub-Delivery", "bench-"+strconv.Itoa(i))
-		req.Header.Set("X-Hub-Signature-256", sig)
+		req.Header.Set("X-Hub-Signature-256", d.sig)
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		if rec.Code != http.StatusAccepted {

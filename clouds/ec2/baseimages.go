@@ -2,7 +2,6 @@ package ec2
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"slices"
 	"time"
@@ -14,10 +13,9 @@ import (
 	"github.com/imagegen/imagegen/clouds"
 )
 
-var (
-	_ clouds.ImageFinder = (*Cloud)(nil)
-	_ clouds.ImageTagger = (*Cloud)(nil)
-)
+// TagImage (clouds.ImageTagger), which the test's result uses as
+// provenance does, is in images.go.
+var _ clouds.ImageFinder = (*Cloud)(nil)
 
 // FindImages finds base images with DescribeImages, as Packer's
 // source_ami_filter does: the owner as Owners, the name glob as the name
@@ -84,17 +82,4 @@ func creationDate(im types.Image) time.Time {
 		return time.Time{}
 	}
 	return t
-}
-
-// TagImage adds tags to an AMI (CreateTags), leaving its others:
-// clouds.ImageTagger. An AMI that does not exist is KindNotFound.
-func (c *Cloud) TagImage(ctx context.Context, id string, tags map[string]string) error {
-	var ts []types.Tag
-	for _, k := range slices.Sorted(maps.Keys(tags)) {
-		ts = append(ts, types.Tag{Key: aws.String(k), Value: aws.String(tags[k])})
-	}
-	return c.retry(ctx, fmt.Sprintf("tag image %s", id), func(ctx context.Context) error {
-		_, err := c.api.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id}, Tags: ts})
-		return err
-	})
 }

@@ -2,9 +2,7 @@ package openstack
 
 import (
 	"context"
-	"fmt"
 	"maps"
-	"slices"
 	"strings"
 
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
@@ -13,10 +11,9 @@ import (
 	"github.com/imagegen/imagegen/clouds"
 )
 
-var (
-	_ clouds.ImageFinder = (*Cloud)(nil)
-	_ clouds.ImageTagger = (*Cloud)(nil)
-)
+// TagImage (clouds.ImageTagger), which the test's result uses as
+// provenance does, is in images.go.
+var _ clouds.ImageFinder = (*Cloud)(nil)
 
 // FindImages lists Glance's active images matching f: visibility and owner
 // (the project id) as Glance's own filters, the name as Glance's exact
@@ -56,28 +53,4 @@ func (c *Cloud) FindImages(ctx context.Context, f clouds.ImageFilter) ([]clouds.
 	}
 	clouds.SortNewestFirst(out)
 	return out, nil
-}
-
-// TagImage sets properties on a Glance image, leaving its others:
-// clouds.ImageTagger. Glance refuses to "add" a property that exists, so
-// the patch replaces those and adds the rest. An image that does not exist
-// is KindNotFound.
-func (c *Cloud) TagImage(ctx context.Context, id string, tags map[string]string) error {
-	op := fmt.Sprintf("tag image %s", id)
-	return c.retry(ctx, op, func(ctx context.Context) error {
-		im, err := images.Get(ctx, c.image, id).Extract()
-		if err != nil {
-			return err
-		}
-		var patch images.UpdateOpts
-		for _, k := range slices.Sorted(maps.Keys(tags)) {
-			how := images.AddOp
-			if _, ok := im.Properties[k]; ok {
-				how = images.ReplaceOp
-			}
-			patch = append(patch, images.UpdateImageProperty{Op: how, Name: k, Value: truncate(tags[k], 255)})
-		}
-		_, err = images.Update(ctx, c.image, id, patch).Extract()
-		return err
-	})
 }

@@ -60,7 +60,7 @@ func (o *Opener) Open(ctx context.Context, cred clouds.Credentials) (clouds.Clou
 		return classify("log in to "+ao.IdentityEndpoint, gopenstack.Authenticate(ctx, pc, ao))
 	})
 	if err != nil {
-		return nil, err
+		return nil, o.loginError(ao, err)
 	}
 	c := &Cloud{name: o.name, cfg: o.cfg, opts: o.opts}
 	eo := o.endpoint
@@ -100,6 +100,32 @@ func (o *Opener) Open(ctx context.Context, cred clouds.Credentials) (clouds.Clou
 		}
 	}
 	return c, nil
+}
+
+// loginError says which cloud refused which credential, for an auth failure;
+// Keystone's message carries no secret, and neither does this.
+func (o *Opener) loginError(ao gophercloud.AuthOptions, err error) error {
+	var ce *clouds.Error
+	if !errors.As(err, &ce) {
+		return err
+	}
+	// Keystone answers an expired or revoked token with 404 "Failed to
+	// validate token", not 401.
+	tokenGone := ce.Kind == clouds.KindNotFound && ce.Code == "404" && ao.TokenID != ""
+	if ce.Kind != clouds.KindAuth && !tokenGone {
+		return err
+	}
+	what := fmt.Sprintf("the password of clouds.yaml entry %q", o.cfg.Cloud)
+	switch {
+	case o.ask:
+		what = "the password given with the build"
+	case ao.TokenID != "":
+		what = fmt.Sprintf("the token of clouds.yaml entry %q (tokens expire: give a password or an application credential)", o.cfg.Cloud)
+	case ao.ApplicationCredentialSecret != "":
+		what = fmt.Sprintf("the application credential of clouds.yaml entry %q", o.cfg.Cloud)
+	}
+	return &clouds.Error{Kind: clouds.KindAuth, Op: "authentication failed for cloud " + o.name, Code: ce.Code, Err: ce.Err,
+		Hint: fmt.Sprintf("Keystone at %s refused %s", ao.IdentityEndpoint, what)}
 }
 
 func (o *Opener) httpClient() http.Client {

@@ -102,6 +102,19 @@ func TestFaults(t *testing.T) {
 					t.Errorf("%d images, want base + one adopted", n)
 				}
 			}},
+		{name: "volume upload answer lost after Cinder acted",
+			cfg: openstack.Config{VolumeSize: 10},
+			faults: []openstacktest.Fault{
+				{Method: "POST", Path: `/volume/v3/volumes/[^/]+/action$`, Status: 504, After: true, Times: 1},
+			},
+			check: func(t *testing.T, f *openstacktest.Fake) {
+				if n := f.Count(`^POST .*/volume/v3/volumes/[^/]+/action$`); n != 1 {
+					t.Errorf("%d volume uploads: the image made before the lost answer must be adopted", n)
+				}
+				if n := len(f.Images("")); n != 2 {
+					t.Errorf("%d images, want base + one adopted", n)
+				}
+			}},
 		{name: "glance 404 right after createImage is tolerated",
 			faults: []openstacktest.Fault{{Method: "GET", Path: `/image/v2/images/`, Status: 404, Times: 2, Skip: 1}}},
 		{name: "request timeout retried", cfg: openstack.Config{RequestTimeout: 150 * time.Millisecond},

@@ -3,10 +3,7 @@ package qemu
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
-	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,10 +11,9 @@ import (
 	"github.com/imagegen/imagegen/clouds"
 )
 
-var (
-	_ clouds.ImageFinder = (*Cloud)(nil)
-	_ clouds.ImageTagger = (*Cloud)(nil)
-)
+// TagImage (clouds.ImageTagger), which the test's result uses as
+// provenance does, is in images.go.
+var _ clouds.ImageFinder = (*Cloud)(nil)
 
 // FindImages finds disks in the cloud's dir by a glob on their file names
 // (debian-12-*.qcow2; a name without an extension matches with .qcow2,
@@ -83,32 +79,4 @@ func readProvenance(p string) (Provenance, error) {
 		return pv, fmt.Errorf("%s is not an image's provenance", p)
 	}
 	return pv, nil
-}
-
-// TagImage sets tags in a built image's provenance sidecar, leaving its
-// others: clouds.ImageTagger. An image without one is KindNotFound.
-func (c *Cloud) TagImage(_ context.Context, id string, tags map[string]string) error {
-	if !safeName.MatchString(id) {
-		return clouds.Errorf(clouds.KindInvalid, "tag image", "image %q must be letters, digits, '.', '_' or '-'", id)
-	}
-	p := filepath.Join(c.cfg.Dir, id+".json")
-	pv, err := readProvenance(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return &clouds.Error{Kind: clouds.KindNotFound, Op: "tag image", Err: fmt.Errorf("image %s: %w", id, clouds.ErrNotFound)}
-	}
-	if err != nil {
-		return clouds.Errorf(clouds.KindFailed, "tag image", "%w", err)
-	}
-	if pv.Tags == nil {
-		pv.Tags = map[string]string{}
-	}
-	maps.Copy(pv.Tags, tags)
-	b, err := json.MarshalIndent(pv, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := writeFileAtomic(p, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("tag image: %w", err)
-	}
-	return nil
 }

@@ -2,7 +2,6 @@ package simulated
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"slices"
 	"time"
@@ -16,11 +15,9 @@ import (
 // cloud's image list would, so a spec's image: {name: ..., most_recent: true}
 // works, and a new base image appearing can be tried without a cloud.
 
-// The operations of this file, for Inject.
-const (
-	OpFindImages Op = "list images"
-	OpTagImage   Op = "tag image"
-)
+// OpFindImages is FindImages' operation, for Inject (OpTagImage, which
+// the test's result uses too, is in faults.go).
+const OpFindImages Op = "list images"
 
 // BaseImage is a base image the simulated cloud has.
 type BaseImage struct {
@@ -49,10 +46,7 @@ func (c *Cloud) AddBaseImage(b BaseImage) error {
 	})
 }
 
-var (
-	_ clouds.ImageFinder = (*Cloud)(nil)
-	_ clouds.ImageTagger = (*Cloud)(nil)
-)
+var _ clouds.ImageFinder = (*Cloud)(nil)
 
 // FindImages implements clouds.ImageFinder: the base images and the usable
 // images this cloud made that match f, newest first. Images it made are
@@ -71,7 +65,7 @@ func (c *Cloud) FindImages(ctx context.Context, f clouds.ImageFilter) ([]clouds.
 				out = append(out, clouds.Image{ID: b.ID, Name: b.Name, Tags: maps.Clone(b.Tags), Created: b.Created})
 			}
 		}
-		for _, im := range c.images {
+		for _, im := range c.imgs() {
 			if c.imageStateLocked(im) != stateActive {
 				continue
 			}
@@ -86,25 +80,6 @@ func (c *Cloud) FindImages(ctx context.Context, f clouds.ImageFilter) ([]clouds.
 	}
 	clouds.SortNewestFirst(out)
 	return out, nil
-}
-
-// TagImage implements clouds.ImageTagger: it sets tags on an image this
-// cloud made, leaving its other tags. An image that does not exist is
-// KindNotFound.
-func (c *Cloud) TagImage(ctx context.Context, id string, tags map[string]string) error {
-	return c.api(ctx, OpTagImage, func() error {
-		im, ok := c.images[id]
-		if !ok {
-			return &clouds.Error{Kind: clouds.KindNotFound, Op: "tag image", Err: fmt.Errorf("image %s: %w", id, clouds.ErrNotFound)}
-		}
-		im.Tags = maps.Clone(im.Tags)
-		if im.Tags == nil {
-			im.Tags = map[string]string{}
-		}
-		maps.Copy(im.Tags, tags)
-		c.calls = append(c.calls, "tag image "+id)
-		return nil
-	})
 }
 
 // isBaseImage says whether id is one of the base images (c.mu held).

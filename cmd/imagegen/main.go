@@ -64,6 +64,9 @@ func commands() []command {
 		{"latest", "print the id of a generator's newest good image on a cloud", runLatest},
 		{"prune", "delete the images beyond each generator's keep: (or --dry-run: show them)", runPrune},
 		{"images", "list the local (qemu) clouds' images and their provenance", runImages},
+		{"trace", "where an image came from: its commit, build, siblings, neighbours", runTrace},
+		{"changes", "what changed between an image and the one before it", runChanges},
+		{"verify", "check an image's signed provenance against its current tags", runVerify},
 		{"version", "print the version and commit", runVersion},
 	}
 }

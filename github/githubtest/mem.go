@@ -18,6 +18,7 @@ type Mem struct {
 	Files       fstest.MapFS        // the repository at every ref
 	RepoFS      fs.FS               // the repository instead of Files, when set
 	Compare     []string            // what ChangedFiles answers
+	CompareErr  error               // and its error
 	NoCheckRuns bool                // a token: statuses only
 	Hook        func(builds.Status) // called as a status is sent, before it lands
 	Heads       map[string]string   // branch → head sha, for BranchHead (SetHead)
@@ -44,9 +45,9 @@ func (m *Mem) FS(context.Context, string, string) fs.FS {
 	return m.Files
 }
 
-// ChangedFiles returns m.Compare.
+// ChangedFiles returns m.Compare and m.CompareErr.
 func (m *Mem) ChangedFiles(context.Context, string, string, string) ([]string, error) {
-	return m.Compare, nil
+	return m.Compare, m.CompareErr
 }
 
 // SetStatus records s, after calling m.Hook.

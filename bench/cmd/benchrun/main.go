@@ -28,6 +28,7 @@ type benchmark struct{ Func, ID, Title string }
 // benchmarks are run in this order; each writes one Result.
 var benchmarks = []benchmark{
 	{"BenchmarkIngest", "1-ingest", "Webhook ingest"},
+	{"BenchmarkIngestDurability", "1b-durability", "Webhook ingest by redis_durability"},
 	{"BenchmarkOrchestration", "2-orchestration", "Orchestration overhead"},
 	{"BenchmarkNoticing", "3-noticing", "Noticing"},
 	{"BenchmarkLogStream", "4-logstream", "Log streaming"},
@@ -244,7 +245,7 @@ func render(m machine, results []bench.Result, analysis, only string) string {
 	w("- load average (1, 5, 15 min) when the run started: %s. The machine is shared with other engineers' builds and tests: ", m.Load)
 	w("each figure carries the 1-minute load average when it was taken, and every goal is a ratio to a limit measured in the same run where the issue allows.\n\n")
 	w("## How to reproduce\n\n")
-	w("```sh\nmake bench                      # all six, about %d minutes; rewrites docs/BENCHMARKS.md\n", estimateMinutes(results))
+	w("```sh\nmake bench                      # all seven, about %d minutes; rewrites docs/BENCHMARKS.md\n", estimateMinutes(results))
 	w("go run ./bench/cmd/benchrun -run Ingest -out /tmp/b.md   # one of them\n")
 	w("go test -run '^$' -bench BenchmarkScale -benchtime 1x ./bench/   # raw, without the report\n```\n\n")
 	w("`make bench` first installs what the benchmarks need (`scripts/install-deps.sh test`: redis-server, OpenSSH server and client, the octokit webhook examples). ")

@@ -1,10 +1,6 @@
 package ec2test
 
-import (
-	"net/url"
-	"strconv"
-	"time"
-)
+import "time"
 
 // SelfAccount is the account id the fake's own images are owned by.
 const SelfAccount = "123456789012"
@@ -41,39 +37,4 @@ func (f *Fake) AddBaseImage(b BaseImageSpec) string {
 	im.snapshots = []string{s.id}
 	f.images[im.id] = im
 	return im.id
-}
-
-// createTags answers CreateTags for images (the only resources imagegen
-// tags after creating them): ResourceId.N and Tag.N.Key/Value.
-func (f *Fake) createTags(form url.Values) ([]node, *apiError) {
-	ids := list(form, "ResourceId")
-	if len(ids) == 0 {
-		return nil, errf("MissingParameter", "The request must contain the parameter resourceIdSet")
-	}
-	tags := map[string]string{}
-	for j := 1; ; j++ {
-		k, ok := form["Tag."+strconv.Itoa(j)+".Key"]
-		if !ok {
-			break
-		}
-		tags[k[0]] = form.Get("Tag." + strconv.Itoa(j) + ".Value")
-	}
-	for _, id := range ids {
-		if !validAMI(id) {
-			return nil, errf("InvalidID", "The ID '%s' is not valid", id)
-		}
-		if _, ok := f.images[id]; !ok {
-			return nil, errf("InvalidAMIID.NotFound", "The image id '[%s]' does not exist", id)
-		}
-	}
-	for _, id := range ids {
-		im := f.images[id]
-		if im.tags == nil {
-			im.tags = map[string]string{}
-		}
-		for k, v := range tags {
-			im.tags[k] = v
-		}
-	}
-	return []node{tx("return", "true")}, nil
 }

@@ -62,6 +62,9 @@ type Options struct {
 	// ConsoleHostKey is the host key (authorized_keys line) servers print on the
 	// console when the user data injects none; default a key generated at start.
 	ConsoleHostKey string
+	// Real, when set, puts the fake's Nova, Neutron and Cinder beside a real
+	// Keystone and Glance (see Real).
+	Real *Real
 }
 
 // Fault makes matching requests fail. Status 0 with Delay only delays.
@@ -97,6 +100,7 @@ type Fake struct {
 	bad  []string // request bodies the real API would refuse
 	viol []string // things done in an order the real cloud punishes
 	seq  int
+	real *realLink // with Options.Real
 }
 
 type region struct {
@@ -230,6 +234,9 @@ func New(o Options) *Fake {
 		}
 		r.images[BaseImageID] = &image{ID: BaseImageID, Name: BaseImageName, Status: "active", Props: map[string]string{}, Created: time.Now()}
 		f.reg[name] = r
+	}
+	if o.Real != nil {
+		f.real = newRealLink(*o.Real)
 	}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	f.AuthURL = f.srv.URL + "/identity/v3"
@@ -557,6 +564,10 @@ func (f *Fake) route(w http.ResponseWriter, req *http.Request) {
 }
 
 func (f *Fake) authorized(req *http.Request) bool {
+	if f.real != nil {
+		_, ok := f.real.check(req.Header.Get("X-Auth-Token"))
+		return ok
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.tok[req.Header.Get("X-Auth-Token")]
@@ -645,6 +656,8 @@ func (f *Fake) identity(w http.ResponseWriter, req *http.Request, p string) {
 			"links": []any{map[string]any{"rel": "self", "href": f.srv.URL + "/identity/v3/"}}}}}})
 	case p == "/v3/auth/tokens" && req.Method == "POST":
 		f.issueToken(w, req)
+	case strings.HasPrefix(p, "/v2.0/"):
+		f.identityV2(w, req, p)
 	default:
 		writeErr(w, "/identity"+p, 404, "The resource could not be found.")
 	}
@@ -1031,7 +1044,7 @@ func (f *Fake) serverImage(w http.ResponseWriter, req *http.Request, r *region, 
 		}
 		imageRef, volSize = b.UUID, b.VolumeSize
 	}
-	if im, ok := r.images[imageRef]; !ok || im.Status != "active" {
+	if !f.imageUsable(req, r, imageRef) {
 		writeErr(w, req.URL.Path, 400, "Image "+imageRef+" could not be found.")
 		return "", 0, false
 	}
@@ -1170,6 +1183,11 @@ func (f *Fake) deleteServer(r *region, s *server) {
 			im.Status, im.next = "killed", ""
 		}
 	}
+	if f.real != nil {
+		for _, id := range f.real.serverDeleted(s.ID) {
+			f.viol = append(f.viol, fmt.Sprintf("server %s deleted while its image %s was uploading", s.ID, id))
+		}
+	}
 	for id, x := range r.fips {
 		if x.PortID == s.PortID {
 			// Neutron disassociates a floating IP when its port goes.
@@ -1217,6 +1235,10 @@ func (f *Fake) serverAction(w http.ResponseWriter, req *http.Request, r *region,
 		}
 		if (s.Status != "ACTIVE" && s.Status != "SHUTOFF") || s.next != "" {
 			conflict("createImage")
+			return
+		}
+		if f.real != nil {
+			f.realSnapshot(w, req, s, ci.Name, ci.Metadata)
 			return
 		}
 		props := copyMap(ci.Metadata)
@@ -1464,6 +1486,12 @@ func (f *Fake) patchImage(w http.ResponseWriter, req *http.Request, im *image) {
 	if !f.decode(w, req, &ops) {
 		return
 	}
+	if im.Server != "" && (im.Status == "queued" || im.Status == "saving") {
+		// Glance saves whole image records: the upload's last save drops
+		// what this sets, or this writes the image back to queued and the
+		// upload fails (seen on a real Glance 25).
+		f.viol = append(f.viol, fmt.Sprintf("image %s patched while %s: Glance loses the patch or the upload", im.ID, im.Status))
+	}
 	for _, o := range ops {
 		name := strings.TrimPrefix(o.Path, "/")
 		if !strings.HasPrefix(o.Path, "/") || name == "" || strings.Contains(name, "/") {
@@ -1481,14 +1509,11 @@ func (f *Fake) patchImage(w http.ResponseWriter, req *http.Request, im *image) {
 				f.reject(w, req, "property "+name+": value must be a string of at most 255 characters")
 				return
 			}
-			_, exists := im.Props[name]
-			switch {
-			case o.Op == "replace" && !exists:
+			// With the v2.1 patch, "add" replaces a property that exists
+			// (RFC 6902, and a real Glance); only the v2.0 patch, which
+			// this fake refuses above, answers 409 "already present".
+			if _, exists := im.Props[name]; o.Op == "replace" && !exists {
 				writeErr(w, req.URL.Path, 409, "Property "+name+" does not exist.")
-				return
-			case o.Op == "add" && exists:
-				// Glance's own answer: add is for new properties.
-				writeErr(w, req.URL.Path, 409, "Property "+name+" already present.")
 				return
 			}
 			im.Props[name] = str
@@ -1550,7 +1575,16 @@ func (f *Fake) volume(w http.ResponseWriter, req *http.Request, r *region, p str
 	if f.opts.KillImages {
 		im.next = "killed"
 	}
-	r.images[im.ID] = im
+	if f.real != nil {
+		id, st, msg := f.realVolumeImage(req, s, u.ImageName, u.DiskFormat, u.ContainerFormat)
+		if id == "" {
+			writeErr(w, req.URL.Path, st, "Glance refused the image: "+msg)
+			return
+		}
+		im.ID = id
+	} else {
+		r.images[im.ID] = im
+	}
 	writeJSON(w, 202, map[string]any{"os-volume_upload_image": map[string]any{
 		"id": m[1], "image_id": im.ID, "image_name": im.Name, "status": "uploading", "size": s.VolumeSize,
 		"container_format": u.ContainerFormat, "disk_format": u.DiskFormat, "display_description": nil,
@@ -1571,6 +1605,15 @@ func (f *Fake) network(w http.ResponseWriter, req *http.Request, r *region, p st
 			}
 		}
 		writeJSON(w, 200, map[string]any{"networks": list})
+	case p == "/security-groups" && req.Method == "GET":
+		// The groups servers may name (the openstack client lists them).
+		list := []any{}
+		for i, name := range []string{"default", "ssh"} {
+			list = append(list, map[string]any{"id": fmt.Sprintf("5ec0e1d2-0000-4000-8000-00000000000%d", i+1), "name": name,
+				"description": name + " security group", "project_id": "p-" + f.opts.Project, "tenant_id": "p-" + f.opts.Project,
+				"stateful": true, "tags": []string{}, "security_group_rules": []any{}})
+		}
+		writeJSON(w, 200, map[string]any{"security_groups": list})
 	case p == "/ports" && req.Method == "GET":
 		list := []any{}
 		for _, s := range sortedServers(r) {
