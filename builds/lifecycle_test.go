@@ -186,6 +186,17 @@ func TestLifecycleRetention(t *testing.T) {
 	if n := len(cl.Images()); n != 2+4+2 {
 		t.Errorf("%d images; want web's 2, web2's 4 (no keep:), the other repository's 2", n)
 	}
+	// Trace's neighbours come from the records: retention deleted the
+	// images on the cloud, not their lineage, so a kept image's previous
+	// image is the deleted one, and a deleted image still has its story.
+	imgs := builds.NewImages(cfg, s.store, gh)
+	st, err := imgs.Story(ctx, "sim", webImgs[2])
+	if err != nil || st.Previous == nil || st.Previous.ImageID != webImgs[1] || st.Next == nil || st.Next.ImageID != webImgs[3] {
+		t.Errorf("story of %s after retention: %+v, %v; want previous %s, next %s", webImgs[2], st, err, webImgs[1], webImgs[3])
+	}
+	if st, err := imgs.Story(ctx, "sim", webImgs[0]); err != nil || st.Previous != nil || st.Next == nil || st.Next.ImageID != webImgs[1] {
+		t.Errorf("story of the deleted %s: %+v, %v; want no previous, next %s", webImgs[0], st, err, webImgs[1])
+	}
 
 	// A channel's image and a base image are kept beyond keep.
 	gh.Files[".imagegen/web.yaml"] = web("keep: 1\nchannel: stable\n")
