@@ -15,13 +15,19 @@ type State string
 
 // The states, in the order a cloud's part goes through them.
 const (
-	StateQueued    State = "queued"
-	StateWaiting   State = "waiting" // a password: ask cloud waiting for its password
-	StateRunning   State = "running"
+	StateQueued  State = "queued"
+	StateWaiting State = "waiting" // a password: ask cloud waiting for its password
+	StateRunning State = "running"
+	// StateTesting is a cloud's part whose image is made and being tested
+	// on a VM booted from it (the spec's test:); still running, not yet good.
+	StateTesting   State = "testing"
 	StateSucceeded State = "succeeded"
 	StateFailed    State = "failed"
 	StateCanceled  State = "canceled"
 )
+
+// Active reports whether s is a part under way on a worker: running or testing.
+func (s State) Active() bool { return s == StateRunning || s == StateTesting }
 
 // Final reports whether s is an end state.
 func (s State) Final() bool {
@@ -33,6 +39,7 @@ type Phase string
 
 // The phases, in the order the pipeline runs them.
 const (
+	PhaseResolve  Phase = "finding base image" // only when the spec's image is a filter
 	PhaseKey      Phase = "generating keys"
 	PhaseLaunch   Phase = "launching"
 	PhaseSSH      Phase = "waiting for SSH"
@@ -40,8 +47,12 @@ const (
 	PhaseManifest Phase = "collecting manifest"
 	PhaseStop     Phase = "stopping"
 	PhaseSnapshot Phase = "saving image"
-	PhaseCleanup  Phase = "cleaning up"
-	PhaseDone     Phase = "done"
+	// The test stage (the spec's test:), on a VM booted from the new image.
+	PhaseTestLaunch Phase = "testing: launching"
+	PhaseTestSSH    Phase = "testing: waiting for SSH"
+	PhaseTest       Phase = "testing: running test"
+	PhaseCleanup    Phase = "cleaning up"
+	PhaseDone       Phase = "done"
 )
 
 // Job is one generator on one cloud.
@@ -52,6 +63,7 @@ type Job struct {
 	Spec      *spec.Spec
 	Repo      string // provenance: "owner/name", or a local path for imagegen build
 	Commit    string // provenance: full sha, or "" when unknown
+	Branch    string // the branch built, tagged imagegen:branch; "" when unknown
 	// Provenance, when set, makes the image's signed provenance statement
 	// after Snapshot (Result.Provenance) and tags the image with its digest.
 	Provenance *Provenance
@@ -78,10 +90,28 @@ type Result struct {
 	// Manifest is what the image holds, or why that is not known; nil when
 	// the build ended before the script succeeded.
 	Manifest *ManifestResult `json:"manifest,omitempty"`
-	Err      error           `json:"-"` // the error itself, for errors.Is / clouds.KindOf
+	// Test is how the spec's test went; nil when the spec has none or the
+	// build ended before it.
+	Test *TestResult `json:"test,omitempty"`
+	Err  error       `json:"-"` // the error itself, for errors.Is / clouds.KindOf
 	// Provenance is the image's DSSE envelope, byte for byte as signed (its
 	// SHA-256 is the image's TagProvenance); nil without Job.Provenance.
 	Provenance []byte `json:"-"`
+}
+
+// TestResult is how the spec's test of the new image went.
+type TestResult struct {
+	// Result is clouds.TestedPassed, TestedFailed, or TestedSkipped (the
+	// cloud gives no SSH: the simulated cloud without ssh:).
+	Result   string        `json:"result"`
+	ExitCode int           `json:"exit_code"` // the test script's; -1 when it did not finish
+	Duration time.Duration `json:"duration"`
+	// Kept says an image whose test failed was kept (keep_failed: true),
+	// tagged imagegen:tested=failed; otherwise it was deleted.
+	Kept bool `json:"kept,omitempty"`
+	// Tagged is false when the cloud could not be told the result
+	// (no clouds.ImageTagger, or the tag failed): the record still knows.
+	Tagged bool `json:"tagged"`
 }
 
 // PhaseTiming is how long a phase took.

@@ -37,7 +37,6 @@ func (p *pipeline) attest(ctx context.Context) error {
 	if pv == nil {
 		return nil
 	}
-	cs := p.job.Spec.Clouds[p.job.CloudName]
 	st, err := provenance.NewStatement(provenance.Facts{
 		BuilderID:      pv.BuilderID,
 		BuilderVersion: pv.BuilderVersion,
@@ -50,7 +49,7 @@ func (p *pipeline) attest(ctx context.Context) error {
 		ImageID:        p.img.ID,
 		ImageName:      p.img.Name,
 		ScriptSHA256:   p.job.Spec.Digest,
-		BaseImage:      cs.Image,
+		BaseImage:      p.baseImage, // resolved, when the spec gives a filter
 		BuildID:        p.job.Build,
 		Started:        p.res.Started,
 		Finished:       p.now(),

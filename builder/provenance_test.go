@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/provenance"
@@ -130,5 +131,41 @@ func TestProvenanceNeedsAFullCommit(t *testing.T) {
 	}
 	if log := strings.Join(rec.text(StreamImagegen), "\n"); !strings.Contains(log, "no provenance statement for this image") || !strings.Contains(log, `commit \"c0ffee\" is not a full`) {
 		t.Errorf("build log does not say why:\n%s", log)
+	}
+}
+
+// TestProvenanceOfFilteredBase: with an image filter, the statement names the
+// base image the filter resolved to, as the image's imagegen:base-image tag
+// does, so the image verifies (the statement said no base image at all, and
+// verify called the untouched tag edited).
+func TestProvenanceOfFilteredBase(t *testing.T) {
+	ctx := context.Background()
+	c := simulated.New(simulated.Options{BaseImages: []string{"none"}, BaseImageList: []simulated.BaseImage{
+		{ID: "img-new", Name: "debian-12-genericcloud-amd64-20250601", Owner: "136693071363"}}})
+	signer := testSigner(t)
+	job := testJob(c, "true", &recorder{})
+	job.Spec.Clouds["sim"] = spec.CloudSpec{Filter: &spec.ImageFilter{Name: "debian-12-*", MostRecent: true}, SSHUser: "debian"}
+	job.Provenance = &Provenance{Signer: signer, BuilderID: "https://imagegen.example.org"}
+	res := Run(ctx, job)
+	if res.State != StateSucceeded || res.Image == nil {
+		t.Fatalf("build %s: %s", res.State, res.Error)
+	}
+	now, err := c.DescribeImage(ctx, res.Image.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := signer.Verifier()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := provenance.VerifyImage(ctx, v, res.Provenance, provenance.Image{Cloud: "sim", ID: res.Image.ID, Tags: now.Tags})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.OK() {
+		t.Errorf("the untouched image does not verify: %v", r.Err())
+	}
+	if f := r.Statement.Facts(); f.BaseImage != "img-new" {
+		t.Errorf("statement's base image %q, want img-new (the filter's match)", f.BaseImage)
 	}
 }

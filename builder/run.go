@@ -97,6 +97,12 @@ type pipeline struct {
 	img           clouds.Image
 	imageReady    bool // Snapshot returned: the image is usable
 	succeeded     bool // every step ran: cleanup keeps the image
+	baseImage     string
+
+	// The test stage's (test.go).
+	testInst   clouds.Instance
+	testClient *sshexec.Client
+	keepImage  bool // the test failed and keep_failed keeps the image
 }
 
 // step is one stage of the pipeline. cleanup undoes what run made and runs
@@ -108,18 +114,29 @@ type step struct {
 }
 
 func (p *pipeline) steps() []step {
-	steps := []step{
+	var steps []step
+	images := p.job.Cloud.Features().Images
+	if p.job.Spec.Clouds[p.job.CloudName].Filter != nil && images {
+		steps = append(steps, step{PhaseResolve, p.resolveBase, nil})
+	}
+	if !images && p.job.Spec.Test != "" {
+		p.slog.Info("this cloud makes no image: the spec's test (test:) does not run here")
+	}
+	steps = append(steps, []step{
 		{PhaseKey, p.generateKeys, nil},
 		{PhaseLaunch, p.launch, p.terminate},
 		{PhaseSSH, p.waitSSH, p.closeSSH},
 		{PhaseScript, p.runScript, nil},
 		{PhaseManifest, p.collectManifest, nil},
-	}
-	if p.job.Cloud.Features().Images {
+	}...)
+	if images {
 		steps = append(steps,
 			step{PhaseStop, p.stop, nil},
 			step{PhaseSnapshot, p.snapshot, p.deleteImage},
 		)
+		if p.job.Spec.Test != "" {
+			steps = append(steps, p.testSteps()...)
+		}
 	}
 	return steps
 }
@@ -128,7 +145,8 @@ func (p *pipeline) run(ctx context.Context) Result {
 	job := p.job
 	p.res = Result{Cloud: job.CloudName, State: StateRunning, ExitCode: -1, Started: p.now()}
 	if job.Spec != nil {
-		p.res.BaseImage = job.Spec.Clouds[job.CloudName].Image
+		p.baseImage = job.Spec.Clouds[job.CloudName].Image
+		p.res.BaseImage = p.baseImage
 	}
 	if err := p.check(); err != nil {
 		return p.finish(ctx, err)
@@ -236,6 +254,11 @@ func (p *pipeline) finish(ctx context.Context, err error) Result {
 		r.State = StateFailed
 		r.Err = err
 	}
+	if err != nil && p.keepImage && p.imageReady {
+		// Kept on purpose: the record names it, so the sweep leaves it.
+		img := p.img
+		r.Image = &img
+	}
 	if r.Err != nil {
 		r.Error = p.log.redact.Redact(r.Err.Error())
 		for i, l := range r.LogTail {
@@ -286,7 +309,7 @@ func (p *pipeline) launch(ctx context.Context) error {
 	req := clouds.LaunchRequest{
 		Build:         p.job.Build,
 		Name:          resourceName(p.job.Spec.Name, p.job.Build),
-		Image:         cs.Image,
+		Image:         p.baseImage,
 		Size:          cs.Size,
 		User:          cs.SSHUser,
 		AuthorizedKey: p.authorizedKey,
@@ -331,11 +354,21 @@ func (p *pipeline) leftovers(ctx context.Context) []clouds.Resource {
 }
 
 func (p *pipeline) waitSSH(ctx context.Context) error {
-	ep := p.inst.SSH
-	if ep == nil {
+	if p.inst.SSH == nil {
 		p.slog.Info("the cloud gives no SSH endpoint: the script is not run (simulated cloud)")
 		return nil
 	}
+	c, err := p.connect(ctx, &p.inst)
+	if err != nil {
+		return err
+	}
+	p.client = c
+	return nil
+}
+
+// connect waits for SSH on inst, with its host keys pinned.
+func (p *pipeline) connect(ctx context.Context, inst *clouds.Instance) (*sshexec.Client, error) {
+	ep := inst.SSH
 	user := p.job.Spec.Clouds[p.job.CloudName].SSHUser
 	if ep.User != "" {
 		user = ep.User
@@ -344,8 +377,8 @@ func (p *pipeline) waitSSH(ctx context.Context) error {
 	if ep.Signer != nil {
 		signer = ep.Signer
 	}
-	if err := p.pinHostKeys(ep); err != nil {
-		return err
+	if err := p.pinHostKeys(inst.ID, ep); err != nil {
+		return nil, err
 	}
 	lastReport := time.Duration(0)
 	c, err := sshexec.Connect(ctx, sshexec.Config{
@@ -366,10 +399,9 @@ func (p *pipeline) waitSSH(ctx context.Context) error {
 		},
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	p.client = c
-	return nil
+	return c, nil
 }
 
 // pinHostKeys enforces the cloud's host_key policy on the endpoint Launch
@@ -377,19 +409,19 @@ func (p *pipeline) waitSSH(ctx context.Context) error {
 // came from. Without keys only host_key: first-use may connect: a driver that
 // learned nothing under any other policy (or none) is refused here, so no
 // cloud falls back to trusting the first key seen.
-func (p *pipeline) pinHostKeys(ep *clouds.Endpoint) error {
+func (p *pipeline) pinHostKeys(instID string, ep *clouds.Endpoint) error {
 	source := orDefault(ep.HostKeySource, "the driver")
 	if len(ep.HostKeys) == 0 {
 		if !ep.HostKeyPolicy.TrustsFirstUse() {
 			return fmt.Errorf("%w to pin for instance %s at %s: the cloud gave none, and the first key seen is trusted only under host_key: first-use",
-				clouds.ErrNoHostKey, orDefault(p.inst.ID, "?"), ep.Addr)
+				clouds.ErrNoHostKey, orDefault(instID, "?"), ep.Addr)
 		}
 		p.slog.Warn("no SSH host key is known for this instance: the first key the server presents will be trusted (host_key: first-use; not recommended)",
 			"source", clouds.SourceFirstUse)
 		return nil
 	}
 	if ep.HostKeyPolicy == clouds.HostKeyRequire && ep.HostKeySource != clouds.SourceInjected && ep.HostKeySource != clouds.SourceConfig {
-		return fmt.Errorf("%w known before first contact for instance %s: host_key: require, but the key came from %s", clouds.ErrNoHostKey, orDefault(p.inst.ID, "?"), source)
+		return fmt.Errorf("%w known before first contact for instance %s: host_key: require, but the key came from %s", clouds.ErrNoHostKey, orDefault(instID, "?"), source)
 	}
 	fps := make([]string, 0, len(ep.HostKeys))
 	for _, line := range ep.HostKeys {
@@ -464,14 +496,14 @@ func (p *pipeline) stop(ctx context.Context) error {
 }
 
 func (p *pipeline) snapshot(ctx context.Context) error {
-	cs := p.job.Spec.Clouds[p.job.CloudName]
 	tags := map[string]string{
 		clouds.TagRepo:      p.job.Repo,
 		clouds.TagCommit:    p.job.Commit,
 		clouds.TagGenerator: p.job.Spec.Name,
 		clouds.TagScriptSHA: p.job.Spec.Digest,
-		clouds.TagBaseImage: cs.Image,
+		clouds.TagBaseImage: p.baseImage,
 		clouds.TagBuild:     p.job.Build,
+		clouds.TagBranch:    p.job.Branch,
 	}
 	p.manifestTags(tags)
 	req := clouds.SnapshotRequest{Name: p.imageName, Tags: tags, Log: p.log.logger(StreamImagegen).With("driver", p.job.CloudName)}
@@ -517,6 +549,10 @@ func verifyTags(got, want map[string]string) error {
 
 func (p *pipeline) deleteImage(ctx context.Context) error {
 	if p.succeeded || p.img.ID == "" {
+		return nil
+	}
+	if p.keepImage {
+		p.slog.Info("keeping the image whose test failed (keep_failed: true)", "id", p.img.ID)
 		return nil
 	}
 	p.slog.Info("deleting the unfinished image", "id", p.img.ID)

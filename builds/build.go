@@ -15,20 +15,23 @@ var ErrNotFound = errors.New("not found")
 
 // Build is the record of one generator built at one commit.
 type Build struct {
-	ID           string                  `json:"id"`
-	Repo         string                  `json:"repo"`
-	Commit       string                  `json:"commit"`
-	Ref          string                  `json:"ref,omitempty"`
-	Generator    string                  `json:"generator"`
-	SpecFile     string                  `json:"spec_file"`
-	Digest       string                  `json:"script_sha256"`
-	Created      time.Time               `json:"created"`
-	Delivery     string                  `json:"delivery,omitempty"`
-	RerunOf      string                  `json:"rerun_of,omitempty"`
-	Installation int64                   `json:"installation,omitempty"`
-	CheckRunID   int64                   `json:"check_run_id,omitempty"`
-	State        builder.State           `json:"state"` // summed up from the clouds
-	Clouds       map[string]*CloudRecord `json:"clouds"`
+	ID           string    `json:"id"`
+	Repo         string    `json:"repo"`
+	Commit       string    `json:"commit"`
+	Ref          string    `json:"ref,omitempty"`
+	Generator    string    `json:"generator"`
+	SpecFile     string    `json:"spec_file"`
+	Digest       string    `json:"script_sha256"`
+	Created      time.Time `json:"created"`
+	Delivery     string    `json:"delivery,omitempty"`
+	RerunOf      string    `json:"rerun_of,omitempty"`
+	Installation int64     `json:"installation,omitempty"`
+	CheckRunID   int64     `json:"check_run_id,omitempty"`
+	// Trigger says why imagegen started the build by itself: "base image
+	// changed: OLD → NEW" for a rebuild on a new base image (basecheck.go).
+	Trigger string                  `json:"trigger,omitempty"`
+	State   builder.State           `json:"state"` // summed up from the clouds
+	Clouds  map[string]*CloudRecord `json:"clouds"`
 }
 
 // CloudRecord is one cloud's part of a build.
@@ -60,6 +63,21 @@ type CloudRecord struct {
 	// ProvenanceSHA256 is the SHA-256 of the image's provenance envelope
 	// (stored beside the record; the image's imagegen:provenance-sha256).
 	ProvenanceSHA256 string `json:"provenance_sha256,omitempty"`
+
+	// Test is how the spec's test of the new image went (nil: no test, or
+	// the build ended before it). A failed test fails the part.
+	Test *builder.TestResult `json:"test,omitempty"`
+	// Pruned are the older images retention (keep:) deleted once this
+	// part's image was published; PruneErrors what it could not delete
+	// (the sweep tries again). Neither fails the build.
+	Pruned      []PrunedImage `json:"pruned,omitempty"`
+	PruneErrors []string      `json:"prune_errors,omitempty"`
+}
+
+// PrunedImage is an image retention deleted.
+type PrunedImage struct {
+	ID   string `json:"id"`
+	Name string `json:"name,omitempty"`
 }
 
 // Duration is how long the cloud's part ran (so far).
@@ -92,7 +110,7 @@ func (b *Build) Summarize() {
 		counts[c.State]++
 	}
 	switch {
-	case counts[builder.StateRunning] > 0:
+	case counts[builder.StateRunning]+counts[builder.StateTesting] > 0:
 		b.State = builder.StateRunning
 	case counts[builder.StateQueued] > 0:
 		if counts[builder.StateSucceeded]+counts[builder.StateFailed]+counts[builder.StateCanceled] > 0 {
@@ -124,6 +142,11 @@ type LineageEntry struct {
 	ImageID   string    `json:"image_id"`
 	ImageName string    `json:"image_name"`
 	Created   time.Time `json:"created"`
+	// Branch is the branch built; Channel the spec's channel when the
+	// image moved it; Tested the test's result ("" when the spec has none).
+	Branch  string `json:"branch,omitempty"`
+	Channel string `json:"channel,omitempty"`
+	Tested  string `json:"tested,omitempty"`
 }
 
 // LogEntry is a stored build log line.

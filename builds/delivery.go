@@ -29,6 +29,9 @@ type Push struct {
 	// MaxChangedFiles files or MaxChangedBytes bytes of names, when Changed
 	// is left empty), so the planner asks the compare API instead.
 	Incomplete bool
+	// Trigger is set for a push imagegen made itself: a rebuild on a new
+	// base image (basecheck.go). It goes into the build's record and check run.
+	Trigger string
 }
 
 // The bounds of Push.Changed: a push is stored in the queue as its Push, so

@@ -109,6 +109,9 @@ type Store interface {
 	FirstSeen(ctx context.Context, key string, now time.Time, keep time.Duration) (time.Time, error)
 	// ForgetSeen forgets key's sighting, best effort.
 	ForgetSeen(ctx context.Context, key string)
+
+	// LifecycleStore keeps what the image lifecycle needs (lifecycle.go).
+	LifecycleStore
 }
 
 // LogSink stores a build log as the builder hands it lines

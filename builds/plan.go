@@ -355,6 +355,7 @@ func (pl *Planner) startBuild(ctx context.Context, gh RepoClient, p Push, sp *sp
 		Created:      now,
 		Delivery:     p.Delivery,
 		Installation: p.Installation,
+		Trigger:      p.Trigger,
 		Clouds:       map[string]*CloudRecord{},
 	}
 	for _, name := range sp.CloudNames() {

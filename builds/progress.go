@@ -132,7 +132,12 @@ func (pr *progress) post(start bool, phase builder.Phase) {
 	var rec *CloudRecord
 	if phase != "" {
 		var err error
-		if rec, err = pr.rep.d.Store.UpdateCloud(ctx, pr.b.ID, pr.cloud, func(c *CloudRecord) { c.Phase = phase }); err != nil {
+		if rec, err = pr.rep.d.Store.UpdateCloud(ctx, pr.b.ID, pr.cloud, func(c *CloudRecord) {
+			c.Phase = phase
+			if c.State == builder.StateRunning && isTestPhase(phase) {
+				c.State = builder.StateTesting // the image is made; not yet good
+			}
+		}); err != nil {
 			pr.log.Warn("record phase", "phase", phase, "err", err)
 		}
 	}
@@ -141,7 +146,7 @@ func (pr *progress) post(start bool, phase builder.Phase) {
 		if err := pr.rep.Report(ctx, pr.gh, pr.b.ID, pr.cloud); err != nil {
 			pr.log.Warn("report start", "err", err) // the end is what must be reported
 		}
-	case rec != nil && rec.State == builder.StateRunning && phase != builder.PhaseDone && phase != builder.PhaseCleanup:
+	case rec != nil && rec.State.Active() && phase != builder.PhaseDone && phase != builder.PhaseCleanup:
 		// The record as written is the status's source: no second read.
 		st := pr.rep.status(pr.b, rec)
 		if err := pr.gh.SetStatus(ctx, pr.b.Repo, pr.b.Commit, st); err != nil {

@@ -48,6 +48,7 @@ func recordResult(ctx context.Context, d Deps, meta *Build, cloud string, res bu
 			c.Finished = orNow(res.Finished, now)
 			c.Phases = res.Phases
 			c.Leftovers = len(res.Leftovers)
+			c.Test = res.Test
 			c.ManifestSHA256, c.ManifestPackages, c.ManifestPartial, c.ManifestError = mf.sha256, mf.packages, mf.partial, mf.err
 			c.ProvenanceSHA256 = digest
 		})
@@ -64,18 +65,18 @@ func recordResult(ctx context.Context, d Deps, meta *Build, cloud string, res bu
 	if rec.State != builder.StateSucceeded || rec.ImageID == "" {
 		return nil
 	}
-	b := meta
-	if b.Repo == "" {
-		if b, _, err = d.Store.Get(ctx, build); err != nil {
-			// The result is recorded; only the lineage entry is missing.
-			d.Logger.Error("record image", "build", build, "cloud", cloud, "err", err)
-			return nil
+	// The spec says the image's channel and whether its base is watched:
+	// the build is read with it (meta has no spec). The result is recorded
+	// by now; what fails here is only the lineage entry, tried until it
+	// holds as the result was.
+	err = retryStore(ctx, func() error {
+		b, sp, err := d.Store.Get(ctx, build)
+		if err != nil {
+			return err
 		}
-	}
-	if err := d.Store.AddImage(ctx, LineageEntry{
-		Build: build, Repo: b.Repo, Generator: b.Generator, Cloud: cloud, Commit: b.Commit, Ref: b.Ref, Digest: b.Digest,
-		BaseImage: rec.BaseImage, ImageID: rec.ImageID, ImageName: rec.ImageName, Created: rec.Finished,
-	}); err != nil {
+		return addToLineage(ctx, d, b, sp, rec)
+	})
+	if err != nil {
 		d.Logger.Error("record image", "build", build, "cloud", cloud, "err", err)
 	}
 	return nil

@@ -276,6 +276,11 @@ func cloudStatus(b *Build, c *CloudRecord, baseURL, link string) Status {
 		if c.Phase != "" {
 			st.Description = "running: " + string(c.Phase)
 		}
+	case builder.StateTesting:
+		st.State, st.Description = "pending", "testing the new image"
+		if c.Phase != "" {
+			st.Description = string(c.Phase)
+		}
 	case builder.StateSucceeded:
 		st.State = "success"
 		st.Description = "built " + c.ImageName
@@ -284,6 +289,9 @@ func cloudStatus(b *Build, c *CloudRecord, baseURL, link string) Status {
 		}
 		if c.ImageName == "" {
 			st.Description = "succeeded"
+		}
+		if c.Test != nil && c.Test.Result == "passed" {
+			st.Description += "; test passed"
 		}
 	case builder.StateCanceled:
 		st.State, st.Description = "error", "canceled"
@@ -492,6 +500,9 @@ func code(s string) string {
 
 func renderSummary(b *Build, baseURL, link string, now time.Time, drift string) string {
 	var head strings.Builder
+	if b.Trigger != "" {
+		fmt.Fprintf(&head, "**Rebuilt by imagegen**: %s.\n\n", mdCell(b.Trigger))
+	}
 	fmt.Fprintf(&head, "Generator **%s** (`%s`) at `%s`, script sha256 `%s`.\n\n", mdCell(b.Generator), mdCell(b.SpecFile), shortSHA(b.Commit), shortSHA(b.Digest))
 	head.WriteString("| cloud | state | new image id | image name | base image | duration |\n")
 	head.WriteString("|---|---|---|---|---|---|\n")
@@ -513,9 +524,10 @@ func renderSummary(b *Build, baseURL, link string, now time.Time, drift string) 
 		}
 	}
 	foot := fmt.Sprintf("\nBuild `%s`: %s\n", b.ID, link) //nolint:gocritic // a markdown code span, as written
+	lifecycle := renderLifecycle(b)
 	var out strings.Builder
 	out.WriteString(head.String())
-	budget := MaxCheckRunText - len(foot) - len(drift) - 200
+	budget := MaxCheckRunText - len(foot) - len(drift) - len(lifecycle) - 200
 	for i, r := range rows {
 		if out.Len()+len(r) > budget {
 			fmt.Fprintf(&out, "\n… and %d more clouds (see the build record)\n", len(rows)-i)
@@ -533,6 +545,7 @@ func renderSummary(b *Build, baseURL, link string, now time.Time, drift string) 
 			out.WriteString(n)
 		}
 	}
+	out.WriteString(lifecycle)
 	out.WriteString(drift)
 	out.WriteString(foot)
 	return out.String()
@@ -571,6 +584,8 @@ func stateIcon(s builder.State) string {
 		return "🔑 waiting"
 	case builder.StateRunning:
 		return "⏳ running"
+	case builder.StateTesting:
+		return "🧪 testing"
 	default:
 		return "🕓 " + string(s)
 	}

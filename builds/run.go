@@ -163,6 +163,7 @@ func (ru *run) run(ctx context.Context) error {
 		// Not recorded, not reported: the task runs again.
 		return err
 	}
+	ru.retain(fctx, cl, res) // keep: N, once the image is published
 	ru.log.Info("build finished", "state", res.State, "err", res.Error)
 	return ru.rep.Report(fctx, ru.gh, ru.b.ID, ru.req.Cloud)
 }
@@ -208,6 +209,7 @@ func (ru *run) build(ctx context.Context, cl clouds.Cloud, cred clouds.Credentia
 		Spec:           ru.sp,
 		Repo:           ru.b.Repo,
 		Commit:         ru.b.Commit,
+		Branch:         branchOf(ru.b.Ref),
 		Provenance:     ru.provenance(),
 		SSHTimeout:     ru.d.Config.Build.SSHTimeout,
 		CleanupTimeout: ru.d.Config.Build.CleanupTimeout,

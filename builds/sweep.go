@@ -84,6 +84,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (SweepReport, error) {
 			s.sweepImages(ctx, name, cl, l, &rep)
 		}
 	}
+	s.sweepPrunes(ctx, &rep)
 	return rep, ctx.Err()
 }
 
@@ -178,7 +179,7 @@ func (s *Sweeper) buildOver(ctx context.Context, id string) (bool, error) {
 		return false, err
 	}
 	for _, c := range b.Clouds {
-		if c.State == builder.StateQueued || c.State == builder.StateRunning {
+		if c.State == builder.StateQueued || c.State.Active() {
 			return false, nil
 		}
 	}
@@ -223,7 +224,7 @@ func (s *Sweeper) sweepLost(ctx context.Context, rep *SweepReport) error {
 		}
 		for _, name := range b.CloudNames() {
 			c := b.Clouds[name]
-			if c.State != builder.StateQueued && c.State != builder.StateRunning {
+			if c.State != builder.StateQueued && !c.State.Active() {
 				continue
 			}
 			cause, lost := s.taskLost(ctx, b, name, grace)

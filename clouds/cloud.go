@@ -31,6 +31,14 @@ const (
 	TagCloud      = "imagegen:cloud"
 	TagManagedKey = "imagegen" // value "true" on resources some clouds cannot tag otherwise
 
+	// TagBranch is the branch the image was built from: retention keeps N
+	// images per generator × cloud × branch.
+	TagBranch = "imagegen:branch"
+	// TagTested is the result of the spec's test on a VM booted from the
+	// image (TestedPassed, TestedFailed), set after Snapshot through
+	// ImageTagger; absent when the spec has no test.
+	TagTested = "imagegen:tested"
+
 	// TagManifestSHA is the sha256 of the image's manifest (the CycloneDX
 	// JSON document, builder/manifest's SHA256): what the image holds, as
 	// the build record and the API keep it. Absent when none was collected.
@@ -206,6 +214,7 @@ type Image struct {
 	Name      string            `json:"name"`
 	Tags      map[string]string `json:"tags,omitempty"`
 	Location  string            `json:"location,omitempty"`  // where a file-backed image lives (qemu)
+	Created   time.Time         `json:"created,omitzero"`    // when the cloud made it; zero when not known
 	Resources []Resource        `json:"resources,omitempty"` // what backs it (EBS snapshots), for DeleteImage
 }
 

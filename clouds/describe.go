@@ -15,11 +15,12 @@ type ImageDescriber interface {
 }
 
 // ImageTagger is implemented by clouds that can add tags to an existing
-// image. The pipeline tags each image with TagProvenance once the statement
-// naming its id is signed; the tags given are set (added, or replaced when
-// present) and every other tag is left as it is. An image that does not
-// exist is an error of KindNotFound. Tagging twice with the same tags is
-// the same as once.
+// image. The pipeline tags each image twice after Snapshot, when what the
+// tags say is known: TagProvenance once the statement naming its id is
+// signed, and TagTested once the spec's test has run on a VM booted from
+// it. The tags given are set (added, or replaced when present) and every
+// other tag is left as it is. An image that does not exist is an error of
+// KindNotFound. Tagging twice with the same tags is the same as once.
 type ImageTagger interface {
 	TagImage(ctx context.Context, id string, tags map[string]string) error
 }

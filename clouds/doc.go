@@ -18,6 +18,7 @@
 //	lifecycle.go  waiting for instance states, Stop, Terminate
 //	images.go     Snapshot, waiting for an image, DeleteImage, BuildImages (ImageLister),
 //	              DescribeImage and TagImage (ImageDescriber, ImageTagger)
+//	baseimages.go FindImages (ImageFinder): base images by a filter
 //	leftovers.go  Leftovers and Remove: a build's resources found by tag and removed one
 //	              at a time, by the sweep and by Terminate
 //	errors.go     the cloud's API errors mapped to a Kind (transient, quota, auth, ...)
@@ -32,5 +33,7 @@
 // Kind and Error; retry.go, Backoff, Retry, Poll, Within and Sleep; registry.go, the
 // registry and the strict decoding of a cloud's config entry; hostkey.go, the host_key
 // policies and the host-key step drivers that inject or read the console share;
-// describe.go, the optional ImageDescriber and ImageTagger (an existing image's tags).
+// describe.go, the optional ImageDescriber and ImageTagger (an existing image's tags,
+// read for trace and verify, set for provenance and the test's result); baseimage.go,
+// image filters, ImageFinder and ResolveImage; tagger.go, the lifecycle's tag values.
 package clouds

@@ -61,6 +61,10 @@ type Config struct {
 	// EncryptionKey encrypts passwords in tasks (32 bytes, base64 or hex);
 	// when empty, a key is generated at start (passwords then do not survive a restart).
 	EncryptionKey secret.String `yaml:"encryption_key"`
+	// BaseCheckInterval is how often the image filters of generators with
+	// rebuild: {on_base_change: true} are resolved again (one worker does
+	// it, whatever their number); default 6h.
+	BaseCheckInterval time.Duration `yaml:"base_check_interval"`
 	// Provenance is how images' provenance statements are signed.
 	Provenance Provenance `yaml:"provenance"`
 

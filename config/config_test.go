@@ -86,7 +86,7 @@ func TestParse(t *testing.T) {
 					Pages:      Pages{LinkTTL: 90 * 24 * time.Hour},
 					ReadAccess: ReadToken,
 					Provenance: Provenance{BuilderID: "http://localhost:8080"},
-					Clouds:     map[string]*clouds.Entry{}, cloudAllow: map[string]*Allow{}}
+					Clouds:     map[string]*clouds.Entry{}, cloudAllow: map[string]*Allow{}, BaseCheckInterval: 6 * time.Hour}
 				c.CloudsNode = want.CloudsNode
 				if !reflect.DeepEqual(*c, want) {
 					t.Errorf("got  %+v\nwant %+v", *c, want)
@@ -179,7 +179,7 @@ api_tokens: ["${TOKEN}"]
 		{
 			name:    "unknown keys at every level",
 			src:     "listne: x\ngithub:\n  appid: 1\nbuild:\n  timeout: 1h\n  retries: 3\n",
-			wantErr: []string{`imagegen.yaml:1:1: unknown key "listne": did you mean "listen"? (known: allow, api_tokens, base_url, build, clouds, encryption_key, github, listen, metrics_listen, pages, provenance, public_logs, read_access, redis, redis_cluster, redis_durability, redis_sentinel, trusted_proxies, webhook)`, `imagegen.yaml:3:3: unknown key "appid" in github: did you mean "app_id"? (known: allow_repos, api_url, app_id, private_key_file, token, token_file, webhook_secret, webhook_secret_file)`, `imagegen.yaml:6:3: unknown key "retries" in build (known: cleanup_timeout, concurrency, log_limit, max_generators_per_push, retention, shutdown_grace, ssh_timeout, sweep_interval, timeout)`},
+			wantErr: []string{`imagegen.yaml:1:1: unknown key "listne": did you mean "listen"? (known: allow, api_tokens, base_check_interval, base_url, build, clouds, encryption_key, github, listen, metrics_listen, pages, provenance, public_logs, read_access, redis, redis_cluster, redis_durability, redis_sentinel, trusted_proxies, webhook)`, `imagegen.yaml:3:3: unknown key "appid" in github: did you mean "app_id"? (known: allow_repos, api_url, app_id, private_key_file, token, token_file, webhook_secret, webhook_secret_file)`, `imagegen.yaml:6:3: unknown key "retries" in build (known: cleanup_timeout, concurrency, log_limit, max_generators_per_push, retention, shutdown_grace, ssh_timeout, sweep_interval, timeout)`},
 		},
 		{
 			name: "secrets from files",

@@ -38,6 +38,9 @@ func (c *Config) finish(reg *clouds.Registry) error {
 	c.finishRedis(p)
 	c.GitHub.finish(p)
 	c.Build.fillDefaults()
+	if c.BaseCheckInterval == 0 {
+		c.BaseCheckInterval = DefaultBaseCheckInterval
+	}
 	c.Webhook.finish(p)
 	if c.Pages.LinkTTL == 0 && c.Build.Retention > 0 {
 		c.Pages.LinkTTL = c.Build.Retention
@@ -227,6 +230,9 @@ func (b *Build) fillDefaults() {
 	}
 }
 
+// DefaultBaseCheckInterval is base_check_interval's default.
+const DefaultBaseCheckInterval = 6 * time.Hour
+
 // DefaultMaxGeneratorsPerPush is build.max_generators_per_push's default.
 const DefaultMaxGeneratorsPerPush = 100
 
@@ -237,7 +243,7 @@ func (c *Config) checkLimits(p *problems) {
 	for _, kd := range []struct {
 		key string
 		d   time.Duration
-	}{{"build.ssh_timeout", b.SSHTimeout}, {"build.timeout", b.Timeout}, {"build.cleanup_timeout", b.CleanupTimeout}, {"build.retention", b.Retention}, {"build.sweep_interval", b.SweepInterval}, {"build.shutdown_grace", b.ShutdownGrace}, {"pages.link_ttl", c.Pages.LinkTTL}} {
+	}{{"build.ssh_timeout", b.SSHTimeout}, {"build.timeout", b.Timeout}, {"build.cleanup_timeout", b.CleanupTimeout}, {"build.retention", b.Retention}, {"build.sweep_interval", b.SweepInterval}, {"build.shutdown_grace", b.ShutdownGrace}, {"pages.link_ttl", c.Pages.LinkTTL}, {"base_check_interval", c.BaseCheckInterval}} {
 		if kd.d < 0 {
 			p.bad(kd.key, "must be positive, got %s", kd.d)
 		}

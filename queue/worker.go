@@ -30,6 +30,9 @@ type WorkerOptions struct {
 	// Sweeper sweeps every Config.Build.SweepInterval while the worker runs;
 	// nil: no sweep.
 	Sweeper *builds.Sweeper
+	// BaseChecker checks base image filters every Config.BaseCheckInterval
+	// (basecheck.go); nil: no check.
+	BaseChecker *builds.BaseChecker
 }
 
 // Worker takes tasks from the queue and hands them to package builds. Start
@@ -42,6 +45,10 @@ type Worker struct {
 	runner     *builds.Runner
 	sweeper    *builds.Sweeper
 	srv        *asynq.Server
+	rdb        redis.UniversalClient
+
+	baseChecker *builds.BaseChecker
+	scheduler   *asynq.Scheduler // enqueues the base check; nil without a BaseChecker
 
 	// stopping is canceled (cause builds.ErrShutdown) when the worker shuts
 	// down, so running builds stop and clean up; their tasks are retried
@@ -69,7 +76,8 @@ func NewWorker(o WorkerOptions) (*Worker, error) {
 		}
 		o.Sealer = sl
 	}
-	w := &Worker{cfg: o.Config, log: o.Logger, sealer: o.Sealer, deliveries: o.Deliveries, runner: o.Runner, sweeper: o.Sweeper}
+	w := &Worker{cfg: o.Config, log: o.Logger, sealer: o.Sealer, deliveries: o.Deliveries, runner: o.Runner, sweeper: o.Sweeper,
+		rdb: o.Redis, baseChecker: o.BaseChecker}
 	w.stopping, w.stop = context.WithCancelCause(context.Background())
 	w.srv = asynq.NewServerFromRedisClient(o.Redis, asynq.Config{
 		Concurrency:              o.Config.Build.Concurrency,
@@ -113,6 +121,7 @@ func (w *Worker) Handler() asynq.Handler {
 		defer w.running.Done()
 		return asynqError(w.runner.Run(ctx, w.runRequest(ctx, bt)))
 	})
+	mux.HandleFunc(TypeBaseCheck, w.handleBaseCheck)
 	return mux
 }
 
@@ -180,6 +189,17 @@ func (w *Worker) Start() error {
 	if err := w.srv.Start(w.Handler()); err != nil {
 		return err
 	}
+	if w.baseChecker != nil && w.cfg.BaseCheckInterval > 0 {
+		s, err := newBaseScheduler(w.rdb, w.cfg.BaseCheckInterval, w.log.With("component", "basecheck"))
+		if err == nil {
+			err = s.Start()
+		}
+		if err != nil {
+			w.srv.Shutdown()
+			return fmt.Errorf("start the base check: %w", err)
+		}
+		w.scheduler = s
+	}
 	w.swept = make(chan struct{})
 	go func() {
 		defer close(w.swept)
@@ -203,6 +223,9 @@ func (w *Worker) Shutdown() {
 		case <-time.After(g):
 			w.log.Info("shutdown grace over: canceling the running builds; they are cleaned up and handed back to the queue", "grace", g)
 		}
+	}
+	if w.scheduler != nil {
+		w.scheduler.Shutdown()
 	}
 	w.stop(builds.ErrShutdown)
 	w.srv.Shutdown()

@@ -139,6 +139,7 @@ func (s *Server) routes() *echo.Echo {
 	api.GET("/images/:cloud/:image_id/changes", s.imageChanges, s.guard(s.canRead))
 	api.GET("/images/:cloud/:image_id/provenance", s.imageProvenance, s.guard(s.canRead))
 	api.GET("/provenance/key", s.provenanceKey, s.guard(s.canRead))
+	api.GET("/latest", s.latest, s.guard(s.canRead))
 	s.driftRoutes(api)
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
 	e.GET("/readyz", s.ready)

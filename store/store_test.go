@@ -64,6 +64,7 @@ func TestStoreOnCluster(t *testing.T) {
 		"ImageIndex":              TestImageIndex,
 		"ProvenanceStoredExactly": TestProvenanceStoredExactly,
 		"KeysSpreadOverSlots":     testKeysSpreadOverSlots,
+		"BaseWatchesAndPrunes":    TestBaseWatchesAndPendingPrunes,
 	} {
 		t.Run(name, test)
 	}

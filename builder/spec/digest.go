@@ -24,6 +24,10 @@ const digestVersion = "imagegen-generator-v1"
 //	"imagegen-generator-v1", name, script, number of clouds (decimal),
 //	then for each cloud in name order: name, image, ssh_user, size
 //
+// where image is the id as written, or for a filter its canonical form
+// ("filter:" and the filter's JSON, keys sorted): the id a filter finds
+// is recorded, and tagged, as the image's base image.
+//
 // e.g. in sh: printf '21:imagegen-generator-v1,5:dstat,...' | sha256sum
 func ComputeDigest(s *Spec) string {
 	h := sha256.New()
@@ -36,7 +40,7 @@ func ComputeDigest(s *Spec) string {
 	for _, n := range names {
 		c := s.Clouds[n]
 		put(n)
-		put(c.Image)
+		put(c.imageKey())
 		put(c.SSHUser)
 		put(c.Size)
 	}

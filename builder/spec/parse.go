@@ -30,7 +30,7 @@ type Options struct {
 
 // Keys the parser accepts; the JSON Schema in schema/ is tested against them.
 var (
-	topKeys      = []string{"name", "script", "script_file", "branches", "clouds", "manifest", "drift"}
+	topKeys      = []string{"name", "script", "script_file", "branches", "clouds", "manifest", "drift", "test", "test_file", "test_timeout", "keep_failed", "keep", "channel", "rebuild"}
 	cloudKeys    = []string{"image", "ssh_user", "size"}
 	manifestKeys = []string{"files", "required"}
 	driftKeys    = []string{"ignore", "on_drift"}
@@ -202,6 +202,8 @@ func (p *parser) spec(root *yaml.Node) *Spec {
 			s.Manifest = p.manifest(v)
 		case "drift":
 			s.Drift = p.drift(v)
+		default:
+			p.lifecycle(&s.Lifecycle, k, v)
 		}
 	}
 	p.oneScript(root, scriptKey, scriptFileKey)
@@ -210,6 +212,7 @@ func (p *parser) spec(root *yaml.Node) *Spec {
 	} else {
 		s.Clouds = p.clouds(cloudsKey, cloudsVal)
 	}
+	p.checkLifecycle(root, s)
 	p.checkName(s.namePos, s.Name, nameWhat)
 	return s
 }
@@ -450,6 +453,11 @@ func (p *parser) cloud(k, v *yaml.Node, needsImage bool) (CloudSpec, bool) {
 	var hasImage, hasUser bool
 	for _, f := range p.Fields(v, where, cloudKeys) {
 		val := f.Value
+		if f.Key.Value == "image" && val.Kind == yaml.MappingNode {
+			hasImage = true
+			cs.Filter = p.imageFilter(val, where+".image")
+			continue
+		}
 		s, ok := p.String(val, where+"."+f.Key.Value)
 		switch f.Key.Value {
 		case "image":

@@ -122,7 +122,7 @@ func TestParseErrors(t *testing.T) {
 		{"only comments", "", "# nothing\n", []wantErr{{"", 1, 1, "the spec is empty"}}},
 		{"not a mapping", "", "- a\n- b\n", []wantErr{{"", 1, 1, "a spec is a mapping (name:, script:, clouds:, ...), not a list"}}},
 		{"two documents", "", "script: x\n" + tail + "---\nscript: y\n", []wantErr{{"", 3, 1, "one YAML document"}}},
-		{"unknown top key with hint", "", "scrpit: x\nscript: y\n" + tail, []wantErr{{"", 1, 1, `unknown key "scrpit": did you mean "script"? (known: branches, clouds, drift, manifest, name, script, script_file)`}}},
+		{"unknown top key with hint", "", "scrpit: x\nscript: y\n" + tail, []wantErr{{"", 1, 1, `unknown key "scrpit": did you mean "script"? (known: branches, channel, clouds, drift, keep, keep_failed, manifest, name, rebuild, script, script_file, test, test_file, test_timeout)`}}},
 		{"unknown cloud key", "", "script: x\nclouds:\n  hotel:\n    image: i\n    ssh_user: u\n    flavor: big\n", []wantErr{{"", 6, 5, `unknown key "flavor" in clouds.hotel (known: image, size, ssh_user)`}}},
 		{"duplicate key", "", "script: x\nscript: y\n" + tail, []wantErr{{"", 2, 1, `key "script" is already set at line 1`}}},
 		{"no script", "", "name: a\n" + tail, []wantErr{{"", 1, 1, "no script: set script (the commands, inline) or script_file"}}},

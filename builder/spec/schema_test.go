@@ -64,6 +64,10 @@ func TestSchemaKeys(t *testing.T) {
 		{"drift additionalProperties", sub(props, "drift")["additionalProperties"], false},
 		{"manifest files limit", sub(props, "manifest", "properties", "files")["maxItems"], float64(manifest.MaxFilePatterns)},
 		{"drift ignore limit", sub(props, "drift", "properties", "ignore")["maxItems"], float64(MaxIgnorePatterns)},
+		{"image filter keys", keysOf(sub(s, "$defs", "imageFilter", "properties")), slices.Sorted(slices.Values(imageFilterKeys))},
+		{"rebuild keys", keysOf(sub(props, "rebuild", "properties")), slices.Sorted(slices.Values(rebuildKeys))},
+		{"visibilities", sub(s, "$defs", "imageFilter", "properties", "visibility")["enum"], Visibilities},
+		{"keep limit", sub(props, "keep")["maximum"], float64(MaxKeep)},
 		{"on_drift values", sub(props, "drift", "properties", "on_drift")["enum"], []any{OnDriftWarn, OnDriftFail}},
 	}
 	for _, c := range checks {

@@ -31,6 +31,11 @@ type Spec struct {
 	Manifest Manifest `json:",omitzero"`
 	Drift    Drift    `json:",omitzero"`
 
+	// Lifecycle is what happens to the images once made: their test, how
+	// many are kept, the channel they move, rebuilds when a base changes
+	// (lifecycle.go). It does not change what is built: not in Digest.
+	Lifecycle
+
 	namePos pos // where the name was set (1:1 when it comes from the file name)
 }
 
@@ -45,6 +50,9 @@ type CloudSpec struct {
 	Image   string // base image; optional only for clouds that make no image (type ssh)
 	SSHUser string
 	Size    string // flavor / instance type; "" means the cloud's default
+	// Filter, set instead of Image, finds the base image at build time
+	// (image: {name: ..., most_recent: true}); Image is then "".
+	Filter *ImageFilter `json:",omitempty"`
 }
 
 // Manifest is the spec's manifest: key.

@@ -224,7 +224,7 @@ func (c *Cloud) BuildImages(ctx context.Context, build string) ([]clouds.Image, 
 					name = aws.ToString(im.Name)
 				}
 				delete(tags, "Name")
-				img := clouds.Image{ID: aws.ToString(im.ImageId), Name: name, Tags: tags}
+				img := clouds.Image{ID: aws.ToString(im.ImageId), Name: name, Tags: tags, Created: creationDate(im)}
 				recordSnapshots(&img, im)
 				out = append(out, img)
 			}

@@ -346,7 +346,7 @@ func (c *Cloud) BuildImages(ctx context.Context, build string) ([]clouds.Image, 
 				if b == "" || (build != "" && b != build) || im.Status == images.ImageStatusDeleted || im.Status == "pending_delete" {
 					continue
 				}
-				out = append(out, clouds.Image{ID: im.ID, Name: im.Name, Tags: tags})
+				out = append(out, clouds.Image{ID: im.ID, Name: im.Name, Tags: tags, Created: im.CreatedAt})
 			}
 			return true, nil
 		})

@@ -176,7 +176,7 @@ func ListImages(dir string) ([]clouds.Image, error) {
 		if _, err := os.Stat(disk); err != nil {
 			continue
 		}
-		out = append(out, dated{img: clouds.Image{ID: pv.Name, Name: pv.Name, Tags: pv.Tags, Location: disk}, created: pv.Created})
+		out = append(out, dated{img: clouds.Image{ID: pv.Name, Name: pv.Name, Tags: pv.Tags, Location: disk, Created: pv.Created}, created: pv.Created})
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		if !out[i].created.Equal(out[j].created) {

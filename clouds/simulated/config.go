@@ -48,6 +48,9 @@ type Options struct {
 	// images this cloud made); any other fails with clouds.KindNotFound.
 	// Empty: every image name is accepted.
 	BaseImages []string
+	// BaseImageList are base images with names and dates, for image
+	// filters (FindImages); Launch accepts them too.
+	BaseImageList []BaseImage
 
 	// StateFile, when set, keeps the cloud's resources and images in that file
 	// (locked per call) instead of in memory, so they outlive the process and
@@ -81,6 +84,8 @@ type simConfig struct {
 	SSH               *sshConfig    `yaml:"ssh"`
 	// Manifest describes what the simulated instances hold (manifest.go).
 	Manifest *manifestConfig `yaml:"manifest"`
+	// BaseImages are base images an image filter finds (baseimages.go).
+	BaseImages []BaseImage `yaml:"base_images"`
 }
 
 // sshConfig names a local sshd that stands in for every launched instance,
@@ -134,6 +139,12 @@ func Configure(cfg clouds.Config) (clouds.Opener, error) {
 		PermanentFailRate: sc.PermanentFailRate,
 		StateFile:         sc.StateFile,
 	}
+	for i, b := range sc.BaseImages {
+		if b.ID == "" || b.Name == "" {
+			errs = append(errs, fmt.Errorf("%s: base_images[%d]: id and name are required", cfg.File, i))
+		}
+	}
+	opts.BaseImageList = sc.BaseImages
 	if sc.SSH != nil {
 		ep, err := sc.SSH.endpoint(cfg.File)
 		if err != nil {

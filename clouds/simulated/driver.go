@@ -32,6 +32,7 @@ type Cloud struct {
 	// they changed since, and why they could not be read.
 	imagesLoaded, imagesDirty bool
 	imagesErr                 error
+	added                     []BaseImage // base images AddBaseImage added
 	faults                    map[Op][]*faultState
 	calls                     []string
 }

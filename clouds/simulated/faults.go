@@ -26,8 +26,8 @@ const (
 	OpLeftovers   Op = "list leftovers"
 	OpRemove      Op = "remove resource"
 
-	// The calls of the optional interfaces, which the pipeline makes only
-	// for provenance (not in Ops).
+	// The calls of the optional interfaces, which the pipeline makes for
+	// provenance and the test's result (not in Ops).
 	OpDescribeImage Op = "describe image" // clouds.ImageDescriber
 	OpTagImage      Op = "tag image"      // clouds.ImageTagger
 )

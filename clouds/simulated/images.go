@@ -151,6 +151,7 @@ func (c *Cloud) Images() []clouds.Image {
 	for i, im := range is {
 		out[i] = im.Image
 		out[i].Tags = maps.Clone(im.Tags)
+		out[i].Created = im.created
 	}
 	return out
 }
@@ -199,6 +200,7 @@ func (c *Cloud) TagImage(ctx context.Context, id string, tags map[string]string)
 		if !ok {
 			return &clouds.Error{Kind: clouds.KindNotFound, Op: "tag image", Err: fmt.Errorf("image %s: %w", id, clouds.ErrNotFound)}
 		}
+		im.Tags = maps.Clone(im.Tags) // never a map a caller still holds
 		if im.Tags == nil {
 			im.Tags = map[string]string{}
 		}

@@ -26,6 +26,9 @@ import (
 type stateDoc struct {
 	Seq       int                 `json:"seq"`
 	Resources []persistedResource `json:"resources"`
+	// BaseImages are the base images AddBaseImage added (a few: they stay
+	// in the state file).
+	BaseImages []BaseImage `json:"base_images,omitempty"`
 }
 
 // imagesDoc is the images file's JSON.
@@ -88,9 +91,10 @@ func (c *Cloud) syncState() (func() error, error) {
 		c.resources[r.ID] = &resource{Resource: r.Resource, tags: r.Tags, state: r.State, created: r.Created, readyAt: r.ReadyAt, seq: r.Seq}
 	}
 	c.images, c.imagesLoaded, c.imagesDirty, c.imagesErr = nil, false, false, nil
+	c.added = doc.BaseImages
 	return func() error {
 		defer release()
-		out := stateDoc{Seq: c.seq}
+		out := stateDoc{Seq: c.seq, BaseImages: c.added}
 		for _, r := range c.resources {
 			out.Resources = append(out.Resources, persistedResource{Resource: r.Resource, Tags: r.tags, State: r.state, Created: r.created, ReadyAt: r.readyAt, Seq: r.seq})
 		}

@@ -61,6 +61,8 @@ func commands() []command {
 		{"worker", "run a worker alone", runWorker},
 		{"rerun", "ask the server to re-run a build", runRerun},
 		{"diff", "what changed in the images from one build to another", runDiff},
+		{"latest", "print the id of a generator's newest good image on a cloud", runLatest},
+		{"prune", "delete the images beyond each generator's keep: (or --dry-run: show them)", runPrune},
 		{"images", "list the local (qemu) clouds' images and their provenance", runImages},
 		{"trace", "where an image came from: its commit, build, siblings, neighbours", runTrace},
 		{"changes", "what changed between an image and the one before it", runChanges},

@@ -264,6 +264,8 @@ func wire(cfg *config.Config, log *slog.Logger, rdb redis.UniversalClient, withW
 		Deliveries: builds.NewDeliveries(github.ParseDelivery, builds.NewPlanner(d), svc.reruns),
 		Runner:     builds.NewRunner(d),
 		Sweeper:    builds.NewSweeper(d, qc),
+		// Rebuilds on a new base image (rebuild: {on_base_change: true}).
+		BaseChecker: builds.NewBaseChecker(d),
 	})
 	if err != nil {
 		return nil, err

@@ -27,7 +27,7 @@ func TestValidate(t *testing.T) {
 			wantCode: 1,
 			wantStdout: `testdata/validate/broken/.imagegen/a.yaml:1:1: no script: set script (the commands, inline) or script_file (a path in the repository)
 testdata/validate/broken/.imagegen/a.yaml:1:7: name "Web Server" is not a valid generator name: use lower-case letters, digits, '.', '_' and '-', starting with a letter or digit (it becomes part of image names and GitHub status contexts)
-testdata/validate/broken/.imagegen/a.yaml:2:1: unknown key "scrpit": did you mean "script"? (known: branches, clouds, drift, manifest, name, script, script_file)
+testdata/validate/broken/.imagegen/a.yaml:2:1: unknown key "scrpit": did you mean "script"? (known: branches, channel, clouds, drift, keep, keep_failed, manifest, name, rebuild, script, script_file, test, test_file, test_timeout)
 testdata/validate/broken/.imagegen/a.yaml:8:5: unknown key "flavour" in clouds.hotel (known: image, size, ssh_user)
 testdata/validate/broken/.imagegen/b.yaml:2:14: script_file "../outside.sh" leads out of the repository: imagegen reads only files inside it; give a path relative to the repository root
 testdata/validate/broken/.imagegen/b.yaml:3:11: branches must be a list, not the value "main": write branches: [main] (or a list with one branch per line)

@@ -21,6 +21,7 @@ type Mem struct {
 	CompareErr  error               // and its error
 	NoCheckRuns bool                // a token: statuses only
 	Hook        func(builds.Status) // called as a status is sent, before it lands
+	Heads       map[string]string   // branch → head sha, for BranchHead (SetHead)
 
 	mu        sync.Mutex
 	statuses  []builds.Status

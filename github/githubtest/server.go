@@ -65,6 +65,8 @@ type Server struct {
 	// followDirs makes the contents API resolve paths through symlinked
 	// directories (SetFollowSymlinkedDirs).
 	followDirs bool
+	// branches are the heads SetBranch set: repo + "\x00" + branch → sha.
+	branches map[string]string
 }
 
 type entry struct {
@@ -388,6 +390,8 @@ func (s *Server) repos(rw http.ResponseWriter, r *http.Request, c Call, repo str
 	switch {
 	case r.Method == http.MethodGet && len(rest) >= 1 && rest[0] == "contents":
 		s.contents(rw, r, repo, strings.Join(rest[1:], "/"))
+	case r.Method == http.MethodGet && len(rest) >= 2 && rest[0] == "branches":
+		s.branch(rw, repo, rest[1:])
 	case r.Method == http.MethodGet && len(rest) == 2 && rest[0] == "compare":
 		s.compare(rw, r, repo, rest[1])
 	case r.Method == http.MethodPost && len(rest) == 2 && rest[0] == "statuses":

@@ -425,6 +425,7 @@ type buildData struct {
 	Commit                                                            commitView
 	Created                                                           timeView
 	RerunOf                                                           string
+	Trigger                                                           string // why imagegen built it by itself
 	State                                                             stateView
 	Clouds                                                            []cloudView
 	Events                                                            string // the live update stream; "" when the build is done
@@ -460,7 +461,7 @@ func (p *Pages) buildData(b *builds.Build, rerunErr string) buildData {
 		Page: Page{Title: fmt.Sprintf("%s at %s", b.Generator, shortSHA(b.Commit))},
 		ID:   b.ID, Repo: b.Repo, RepoURL: p.web + "/" + b.Repo, Generator: b.Generator,
 		GeneratorURL: generatorPath(b.Repo, b.Generator), SpecFile: b.SpecFile, Digest: b.Digest, Ref: b.Ref,
-		Commit: p.commit(b.Repo, b.Commit), Created: timeOf(b.Created), RerunOf: b.RerunOf,
+		Commit: p.commit(b.Repo, b.Commit), Created: timeOf(b.Created), RerunOf: b.RerunOf, Trigger: b.Trigger,
 		State: stateOf(b.State, ""), Clouds: p.cloudViews(b),
 		Rerun: rerunForm{Enabled: p.access.HasTokens(), Error: rerunErr, Action: "/builds/" + b.ID + "/rerun"},
 	}
@@ -481,7 +482,7 @@ func (p *Pages) buildData(b *builds.Build, rerunErr string) buildData {
 
 // live reports whether a build's page should follow it: while something
 // runs or is queued (a cloud waiting for a password waits for a person).
-func live(s builder.State) bool { return s == builder.StateQueued || s == builder.StateRunning }
+func live(s builder.State) bool { return s == builder.StateQueued || s.Active() }
 
 type logData struct {
 	Page

@@ -21,7 +21,7 @@ type stateView struct {
 }
 
 var states = []string{
-	string(builder.StateQueued), string(builder.StateWaiting), string(builder.StateRunning),
+	string(builder.StateQueued), string(builder.StateWaiting), string(builder.StateRunning), string(builder.StateTesting),
 	string(builder.StateSucceeded), string(builder.StateFailed), string(builder.StateCanceled),
 }
 
@@ -48,6 +48,12 @@ func stateOf(s builder.State, phase builder.Phase) stateView {
 		text := "running"
 		if phase != "" && phase != builder.PhaseDone {
 			text += ": " + string(phase)
+		}
+		return stateView{"st-pending", "▶", text}
+	case builder.StateTesting:
+		text := "testing the new image"
+		if phase != "" && phase != builder.PhaseDone {
+			text = string(phase)
 		}
 		return stateView{"st-pending", "▶", text}
 	case builder.StateQueued:
@@ -115,6 +121,9 @@ type cloudView struct {
 	Attempts                            int
 	Leftovers                           int
 	LogURL                              string
+	Test                                string   // how the spec's test went; "" without one
+	Pruned                              []string // older images retention removed: "id (name)"
+	PruneErrors                         []string
 }
 
 type phaseView struct{ Name, Duration string }
@@ -135,6 +144,7 @@ func (p *Pages) cloudViews(b *builds.Build) []cloudView {
 		for _, ph := range c.Phases {
 			v.Phases = append(v.Phases, phaseView{Name: string(ph.Phase), Duration: duration(ph.Duration)})
 		}
+		v.Test, v.Pruned, v.PruneErrors = lifecycleOf(c)
 		out = append(out, v)
 	}
 	return out
@@ -165,4 +175,31 @@ var funcs = template.FuncMap{
 		}
 		return s
 	},
+}
+
+// lifecycleOf says how a cloud's test went and what retention removed.
+func lifecycleOf(c *builds.CloudRecord) (test string, pruned, pruneErrors []string) {
+	if t := c.Test; t != nil {
+		switch t.Result {
+		case "passed":
+			test = "test passed in " + duration(t.Duration) + ": tagged imagegen:tested=passed"
+		case "skipped":
+			test = "test not run: the cloud gives no SSH endpoint"
+		default:
+			test = fmt.Sprintf("test failed (exit code %d)", t.ExitCode)
+			if t.Kept {
+				test += "; the image is kept (keep_failed), tagged imagegen:tested=failed"
+			} else {
+				test += "; the image was deleted"
+			}
+		}
+	}
+	for _, p := range c.Pruned {
+		s := p.ID
+		if p.Name != "" && p.Name != p.ID {
+			s += " (" + p.Name + ")"
+		}
+		pruned = append(pruned, s)
+	}
+	return test, pruned, c.PruneErrors
 }

@@ -131,6 +131,9 @@ type image struct {
 	id, name, state, source, reason string
 	readyAt                         time.Time
 	snapshots                       []string
+	owner                           string    // "": the account's own (SelfAccount)
+	created                         time.Time // CreationDate
+	public                          bool
 }
 
 type snapshot struct {
@@ -714,7 +717,8 @@ func (f *Fake) imageNode(im *image) node {
 		}
 		bdm = append(bdm, el("item", tx("deviceName", dev), el("ebs", tx("snapshotId", s), tx("deleteOnTermination", "true"))))
 	}
-	kids := []node{tx("imageId", im.id), tx("imageState", im.state), tx("name", im.name), tx("imageOwnerId", "123456789012"),
+	kids := []node{tx("imageId", im.id), tx("imageState", im.state), tx("name", im.name), tx("imageOwnerId", im.ownerID()),
+		tx("creationDate", im.created.UTC().Format("2006-01-02T15:04:05.000Z")), tx("isPublic", strconv.FormatBool(im.public)),
 		tx("sourceInstanceId", im.source), tx("rootDeviceName", "/dev/sda1"), tx("rootDeviceType", "ebs"),
 		el("blockDeviceMapping", bdm...), tagSet(im.tags)}
 	if im.reason != "" {
@@ -777,7 +781,9 @@ func (f *Fake) describeImages(form url.Values, now time.Time) ([]node, *apiError
 			items = append(items, baseImageNode())
 		}
 	}
-	ownSelf := len(owners) == 0 || contains(owners, "self")
+	ownedBy := func(im *image) bool {
+		return len(owners) == 0 || contains(owners, im.ownerID()) || (im.owner == "" && contains(owners, "self"))
+	}
 	var keys []string
 	if len(ids) > 0 {
 		// Asked by id (the driver's polls): those only, not every image sorted.
@@ -797,7 +803,7 @@ func (f *Fake) describeImages(form url.Values, now time.Time) ([]node, *apiError
 	for _, id := range keys {
 		im := f.images[id]
 		f.advanceImage(im, now)
-		if !ownSelf {
+		if !ownedBy(im) {
 			continue
 		}
 		// The base image comes first, on the first page only; a token after
@@ -805,7 +811,7 @@ func (f *Fake) describeImages(form url.Values, now time.Time) ([]node, *apiError
 		if after != "" && after != BaseImage && id <= after {
 			continue
 		}
-		if !match(fs, im.tags, map[string]string{"image-id": im.id, "name": im.name, "state": im.state}) {
+		if !match(fs, im.tags, map[string]string{"image-id": im.id, "name": im.name, "state": im.state, "owner-id": im.ownerID(), "is-public": strconv.FormatBool(im.public)}) {
 			continue
 		}
 		if paged && page > 0 && len(items) == page {
@@ -840,7 +846,7 @@ func (f *Fake) AddImage(name, state string, tags map[string]string) string {
 	if state == "" {
 		state = "available"
 	}
-	im := &image{tagged: tagged{tags: copyTags(tags)}, id: f.newID("ami"), name: name, state: state}
+	im := &image{tagged: tagged{tags: copyTags(tags)}, id: f.newID("ami"), name: name, state: state, created: time.Now()}
 	if state == "pending" {
 		im.readyAt = time.Now().Add(24 * time.Hour)
 	}
@@ -887,7 +893,7 @@ func (f *Fake) createImage(form url.Values, now time.Time) ([]node, *apiError) {
 	}
 	specs := tagSpecs(form)
 	im := &image{tagged: tagged{tags: specs["image"]}, id: f.newID("ami"), name: name, state: "pending", source: id,
-		readyAt: now.Add(f.opts.ImageDelay)}
+		readyAt: now.Add(f.opts.ImageDelay), created: now}
 	if im.tags == nil {
 		im.tags = map[string]string{}
 	}

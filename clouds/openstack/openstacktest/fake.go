@@ -136,6 +136,8 @@ type image struct {
 	Created          time.Time
 	due              time.Time
 	next             string
+	Visibility       string // "": private
+	Owner            string // "": the project's ("p-" + Project)
 }
 
 type fip struct{ ID, Address, NetworkID, PortID, Description string }
@@ -164,6 +166,11 @@ type Server struct {
 type Image struct {
 	ID, Name, Status string
 	Properties       map[string]string
+	// Visibility ("" is private), Owner ("" is the project's) and Created
+	// ("" is now) of an image AddImage adds: another project's public
+	// image, for image filters.
+	Visibility, Owner string
+	Created           time.Time
 }
 
 // FloatingIP is a snapshot of a fake floating IP.
@@ -1300,9 +1307,9 @@ func (f *Fake) console(s *server) string {
 
 func (f *Fake) imageJSON(req *http.Request, im *image) map[string]any {
 	m := map[string]any{
-		"id": im.ID, "name": im.Name, "status": im.Status, "visibility": "private", "protected": false, "os_hidden": false,
+		"id": im.ID, "name": im.Name, "status": im.Status, "visibility": f.visibility(im), "protected": false, "os_hidden": false,
 		"container_format": "bare", "disk_format": "qcow2", "min_disk": 0, "min_ram": 0, "tags": []string{},
-		"owner": "p-" + f.opts.Project, "checksum": nil, "size": nil, "virtual_size": nil,
+		"owner": f.owner(im), "checksum": nil, "size": nil, "virtual_size": nil,
 		"created_at": im.Created.UTC().Format(time.RFC3339), "updated_at": time.Now().UTC().Format(time.RFC3339),
 		"self": "/v2/images/" + im.ID, "file": "/v2/images/" + im.ID + "/file", "schema": "/v2/schemas/image",
 	}
@@ -1346,8 +1353,8 @@ func (f *Fake) image(w http.ResponseWriter, req *http.Request, r *region, p stri
 // filters on an image property of that name. The fake implements the first
 // group and refuses the rest, so a driver relying on one is noticed.
 var (
-	imageListParams = map[string]bool{"limit": true, "marker": true, "name": true, "status": true}
-	imageListTodo   = map[string]bool{"id": true, "visibility": true, "os_hidden": true, "member_status": true, "owner": true,
+	imageListParams = map[string]bool{"limit": true, "marker": true, "name": true, "status": true, "visibility": true, "owner": true}
+	imageListTodo   = map[string]bool{"id": true, "os_hidden": true, "member_status": true,
 		"size_min": true, "size_max": true, "sort": true, "sort_key": true, "sort_dir": true, "tag": true,
 		"created_at": true, "updated_at": true, "container_format": true, "disk_format": true, "protected": true}
 )
@@ -1414,6 +1421,12 @@ func (f *Fake) listImages(w http.ResponseWriter, req *http.Request, r *region) {
 		if st := q.Get("status"); st != "" && im.Status != st {
 			continue
 		}
+		if v := q.Get("visibility"); v != "" && f.visibility(im) != v {
+			continue
+		}
+		if o := q.Get("owner"); o != "" && f.owner(im) != o {
+			continue
+		}
 		hit := true
 		for k, v := range props {
 			if got, ok := im.Props[k]; !ok || got != v {
@@ -1449,7 +1462,12 @@ func (f *Fake) AddImage(reg string, im Image) string {
 	if im.Status == "" {
 		im.Status = "active"
 	}
-	r.images[im.ID] = &image{ID: im.ID, Name: im.Name, Status: im.Status, Props: copyMap(im.Properties), Created: time.Now()}
+	created := im.Created
+	if created.IsZero() {
+		created = time.Now()
+	}
+	r.images[im.ID] = &image{ID: im.ID, Name: im.Name, Status: im.Status, Props: copyMap(im.Properties), Created: created,
+		Visibility: im.Visibility, Owner: im.Owner}
 	return im.ID
 }
 
@@ -1491,11 +1509,12 @@ func (f *Fake) patchImage(w http.ResponseWriter, req *http.Request, im *image) {
 				f.reject(w, req, "property "+name+": value must be a string of at most 255 characters")
 				return
 			}
-			if o.Op == "replace" {
-				if _, ok := im.Props[name]; !ok {
-					writeErr(w, req.URL.Path, 409, "Property "+name+" does not exist.")
-					return
-				}
+			// With the v2.1 patch, "add" replaces a property that exists
+			// (RFC 6902, and a real Glance); only the v2.0 patch, which
+			// this fake refuses above, answers 409 "already present".
+			if _, exists := im.Props[name]; o.Op == "replace" && !exists {
+				writeErr(w, req.URL.Path, 409, "Property "+name+" does not exist.")
+				return
 			}
 			im.Props[name] = str
 		case "remove":
@@ -1699,4 +1718,18 @@ func fipJSON(x *fip) map[string]any {
 	return map[string]any{"id": x.ID, "floating_ip_address": x.Address, "floating_network_id": x.NetworkID,
 		"port_id": port, "fixed_ip_address": fixed, "description": x.Description, "status": status,
 		"router_id": nil, "tenant_id": "p-demo", "project_id": "p-demo", "tags": []string{}}
+}
+
+func (f *Fake) visibility(im *image) string {
+	if im.Visibility == "" {
+		return "private"
+	}
+	return im.Visibility
+}
+
+func (f *Fake) owner(im *image) string {
+	if im.Owner == "" {
+		return "p-" + f.opts.Project
+	}
+	return im.Owner
 }
