@@ -24,6 +24,9 @@ type Client struct {
 	timeout    time.Duration // a build task's
 	rdb        redis.UniversalClient
 	durability config.Durability
+	// replicaWait is how long a delivery waits for a replica's
+	// acknowledgement (redis_durability: replica); defaultReplicaWait.
+	replicaWait time.Duration
 }
 
 var (
@@ -42,12 +45,13 @@ func NewClient(rdb redis.UniversalClient, cfg *config.Config, sealer *Sealer) (*
 		}
 	}
 	return &Client{
-		client:     asynq.NewClientFromRedisClient(rdb),
-		inspector:  asynq.NewInspectorFromRedisClient(rdb),
-		sealer:     sealer,
-		timeout:    builds.TaskTimeout(cfg),
-		rdb:        rdb,
-		durability: cfg.RedisDurability,
+		client:      asynq.NewClientFromRedisClient(rdb),
+		inspector:   asynq.NewInspectorFromRedisClient(rdb),
+		sealer:      sealer,
+		timeout:     builds.TaskTimeout(cfg),
+		rdb:         rdb,
+		durability:  cfg.RedisDurability,
+		replicaWait: defaultReplicaWait,
 	}, nil
 }
 

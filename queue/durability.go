@@ -13,13 +13,13 @@ import (
 	"github.com/imagegen/imagegen/config"
 )
 
-// replicaWait bounds how long a delivery waits for a replica (redis_durability:
+// defaultReplicaWait bounds how long a delivery waits for a replica (redis_durability:
 // replica): far above a healthy replica's lag (well under a millisecond on a
 // LAN), far below GitHub's 10 s for an answer, and below go-redis's 3 s read
 // timeout. Past it the webhook answers 503 and GitHub shows the delivery
 // failed, to be redelivered (which finds the task and answers 200 once a
 // replica has it).
-const replicaWait = time.Second
+const defaultReplicaWait = time.Second
 
 // waitKey is written just before WAIT. WAIT counts the replicas that have
 // every write of its own connection, and asynq enqueued on another one of
@@ -57,14 +57,14 @@ func (c *Client) waitReplica(ctx context.Context) error {
 	var wait *redis.Cmd
 	_, err = node.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.Set(ctx, waitKey, time.Now().UnixNano(), time.Hour)
-		wait = p.Do(ctx, "WAIT", 1, replicaWait.Milliseconds())
+		wait = p.Do(ctx, "WAIT", 1, c.replicaWait.Milliseconds())
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("wait for a replica: %w", err)
 	}
 	if n, _ := wait.Int(); n < 1 {
-		return fmt.Errorf("redis_durability is replica, but no replica acknowledged the delivery within %s (WAIT 1)", replicaWait)
+		return fmt.Errorf("redis_durability is replica, but no replica acknowledged the delivery within %s (WAIT 1)", c.replicaWait)
 	}
 	return nil
 }
@@ -89,7 +89,7 @@ func (c *Client) queueMaster(ctx context.Context) (redis.Cmdable, error) {
 // appendonly yes and appendfsync always, an error otherwise, also when
 // Redis refuses CONFIG GET (a managed Redis: choose ack or replica there);
 // for replica, that the queue's master has a replica, a warning otherwise
-// (each delivery would wait replicaWait and answer 503 until one connects).
+// (each delivery would wait defaultReplicaWait and answer 503 until one connects).
 func (c *Client) CheckDurability(ctx context.Context, log *slog.Logger) error {
 	switch c.durability {
 	case config.DurabilityFsync:
@@ -121,7 +121,7 @@ func (c *Client) CheckDurability(ctx context.Context, log *slog.Logger) error {
 			return fmt.Errorf("redis_durability is replica: INFO replication: %w", err)
 		}
 		if strings.Contains(info, "connected_slaves:0") {
-			log.Warn("redis_durability is replica, but the queue's Redis has no replica connected: every delivery waits for one and is answered 503 until one connects", "wait", replicaWait.String())
+			log.Warn("redis_durability is replica, but the queue's Redis has no replica connected: every delivery waits for one and is answered 503 until one connects", "wait", c.replicaWait.String())
 		}
 	}
 	return nil
