@@ -17,11 +17,11 @@ import (
 	"time"
 
 	"github.com/imagegen/imagegen/builder"
-	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/internal/servicetest"
+	"github.com/imagegen/imagegen/manifest"
 )
 
 // Manifest benchmark sizes: the issue's budgets.
@@ -35,7 +35,7 @@ const (
 
 // BenchmarkManifest measures what image manifests add to a build
 // (collecting 3 000 packages over loopback SSH) and what comparing two
-// 50 000-package manifests costs, the latter with builder/manifest's own
+// 50 000-package manifests costs, the latter with manifest's own
 // micro-benchmarks, run by `go test` and read back.
 func BenchmarkManifest(b *testing.B) {
 	for range b.N {
@@ -48,8 +48,8 @@ func benchManifest(b *testing.B) {
 	res.Method = fmt.Sprintf("Collection: `builder.Run` on a simulated cloud whose instance is a real OpenSSH sshd on 127.0.0.1, "+
 		"the session's PATH starting with a fake `dpkg-query` that prints %d packages (as `dpkg-query -W` would, one `cat` of a file); "+
 		"the \"%s\" phase (the collection script over the build's SSH connection, parsing, CycloneDX encoding, sha256) of %d builds, "+
-		"and the gzip of the document as the worker stores it. Comparison: builder/manifest's benchmarks "+
-		"(`go test -bench 'Diff50000|3000$' -benchmem -count 3 ./builder/manifest`, the least time and the most memory of the three): two manifests of 50 000 Debian packages "+
+		"and the gzip of the document as the worker stores it. Comparison: the manifest package's benchmarks "+
+		"(`go test -bench 'Diff50000|3000$' -benchmem -count 3 ./manifest`, the least time and the most memory of the three): two manifests of 50 000 Debian packages "+
 		"(5%% upgraded, 1%% downgraded, 1%% removed, 1%% added) compared over time and across three clouds; B/op is all the "+
 		"comparison allocates, the peak heap what it held at once (sampled). The time goal is taken on CPU time: the same comparison 20 times in the benchmark's own process (getrusage, so the garbage collection it causes counts too), as the machine is shared and wall time there is mostly waiting for a core; wall times are shown beside it.",
 		collectPackages, builder.PhaseManifest, collectRuns)
@@ -134,7 +134,7 @@ func diffCost(n int) (cpu, wall time.Duration, err error) {
 	return (CPUTime() - start) / time.Duration(n), wall, nil
 }
 
-// benchManifest50k is n Debian packages as builder/manifest's bigManifest
+// benchManifest50k is n Debian packages as manifest's bigManifest
 // makes them: mostly amd64, some all, a few i386, epochs and tildes.
 func benchManifest50k(n int, seed uint64) *manifest.Manifest {
 	r := rand.New(rand.NewPCG(seed, 0))
@@ -157,7 +157,7 @@ func benchManifest50k(n int, seed uint64) *manifest.Manifest {
 	return m
 }
 
-// benchDrifted is m a month later, as builder/manifest's drifted: about 5%
+// benchDrifted is m a month later, as manifest's drifted: about 5%
 // upgraded, 1% downgraded, 1% removed, 1% added.
 func benchDrifted(m *manifest.Manifest) *manifest.Manifest {
 	c := m.Clone()
@@ -235,7 +235,7 @@ func measureCollection(b *testing.B) (phase, build []time.Duration, gz gzipCost,
 	return phase, build, gz, pkgs, err
 }
 
-// libraryBenchmarks runs builder/manifest's micro-benchmarks and returns
+// libraryBenchmarks runs manifest's micro-benchmarks and returns
 // each one's metrics by name (without the -N suffix): "ns/op", "B/op",
 // "peak-heap-B", ...
 func libraryBenchmarks(b *testing.B) (map[string]map[string]float64, string, error) {
@@ -244,7 +244,7 @@ func libraryBenchmarks(b *testing.B) (map[string]map[string]float64, string, err
 	// Three runs of each: the least time counts (the machine is shared, and
 	// other work only ever adds), the most memory.
 	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "Diff50000|3000$", "-benchmem", "-count", "3",
-		"github.com/imagegen/imagegen/builder/manifest")
+		"github.com/imagegen/imagegen/manifest")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {

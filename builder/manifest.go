@@ -7,13 +7,13 @@ import (
 	"io"
 	"time"
 
-	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/internal/sshexec"
+	"github.com/imagegen/imagegen/manifest"
 )
 
 // ManifestResult is what a build found inside its image (package
-// builder/manifest): the encoded document and a summary of it, or why there
+// manifest): the encoded document and a summary of it, or why there
 // is none.
 type ManifestResult struct {
 	// Document is the CycloneDX JSON document (manifest.Encode); nil when
@@ -29,7 +29,7 @@ type ManifestResult struct {
 }
 
 // collectManifest is the step after the script: it records what the machine
-// holds (builder/manifest's Collect over the build's SSH connection, or the
+// holds (manifest's Collect over the build's SSH connection, or the
 // cloud's own account of it, clouds.ManifestSource, when there is no SSH),
 // so the snapshot can carry its digest. A manifest that cannot be had is a
 // warning, unless the spec says manifest: {required: true}; a partial one

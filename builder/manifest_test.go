@@ -15,16 +15,16 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"gopkg.in/yaml.v3"
 
-	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/simulated"
 	"github.com/imagegen/imagegen/clouds/sshhost"
 	"github.com/imagegen/imagegen/internal/servicetest"
+	"github.com/imagegen/imagegen/manifest"
 )
 
 // validateCycloneDX checks doc against the CycloneDX 1.6 JSON schema that
-// builder/manifest vendors, loaded under its $id URLs (nothing is fetched).
+// manifest vendors, loaded under its $id URLs (nothing is fetched).
 func validateCycloneDX(t *testing.T, doc []byte) {
 	t.Helper()
 	c := jsonschema.NewCompiler()

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/imagegen/imagegen/builder"
-	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builder/spec"
+	"github.com/imagegen/imagegen/manifest"
 )
 
 // Drift is what a build's manifests say: whether its clouds hold the same

@@ -11,10 +11,10 @@ import (
 	"testing/fstest"
 
 	"github.com/imagegen/imagegen/builder"
-	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/github/githubtest"
 	"github.com/imagegen/imagegen/internal/servicetest"
+	"github.com/imagegen/imagegen/manifest"
 )
 
 // driftClouds are simulated clouds whose "instances" hold what their

@@ -11,9 +11,9 @@ import (
 
 	udiff "github.com/aymanbagabas/go-udiff"
 
-	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/manifest"
 )
 
 // ImageStore is what the image queries read; package store implements it.
@@ -235,7 +235,7 @@ type Change struct {
 }
 
 // PackageDiff is what changed in the installed packages, from the two
-// images' manifests (package builder/manifest's comparison, with the newer
+// images' manifests (package manifest's comparison, with the newer
 // build's drift: ignore list). Recorded is false, and Note says why, when
 // either image has no manifest.
 type PackageDiff struct {

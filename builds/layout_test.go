@@ -28,6 +28,8 @@ func TestLayout(t *testing.T) {
 			m + "server", m + "queue", m + "store", m + "github"}},
 		{[]string{"../queue", "../store", "../github", "./"}, []string{m + "server"}},
 		{[]string{"../clouds/...", "../builder/..."}, []string{m + "builds", m + "github", m + "store", m + "queue", m + "server", "github.com/redis/go-redis/"}},
+		// Libraries every layer may use: they know no imagegen package above internal/.
+		{[]string{"../manifest", "../provenance"}, []string{m + "builder", m + "builds", m + "clouds", m + "config", m + "github", m + "store", m + "queue", m + "server"}},
 	}
 	for _, r := range rules {
 		for _, d := range deps(r.pkgs...) {

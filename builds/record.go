@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/imagegen/imagegen/builder"
-	"github.com/imagegen/imagegen/builder/manifest"
+	"github.com/imagegen/imagegen/manifest"
 )
 
 // recordResult records what became of a cloud's part of a build: its

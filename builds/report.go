@@ -10,8 +10,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/imagegen/imagegen/builder"
-	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builder/spec"
+	"github.com/imagegen/imagegen/manifest"
 )
 
 // Reporter brings a build's commit statuses and check run up to date.

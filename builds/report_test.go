@@ -10,8 +10,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/imagegen/imagegen/builder"
-	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builds"
+	"github.com/imagegen/imagegen/manifest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")

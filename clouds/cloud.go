@@ -40,7 +40,7 @@ const (
 	TagTested = "imagegen:tested"
 
 	// TagManifestSHA is the sha256 of the image's manifest (the CycloneDX
-	// JSON document, builder/manifest's SHA256): what the image holds, as
+	// JSON document, manifest's SHA256): what the image holds, as
 	// the build record and the API keep it. Absent when none was collected.
 	TagManifestSHA = "imagegen:manifest-sha256"
 )
@@ -236,7 +236,7 @@ type ImageLister interface {
 // cloud implements.
 type ManifestSource interface {
 	// Manifest returns what inst holds as a CycloneDX JSON document (the
-	// format builder/manifest reads: deb, rpm or apk package URLs, the OS as
+	// format manifest reads: deb, rpm or apk package URLs, the OS as
 	// the metadata component), or an error saying why there is none. The
 	// document is untrusted input to the pipeline like any collected one:
 	// it is decoded with the same bounds. It must not change inst.

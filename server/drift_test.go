@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/imagegen/imagegen/builder"
-	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/builds"
+	"github.com/imagegen/imagegen/manifest"
 )
 
 // debianManifest is a Debian machine's manifest with pkgs ("name=version").

@@ -14,11 +14,11 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/imagegen/imagegen/builder"
-	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/config/configtest"
 	"github.com/imagegen/imagegen/internal/servicetest"
+	"github.com/imagegen/imagegen/manifest"
 	"github.com/imagegen/imagegen/provenance"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server"

@@ -234,7 +234,7 @@ return 1
 `)
 
 // SaveManifest stores a cloud's manifest, gzipped CycloneDX JSON
-// (builder/manifest's Compress), with the build's record.
+// (manifest's Compress), with the build's record.
 func (s *Store) SaveManifest(ctx context.Context, id, cloud string, gz []byte) error {
 	n, err := saveManifest.Run(ctx, s.rdb, []string{buildKey(id)}, manifestField(cloud), gz, s.retention.Milliseconds()).Int()
 	if err == nil && n == 0 {

@@ -15,8 +15,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/internal/strictyaml"
+	"github.com/imagegen/imagegen/manifest"
 )
 
 // Options are what the parser checks beyond the spec itself.

@@ -16,7 +16,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"gopkg.in/yaml.v3"
 
-	"github.com/imagegen/imagegen/builder/manifest"
+	"github.com/imagegen/imagegen/manifest"
 	"github.com/imagegen/imagegen/schema"
 )
 

@@ -58,7 +58,7 @@ type CloudSpec struct {
 // Manifest is the spec's manifest: key.
 type Manifest struct {
 	// Files are absolute paths or globs whose files' sha256 the manifest
-	// holds (builder/manifest's CheckFilePattern says which are allowed).
+	// holds (manifest's CheckFilePattern says which are allowed).
 	Files []string `json:",omitempty"`
 	// Required makes a cloud fail when no manifest could be collected;
 	// otherwise that is a warning in the build log.

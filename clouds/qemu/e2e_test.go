@@ -14,10 +14,10 @@ import (
 	"time"
 
 	"github.com/imagegen/imagegen/builder"
-	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/internal/servicetest"
+	"github.com/imagegen/imagegen/manifest"
 )
 
 // These tests boot the tiny test image (scripts/make-test-image.sh) under

@@ -13,8 +13,8 @@ import (
 	"golang.org/x/crypto/ssh"
 	"gopkg.in/yaml.v3"
 
-	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/clouds"
+	"github.com/imagegen/imagegen/manifest"
 )
 
 // Type is the server config's cloud type for the simulated cloud: a fake

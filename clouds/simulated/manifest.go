@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/clouds"
+	"github.com/imagegen/imagegen/manifest"
 )
 
 // The simulated cloud is a clouds.ManifestSource: its instances run no

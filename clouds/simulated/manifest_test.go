@@ -8,9 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/simulated"
+	"github.com/imagegen/imagegen/manifest"
 )
 
 func TestManifestFromConfig(t *testing.T) {

@@ -20,11 +20,11 @@ import (
 	"golang.org/x/term"
 
 	"github.com/imagegen/imagegen/builder"
-	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/config"
 	"github.com/imagegen/imagegen/internal/secret"
+	"github.com/imagegen/imagegen/manifest"
 )
 
 // cloudFlags is build's repeatable --cloud flag.

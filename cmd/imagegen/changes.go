@@ -8,8 +8,8 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builds"
+	"github.com/imagegen/imagegen/manifest"
 )
 
 // runChanges prints what changed from the image before (or --since) to an

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builds"
+	"github.com/imagegen/imagegen/manifest"
 )
 
 // runDiff prints how the images of build B differ from those of build A,

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builds"
+	"github.com/imagegen/imagegen/manifest"
 )
 
 // TestBuildEndsWithDrift: imagegen build ends with the table of how its

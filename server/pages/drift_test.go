@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/imagegen/imagegen/builder"
-	"github.com/imagegen/imagegen/builder/manifest"
 	"github.com/imagegen/imagegen/builds"
+	"github.com/imagegen/imagegen/manifest"
 )
 
 // withManifest stores m as cloud's manifest of build id and records it.

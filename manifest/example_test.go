@@ -3,7 +3,7 @@ package manifest_test
 import (
 	"fmt"
 
-	"github.com/imagegen/imagegen/builder/manifest"
+	"github.com/imagegen/imagegen/manifest"
 )
 
 func debianManifest(kernel string, pkgs ...manifest.Package) *manifest.Manifest {
