@@ -72,6 +72,17 @@ type CloudRecord struct {
 	// (the sweep tries again). Neither fails the build.
 	Pruned      []PrunedImage `json:"pruned,omitempty"`
 	PruneErrors []string      `json:"prune_errors,omitempty"`
+	// Removed says imagegen deleted this part's image from the cloud
+	// later (retention); nil when it did not, as far as it knows.
+	Removed *Removal `json:"removed,omitempty"`
+}
+
+// Removal is when and why imagegen deleted an image it had published.
+type Removal struct {
+	At time.Time `json:"at"`
+	// By says who: "retention (keep: 2) when build B published" or
+	// "imagegen prune (keep: 2)".
+	By string `json:"by"`
 }
 
 // PrunedImage is an image retention deleted.

@@ -116,6 +116,9 @@ type ImageStory struct {
 	ProvenanceSHA256 string `json:"provenance_sha256,omitempty"`
 	// Siblings are the images the same build made on the other clouds.
 	Siblings []ImageRecord `json:"siblings"`
+	// Removed says imagegen has deleted the image from the cloud since
+	// (retention), when its build's record still says so.
+	Removed *Removal `json:"removed,omitempty"`
 	// Previous and Next are the generator's images on the same cloud just
 	// before and after this one (nil: none recorded).
 	Previous *ImageRecord `json:"previous"`
@@ -148,6 +151,7 @@ func (im *Images) Story(ctx context.Context, cloud, id string) (*ImageStory, err
 		}
 		if c := b.Clouds[cloud]; c != nil {
 			st.ProvenanceSHA256 = c.ProvenanceSHA256
+			st.Removed = c.Removed
 		}
 	} else if !errors.Is(err, ErrNotFound) {
 		return nil, err

@@ -152,10 +152,11 @@ func TestLifecycleRetention(t *testing.T) {
 	}
 	// Another repository's generator "web": the same names on the same cloud.
 	other := pushAndRun(t, s, "x/other", "o1", strings.Repeat("e", 40), "web", "web2")
-	var webImgs []string
+	var webImgs, webBuilds []string
 	for i := range 4 {
 		ids := pushAndRun(t, s, "o/r", fmt.Sprintf("p%d", i), fmt.Sprintf("%040d", i+1), "web", "web2")
 		webImgs = append(webImgs, imageOf(ids["web"]))
+		webBuilds = append(webBuilds, ids["web"])
 		if i == 2 {
 			runs := gh.Runs()
 			var sum string
@@ -194,8 +195,15 @@ func TestLifecycleRetention(t *testing.T) {
 	if err != nil || st.Previous == nil || st.Previous.ImageID != webImgs[1] || st.Next == nil || st.Next.ImageID != webImgs[3] {
 		t.Errorf("story of %s after retention: %+v, %v; want previous %s, next %s", webImgs[2], st, err, webImgs[1], webImgs[3])
 	}
-	if st, err := imgs.Story(ctx, "sim", webImgs[0]); err != nil || st.Previous != nil || st.Next == nil || st.Next.ImageID != webImgs[1] {
-		t.Errorf("story of the deleted %s: %+v, %v; want no previous, next %s", webImgs[0], st, err, webImgs[1])
+	if st.Removed != nil {
+		t.Errorf("story of the kept %s says it was removed: %+v", webImgs[2], st.Removed)
+	}
+	st, err = imgs.Story(ctx, "sim", webImgs[0])
+	if err != nil || st.Previous != nil || st.Next == nil || st.Next.ImageID != webImgs[1] {
+		t.Fatalf("story of the deleted %s: %+v, %v; want no previous, next %s", webImgs[0], st, err, webImgs[1])
+	}
+	if want := "retention (keep: 2) when build " + webBuilds[2] + " published"; st.Removed == nil || st.Removed.By != want || st.Removed.At.IsZero() {
+		t.Errorf("story of the deleted %s: removed %+v, want by %q", webImgs[0], st.Removed, want)
 	}
 
 	// A channel's image and a base image are kept beyond keep.

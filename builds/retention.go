@@ -189,8 +189,9 @@ func (r *Retention) Plan(ctx context.Context, cloud string, imgs []clouds.Image,
 }
 
 // Apply deletes what plan says, and returns what it deleted and the
-// errors of what it could not.
-func (r *Retention) Apply(ctx context.Context, cl clouds.Cloud, plan RetentionPlan) ([]PrunedImage, []string) {
+// errors of what it could not. The build record of each deleted image, while
+// kept, says when it was removed and by whom (by), so that its story does.
+func (r *Retention) Apply(ctx context.Context, cl clouds.Cloud, plan RetentionPlan, by string) ([]PrunedImage, []string) {
 	var done []PrunedImage
 	var errs []string
 	for _, pi := range plan.Delete {
@@ -200,10 +201,29 @@ func (r *Retention) Apply(ctx context.Context, cl clouds.Cloud, plan RetentionPl
 			continue
 		}
 		done = append(done, PrunedImage{ID: img.ID, Name: img.Name})
+		r.recordRemoval(ctx, plan.Cloud, img, by)
 		r.d.Logger.Info("retention deleted an image", "cloud", plan.Cloud, "repo", plan.Repo, "generator", plan.Generator,
 			"branch", plan.Branch, "keep", plan.Keep, "image", img.ID, "name", img.Name)
 	}
 	return done, errs
+}
+
+// recordRemoval marks a deleted image's part of its build as removed; a
+// record that has expired is left alone.
+func (r *Retention) recordRemoval(ctx context.Context, cloud string, img clouds.Image, by string) {
+	build := img.Tags[clouds.TagBuild]
+	if build == "" {
+		return
+	}
+	rm := &Removal{At: time.Now().UTC(), By: by}
+	_, err := r.d.Store.UpdateCloud(ctx, build, cloud, func(c *CloudRecord) {
+		if c.ImageID == img.ID {
+			c.Removed = rm
+		}
+	})
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		r.d.Logger.Warn("record that retention removed an image", "cloud", cloud, "image", img.ID, "build", build, "err", err)
+	}
 }
 
 // Run lists cl's images, plans and applies keep for repo × generator ×
@@ -223,7 +243,11 @@ func (r *Retention) Run(ctx context.Context, cloud string, cl clouds.Cloud, p Pe
 	if err != nil {
 		errs = []string{"plan: " + err.Error()}
 	} else {
-		done, errs = r.Apply(ctx, cl, plan)
+		by := fmt.Sprintf("retention (keep: %d)", p.Keep)
+		if p.Build != "" {
+			by += " when build " + p.Build + " published"
+		}
+		done, errs = r.Apply(ctx, cl, plan, by)
 	}
 	p.Cloud, p.Errors = cloud, errs
 	if len(errs) > 0 {

@@ -77,7 +77,7 @@ func runPrune(ctx context.Context, e *env, args []string) error {
 			if *dryRun || len(p.Delete) == 0 {
 				continue
 			}
-			_, errs := ret.Apply(ctx, cl, p)
+			_, errs := ret.Apply(ctx, cl, p, fmt.Sprintf("imagegen prune (keep: %d)", p.Keep))
 			for _, er := range errs {
 				failed++
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t\t\tfailed\t%s\n", name, p.Repo, p.Generator, p.Branch, p.Keep, er)

@@ -100,6 +100,9 @@ func printStory(w io.Writer, st *builds.ImageStory) {
 	}
 	row("build", build, visible(st.BuildURL))
 	row("built at", timeText(st.Created))
+	if st.Removed != nil {
+		row("removed", "deleted from the cloud "+timeText(st.Removed.At)+" by "+visible(st.Removed.By))
+	}
 	if st.ProvenanceSHA256 != "" {
 		row("provenance", "sha256:"+visible(st.ProvenanceSHA256))
 	}

@@ -5,6 +5,9 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/imagegen/imagegen/builds"
 )
 
 // TestTraceUsage: the traceability commands refuse what they cannot do,
@@ -26,5 +29,22 @@ func TestTraceUsage(t *testing.T) {
 		if code := run(context.Background(), e, c.args); code != 2 || !strings.Contains(errOut.String(), c.want) {
 			t.Errorf("imagegen %v: exit %d, stderr:\n%s\nwant exit 2 and %q", c.args, code, errOut.String(), c.want)
 		}
+	}
+}
+
+// TestPrintStoryRemoved: the story of an image retention deleted says so,
+// and a kept image's says nothing of it.
+func TestPrintStoryRemoved(t *testing.T) {
+	st := &builds.ImageStory{ImageRecord: builds.ImageRecord{Cloud: "sim", ImageID: "img-1", Build: "b1"}, BuildRecord: true}
+	var kept bytes.Buffer
+	printStory(&kept, st)
+	if strings.Contains(kept.String(), "removed") {
+		t.Errorf("a kept image's story says removed:\n%s", kept.String())
+	}
+	st.Removed = &builds.Removal{At: time.Date(2026, 12, 7, 18, 30, 0, 0, time.UTC), By: "retention (keep: 2) when build b3 published\x1b[2J"}
+	var gone bytes.Buffer
+	printStory(&gone, st)
+	if want := "deleted from the cloud " + timeText(st.Removed.At) + " by retention (keep: 2) when build b3 published\\x1b[2J"; !strings.Contains(gone.String(), want) {
+		t.Errorf("story of a removed image:\n%s\nwant a line with %q", gone.String(), want)
 	}
 }

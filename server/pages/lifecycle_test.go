@@ -42,5 +42,11 @@ func TestBuildPageLifecycle(t *testing.T) {
 		`<div class="test">test passed in 3.2s: tagged imagegen:tested=passed</div>`,
 		`<div class="pruned">older images removed (keep): <code>img-old (dstat-old)</code></div>`,
 		`<div class="error">not removed (the sweep tries again): delete img-older: busy</div>`)
-	mustNotContain(t, "tested", r.body, `data-events=`)
+	mustNotContain(t, "tested", r.body, `data-events=`, `class="removed"`)
+	e.update(b.ID, "sim-a", func(c *builds.CloudRecord) {
+		c.Removed = &builds.Removal{At: time.Date(2026, 12, 7, 18, 30, 0, 0, time.UTC), By: "retention (keep: 2) when build b-next published"}
+	})
+	r = e.get("/builds/" + b.ID)
+	mustContain(t, "removed", r.body,
+		`<code class="image-id">img-new</code><div class="removed">deleted from the cloud 2026-12-07 18:30 UTC by retention (keep: 2) when build b-next published</div>`)
 }

@@ -124,6 +124,7 @@ type cloudView struct {
 	Test                                string   // how the spec's test went; "" without one
 	Pruned                              []string // older images retention removed: "id (name)"
 	PruneErrors                         []string
+	Removed                             string // when and by what imagegen deleted this part's image since
 }
 
 type phaseView struct{ Name, Duration string }
@@ -145,6 +146,9 @@ func (p *Pages) cloudViews(b *builds.Build) []cloudView {
 			v.Phases = append(v.Phases, phaseView{Name: string(ph.Phase), Duration: duration(ph.Duration)})
 		}
 		v.Test, v.Pruned, v.PruneErrors = lifecycleOf(c)
+		if c.Removed != nil {
+			v.Removed = "deleted from the cloud " + c.Removed.At.UTC().Format("2006-01-02 15:04 UTC") + " by " + c.Removed.By
+		}
 		out = append(out, v)
 	}
 	return out
