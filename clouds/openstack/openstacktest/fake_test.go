@@ -1,10 +1,13 @@
 package openstacktest
 
 import (
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestRefusesWhatTheRealAPIRefuses: the fake's schema checks are real, so a
@@ -60,5 +63,64 @@ func TestRefusesWhatTheRealAPIRefuses(t *testing.T) {
 				t.Errorf("recorded as refused: %v, want %v (%s)", got, tc.rejected, body)
 			}
 		})
+	}
+}
+
+// TestListsAtScale: Nova's server list pages (limit, marker, next link),
+// Glance's in: filters, and token buckets answering 429 with Retry-After.
+func TestListsAtScale(t *testing.T) {
+	f := New(Options{ServerQuota: 100, Throttle: []Throttle{{Match: `^GET /RegionOne/image/`, Rate: 1, Burst: 1}}})
+	defer f.Close()
+	r := f.region("RegionOne")
+	f.mu.Lock()
+	now := time.Now()
+	for i := range 7 {
+		id := fmt.Sprintf("srv-%02d", i)
+		r.servers[id] = &server{ID: id, Name: id, Status: "ACTIVE", Created: now.Add(time.Duration(i) * time.Millisecond)}
+	}
+	f.mu.Unlock()
+	a := f.AddImage("RegionOne", Image{Name: "a"})
+	b := f.AddImage("RegionOne", Image{Name: "b", Status: "saving"})
+	tok := login(t, f)
+	get := func(path string) (int, map[string]any, http.Header) {
+		req, _ := http.NewRequest("GET", f.URL()+path, nil)
+		req.Header.Set("X-Auth-Token", tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return resp.StatusCode, body, resp.Header
+	}
+	var pages []int
+	path := "/RegionOne/compute/v2.1/servers/detail?limit=3"
+	for path != "" {
+		code, body, _ := get(path)
+		if code != 200 {
+			t.Fatalf("%s: %d", path, code)
+		}
+		pages = append(pages, len(body["servers"].([]any)))
+		path = ""
+		if links, ok := body["servers_links"].([]any); ok {
+			href := links[0].(map[string]any)["href"].(string)
+			_, rest, _ := strings.Cut(href, "/RegionOne/")
+			path = "/RegionOne/" + rest
+		}
+	}
+	if fmt.Sprint(pages) != "[3 3 1]" {
+		t.Errorf("server pages %v; want [3 3 1]", pages)
+	}
+	code, body, _ := get("/RegionOne/image/v2/images?id=in:" + a + "," + b + "&status=in:queued,saving")
+	if ims := body["images"].([]any); code != 200 || len(ims) != 1 || ims[0].(map[string]any)["id"] != b {
+		t.Errorf("images by id=in: and status=in: %d %v; want only %s", code, body, b)
+	}
+	code, _, h := get("/RegionOne/image/v2/images?id=" + a)
+	if code != 429 || h.Get("Retry-After") != "1" {
+		t.Errorf("a second image list at once: %d, Retry-After %q; want 429, 1", code, h.Get("Retry-After"))
+	}
+	if n, throttled := f.CountSince(now, `^GET /RegionOne/image/`); n != 2 || throttled != 1 {
+		t.Errorf("CountSince: %d, %d throttled; want 2, 1", n, throttled)
 	}
 }
