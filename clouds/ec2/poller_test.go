@@ -283,3 +283,35 @@ func TestAccountsAreShared(t *testing.T) {
 		}
 	}
 }
+
+// TestBaseImageLookedUpOnce: launches at once from one AMI share one
+// DescribeImages; a failed look-up is not remembered.
+func TestBaseImageLookedUpOnce(t *testing.T) {
+	f := ec2test.New(ec2test.Options{})
+	defer f.Close()
+	c := openPolled(t, f, false, "")
+	ctx := context.Background()
+	f.Inject(ec2test.Fault{Action: "DescribeImages", Delay: 100 * time.Millisecond, Times: 1})
+	errs := waitAll(make([]string, 50), func(string) error {
+		im, err := c.baseImage(ctx, ec2test.BaseImage)
+		if err == nil && aws.ToString(im.RootDeviceName) != "/dev/sda1" {
+			err = fmt.Errorf("base image %+v", im)
+		}
+		return err
+	})
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.Calls("DescribeImages"); n != 1 {
+		t.Errorf("%d DescribeImages for 50 launches of one AMI; want 1", n)
+	}
+	// An unknown AMI fails every time it is asked for, and is asked again.
+	for range 2 {
+		if _, err := c.baseImage(ctx, "ami-0123456789abcdef1"); !clouds.IsNotFound(err) {
+			t.Errorf("unknown AMI: %v", err)
+		}
+	}
+	if n := f.Calls("DescribeImages"); n != 3 {
+		t.Errorf("%d DescribeImages after two look-ups of an unknown AMI; want 3", n)
+	}
+}
