@@ -31,7 +31,7 @@ type account struct {
 	retryer   aws.Retryer
 	instances *clouds.Poller[API, types.Instance]
 	images    *clouds.Poller[API, types.Image]
-	bases     baseImages
+	bases     clouds.SharedLookups[types.Image] // base images, by id
 }
 
 // maxFilterValues is the most filter values EC2 takes in one call; past it
@@ -303,67 +303,11 @@ func (c *Cloud) waitImage(ctx context.Context, img *clouds.Image) error {
 	})
 }
 
-// baseImageTTL is how long a base image found available is taken as such.
-const baseImageTTL = time.Minute
-
-// baseImages are the base images the account's launches found available,
-// each for baseImageTTL: builds launching at once from one AMI ask EC2
-// once, not once each.
-type baseImages struct {
-	mu sync.Mutex
-	by map[string]*baseLookup
-}
-
-// baseLookup is one look-up of a base image, shared by the launches that
-// want it while it runs and for baseImageTTL after it found the image.
-type baseLookup struct {
-	done chan struct{}
-	img  types.Image
-	err  error
-	at   time.Time
-}
-
-// get returns base image id, looked up with look unless a look-up under
-// way or done in the last baseImageTTL found it. A look-up that failed is
-// not shared: each launch then looks for itself.
-func (b *baseImages) get(ctx context.Context, id string, look func(context.Context) (types.Image, error)) (types.Image, error) {
-	b.mu.Lock()
-	if b.by == nil {
-		b.by = map[string]*baseLookup{}
-	}
-	l := b.by[id]
-	if l != nil && !l.at.IsZero() && time.Since(l.at) > baseImageTTL {
-		l = nil
-	}
-	if l == nil {
-		l = &baseLookup{done: make(chan struct{})}
-		b.by[id] = l
-		b.mu.Unlock()
-		l.img, l.err = look(ctx)
-		b.mu.Lock()
-		l.at = time.Now()
-		if l.err != nil && b.by[id] == l {
-			delete(b.by, id)
-		}
-		b.mu.Unlock()
-		close(l.done)
-		return l.img, l.err
-	}
-	b.mu.Unlock()
-	select {
-	case <-l.done:
-	case <-ctx.Done():
-		return types.Image{}, fmt.Errorf("find base image %s: %w", id, ctx.Err())
-	}
-	if l.err != nil {
-		return look(ctx)
-	}
-	return l.img, nil
-}
-
-// baseImage is lookupBaseImage, shared by the account's launches.
+// baseImage is lookupBaseImage, shared by the account's launches: builds
+// launching at once from one AMI ask EC2 once, not once each, and for a
+// minute after it was found.
 func (c *Cloud) baseImage(ctx context.Context, id string) (types.Image, error) {
-	return c.acct.bases.get(ctx, id, func(ctx context.Context) (types.Image, error) { return c.lookupBaseImage(ctx, id) })
+	return c.acct.bases.Get(ctx, id, func(ctx context.Context) (types.Image, error) { return c.lookupBaseImage(ctx, id) })
 }
 
 // PollerStats are what the account's pollers of instances and of images

@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
 
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/clouds/ec2/ec2test"
@@ -313,5 +315,69 @@ func TestBaseImageLookedUpOnce(t *testing.T) {
 	}
 	if n := f.Calls("DescribeImages"); n != 3 {
 		t.Errorf("%d DescribeImages after two look-ups of an unknown AMI; want 3", n)
+	}
+}
+
+// TestThrottlingRetriedByTheAccountsAdaptiveRetryer: the fake's token
+// bucket answers RequestLimitExceeded; the SDK's adaptive retryer, one per
+// account and used by every client of it, retries inside the call, so each
+// call the driver makes succeeds. With the SDK's retries off (max_attempts
+// 1), the same calls fail with EC2's code: the retries are the retryer's.
+func TestThrottlingRetriedByTheAccountsAdaptiveRetryer(t *testing.T) {
+	throttle := []ec2test.Throttle{{Actions: []string{"DescribeKeyPairs"}, Rate: 20, Burst: 1}}
+	call := func(c *Cloud) error {
+		_, err := c.api.DescribeKeyPairs(context.Background(), &ec2.DescribeKeyPairsInput{})
+		return err
+	}
+	open := func(f *ec2test.Fake, attempts int) *Opener {
+		o, err := New("throttled", Config{Region: "us-east-1", Endpoint: f.URL, SSHCIDRs: []string{"127.0.0.1/32"}, MaxAttempts: attempts}, false,
+			Options{MaxBackoff: 20 * time.Millisecond, NoRetryQuota: true,
+				Credentials: credentials.NewStaticCredentialsProvider("AKIDTHROTTLE", "throttle-secret", "")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+
+	f := ec2test.New(ec2test.Options{Throttle: throttle})
+	defer f.Close()
+	o := open(f, 0)
+	a, b := openWith(t, o, ""), openWith(t, o, "")
+	for _, c := range []*Cloud{a, b} {
+		r := c.api.(*ec2.Client).Options().Retryer
+		if _, ok := r.(*retry.AdaptiveMode); !ok || r != c.acct.retryer {
+			t.Fatalf("the client's retryer is %T, not the account's adaptive one", r)
+		}
+	}
+	start := time.Now()
+	errs := waitAll(make([]string, 4), func(string) error {
+		if err := call(a); err != nil {
+			return err
+		}
+		return call(b)
+	})
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("throttled calls failed through the retryer: %v", err)
+	}
+	calls, throttled := f.CallsSince(start, "DescribeKeyPairs")
+	if throttled == 0 || calls != 8+throttled {
+		t.Errorf("%d calls, %d throttled, for 8 calls of the driver; want every throttled one retried", calls, throttled)
+	}
+
+	g := ec2test.New(ec2test.Options{Throttle: throttle})
+	defer g.Close()
+	once := openWith(t, open(g, 1), "")
+	errs = waitAll(make([]string, 4), func(string) error { return call(once) })
+	failed := 0
+	for _, err := range errs {
+		var ae smithy.APIError
+		if errors.As(err, &ae) && ae.ErrorCode() == "RequestLimitExceeded" {
+			failed++
+		} else if err != nil {
+			t.Errorf("without retries: %v; want RequestLimitExceeded or success", err)
+		}
+	}
+	if failed == 0 {
+		t.Error("without the SDK's retries no call failed: the fake throttled nothing")
 	}
 }

@@ -25,6 +25,7 @@ import (
 type account struct {
 	servers *clouds.Poller[*gophercloud.ServiceClient, servers.Server]
 	images  *clouds.Poller[*gophercloud.ServiceClient, images.Image]
+	bases   clouds.SharedLookups[string] // base images' ids, by the spec's id or name
 }
 
 // accounts are an Opener's accounts, by credentials (accountKey).
