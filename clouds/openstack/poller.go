@@ -76,7 +76,7 @@ func (o *Opener) newAccount() *account {
 		servers: clouds.NewPoller(clouds.PollerConfig[*gophercloud.ServiceClient, servers.Server]{
 			Fetch: listServers, Every: every, First: first, Timeout: timeout}),
 		images: clouds.NewPoller(clouds.PollerConfig[*gophercloud.ServiceClient, images.Image]{
-			Fetch: listImages, Every: every, First: first, Timeout: timeout}),
+			Fetch: (&imageLooks{}).fetch, Every: every, First: first, Timeout: timeout}),
 	}
 }
 
@@ -96,6 +96,7 @@ func listServers(ctx context.Context, compute *gophercloud.ServiceClient, ids []
 		}
 		return found, 1, nil
 	}
+	// EachPage skips an empty page: a list that found nothing was a call.
 	calls := 0
 	err := servers.List(compute, servers.ListOpts{Limit: listLimit}).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
 		calls++
@@ -108,28 +109,49 @@ func listServers(ctx context.Context, compute *gophercloud.ServiceClient, ids []
 		}
 		return true, nil
 	})
+	calls = max(calls, 1)
 	if err != nil {
-		return nil, max(calls, 1), classify("list servers", err)
+		return nil, calls, classify("list servers", err)
 	}
 	return found, calls, nil
 }
 
-// listImages looks at images ids with Glance's id=in: filter, 100 a call;
-// more than 100 waiting, first every image of the project still being made
-// (status=in:), then by id those it did not list (active now, failed, or
-// not listed yet).
-func listImages(ctx context.Context, image *gophercloud.ServiceClient, ids []string) (map[string]images.Image, int, error) {
+// imageLooks is the images poller's Fetch, with what it keeps from one
+// look to the next: the newest updated_at Glance showed it.
+type imageLooks struct {
+	mu    sync.Mutex
+	since time.Time
+}
+
+// fetch looks at images ids with Glance's id=in: filter, 100 a call. More
+// than 100 waiting, it lists every image of the project still being made
+// (status=in:); when some of them are not in that list any more, every image
+// changed since the newest change the last look saw (updated_at=gte:, on
+// Glance's own clock: those that became active, or failed, since); then by
+// id only those neither list showed (just made, or gone). A look costs one
+// call while nothing finishes and two when 1 000 images finish at once, not
+// eleven, so the poller's pacing does not hold the next look back 11 s.
+func (l *imageLooks) fetch(ctx context.Context, image *gophercloud.ServiceClient, ids []string) (map[string]images.Image, int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	found := map[string]images.Image{}
 	calls := 0
+	newest := l.since
 	list := func(opts images.ListOpts) error {
+		pages := 0
+		// EachPage skips an empty page: a list that found nothing was a call.
+		defer func() { calls += max(pages, 1) }()
 		return images.List(image, opts).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
-			calls++
+			pages++
 			all, err := images.ExtractImages(page)
 			if err != nil {
 				return false, err
 			}
 			for _, im := range all {
 				found[im.ID] = im
+				if im.UpdatedAt.After(newest) {
+					newest = im.UpdatedAt
+				}
 			}
 			return true, nil
 		})
@@ -139,11 +161,14 @@ func listImages(ctx context.Context, image *gophercloud.ServiceClient, ids []str
 		if err := list(images.ListOpts{Status: images.ImageStatus("in:" + strings.Join(inProgress, ",")), Limit: listLimit}); err != nil {
 			return nil, max(calls, 1), classify("list images being made", err)
 		}
-		rest = nil
-		for _, id := range ids {
-			if _, ok := found[id]; !ok {
-				rest = append(rest, id)
+		rest = absent(ids, found)
+		if len(rest) > 0 && !l.since.IsZero() {
+			// Some are no longer being made: the images changed since the
+			// last look show which became what, in one call.
+			if err := list(images.ListOpts{UpdatedAtQuery: &images.ImageDateQuery{Date: l.since, Filter: images.FilterGTE}, Limit: listLimit}); err != nil {
+				return nil, max(calls, 1), classify("list images changed", err)
 			}
+			rest = absent(ids, found)
 		}
 	}
 	for _, chunk := range clouds.Chunks(rest, idsPerList) {
@@ -151,7 +176,19 @@ func listImages(ctx context.Context, image *gophercloud.ServiceClient, ids []str
 			return nil, max(calls, 1), classify("list images", err)
 		}
 	}
+	l.since = newest
 	return found, calls, nil
+}
+
+// absent are the ids not in found.
+func absent[T any](ids []string, found map[string]T) []string {
+	var out []string
+	for _, id := range ids {
+		if _, ok := found[id]; !ok {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // notListedLooks is how many looks in a row may miss a server before a

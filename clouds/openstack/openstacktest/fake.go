@@ -175,6 +175,7 @@ type image struct {
 	Props            map[string]string
 	Server           string
 	Created          time.Time
+	Updated          time.Time // the last change of status or properties: Glance's updated_at (zero: Created)
 	due              time.Time
 	next             string
 }
@@ -512,10 +513,10 @@ func (f *Fake) advance(r *region) {
 			continue
 		}
 		if im.Status == "queued" {
-			im.Status, im.due = "saving", now.Add(f.opts.SnapshotDelay/2)
+			im.Status, im.due, im.Updated = "saving", now.Add(f.opts.SnapshotDelay/2), now
 			continue
 		}
-		im.Status, im.next = im.next, ""
+		im.Status, im.next, im.Updated = im.next, "", now
 	}
 }
 
@@ -1288,7 +1289,7 @@ func (f *Fake) deleteServer(r *region, s *server) {
 	for _, im := range r.images {
 		if im.Server == s.ID && (im.Status == "queued" || im.Status == "saving") {
 			f.viol = append(f.viol, fmt.Sprintf("server %s deleted while its image %s was %s", s.ID, im.ID, im.Status))
-			im.Status, im.next = "killed", ""
+			im.Status, im.next, im.Updated = "killed", "", time.Now()
 		}
 	}
 	if f.real != nil {
@@ -1418,7 +1419,7 @@ func (f *Fake) imageJSON(req *http.Request, im *image) map[string]any {
 		"id": im.ID, "name": im.Name, "status": im.Status, "visibility": "private", "protected": false, "os_hidden": false,
 		"container_format": "bare", "disk_format": "qcow2", "min_disk": 0, "min_ram": 0, "tags": []string{},
 		"owner": "p-" + f.opts.Project, "checksum": nil, "size": nil, "virtual_size": nil,
-		"created_at": im.Created.UTC().Format(time.RFC3339), "updated_at": time.Now().UTC().Format(time.RFC3339),
+		"created_at": im.Created.UTC().Format(time.RFC3339), "updated_at": im.updated().UTC().Format(time.RFC3339),
 		"self": "/v2/images/" + im.ID, "file": "/v2/images/" + im.ID + "/file", "schema": "/v2/schemas/image",
 	}
 	if im.Status == "active" {
@@ -1461,10 +1462,10 @@ func (f *Fake) image(w http.ResponseWriter, req *http.Request, r *region, p stri
 // filters on an image property of that name. The fake implements the first
 // group and refuses the rest, so a driver relying on one is noticed.
 var (
-	imageListParams = map[string]bool{"limit": true, "marker": true, "name": true, "status": true, "id": true}
+	imageListParams = map[string]bool{"limit": true, "marker": true, "name": true, "status": true, "id": true, "updated_at": true}
 	imageListTodo   = map[string]bool{"visibility": true, "os_hidden": true, "member_status": true, "owner": true,
 		"size_min": true, "size_max": true, "sort": true, "sort_key": true, "sort_dir": true, "tag": true,
-		"created_at": true, "updated_at": true, "container_format": true, "disk_format": true, "protected": true}
+		"created_at": true, "container_format": true, "disk_format": true, "protected": true}
 )
 
 // defaultImagePage is Glance's limit_param_default.
@@ -1496,6 +1497,10 @@ func (f *Fake) listImages(w http.ResponseWriter, req *http.Request, r *region) {
 			props[k] = vs[0]
 		}
 	}
+	if _, err := dateFilter(q.Get("updated_at"), time.Time{}); err != nil {
+		writeErr(w, req.URL.Path, 400, "updated_at: "+err.Error())
+		return
+	}
 	all := make([]*image, 0, len(r.images))
 	for _, im := range r.images {
 		all = append(all, im)
@@ -1524,6 +1529,9 @@ func (f *Fake) listImages(w http.ResponseWriter, req *http.Request, r *region) {
 			continue
 		}
 		if !inFilter(q.Get("name"), im.Name) || !inFilter(q.Get("status"), im.Status) || !inFilter(q.Get("id"), im.ID) {
+			continue
+		}
+		if ok, _ := dateFilter(q.Get("updated_at"), im.updated()); !ok {
 			continue
 		}
 		hit := true
@@ -1564,6 +1572,16 @@ func inFilter(filter, v string) bool {
 		return false
 	}
 	return filter == v
+}
+
+// SetImageStatus changes an image's status now, as Glance does when an
+// upload ends (its updated_at moves too).
+func (f *Fake) SetImageStatus(reg, id, status string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if im := f.region(reg).images[id]; im != nil {
+		im.Status, im.next, im.Updated = status, "", time.Now()
+	}
 }
 
 // AddImage adds an image made outside imagegen (an upload, another project's
@@ -1634,7 +1652,49 @@ func (f *Fake) patchImage(w http.ResponseWriter, req *http.Request, im *image) {
 			return
 		}
 	}
+	im.Updated = time.Now()
 	writeJSON(w, 200, f.imageJSON(req, im))
+}
+
+// updated is the image's updated_at.
+func (im *image) updated() time.Time {
+	if im.Updated.IsZero() {
+		return im.Created
+	}
+	return im.Updated
+}
+
+// dateFilter applies Glance's created_at / updated_at list filter,
+// "op:2026-12-07T18:22:14Z" with op one of gt, gte, eq, neq, lt, lte (Glance
+// keeps seconds); "" lets everything through.
+func dateFilter(filter string, t time.Time) (ok bool, err error) {
+	if filter == "" {
+		return true, nil
+	}
+	op, v, found := strings.Cut(filter, ":")
+	if !found {
+		op, v = "eq", filter
+	}
+	at, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return false, fmt.Errorf("invalid date %q: %w", v, err)
+	}
+	t = t.Truncate(time.Second)
+	switch op {
+	case "gt":
+		return t.After(at), nil
+	case "gte":
+		return !t.Before(at), nil
+	case "eq":
+		return t.Equal(at), nil
+	case "neq":
+		return !t.Equal(at), nil
+	case "lt":
+		return t.Before(at), nil
+	case "lte":
+		return !t.After(at), nil
+	}
+	return false, fmt.Errorf("invalid operator %q", op)
 }
 
 // ---- Cinder ----

@@ -124,3 +124,49 @@ func TestListsAtScale(t *testing.T) {
 		t.Errorf("CountSince: %d, %d throttled; want 2, 1", n, throttled)
 	}
 }
+
+// TestImagesUpdatedAtFilter: Glance's updated_at=op:date list filter, on the
+// second (as Glance keeps it); a date that is none is a 400.
+func TestImagesUpdatedAtFilter(t *testing.T) {
+	f := New(Options{})
+	defer f.Close()
+	a := f.AddImage("RegionOne", Image{Name: "a"})
+	b := f.AddImage("RegionOne", Image{Name: "b"})
+	t0 := time.Now().UTC().Truncate(time.Second)
+	f.mu.Lock()
+	r := f.region("RegionOne")
+	r.images[a].Updated = t0.Add(-10 * time.Second)
+	r.images[b].Updated = t0.Add(300 * time.Millisecond)
+	f.mu.Unlock()
+	tok := login(t, f)
+	ids := func(filter string) (int, []string) {
+		req, _ := http.NewRequest("GET", f.URL()+"/RegionOne/image/v2/images?id=in:"+a+","+b+"&updated_at="+filter, nil)
+		req.Header.Set("X-Auth-Token", tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Images []struct {
+				ID        string `json:"id"`
+				UpdatedAt string `json:"updated_at"`
+			} `json:"images"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		var out []string
+		for _, im := range body.Images {
+			out = append(out, im.ID)
+		}
+		return resp.StatusCode, out
+	}
+	at := t0.Format(time.RFC3339)
+	for filter, want := range map[string][]string{"gte:" + at: {b}, "gt:" + at: nil, "lt:" + at: {a}, "eq:" + at: {b}} {
+		if code, got := ids(filter); code != 200 || fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("updated_at=%s: %d %v; want %v", filter, code, got, want)
+		}
+	}
+	if code, _ := ids("gte:yesterday"); code != 400 {
+		t.Errorf("updated_at=gte:yesterday: %d; want 400", code)
+	}
+}
