@@ -16,8 +16,9 @@ import (
 // per kind, region and credentials, shared by every build there.
 //
 // Its goroutine runs only while some build waits, looks every Every, and
-// slows down by itself when a look took several calls (pages) or the cloud
-// throttled it, so its average stays at one call per Every.
+// slows down by itself when a look took several calls (pages) beyond its
+// Burst or the cloud throttled it, so its average stays at one call per
+// Every (1.25 with a Burst).
 type Poller[C, T any] struct {
 	cfg PollerConfig[C, T]
 
@@ -41,7 +42,18 @@ type PollerConfig[C, T any] struct {
 	Every, First time.Duration
 	// Timeout bounds one look (default 1 minute).
 	Timeout time.Duration
+	// Burst lets a look make up to Burst calls more than one (pages, or
+	// what a broad look missed, looked at by id: 1 000 images finishing at
+	// once) without holding the next look back, as long as such extra calls
+	// average at most one every burstRefill periods: over time the poller
+	// makes at most 1.25 calls per Every. With 0, each extra call holds the
+	// next look back one period (one call per Every).
+	Burst int
 }
+
+// burstRefill is how many periods a Poller takes to earn one spare call of
+// its Burst back.
+const burstRefill = 4
 
 // PollerStats counts a Poller's work since it was made.
 type PollerStats struct {
@@ -175,6 +187,7 @@ func (p *Poller[C, T]) loop() {
 	t := time.NewTimer(p.cfg.First)
 	defer t.Stop()
 	fails := 0
+	spare, refilled := float64(p.cfg.Burst), time.Now()
 	for {
 		select {
 		case <-t.C:
@@ -198,8 +211,16 @@ func (p *Poller[C, T]) loop() {
 		cancel()
 		p.deliver(ids, found, calls, err)
 		// One call per Every on average: a look of several calls (pages,
-		// or more ids than one call takes) waits as many periods.
-		next := time.Duration(max(calls, 1)) * p.cfg.Every
+		// or more ids than one call takes) waits as many periods, less
+		// the spare calls of the Burst (refilled one every burstRefill
+		// periods).
+		now := time.Now()
+		spare = min(float64(p.cfg.Burst), spare+float64(now.Sub(refilled))/float64(burstRefill*p.cfg.Every))
+		refilled = now
+		extra := float64(max(calls, 1) - 1)
+		use := min(extra, spare)
+		spare -= use
+		next := p.cfg.Every + time.Duration((extra-use)*float64(p.cfg.Every))
 		if err != nil {
 			// Throttled or failing: back off, as the cloud asks or twice as
 			// long each time, up to 8 periods.

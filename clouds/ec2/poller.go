@@ -21,18 +21,30 @@ import (
 )
 
 // account is what the builds of one cloud entry (one region) and one set of
-// credentials share: the SDK's adaptive retryer, whose client-side rate
-// limit learns from RequestLimitExceeded only if every client of the
-// account uses the same one, and the batched pollers of instances and
-// images. EC2 throttles per account and region: 1 000 builds each
+// credentials share: the SDK's adaptive retryers (one for the pollers'
+// describe calls, one for the rest), whose client-side rate limit learns
+// from RequestLimitExceeded only if every client of the account uses the
+// same one, and the batched pollers of instances and images. EC2 throttles per account and region: 1 000 builds each
 // describing its own instance every second would spend the account's
 // request budget (docs/ec2.md, "API calls").
 type account struct {
-	retryer   aws.Retryer
+	retryer aws.Retryer // every call's but the pollers'
+	// describe is the pollers' retryer. EC2 throttles describe calls and
+	// mutating ones from separate buckets, while an adaptive retryer slows
+	// every call it sees down once one is throttled: with one retryer,
+	// 1 000 launches throttled on RunInstances held the pollers' looks back
+	// behind them, and builds noticed their instances seconds late.
+	describe  aws.Retryer
 	instances *clouds.Poller[API, types.Instance]
 	images    *clouds.Poller[API, types.Image]
 	bases     clouds.SharedLookups[types.Image] // base images, by id
 }
+
+// pollBurst is how many calls more than one a poller's look may make
+// without holding the next one back (clouds.PollerConfig.Burst): 1 000
+// images turning available at once are six calls (the pending ones, then
+// 200 ids a call), and the next look still comes a second later.
+const pollBurst = 5
 
 // maxFilterValues is the most filter values EC2 takes in one call; past it
 // EC2 answers FilterLimitExceeded.
@@ -81,13 +93,17 @@ func accountKey(akid, secret string) string {
 func (o *Opener) newAccount() *account {
 	every, first := o.opts.Poll.Max, o.opts.Poll.Initial
 	timeout := 4 * o.cfg.RequestTimeout
-	return &account{
-		retryer: o.newRetryer(),
-		instances: clouds.NewPoller(clouds.PollerConfig[API, types.Instance]{
-			Fetch: describeInstances, Every: every, First: first, Timeout: timeout}),
-		images: clouds.NewPoller(clouds.PollerConfig[API, types.Image]{
-			Fetch: describeImages, Every: every, First: first, Timeout: timeout}),
-	}
+	a := &account{retryer: o.newRetryer(), describe: o.newRetryer()}
+	opt := func(eo *ec2.Options) { eo.Retryer = a.describe }
+	a.instances = clouds.NewPoller(clouds.PollerConfig[API, types.Instance]{
+		Fetch: func(ctx context.Context, api API, ids []string) (map[string]types.Instance, int, error) {
+			return describeInstances(ctx, api, ids, opt)
+		}, Every: every, First: first, Timeout: timeout, Burst: pollBurst})
+	a.images = clouds.NewPoller(clouds.PollerConfig[API, types.Image]{
+		Fetch: func(ctx context.Context, api API, ids []string) (map[string]types.Image, int, error) {
+			return describeImages(ctx, api, ids, opt)
+		}, Every: every, First: first, Timeout: timeout, Burst: pollBurst})
+	return a
 }
 
 // newRetryer is the SDK's adaptive retryer: standard retries (more attempts
@@ -122,13 +138,13 @@ func (o *Opener) newRetryer() aws.Retryer {
 // whole call with InvalidInstanceID.NotFound), in calls of 200 ids; more
 // than 200 waiting, every live imagegen instance of the region in pages of
 // 1 000, then by id those it did not list (not visible yet, or terminated).
-func describeInstances(ctx context.Context, api API, ids []string) (map[string]types.Instance, int, error) {
+func describeInstances(ctx context.Context, api API, ids []string, opts ...func(*ec2.Options)) (map[string]types.Instance, int, error) {
 	found := make(map[string]types.Instance, len(ids))
 	calls := 0
 	describe := func(in *ec2.DescribeInstancesInput) error {
 		for {
 			calls++
-			out, err := api.DescribeInstances(ctx, in)
+			out, err := api.DescribeInstances(ctx, in, opts...)
 			if err != nil {
 				return classify("describe instances", err)
 			}
@@ -166,13 +182,13 @@ func describeInstances(ctx context.Context, api API, ids []string) (map[string]t
 // by image-id filter, 200 a call; more than 200 waiting, first every
 // pending imagegen image of the account (what a waiting build waits on is
 // pending until it is not), then by id those it did not list.
-func describeImages(ctx context.Context, api API, ids []string) (map[string]types.Image, int, error) {
+func describeImages(ctx context.Context, api API, ids []string, opts ...func(*ec2.Options)) (map[string]types.Image, int, error) {
 	found := make(map[string]types.Image, len(ids))
 	calls := 0
 	describe := func(in *ec2.DescribeImagesInput) error {
 		for {
 			calls++
-			out, err := api.DescribeImages(ctx, in)
+			out, err := api.DescribeImages(ctx, in, opts...)
 			if err != nil {
 				return classify("describe images", err)
 			}

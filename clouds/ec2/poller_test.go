@@ -279,6 +279,12 @@ func TestAccountsAreShared(t *testing.T) {
 	}); !ok {
 		t.Errorf("the retryer %T is not the SDK's adaptive mode", a1.acct.retryer)
 	}
+	// The pollers' describe calls learn EC2's limit on describe calls
+	// apart from the mutating calls' (EC2 throttles them from separate
+	// buckets).
+	if _, ok := a1.acct.describe.(*retry.AdaptiveMode); !ok || a1.acct.describe == a1.acct.retryer {
+		t.Errorf("the pollers' retryer %T: want an adaptive one of their own", a1.acct.describe)
+	}
 	for k := range o.accts.by {
 		if strings.Contains(k, "secret-") {
 			t.Errorf("an account key holds the secret: %q", k)

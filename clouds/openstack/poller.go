@@ -66,6 +66,11 @@ const (
 	idsPerList = 100
 )
 
+// pollBurst is how many calls more than one a poller's look may make
+// without holding the next one back (clouds.PollerConfig.Burst): pages of
+// servers past 1 000, images that finished and are looked at by id.
+const pollBurst = 5
+
 // inProgress are the image statuses of an image still being made.
 var inProgress = []string{string(images.ImageStatusQueued), string(images.ImageStatusSaving), "uploading", "importing"}
 
@@ -74,9 +79,9 @@ func (o *Opener) newAccount() *account {
 	timeout := 4 * o.cfg.RequestTimeout
 	return &account{
 		servers: clouds.NewPoller(clouds.PollerConfig[*gophercloud.ServiceClient, servers.Server]{
-			Fetch: listServers, Every: every, First: first, Timeout: timeout}),
+			Fetch: listServers, Every: every, First: first, Timeout: timeout, Burst: pollBurst}),
 		images: clouds.NewPoller(clouds.PollerConfig[*gophercloud.ServiceClient, images.Image]{
-			Fetch: (&imageLooks{}).fetch, Every: every, First: first, Timeout: timeout}),
+			Fetch: (&imageLooks{}).fetch, Every: every, First: first, Timeout: timeout, Burst: pollBurst}),
 	}
 }
 
@@ -96,20 +101,20 @@ func listServers(ctx context.Context, compute *gophercloud.ServiceClient, ids []
 		}
 		return found, 1, nil
 	}
-	// EachPage skips an empty page: a list that found nothing was a call.
-	calls := 0
+	calls, last := 0, 0
 	err := servers.List(compute, servers.ListOpts{Limit: listLimit}).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
 		calls++
 		all, err := servers.ExtractServers(page)
 		if err != nil {
 			return false, err
 		}
+		last = len(all)
 		for _, s := range all {
 			found[s.ID] = s
 		}
 		return true, nil
 	})
-	calls = max(calls, 1)
+	calls = requests(calls, last)
 	if err != nil {
 		return nil, calls, classify("list servers", err)
 	}
@@ -139,14 +144,15 @@ func (l *imageLooks) fetch(ctx context.Context, image *gophercloud.ServiceClient
 	newest := l.since
 	list := func(opts images.ListOpts) error {
 		pages := 0
-		// EachPage skips an empty page: a list that found nothing was a call.
-		defer func() { calls += max(pages, 1) }()
+		last := 0
+		defer func() { calls += requests(pages, last) }()
 		return images.List(image, opts).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
 			pages++
 			all, err := images.ExtractImages(page)
 			if err != nil {
 				return false, err
 			}
+			last = len(all)
 			for _, im := range all {
 				found[im.ID] = im
 				if im.UpdatedAt.After(newest) {
@@ -178,6 +184,17 @@ func (l *imageLooks) fetch(ctx context.Context, image *gophercloud.ServiceClient
 	}
 	l.since = newest
 	return found, calls, nil
+}
+
+// requests is how many requests a list of pages non-empty pages made, the
+// last one of n results: EachPage does not show an empty page, which is
+// still a request (the only one, or the one a full last page's next link
+// led to).
+func requests(pages, n int) int {
+	if pages == 0 || n >= listLimit {
+		return pages + 1
+	}
+	return pages
 }
 
 // absent are the ids not in found.
