@@ -55,6 +55,9 @@ type serviceOptions struct {
 	clouds      string // YAML of the clouds map (indented two spaces)
 	concurrency int
 	worker      bool
+	// durability is redis_durability ("": the default, ack); fsync also
+	// sets appendfsync always on the Redis, replica starts a replica of it.
+	durability config.Durability
 }
 
 func startService(tb testing.TB, o serviceOptions) *service {
@@ -78,6 +81,9 @@ github:
 encryption_key: %s
 build: {timeout: 10m, cleanup_timeout: 30s, concurrency: %d}
 clouds:%s`, s.redis.URL, ac.AppID, ac.PrivateKeyFile, webhookSecret, s.gh.URL(), strings.Repeat("ab", 32), o.concurrency, o.clouds)
+	if o.durability != "" {
+		yml += "\nredis_durability: " + string(o.durability) + "\n"
+	}
 	cfg := configtest.Config(tb, yml)
 	s.cfg = cfg
 
@@ -92,6 +98,14 @@ clouds:%s`, s.redis.URL, ac.AppID, ac.PrivateKeyFile, webhookSecret, s.gh.URL(),
 	}
 	s.rdb = rdb
 	tb.Cleanup(func() { rdb.Close() })
+	switch o.durability {
+	case config.DurabilityFsync:
+		if err := rdb.ConfigSet(context.Background(), "appendfsync", "always").Err(); err != nil {
+			tb.Fatal(err)
+		}
+	case config.DurabilityReplica:
+		servicetest.StartRedisReplica(tb, s.redis)
+	}
 
 	// Production logs JSON at Info; encoding them is part of the cost.
 	log := slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))

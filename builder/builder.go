@@ -52,6 +52,9 @@ type Job struct {
 	Spec      *spec.Spec
 	Repo      string // provenance: "owner/name", or a local path for imagegen build
 	Commit    string // provenance: full sha, or "" when unknown
+	// Provenance, when set, makes the image's signed provenance statement
+	// after Snapshot (Result.Provenance) and tags the image with its digest.
+	Provenance *Provenance
 
 	SSHTimeout     time.Duration   // waiting for SSH; default 15 min
 	CleanupTimeout time.Duration   // cleanup's own context; default 10 min
@@ -76,6 +79,9 @@ type Result struct {
 	// the build ended before the script succeeded.
 	Manifest *ManifestResult `json:"manifest,omitempty"`
 	Err      error           `json:"-"` // the error itself, for errors.Is / clouds.KindOf
+	// Provenance is the image's DSSE envelope, byte for byte as signed (its
+	// SHA-256 is the image's TagProvenance); nil without Job.Provenance.
+	Provenance []byte `json:"-"`
 }
 
 // PhaseTiming is how long a phase took.

@@ -487,6 +487,9 @@ func (p *pipeline) snapshot(ctx context.Context) error {
 	if err := verifyTags(p.img.Tags, tags); err != nil {
 		return err
 	}
+	if err := p.attest(ctx); err != nil {
+		return fmt.Errorf("provenance: %w", err)
+	}
 	p.imageReady = true
 	p.slog.Info("image saved", "id", p.img.ID, "name", p.img.Name)
 	return nil

@@ -57,6 +57,9 @@ type CloudRecord struct {
 	ManifestPackages int    `json:"manifest_packages,omitempty"`
 	ManifestPartial  bool   `json:"manifest_partial,omitempty"`
 	ManifestError    string `json:"manifest_error,omitempty"`
+	// ProvenanceSHA256 is the SHA-256 of the image's provenance envelope
+	// (stored beside the record; the image's imagegen:provenance-sha256).
+	ProvenanceSHA256 string `json:"provenance_sha256,omitempty"`
 }
 
 // Duration is how long the cloud's part ran (so far).
@@ -115,6 +118,7 @@ type LineageEntry struct {
 	Generator string    `json:"generator"`
 	Cloud     string    `json:"cloud"`
 	Commit    string    `json:"commit"`
+	Ref       string    `json:"ref,omitempty"`
 	Digest    string    `json:"script_sha256"`
 	BaseImage string    `json:"base_image"`
 	ImageID   string    `json:"image_id"`

@@ -93,13 +93,19 @@ func (d *Deliveries) Handle(ctx context.Context, id, event string, payload []byt
 // delivery handled again after an error or a crash finds what it recorded
 // and made before.
 func (d *Deliveries) HandleEvent(ctx context.Context, id string, ev Event) error {
+	if repo, ok := EventRepo(ev); ok && !d.planner.d.Config.GitHub.AcceptsRepo(repo) {
+		// The webhook ignores these already; a delivery queued before the
+		// config changed, or by a serve with another config, is ignored here.
+		d.planner.d.Logger.Info("delivery ignored: repository not allowed (github.allow_repos)", "delivery", id, "repo", repo)
+		return nil
+	}
 	switch ev := ev.(type) {
 	case Push:
 		ev.Delivery = id
 		return d.planner.Plan(ctx, ev)
 	case CheckRunRerun:
 		// Keyed by the delivery: a retried task re-runs the build once.
-		_, err := d.reruns.Rerun(ctx, ev.Build, RerunRequest{SkipPasswordClouds: true, Key: id, Repo: ev.Repo, SHA: ev.SHA})
+		_, err := d.reruns.Rerun(ctx, ev.Build, RerunRequest{SkipPasswordClouds: true, RecordDenied: true, Key: id, Repo: ev.Repo, SHA: ev.SHA})
 		var rerr *RequestError
 		var ferr *ForeignError
 		switch {
@@ -118,4 +124,18 @@ func (d *Deliveries) HandleEvent(ctx context.Context, id string, ev Event) error
 		return err
 	}
 	return nil
+}
+
+// EventRepo is the repository (owner/name) event ev is about; false for an
+// event about none.
+func EventRepo(ev Event) (string, bool) {
+	switch ev := ev.(type) {
+	case Push:
+		return ev.Repo, true
+	case CheckRunRerun:
+		return ev.Repo, true
+	case CheckSuiteRerun:
+		return ev.Repo, true
+	}
+	return "", false
 }

@@ -24,6 +24,8 @@ type Deps struct {
 	Queue   Enqueuer
 	Logger  *slog.Logger // nil: discard
 	Metrics *Metrics     // nil: none
+	// Provenance signs what the Runner builds (the zero value: unsigned).
+	Provenance Provenance
 	// BuildURL is the link statuses and check runs carry to a build (the
 	// build's page, signed); nil: the build's API record (BuildURL).
 	BuildURL func(id string) string
@@ -79,8 +81,12 @@ type Store interface {
 	// or the cloud's manifest does not exist.
 	Manifest(ctx context.Context, id, cloud string) ([]byte, error)
 
-	// AddImage records a new image in its generator's lineage.
+	// AddImage records a new image in its generator's lineage, and indexes
+	// it by its cloud and id.
 	AddImage(ctx context.Context, e LineageEntry) error
+	// SetProvenance stores the DSSE envelope of build's image on cloud with
+	// the build's record, as the bytes given.
+	SetProvenance(ctx context.Context, build, cloud string, envelope []byte) error
 	// Images returns a generator's lineage, newest first.
 	Images(ctx context.Context, repo, generator string) ([]LineageEntry, error)
 	// LastClouds returns the cloud list a generator was last planned with.
@@ -130,6 +136,10 @@ type Tasks interface {
 	BuildTask(ctx context.Context, build, cloud string) (TaskInfo, error)
 	// DeleteBuildTask deletes that task (an archived one may hold a sealed password).
 	DeleteBuildTask(ctx context.Context, build, cloud string) error
+	// PlanPending reports whether the delivery task that plans a push of
+	// repo's ref at sha (delivery: its id) may still run: it then queues the
+	// build tasks its plan recorded, and their absence is no loss yet.
+	PlanPending(ctx context.Context, repo, ref, sha, delivery string) (bool, error)
 }
 
 // TaskInfo is a build task as the queue has it.

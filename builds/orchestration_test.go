@@ -126,7 +126,9 @@ func TestReportsAreSerialized(t *testing.T) {
 			case <-time.After(10 * time.Second):
 				t.Fatal("the report never sent the queued status")
 			}
-			builds.RecordResult(ctx, s.deps, &builds.Build{ID: id}, "sim", builder.Result{Cloud: "sim", State: builder.StateSucceeded, Finished: time.Now()})
+			if err := builds.RecordResult(ctx, s.deps, &builds.Build{ID: id}, "sim", builder.Result{Cloud: "sim", State: builder.StateSucceeded, Finished: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
 			newer := make(chan error, 1)
 			go func() { newer <- s.reporter.Report(ctx, gh, id, "sim") }()
 			// Time for a report that does not wait its turn to land first.

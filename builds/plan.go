@@ -360,9 +360,15 @@ func (pl *Planner) startBuild(ctx context.Context, gh RepoClient, p Push, sp *sp
 	for _, name := range sp.CloudNames() {
 		c := &CloudRecord{Cloud: name, State: builder.StateQueued, BaseImage: sp.Clouds[name].Image, Queued: now}
 		entry := pl.d.Config.Clouds[name]
+		why := denied(pl.d.Config, name, p.Repo, p.Ref)
 		switch {
 		case entry == nil:
 			c.State, c.Error, c.Finished = builder.StateFailed, fmt.Sprintf("cloud %q is not in this server's config", name), now
+		case why != "":
+			// Recorded failed, never queued: nothing is launched there.
+			c.State, c.Error, c.Finished = builder.StateFailed, why, now
+			pl.d.Logger.Warn("cloud refused by its allow rule: nothing launched", "delivery", p.Delivery, "generator", sp.Name,
+				"cloud", name, "repo", p.Repo, "ref", p.Ref, "reason", why)
 		case entry.AsksPassword():
 			c.State, c.AsksPassword = builder.StateWaiting, true
 		}

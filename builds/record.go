@@ -2,6 +2,8 @@ package builds
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/imagegen/imagegen/builder"
@@ -13,54 +15,91 @@ import (
 // build as the caller read it (its repo, generator, commit and digest go
 // into the lineage); with only its ID set, the build is read when an image
 // needs it.
-func recordResult(ctx context.Context, d Deps, meta *Build, cloud string, res builder.Result) {
+//
+// The record is written until it holds, for up to recordRetry: a result lost
+// to a Redis that was away for a moment must not be reported as if it had
+// been recorded (the task would end, its cloud left "running" until the sweep
+// called its task lost, a success reported as a failure; found by the chaos
+// suite's Redis black hole). What cannot be recorded is an error: the caller
+// returns it, and the queue runs the task again.
+func recordResult(ctx context.Context, d Deps, meta *Build, cloud string, res builder.Result) error {
 	build := meta.ID
 	now := time.Now().UTC()
 	// The manifest is stored before the record says the cloud is done, so
 	// whoever sees the build final (the check run's drift) finds it.
 	mf := storeManifest(ctx, d, build, cloud, res.Manifest)
-	rec, err := d.Store.UpdateCloud(ctx, build, cloud, func(c *CloudRecord) {
-		c.State = res.State
-		c.Error = res.Error
-		c.ExitCode = res.ExitCode
-		c.Phase = ""
-		if res.BaseImage != "" {
-			c.BaseImage = res.BaseImage
-		}
-		if res.Image != nil {
-			c.ImageID, c.ImageName = res.Image.ID, res.Image.Name
-		}
-		if c.Started.IsZero() {
-			c.Started = orNow(res.Started, now)
-		}
-		c.Finished = orNow(res.Finished, now)
-		c.Phases = res.Phases
-		c.Leftovers = len(res.Leftovers)
-		c.ManifestSHA256, c.ManifestPackages, c.ManifestPartial, c.ManifestError = mf.sha256, mf.packages, mf.partial, mf.err
+	digest := storeProvenance(ctx, d, build, cloud, res)
+	var rec *CloudRecord
+	err := retryStore(ctx, func() (err error) {
+		rec, err = d.Store.UpdateCloud(ctx, build, cloud, func(c *CloudRecord) {
+			c.State = res.State
+			c.Error = res.Error
+			c.ExitCode = res.ExitCode
+			c.Phase = ""
+			if res.BaseImage != "" {
+				c.BaseImage = res.BaseImage
+			}
+			if res.Image != nil {
+				c.ImageID, c.ImageName = res.Image.ID, res.Image.Name
+			}
+			if c.Started.IsZero() {
+				c.Started = orNow(res.Started, now)
+			}
+			c.Finished = orNow(res.Finished, now)
+			c.Phases = res.Phases
+			c.Leftovers = len(res.Leftovers)
+			c.ManifestSHA256, c.ManifestPackages, c.ManifestPartial, c.ManifestError = mf.sha256, mf.packages, mf.partial, mf.err
+			c.ProvenanceSHA256 = digest
+		})
+		return err
 	})
 	if err != nil {
 		d.Logger.Error("record result", "build", build, "cloud", cloud, "err", err)
-		return
+		return fmt.Errorf("record the result of %s on %s: %w", build, cloud, err)
 	}
 	if d.Metrics != nil {
 		d.Metrics.Builds.WithLabelValues(cloud, string(rec.State)).Inc()
 		d.Metrics.Duration.WithLabelValues(cloud, string(rec.State)).Observe(rec.Duration(now).Seconds())
 	}
 	if rec.State != builder.StateSucceeded || rec.ImageID == "" {
-		return
+		return nil
 	}
 	b := meta
 	if b.Repo == "" {
 		if b, _, err = d.Store.Get(ctx, build); err != nil {
+			// The result is recorded; only the lineage entry is missing.
 			d.Logger.Error("record image", "build", build, "cloud", cloud, "err", err)
-			return
+			return nil
 		}
 	}
 	if err := d.Store.AddImage(ctx, LineageEntry{
-		Build: build, Repo: b.Repo, Generator: b.Generator, Cloud: cloud, Commit: b.Commit, Digest: b.Digest,
+		Build: build, Repo: b.Repo, Generator: b.Generator, Cloud: cloud, Commit: b.Commit, Ref: b.Ref, Digest: b.Digest,
 		BaseImage: rec.BaseImage, ImageID: rec.ImageID, ImageName: rec.ImageName, Created: rec.Finished,
 	}); err != nil {
 		d.Logger.Error("record image", "build", build, "cloud", cloud, "err", err)
+	}
+	return nil
+}
+
+// recordRetry is how long recordResult keeps trying to write a result.
+var recordRetry = time.Minute
+
+// retryStore runs fn until it succeeds, ctx ends or recordRetry passes,
+// waiting longer between tries (up to 5 s). A missing build is not retried.
+func retryStore(ctx context.Context, fn func() error) error {
+	deadline := time.Now().Add(recordRetry)
+	wait := 250 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil || errors.Is(err, ErrNotFound) || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
 	}
 }
 
@@ -103,7 +142,9 @@ func orNow(t, now time.Time) time.Time {
 // failAndReport records the cloud's part of build b failed for cause, its
 // task being over (given up, or lost), and reports it.
 func failAndReport(ctx context.Context, d Deps, rep *Reporter, b *Build, cloud string, cause error) error {
-	recordResult(ctx, d, &Build{ID: b.ID}, cloud, builder.Result{Cloud: cloud, State: builder.StateFailed, Error: cause.Error(), ExitCode: -1})
+	if err := recordResult(ctx, d, &Build{ID: b.ID}, cloud, builder.Result{Cloud: cloud, State: builder.StateFailed, Error: cause.Error(), ExitCode: -1}); err != nil {
+		return err
+	}
 	gh, err := d.GitHub.Repo(ctx, b.Installation)
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -32,6 +33,11 @@ type RerunRequest struct {
 	// SkipPasswordClouds leaves out the clouds that ask for a password (a
 	// check run's "Re-run" button cannot bring one).
 	SkipPasswordClouds bool
+	// RecordDenied puts the clouds whose allow rule refuses the build in
+	// the new build, failed with the reason, as a push's plan does (a
+	// button's re-run, whose check run then says why); without it such a
+	// cloud refuses the whole request with a DeniedError (the API).
+	RecordDenied bool
 	// Key, when set, names the request (a webhook delivery's id): the new
 	// build's id derives from it and the old build's, so the same request
 	// retried makes its build once.
@@ -85,7 +91,7 @@ func (r *Reruns) RerunCommit(ctx context.Context, repo, sha, key string) ([]stri
 			ids = append(ids, b.ID)
 			continue
 		}
-		id, err := r.Rerun(ctx, b.ID, RerunRequest{SkipPasswordClouds: true, Key: key, Repo: repo, SHA: sha})
+		id, err := r.Rerun(ctx, b.ID, RerunRequest{SkipPasswordClouds: true, RecordDenied: true, Key: key, Repo: repo, SHA: sha})
 		var rerr *RequestError
 		switch {
 		case errors.As(err, &rerr):
@@ -122,8 +128,8 @@ func (r *Reruns) Rerun(ctx context.Context, id string, req RerunRequest) (string
 	if sp == nil {
 		return "", fmt.Errorf("build %s has no stored spec", id)
 	}
-	picked, err := r.pick(old, sp, req)
-	if err != nil || len(picked) == 0 {
+	picked, refused, err := r.pick(old, sp, req)
+	if err != nil || len(picked)+len(refused) == 0 {
 		return "", err
 	}
 	now := time.Now().UTC()
@@ -139,6 +145,10 @@ func (r *Reruns) Rerun(ctx context.Context, id string, req RerunRequest) (string
 	for _, name := range picked {
 		nb.Clouds[name] = &CloudRecord{Cloud: name, State: builder.StateQueued, BaseImage: sp.Clouds[name].Image,
 			Queued: now, AsksPassword: r.d.Config.Clouds[name].AsksPassword()}
+	}
+	for name, why := range refused {
+		nb.Clouds[name] = &CloudRecord{Cloud: name, State: builder.StateFailed, BaseImage: sp.Clouds[name].Image,
+			Queued: now, Finished: now, Error: why}
 	}
 	// Not created: the same keyed request ran before; what follows is
 	// idempotent (task ids), so its tasks are queued if they were not.
@@ -159,52 +169,89 @@ func (r *Reruns) Rerun(ctx context.Context, id string, req RerunRequest) (string
 		}
 	}
 	r.d.Logger.Info("re-run enqueued", "build", nb.ID, "rerun_of", old.ID, "generator", nb.Generator, "repo", nb.Repo, "sha", nb.Commit, "clouds", picked)
+	if len(refused) > 0 {
+		if err := r.reportRefused(ctx, nb, refused); err != nil {
+			return "", err
+		}
+	}
 	return nb.ID, nil
 }
 
-// pick returns the clouds of build old that req re-runs, or a RequestError
-// saying why req cannot be served as asked.
-func (r *Reruns) pick(old *Build, sp *spec.Spec, req RerunRequest) ([]string, error) {
+// reportRefused reports the clouds of re-run nb that its allow rules
+// refused: no task will (a cloud queued reports itself when it starts).
+func (r *Reruns) reportRefused(ctx context.Context, nb *Build, refused map[string]string) error {
+	names := slices.Sorted(maps.Keys(refused))
+	for _, name := range names {
+		r.d.Logger.Warn("re-run: cloud refused by its allow rule: nothing launched", "build", nb.ID, "rerun_of", nb.RerunOf,
+			"cloud", name, "repo", nb.Repo, "ref", nb.Ref, "reason", refused[name])
+	}
+	if r.d.GitHub == nil {
+		return nil
+	}
+	gh, err := r.d.GitHub.Repo(ctx, nb.Installation)
+	if err != nil {
+		return fmt.Errorf("github client: %w", err)
+	}
+	return NewReporter(r.d).Report(ctx, gh, nb.ID, names...)
+}
+
+// pick returns the clouds of build old that req re-runs, and with
+// req.RecordDenied those its allow rules refuse (with why), or a
+// RequestError saying why req cannot be served as asked, or a DeniedError.
+func (r *Reruns) pick(old *Build, sp *spec.Spec, req RerunRequest) (picked []string, refused map[string]string, err error) {
 	names := req.Clouds
 	if len(names) == 0 {
 		names = old.CloudNames()
 	}
 	names = slices.Compact(slices.Sorted(slices.Values(names)))
 	if len(names) > len(r.d.Config.Clouds) {
-		return nil, &RequestError{fmt.Sprintf("%d clouds asked for; this server has %d", len(names), len(r.d.Config.Clouds))}
+		return nil, nil, &RequestError{fmt.Sprintf("%d clouds asked for; this server has %d", len(names), len(r.d.Config.Clouds))}
 	}
 	for name, pw := range req.Passwords {
 		if !slices.Contains(names, name) {
-			return nil, &RequestError{fmt.Sprintf("a password was given for cloud %q, which is not re-run", name)}
+			return nil, nil, &RequestError{fmt.Sprintf("a password was given for cloud %q, which is not re-run", name)}
 		}
 		if err := secret.Validate(pw); err != nil {
-			return nil, &RequestError{fmt.Sprintf("the password for cloud %q: %v", name, err)}
+			return nil, nil, &RequestError{fmt.Sprintf("the password for cloud %q: %v", name, err)}
 		}
 	}
-	var picked, missing []string
+	var missing, denials []string
 	for _, name := range names {
 		if _, ok := sp.Clouds[name]; !ok || old.Clouds[name] == nil {
-			return nil, &RequestError{fmt.Sprintf("build %s has no cloud %q (it has: %s)", old.ID, name, strings.Join(old.CloudNames(), ", "))}
+			return nil, nil, &RequestError{fmt.Sprintf("build %s has no cloud %q (it has: %s)", old.ID, name, strings.Join(old.CloudNames(), ", "))}
 		}
 		entry := r.d.Config.Clouds[name]
 		if entry == nil {
-			return nil, &RequestError{fmt.Sprintf("cloud %q is not in this server's config", name)}
+			return nil, nil, &RequestError{fmt.Sprintf("cloud %q is not in this server's config", name)}
+		}
+		if entry.AsksPassword() && req.SkipPasswordClouds {
+			continue
+		}
+		if why := denied(r.d.Config, name, old.Repo, old.Ref); why != "" {
+			if req.RecordDenied {
+				if refused == nil {
+					refused = map[string]string{}
+				}
+				refused[name] = why
+			}
+			denials = append(denials, why)
+			continue
 		}
 		if entry.AsksPassword() {
-			if req.SkipPasswordClouds {
-				continue
-			}
 			if req.Passwords[name].IsZero() {
 				missing = append(missing, name)
 				continue
 			}
 		} else if !req.Passwords[name].IsZero() {
-			return nil, &RequestError{fmt.Sprintf("cloud %q does not ask for a password", name)}
+			return nil, nil, &RequestError{fmt.Sprintf("cloud %q does not ask for a password", name)}
 		}
 		picked = append(picked, name)
 	}
-	if len(missing) > 0 {
-		return nil, &RequestError{fmt.Sprintf("cloud(s) %s need a password (\"passwords\": {%q: \"...\"})", strings.Join(missing, ", "), missing[0])}
+	if len(denials) > 0 && !req.RecordDenied {
+		return nil, nil, &DeniedError{strings.Join(denials, "; ")}
 	}
-	return picked, nil
+	if len(missing) > 0 {
+		return nil, nil, &RequestError{fmt.Sprintf("cloud(s) %s need a password (\"passwords\": {%q: \"...\"})", strings.Join(missing, ", "), missing[0])}
+	}
+	return picked, refused, nil
 }

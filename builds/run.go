@@ -108,6 +108,11 @@ func (ru *run) end(err error) error {
 
 func (ru *run) run(ctx context.Context) error {
 	entry := ru.d.Config.Clouds[ru.req.Cloud]
+	// Asked again here: the config may have changed since the plan.
+	if why := denied(ru.d.Config, ru.req.Cloud, ru.b.Repo, ru.b.Ref); entry != nil && why != "" {
+		ru.log.Warn("cloud refused by its allow rule: nothing launched", "ref", ru.b.Ref, "reason", why)
+		return ru.fail(ctx, "", &DeniedError{why})
+	}
 	cred, msg, err := ru.credentials(entry)
 	if err != nil {
 		return ru.fail(ctx, msg, err)
@@ -154,7 +159,10 @@ func (ru *run) run(ctx context.Context) error {
 	}
 	res.Error = redact.Redact(res.Error)
 	fctx := context.WithoutCancel(ctx)
-	recordResult(fctx, ru.d, ru.b, ru.req.Cloud, res)
+	if err := recordResult(fctx, ru.d, ru.b, ru.req.Cloud, res); err != nil {
+		// Not recorded, not reported: the task runs again.
+		return err
+	}
 	ru.log.Info("build finished", "state", res.State, "err", res.Error)
 	return ru.rep.Report(fctx, ru.gh, ru.b.ID, ru.req.Cloud)
 }
@@ -200,6 +208,7 @@ func (ru *run) build(ctx context.Context, cl clouds.Cloud, cred clouds.Credentia
 		Spec:           ru.sp,
 		Repo:           ru.b.Repo,
 		Commit:         ru.b.Commit,
+		Provenance:     ru.provenance(),
 		SSHTimeout:     ru.d.Config.Build.SSHTimeout,
 		CleanupTimeout: ru.d.Config.Build.CleanupTimeout,
 		Secrets:        ru.secrets(cred),
@@ -216,10 +225,17 @@ func (ru *run) secrets(cred clouds.Credentials) []secret.String {
 	return append(ru.d.Config.Secrets(), cred.Password)
 }
 
-// fail records the run failed (msg: what failed) and reports it.
+// fail records the run failed (msg: what failed; "": err says it all) and
+// reports it.
 func (ru *run) fail(ctx context.Context, msg string, err error) error {
-	ru.log.Error(msg, "err", err)
-	recordResult(ctx, ru.d, ru.b, ru.req.Cloud, builder.Result{Cloud: ru.req.Cloud, State: builder.StateFailed, Error: fmt.Sprintf("%s: %v", msg, err), Finished: time.Now().UTC()})
+	why := err.Error()
+	if msg != "" {
+		ru.log.Error(msg, "err", err)
+		why = msg + ": " + why
+	}
+	if rerr := recordResult(ctx, ru.d, ru.b, ru.req.Cloud, builder.Result{Cloud: ru.req.Cloud, State: builder.StateFailed, Error: why, Finished: time.Now().UTC()}); rerr != nil {
+		return rerr
+	}
 	return ru.rep.Report(ctx, ru.gh, ru.b.ID, ru.req.Cloud)
 }
 

@@ -262,6 +262,14 @@ func (s *Sweeper) taskLost(ctx context.Context, b *Build, cloud string, grace ti
 	if time.Since(b.Clouds[cloud].Queued) < grace {
 		return "", false // a re-run enqueues right after recording
 	}
+	if b.Delivery != "" && b.RerunOf == "" {
+		// A plan queues a build's tasks after recording it; when Redis
+		// failed in between, the delivery's task runs again (retries spread
+		// over hours) and queues them then.
+		if pending, err := s.tasks.PlanPending(ctx, b.Repo, b.Ref, b.Commit, b.Delivery); err != nil || pending {
+			return "", false
+		}
+	}
 	return "its task was lost (Redis lost data, or the task was deleted)", true
 }
 

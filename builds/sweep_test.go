@@ -38,6 +38,7 @@ func TestSweep(t *testing.T) {
 		state     builder.State // the sim cloud's record; "" = no record
 		queued    time.Time
 		task      string // "", "pending", "archived"
+		plan      bool   // its push's delivery task is still queued (it will queue the build's tasks)
 		wantGone  bool   // its resources removed by the sweep
 		wantFinal builder.State
 	}{
@@ -47,12 +48,20 @@ func TestSweep(t *testing.T) {
 		{build: "young-no-task", state: builder.StateQueued, queued: time.Now().UTC(), wantFinal: builder.StateQueued},
 		{build: "archived", state: builder.StateRunning, queued: old, task: "archived", wantGone: true, wantFinal: builder.StateFailed},
 		{build: "task-gone", state: builder.StateRunning, queued: old, wantGone: true, wantFinal: builder.StateFailed},
+		{build: "plan-retrying", state: builder.StateQueued, queued: old, plan: true, wantFinal: builder.StateQueued},
 		{build: "unknown"},
 	}
 	for _, tc := range tests {
 		if tc.state != "" {
 			b := &builds.Build{ID: tc.build, Repo: "octo/images", Commit: "abc", Generator: tc.build, Created: tc.queued,
 				Clouds: map[string]*builds.CloudRecord{"sim": {Cloud: "sim", State: tc.state, Queued: tc.queued}}}
+			if tc.plan {
+				b.Delivery, b.Ref, b.Commit = "d-"+tc.build, "refs/heads/main", "c0ffee"
+				push := builds.Push{Repo: b.Repo, Ref: b.Ref, After: b.Commit, Before: builds.ZeroSHA}
+				if _, err := s.queue.EnqueueDelivery(ctx, queue.Delivery{ID: b.Delivery, Event: "push", Parsed: push}); err != nil {
+					t.Fatal(err)
+				}
+			}
 			sp := &spec.Spec{Name: tc.build, Script: "true", Clouds: map[string]spec.CloudSpec{"sim": {Image: "debian"}}}
 			if _, err := s.store.Create(ctx, b, sp); err != nil {
 				t.Fatal(err)
@@ -127,7 +136,7 @@ func TestSweep(t *testing.T) {
 		t.Fatalf("second sweep: %v %v", err, rep.Errors)
 	}
 	for _, r := range sim.Live() {
-		if r.Build != "running" && r.Build != "young-no-task" {
+		if r.Build != "running" && r.Build != "young-no-task" && r.Build != "plan-retrying" {
 			t.Errorf("after the second sweep %s %s of build %s is left", r.Kind, r.ID, r.Build)
 		}
 	}

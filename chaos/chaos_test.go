@@ -11,6 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,7 +25,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/imagegen/imagegen/builds"
-	"github.com/imagegen/imagegen/clouds/simulated"
+	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/github/githubtest"
 	"github.com/imagegen/imagegen/internal/servicetest"
 	"github.com/imagegen/imagegen/store"
@@ -32,8 +35,11 @@ import (
 // size and `make test` a small one.
 type params struct {
 	builds, redeliveries, kills, workers int
+	killEvery                            time.Duration // mean time between two kills
+	concurrency                          int           // builds per worker
 	failRate, permRate                   float64
-	settle                               time.Duration // how long builds get to finish after the faults stop
+	settle                               time.Duration // how long builds may go without progress once the faults stop
+	netRounds                            int           // rounds of the network fault schedule
 }
 
 func envInt(name string, def int) int {
@@ -45,23 +51,39 @@ func envInt(name string, def int) int {
 
 func loadParams() params {
 	p := params{
-		builds:   envInt("CHAOS_BUILDS", 24),
-		workers:  envInt("CHAOS_WORKERS", 2),
-		failRate: 0.20, permRate: 0.05,
+		builds:      envInt("CHAOS_BUILDS", 24),
+		workers:     envInt("CHAOS_WORKERS", 2),
+		concurrency: envInt("CHAOS_CONCURRENCY", 4),
+		failRate:    0.20, permRate: 0.05,
 	}
 	p.redeliveries = envInt("CHAOS_REDELIVERIES", 5*p.builds)
 	p.kills = envInt("CHAOS_KILLS", max(2, p.builds/10))
+	p.killEvery = time.Duration(envInt("CHAOS_KILL_EVERY_MS", 900)) * time.Millisecond
 	p.settle = time.Duration(envInt("CHAOS_SETTLE_SECONDS", 300)) * time.Second
+	p.netRounds = max(1, envInt("CHAOS_NET_ROUNDS", 1))
 	return p
 }
 
+// The chaos clouds: every push builds one generator on both.
+const (
+	simCloud = "sim" // the simulated cloud, its state in a file, its API calls failing at random
+	ec2Cloud = "ec2" // the ec2 driver against ec2test over TCP, its instances a real sshd
+)
+
+var chaosClouds = []string{simCloud, ec2Cloud}
+
 // TestChaos runs the fault-injection suite (docs/RELIABILITY.md): real
 // `imagegen serve --no-worker` and `imagegen worker` processes on a real
-// redis-server, the simulated cloud with its state in a file (so what a
-// killed worker launched outlives it), and the fake GitHub. Workers are
-// SIGKILLed at random points and restarted, Redis is restarted once, every
-// push is redelivered several times, and 20 % / 5 % of cloud calls fail
-// transiently / permanently. It prints the table and asserts its promises.
+// redis-server and the fake GitHub. Every push builds on two clouds: the
+// simulated cloud with its state in a file (so what a killed worker launched
+// outlives it), 20 % / 5 % of its calls failing transiently / permanently;
+// and the ec2 driver talking over TCP to ec2test in this process, its
+// instances a real sshd that runs the script. The workers reach Redis, the
+// EC2 API and SSH through fault-injecting proxies (servicetest.Proxy), and
+// the network fault schedule (netfaults_test.go) breaks each in turn. Workers
+// are SIGKILLed at random points and restarted, Redis is restarted once a
+// round, every push is redelivered several times. It prints the table and
+// asserts its promises.
 func TestChaos(t *testing.T) {
 	p := loadParams()
 	if p.builds == 0 {
@@ -69,41 +91,53 @@ func TestChaos(t *testing.T) {
 	}
 	ctx := context.Background()
 	dir := t.TempDir()
+	if keep := os.Getenv("CHAOS_KEEP_DIR"); keep != "" {
+		// The processes' logs, the configs, Redis's files: kept to read after the run.
+		dir = keep
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
 	bin := buildImagegen(t, dir)
 	rd := startRedis(t, dir)
 	gh := githubtest.NewServer(t)
 	app := gh.AppConfig(t)
+	cl := startClouds(t, dir)
+	nw := startNet(t, rd.addr, cl)
 
 	const (
 		repo      = "chaos/images"
 		whSecret  = "whsec-chaos-6b1f0c2e9d7a4f35"
 		apiToken  = "api-token-chaos-0d9c8b7a6f5e4d3c"
 		generator = "g"
-		cloud     = "sim"
 	)
 	addr := freeAddr(t)
 	base := "http://" + addr
-	state := filepath.Join(dir, "sim-cloud.json")
-	cfg := fmt.Sprintf(`listen: %s
-redis: %s
+	// serve reaches Redis directly, the workers through the proxy: the
+	// network faults are between the workers and what they use.
+	config := func(redisAddr string) string {
+		return fmt.Sprintf(`listen: %s
+redis: redis://%s/0
 github: {app_id: %d, private_key_file: %q, webhook_secret: %s, api_url: %q}
 api_tokens: [%q]
 encryption_key: %s
-build: {timeout: 1m, cleanup_timeout: 10s, concurrency: 4, sweep_interval: 2s}
+build: {timeout: 2m, cleanup_timeout: 30s, concurrency: %d, sweep_interval: 2s}
 clouds:
-  %s: {type: simulated, launch_delay: 60ms, stop_delay: 20ms, snapshot_delay: 120ms, fail_rate: %g, permanent_fail_rate: %g, state_file: %q}
-`, addr, rd.url(), app.AppID, app.PrivateKeyFile, whSecret, gh.URL(), apiToken, strings.Repeat("c4", 32),
-		cloud, p.failRate, p.permRate, state)
-	cfgFile := filepath.Join(dir, "imagegen.yaml")
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
+%s`, addr, redisAddr, app.AppID, app.PrivateKeyFile, whSecret, gh.URL(), apiToken, strings.Repeat("c4", 32), p.concurrency,
+			cl.config(p.failRate, p.permRate, nw.ec2API.Addr, nw.ssh.Addr))
+	}
+	serveCfg, workerCfg := filepath.Join(dir, "serve.yaml"), filepath.Join(dir, "worker.yaml")
+	for file, cfg := range map[string]string{serveCfg: config(rd.addr), workerCfg: config(nw.redis.Addr)} {
+		if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 
-	procs := &processes{t: t, bin: bin, dir: dir}
-	procs.start("serve", "serve", "--no-worker", "--config", cfgFile)
-	workers := make([]*process, p.workers)
-	for i := range workers {
-		workers[i] = procs.start(fmt.Sprintf("worker-%d", i), "worker", "--config", cfgFile)
+	procs := &processes{t: t, bin: bin, dir: dir, env: cl.env()}
+	procs.start("serve", "serve", "--no-worker", "--config", serveCfg)
+	workers := &workerSet{procs: procs, config: workerCfg, ws: make([]*workerProc, p.workers)}
+	for i := range p.workers {
+		workers.start(i)
 	}
 	waitReady(t, base, 30*time.Second)
 	// The API token goes over the wire once right and once wrong (signing in
@@ -123,21 +157,25 @@ clouds:
 	shas := make([]string, p.builds)
 	pushes := make([][]byte, p.builds)
 	for i := range shas {
-		shas[i] = fmt.Sprintf("%040x", 0xc4a0500000+i)
-		gh.SetFile(repo, shas[i], ".imagegen/"+generator+".yaml",
-			[]byte(fmt.Sprintf("script: echo chaos %d\nclouds:\n  %s: {image: debian-12, ssh_user: debian}\n", i, cloud)))
+		// Unlike in the first 7 characters: image names carry the short sha.
+		shas[i] = fmt.Sprintf("%07x%033x", 0xc4a0000+i, 0xc4a05)
+		gh.SetFile(repo, shas[i], ".imagegen/"+generator+".yaml", []byte(cl.spec(i)))
 		pushes[i] = githubtest.Push(t, githubtest.PushOptions{Repo: repo, Before: strings.Repeat("0", 40), After: shas[i]})
 	}
 	deliveryID := func(i int) string { return fmt.Sprintf("chaos-%06d", i) }
 
+	// The network fault rounds are spread over the kills' span (all at
+	// once when that is shorter), and the pushes over the same time, so every
+	// fault finds builds in flight.
+	schedule := netSchedule()
+	span := max(schedule.length()*time.Duration(p.netRounds), time.Duration(p.kills)*p.killEvery)
+	roundEvery := span / time.Duration(p.netRounds)
 	t0 := time.Now()
 	var (
 		accepted   = make([]atomic.Bool, p.builds)
 		dupAccept  atomic.Int64 // a redelivery answered 202: enqueued twice
 		redelivers atomic.Int64
 		sentDone   = make(chan struct{})
-		halfway    = make(chan struct{})
-		readyzDown atomic.Bool
 		wg         sync.WaitGroup
 	)
 	post := func(i int) int {
@@ -155,14 +193,12 @@ clouds:
 	}
 	// GitHub delivers each push once; a delivery that failed (Redis away)
 	// is redelivered, as GitHub's "redeliver" would.
+	pace := span / time.Duration(p.builds)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		defer close(sentDone)
 		for i := range p.builds {
-			if i == p.builds/2 {
-				close(halfway)
-			}
 			deadline := time.Now().Add(time.Minute)
 			for time.Now().Before(deadline) {
 				code := post(i)
@@ -172,7 +208,7 @@ clouds:
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
-			time.Sleep(time.Duration(rand.IntN(60)) * time.Millisecond)
+			time.Sleep(max(pace, time.Duration(rand.IntN(60))*time.Millisecond))
 		}
 	}()
 	// Redeliveries of pushes already accepted: never a second 202.
@@ -200,65 +236,48 @@ clouds:
 			}
 			select {
 			case <-sentDone:
+				time.Sleep(time.Millisecond)
 			default:
-				time.Sleep(time.Duration(rand.IntN(10)) * time.Millisecond)
+				time.Sleep(time.Duration(rand.IntN(10))*time.Millisecond + pace/time.Duration(max(1, p.redeliveries/p.builds)))
 			}
 		}
 	}()
-	var wmu sync.Mutex
-	restartWorker := func(i int) {
-		wmu.Lock()
-		defer wmu.Unlock()
-		workers[i].kill()
-		workers[i] = procs.start(fmt.Sprintf("worker-%d", i), "worker", "--config", cfgFile)
-	}
 	// Workers SIGKILLed at random points, and restarted at once.
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for k := 0; k < p.kills; k++ {
-			time.Sleep(time.Duration(300+rand.IntN(1200)) * time.Millisecond)
-			restartWorker(rand.IntN(len(workers)))
+			time.Sleep(p.killEvery/3 + rand.N(p.killEvery*4/3))
+			workers.restart(rand.IntN(p.workers))
 		}
 	}()
-	// Redis restarted once, halfway through the pushes: stopped (SIGTERM) for at
-	// least 2 s and until /readyz says so (at most 10 s), then started again.
+	// The network faults, and the Redis restart, one after the other.
+	faults := &faultRun{t: t, net: nw, clouds: cl, redis: rd, workers: workers, serveBase: base}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		<-halfway
-		rd.stop(syscall.SIGTERM)
-		down := time.Now()
-		// A worker (re)started while Redis is away must wait for it, not exit.
-		restartWorker(0)
-		probe := &http.Client{Timeout: time.Second}
-		for time.Since(down) < 10*time.Second && (!readyzDown.Load() || time.Since(down) < 2*time.Second) {
-			if resp, err := probe.Get(base + "/readyz"); err == nil {
-				if resp.StatusCode == http.StatusServiceUnavailable {
-					readyzDown.Store(true)
-				}
-				resp.Body.Close()
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		rd.start(t)
-		waitReady(t, base, 30*time.Second)
+		time.Sleep(2 * time.Second) // builds in flight first
+		faults.run(schedule, p.netRounds, roundEvery)
 	}()
 	wg.Wait()
-	t.Logf("faults done after %s: %d kills (one while Redis was down), %d redeliveries, Redis restarted once", time.Since(t0).Round(time.Millisecond), p.kills+1, redelivers.Load())
+	t.Logf("faults done after %s: %d kills, %d redeliveries, the network fault schedule %d times", time.Since(t0).Round(time.Millisecond), p.kills+workers.extraKills(), redelivers.Load(), p.netRounds)
 
-	// Every accepted build must reach a final status; the lease of a task
-	// whose worker was killed expires and asynq retries it (30-90 s).
-	ctxName := "imagegen/" + generator + "/" + cloud
+	// Every accepted build must reach a final status on every cloud; the
+	// lease of a task whose worker was killed expires and asynq retries it
+	// (30-90 s). The wait ends when no build has ended for p.settle.
 	final := func(i int) bool {
-		switch gh.LatestStatuses(repo, shas[i])[ctxName].State {
-		case "success", "failure", "error":
-			return true
+		st := gh.LatestStatuses(repo, shas[i])
+		for _, c := range chaosClouds {
+			switch st["imagegen/"+generator+"/"+c].State {
+			case "success", "failure", "error":
+			default:
+				return false
+			}
 		}
-		return false
+		return true
 	}
-	deadline := time.Now().Add(p.settle)
-	for time.Now().Before(deadline) {
+	lastDone, lastProgress := -1, time.Now()
+	for time.Since(lastProgress) < p.settle {
 		done := 0
 		for i := range shas {
 			if final(i) {
@@ -268,22 +287,28 @@ clouds:
 		if done == p.builds {
 			break
 		}
+		if done > lastDone {
+			lastDone, lastProgress = done, time.Now()
+		}
 		time.Sleep(250 * time.Millisecond)
 	}
 	t.Logf("builds settled after %s", time.Since(t0).Round(time.Millisecond))
 	// The sweep (every 2 s) removes what failed cleanups and killed workers left.
-	sim := simulated.New(simulated.Options{StateFile: state})
-	sweepDeadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(sweepDeadline) && (len(sim.Live()) > 0 || orphanImages(ctx, rd.addr, sim) > 0) {
-		time.Sleep(250 * time.Millisecond)
+	sweepDeadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(sweepDeadline) {
+		bs, err := allBuilds(ctx, rd.addr, t0)
+		if err == nil && len(cl.leftovers(recordedImages(bs))) == 0 {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
-	wmu.Lock()
-	for i, w := range workers {
-		w.stop(fmt.Sprintf("worker-%d", i))
-	}
-	wmu.Unlock()
+	workers.stopAll()
 	procs.byName("serve").stop("serve")
 
+	bs, err := allBuilds(ctx, rd.addr, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var tab Table
 	var notFinal []string
 	for i := range shas {
@@ -294,34 +319,24 @@ clouds:
 			tab.Finished++
 		} else if accepted[i].Load() {
 			tab.Pending++
-			notFinal = append(notFinal, fmt.Sprintf("%s=%+v", deliveryID(i), gh.LatestStatuses(repo, shas[i])[ctxName]))
+			notFinal = append(notFinal, fmt.Sprintf("%s=%+v", deliveryID(i), gh.LatestStatuses(repo, shas[i])))
 		}
 	}
 	runs := map[string]int{}
 	for _, cr := range gh.CheckRuns(repo) {
 		runs[cr.HeadSHA]++
 	}
+	dupSHA := map[string]bool{}
 	for sha, n := range runs {
 		if n > 1 {
 			t.Errorf("%d check runs for %s", n, sha)
 			tab.Duplicates += n - 1
+			dupSHA[sha] = true
 		}
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: rd.addr})
-	defer rdb.Close()
-	bs, err := store.New(rdb, 0, 0).List(ctx, builds.ListOptions{Limit: 500})
-	if err != nil {
-		t.Fatal(err)
 	}
 	perDelivery := map[string]int{}
-	recorded := map[string]bool{}
 	for _, b := range bs {
 		perDelivery[b.Delivery]++
-		for _, c := range b.Clouds {
-			if c.ImageID != "" {
-				recorded[c.ImageID] = true
-			}
-		}
 	}
 	for d, n := range perDelivery {
 		if n > 1 {
@@ -333,57 +348,156 @@ clouds:
 		t.Errorf("%d redeliveries were answered 202 (enqueued again)", n)
 		tab.Duplicates += n
 	}
-	live := sim.Live()
-	for _, im := range sim.Images() {
-		if !recorded[im.ID] {
+	left := cl.leftovers(recordedImages(bs))
+	for _, r := range left {
+		if r.Kind == clouds.KindImage {
 			tab.OrphanImages++
 		}
 	}
-	tab.Leftovers = len(live) + tab.OrphanImages
-	tab.Secrets = findSecrets(t, rd.addr, gh, procs.outputs(), append([]string{whSecret, apiToken, keyBody(t, app.PrivateKeyFile), "PRIVATE KEY"}, gh.InstallationTokens()...))
+	tab.Leftovers = len(left)
+	tab.Secrets = findSecrets(t, rd.addr, gh, procs.outputs(), append([]string{whSecret, apiToken, keyBody(t, app.PrivateKeyFile), "PRIVATE KEY", awsSecretKey}, gh.InstallationTokens()...))
 
-	summary := fmt.Sprintf("chaos: %d builds, %d workers SIGKILLed and restarted %d times, Redis restarted once, %d redeliveries, %.0f %% / %.0f %% of cloud calls failing transiently / permanently; %s\n%s"+
-		"images no build record names (an attempt killed after its snapshot): %d\n",
-		p.builds, p.workers, p.kills+1, redelivers.Load(), 100*p.failRate, 100*p.permRate, time.Since(t0).Round(time.Second), tab, tab.OrphanImages)
+	// What became of the builds each network fault hit.
+	byID := map[string]*builds.Build{}
+	for _, b := range bs {
+		byID[b.ID] = b
+	}
+	shaIndex := map[string]int{}
+	for i, s := range shas {
+		shaIndex[s] = i
+	}
+	leftBy := map[string]int{}
+	for _, r := range left {
+		leftBy[r.Build]++
+	}
+	lostBy := map[string]int{}
+	failures := map[string]int{}
+	lostExample := "" // what a user sees when SSH broke under the script
+	for _, b := range bs {
+		st := gh.LatestStatuses(repo, b.Commit)
+		for _, c := range chaosClouds {
+			s := st["imagegen/"+generator+"/"+c]
+			if s.State == "failure" || s.State == "error" {
+				failures[c+": "+failureClass(s.Description)]++
+				if strings.Contains(s.Description, "connection lost") {
+					lostBy[b.ID]++
+					lostExample = s.Description
+				}
+				if strings.Contains(s.Description, "did the VM reboot") {
+					t.Errorf("a lost connection reported without saying so: %q", s.Description)
+				}
+			}
+		}
+	}
+	for _, f := range faults.rows() {
+		row := FaultRow{Fault: f.name, Injected: f.injected}
+		for id := range f.inFlight {
+			b := byID[id]
+			if b == nil {
+				continue // a resource of no build record: counted in the leftovers if left
+			}
+			row.InFlight++
+			if i, ok := shaIndex[b.Commit]; ok && final(i) {
+				row.Finished++
+			}
+			if perDelivery[b.Delivery] > 1 || dupSHA[b.Commit] {
+				row.Duplicates++
+			}
+			row.Leftovers += leftBy[id]
+			if f.ssh {
+				row.Lost += lostBy[id]
+			}
+		}
+		tab.Faults = append(tab.Faults, row)
+	}
+
+	summary := fmt.Sprintf("chaos: %d builds on %d clouds (%s), %d workers × %d builds, SIGKILLed and restarted %d times, the network fault schedule %d times, %d redeliveries, %.0f %% / %.0f %% of %s calls failing transiently / permanently; %s\n\n%s\n"+
+		"images no build record names (an attempt killed after its snapshot): %d\n\nwhy cloud parts failed:\n%s",
+		p.builds, len(chaosClouds), strings.Join(chaosClouds, ", "), p.workers, p.concurrency, p.kills+workers.extraKills(), p.netRounds, redelivers.Load(),
+		100*p.failRate, 100*p.permRate, simCloud, time.Since(t0).Round(time.Second), tab, tab.OrphanImages, failureSummary(failures))
 	t.Log("\n" + summary)
 	if out := os.Getenv("CHAOS_OUT"); out != "" {
 		_ = os.WriteFile(out, []byte(summary), 0o644)
 	}
-	if !readyzDown.Load() {
-		t.Errorf("/readyz never answered 503 while Redis was down")
+	faults.check()
+	if lostExample != "" {
+		t.Logf("a cloud part whose SSH connection broke under the script, on GitHub: %q", lostExample)
+	} else if faults.injected(resetSSHName) > 0 {
+		t.Errorf("SSH connections were reset while scripts ran, and no cloud part failed saying \"connection lost\"")
 	}
 	if len(notFinal) > 0 {
-		t.Errorf("builds not final: %s", strings.Join(notFinal, ", "))
+		t.Errorf("builds not final: %s", strings.Join(notFinal[:min(len(notFinal), 20)], ", "))
 	}
-	if len(live) > 0 {
-		t.Errorf("left in the cloud after the sweep: %v", live)
+	if len(left) > 0 {
+		t.Errorf("left in the clouds after the sweep: %v", left[:min(len(left), 20)])
 	}
 	if !tab.OK() {
 		t.Errorf("the chaos run broke a promise:\n%s", tab)
 	}
 }
 
-// orphanImages counts the images no build record names.
-func orphanImages(ctx context.Context, addr string, sim *simulated.Cloud) int {
+var (
+	longHex = regexp.MustCompile(`\b[0-9a-f]{8,}\b|\b(i|ami|sg|vol|snap|srv|kp|sim)-[0-9a-z]+\b`)
+	number  = regexp.MustCompile(`\d+`)
+)
+
+// failureClass is a failure's description with its ids and numbers blurred,
+// so failures of one kind count together.
+func failureClass(desc string) string {
+	s := number.ReplaceAllString(longHex.ReplaceAllString(desc, "…"), "N")
+	if len(s) > 110 {
+		s = s[:110] + "…"
+	}
+	return s
+}
+
+func failureSummary(m map[string]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return m[keys[i]] > m[keys[j]] || m[keys[i]] == m[keys[j]] && keys[i] < keys[j] })
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%6d  %s\n", m[k], k)
+	}
+	if b.Len() == 0 {
+		return "  none\n"
+	}
+	return b.String()
+}
+
+// allBuilds reads every build record made since t0.
+func allBuilds(ctx context.Context, addr string, t0 time.Time) ([]*builds.Build, error) {
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	defer rdb.Close()
-	bs, err := store.New(rdb, 0, 0).List(ctx, builds.ListOptions{Limit: 500})
+	st := store.New(rdb, 0, 0)
+	ids, err := st.BuildsSince(ctx, t0.Add(-time.Minute))
 	if err != nil {
-		return 1 // Redis is busy: look again
+		return nil, err
 	}
-	recorded := map[string]bool{}
+	out := make([]*builds.Build, 0, len(ids))
+	for _, id := range ids {
+		b, _, err := st.Get(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("build %s: %w", id, err)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// recordedImages are the images build records name.
+func recordedImages(bs []*builds.Build) map[string]bool {
+	out := map[string]bool{}
 	for _, b := range bs {
 		for _, c := range b.Clouds {
-			recorded[c.ImageID] = true
+			if c.ImageID != "" {
+				out[c.ImageID] = true
+			}
 		}
 	}
-	n := 0
-	for _, im := range sim.Images() {
-		if !recorded[im.ID] {
-			n++
-		}
-	}
-	return n
+	return out
 }
 
 // buildImagegen builds the real binary: the suite runs what ships.
@@ -414,6 +528,7 @@ type processes struct {
 	t   *testing.T
 	bin string
 	dir string
+	env []string // added to the test's environment
 
 	mu    sync.Mutex
 	all   []*process
@@ -433,6 +548,9 @@ func (ps *processes) start(name string, args ...string) *process {
 	}
 	cmd := exec.Command(ps.bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
+	if len(ps.env) > 0 {
+		cmd.Env = append(os.Environ(), ps.env...)
+	}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		ps.t.Errorf("start %s: %v", name, err)
@@ -507,7 +625,82 @@ func (p *process) stop(name string) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
+// workerProc is one `imagegen worker`, serving its /readyz on metrics.
+type workerProc struct {
+	proc    *process
+	metrics string // 127.0.0.1:port
+}
+
+// workerSet is the run's workers, each restarted in its slot.
+type workerSet struct {
+	procs  *processes
+	config string
+
+	mu    sync.Mutex
+	ws    []*workerProc
+	extra int // restarts beyond the planned kills (one while Redis is down)
+}
+
+func (s *workerSet) start(i int) {
+	m := freeAddrOf(s.procs.t)
+	p := s.procs.start(fmt.Sprintf("worker-%d", i), "worker", "--config", s.config, "--metrics-listen", m)
+	s.ws[i] = &workerProc{proc: p, metrics: m}
+}
+
+// restart SIGKILLs worker i and starts it again at once.
+func (s *workerSet) restart(i int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ws[i].proc.kill()
+	s.start(i)
+}
+
+// restartExtra is restart outside the planned kills.
+func (s *workerSet) restartExtra(i int) {
+	s.restart(i)
+	s.mu.Lock()
+	s.extra++
+	s.mu.Unlock()
+}
+
+func (s *workerSet) extraKills() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.extra
+}
+
+// readyz asks every worker's /readyz; 0 for one that did not answer (starting).
+func (s *workerSet) readyz() []int {
+	s.mu.Lock()
+	addrs := make([]string, len(s.ws))
+	for i, w := range s.ws {
+		addrs[i] = w.metrics
+	}
+	s.mu.Unlock()
+	probe := &http.Client{Timeout: 3 * time.Second}
+	out := make([]int, len(addrs))
+	for i, a := range addrs {
+		if resp, err := probe.Get("http://" + a + "/readyz"); err == nil {
+			out[i] = resp.StatusCode
+			resp.Body.Close()
+		}
+	}
+	return out
+}
+
+func (s *workerSet) stopAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var wg sync.WaitGroup
+	for i, w := range s.ws {
+		wg.Go(func() { w.proc.stop(fmt.Sprintf("worker-%d", i)) })
+	}
+	wg.Wait()
+}
+
+func freeAddr(t *testing.T) string { return freeAddrOf(t) }
+
+func freeAddrOf(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -561,13 +754,43 @@ func findSecrets(t *testing.T, addr string, gh *githubtest.Server, outputs map[s
 		hay[fmt.Sprintf("github call %d %s %s", i, c.Method, c.Path)] = string(c.Body)
 	}
 	maps(redisDump(t, addr))
+	// Installation tokens (one per worker start: hundreds in a long run) are
+	// looked up where their prefix occurs; a scan per token per text took minutes.
+	const tokenPrefix = "ghs_"
+	tokens, lengths := map[string]bool{}, map[int]bool{}
+	var others []string
+	for _, n := range needles {
+		switch {
+		case n == "":
+		case strings.HasPrefix(n, tokenPrefix):
+			tokens[n], lengths[len(n)] = true, true
+		default:
+			others = append(others, n)
+		}
+	}
 	found := 0
 	for where, text := range hay {
-		for _, n := range needles {
-			if n != "" && strings.Contains(text, n) {
+		for _, n := range others {
+			if strings.Contains(text, n) {
 				t.Errorf("a secret (%.6s…) is in %s", n, where)
 				found++
 			}
+		}
+		seen := map[string]bool{}
+		for rest := text; len(tokens) > 0; {
+			i := strings.Index(rest, tokenPrefix)
+			if i < 0 {
+				break
+			}
+			rest = rest[i:]
+			for l := range lengths {
+				if len(rest) >= l && tokens[rest[:l]] && !seen[rest[:l]] {
+					seen[rest[:l]] = true
+					t.Errorf("a secret (%.6s…) is in %s", rest[:l], where)
+					found++
+				}
+			}
+			rest = rest[len(tokenPrefix):]
 		}
 	}
 	return found
@@ -583,6 +806,7 @@ func redisDump(t *testing.T, addr string) map[string]string {
 	if err != nil {
 		t.Fatalf("redis KEYS: %v", err)
 	}
+	slices.Sort(keys)
 	out := map[string]string{}
 	for _, k := range keys {
 		typ, _ := c.Type(ctx, k).Result()

@@ -16,13 +16,18 @@ import (
 // TagBuild, so a sweep can find what a crashed worker left behind; images carry
 // all of them, so the cloud itself answers "which change made this image".
 const (
-	TagBuild      = "imagegen:build"
-	TagRepo       = "imagegen:repo"
-	TagCommit     = "imagegen:commit"
-	TagGenerator  = "imagegen:generator"
-	TagScriptSHA  = "imagegen:script-sha256"
-	TagBaseImage  = "imagegen:base-image"
-	TagImageName  = "imagegen:image-name"
+	TagBuild     = "imagegen:build"
+	TagRepo      = "imagegen:repo"
+	TagCommit    = "imagegen:commit"
+	TagGenerator = "imagegen:generator"
+	TagScriptSHA = "imagegen:script-sha256"
+	TagBaseImage = "imagegen:base-image"
+	TagImageName = "imagegen:image-name"
+	// TagProvenance holds the SHA-256 of the image's signed provenance
+	// (package provenance's Digest of its DSSE envelope). It is set after
+	// Snapshot, through ImageTagger: the statement names the image id, which
+	// exists only once the cloud has made the image.
+	TagProvenance = "imagegen:provenance-sha256"
 	TagCloud      = "imagegen:cloud"
 	TagManagedKey = "imagegen" // value "true" on resources some clouds cannot tag otherwise
 

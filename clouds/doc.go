@@ -16,7 +16,8 @@
 //	launch.go     Launch, then its named steps, then their look-ups and helpers
 //	console.go    the VM's console: host keys cloud-init prints, copying it to the build
 //	lifecycle.go  waiting for instance states, Stop, Terminate
-//	images.go     Snapshot, waiting for an image, DeleteImage, BuildImages (ImageLister)
+//	images.go     Snapshot, waiting for an image, DeleteImage, BuildImages (ImageLister),
+//	              DescribeImage and TagImage (ImageDescriber, ImageTagger)
 //	leftovers.go  Leftovers and Remove: a build's resources found by tag and removed one
 //	              at a time, by the sweep and by Terminate
 //	errors.go     the cloud's API errors mapped to a Kind (transient, quota, auth, ...)
@@ -32,5 +33,6 @@
 // batched look at every resource an account's builds wait on; shared.go, SharedLookups:
 // one look-up (a base image) for the builds that want it at once; registry.go, the
 // registry and the strict decoding of a cloud's config entry; hostkey.go, the host_key
-// policies and the host-key step drivers that inject or read the console share.
+// policies and the host-key step drivers that inject or read the console share;
+// describe.go, the optional ImageDescriber and ImageTagger (an existing image's tags).
 package clouds

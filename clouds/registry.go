@@ -87,8 +87,9 @@ func (r *Registry) Configure(cfg Config) (*Entry, error) {
 	return &Entry{Config: cfg, Opener: op}, nil
 }
 
-// commonKeys are read by the config loader for every cloud, not by drivers.
-var commonKeys = []string{"type", "password"}
+// commonKeys are read by the config loader for every cloud, not by drivers:
+// the driver, password: ask, and who may build there (allow).
+var commonKeys = []string{"type", "password", "allow"}
 
 // DecodeStrict decodes cfg.Node into v (a pointer to a struct with yaml tags),
 // refusing keys v does not declare, at every level. Errors carry

@@ -30,6 +30,9 @@ type Config struct {
 	// master or a Redis Cluster (at most one of the three).
 	RedisSentinel *RedisSentinel `yaml:"redis_sentinel"`
 	RedisCluster  *RedisCluster  `yaml:"redis_cluster"`
+	// RedisDurability is what must hold before the webhook answers 202:
+	// DurabilityAck (the default), DurabilityFsync or DurabilityReplica.
+	RedisDurability Durability `yaml:"redis_durability"`
 
 	GitHub  GitHub  `yaml:"github"`
 	Webhook Webhook `yaml:"webhook"`
@@ -52,12 +55,19 @@ type Config struct {
 	// whose X-Forwarded-For names the client; without them the header is
 	// ignored and the client is the connection's peer.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// Allow is who may build on the clouds without an allow of their own
+	// (allow.go); nil: anyone the GitHub App is installed for.
+	Allow *Allow `yaml:"allow"`
 	// EncryptionKey encrypts passwords in tasks (32 bytes, base64 or hex);
 	// when empty, a key is generated at start (passwords then do not survive a restart).
 	EncryptionKey secret.String `yaml:"encryption_key"`
+	// Provenance is how images' provenance statements are signed.
+	Provenance Provenance `yaml:"provenance"`
 
 	// Clouds are the configured clouds, by name. Decoded by their drivers.
 	Clouds map[string]*clouds.Entry `yaml:"-"`
+	// cloudAllow are the clouds' own allow rules, by cloud name.
+	cloudAllow map[string]*Allow
 	// CloudsNode is kept for the loader only.
 	// It is not marshaled: a driver's raw settings may hold expanded ${ENV} values.
 	CloudsNode yaml.Node `yaml:"clouds" json:"-"`
@@ -92,6 +102,16 @@ type GitHub struct {
 	WebhookSecret     secret.String `yaml:"webhook_secret"`
 	WebhookSecretFile string        `yaml:"webhook_secret_file"`
 	APIURL            string        `yaml:"api_url"` // default https://api.github.com/
+	// AllowRepos, when set, are the only repositories (OWNER/NAME
+	// patterns, as allow.repos) whose deliveries the webhook takes; others
+	// are answered 200 and ignored.
+	AllowRepos []string `yaml:"allow_repos"`
+}
+
+// AcceptsRepo reports whether deliveries about repo are taken
+// (github.allow_repos).
+func (g *GitHub) AcceptsRepo(repo string) bool {
+	return g.AllowRepos == nil || MatchRepo(g.AllowRepos, repo)
 }
 
 // Webhook bounds what POST /webhook reads at once. A delivery past either
@@ -134,6 +154,17 @@ type Build struct {
 	MaxGeneratorsPerPush int `yaml:"max_generators_per_push"`
 }
 
+// Provenance configures the in-toto/SLSA statements signed for every image.
+type Provenance struct {
+	// SigningKeyFile is a PEM PKCS#8 private key, ed25519 or ECDSA P-256
+	// (openssl genpkey -algorithm ed25519); read by serve and worker at
+	// start. Unset: statements are written unsigned, with a warning.
+	SigningKeyFile string `yaml:"signing_key_file"`
+	// BuilderID names this deployment in the statements (SLSA's
+	// builder.id): an absolute URI; default base_url.
+	BuilderID string `yaml:"builder_id"`
+}
+
 // Pages configures the build pages in the browser.
 type Pages struct {
 	// LinkKey signs the expiring links placed on GitHub; when empty, a key
@@ -142,6 +173,27 @@ type Pages struct {
 	// LinkTTL is how long a signed link opens its page; default build.retention.
 	LinkTTL time.Duration `yaml:"link_ttl"`
 }
+
+// Durability is what the webhook waits for before it answers 202: how much
+// of a Redis failure an accepted delivery survives.
+type Durability string
+
+// The durabilities (README, "Durability").
+const (
+	// DurabilityAck: Redis has the delivery in memory and in its AOF's
+	// buffer. It survives a Redis restart or crash; with appendfsync
+	// everysec, the crash of the Redis host may lose up to a second of
+	// deliveries, and a failover those not yet on the replica.
+	DurabilityAck Durability = "ack"
+	// DurabilityFsync: as ack, on a Redis (every node) with appendonly yes
+	// and appendfsync always, which imagegen checks at start: the delivery
+	// is on the Redis host's disk before the answer.
+	DurabilityFsync Durability = "fsync"
+	// DurabilityReplica: as ack, and a replica has the delivery too (WAIT 1
+	// on the queue's master): it survives the loss of the Redis host and a
+	// failover to that replica.
+	DurabilityReplica Durability = "replica"
+)
 
 // Defaults for values the config leaves out.
 const (
@@ -243,6 +295,7 @@ func (c *Config) Warnings() []string {
 	case len(c.APITokens) == 0:
 		w = append(w, "api_tokens is empty: the re-run API refuses every request")
 	}
+	w = append(w, c.BuildWarnings()...)
 	if c.ReadAccess == ReadPublic {
 		what := "every build and image lineage (build logs still need a token)"
 		if c.PublicLogs {

@@ -79,13 +79,14 @@ func TestParse(t *testing.T) {
 			name: "defaults",
 			src:  "clouds: {}\n",
 			check: func(t *testing.T, c *Config) {
-				want := Config{File: "imagegen.yaml", Listen: ":8080", BaseURL: "http://localhost:8080", Redis: "redis://127.0.0.1:6379/0",
+				want := Config{File: "imagegen.yaml", Listen: ":8080", BaseURL: "http://localhost:8080", Redis: "redis://127.0.0.1:6379/0", RedisDurability: DurabilityAck,
 					GitHub:     GitHub{APIURL: "https://api.github.com/"},
 					Webhook:    Webhook{MaxConcurrentBytes: 64 << 20, MaxConcurrentReads: 1024},
 					Build:      Build{SSHTimeout: 15 * time.Minute, Timeout: 2 * time.Hour, CleanupTimeout: 10 * time.Minute, Concurrency: 10, LogLimit: 4 << 20, Retention: 90 * 24 * time.Hour, SweepInterval: 5 * time.Minute, MaxGeneratorsPerPush: 100},
 					Pages:      Pages{LinkTTL: 90 * 24 * time.Hour},
 					ReadAccess: ReadToken,
-					Clouds:     map[string]*clouds.Entry{}}
+					Provenance: Provenance{BuilderID: "http://localhost:8080"},
+					Clouds:     map[string]*clouds.Entry{}, cloudAllow: map[string]*Allow{}}
 				c.CloudsNode = want.CloudsNode
 				if !reflect.DeepEqual(*c, want) {
 					t.Errorf("got  %+v\nwant %+v", *c, want)
@@ -150,6 +151,20 @@ api_tokens: ["${TOKEN}"]
 			},
 		},
 		{
+			name: "provenance: builder id defaults to base_url",
+			src:  "base_url: https://imagegen.example.org/\nprovenance: {signing_key_file: " + hookFile + "}\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Provenance.BuilderID != "https://imagegen.example.org" || c.Provenance.SigningKeyFile != hookFile {
+					t.Errorf("provenance = %+v", c.Provenance)
+				}
+			},
+		},
+		{
+			name:    "provenance: a relative builder id and a missing key file",
+			src:     "provenance: {builder_id: imagegen, signing_key_file: /nonexistent/provenance.key}\n",
+			wantErr: []string{`imagegen.yaml: provenance.builder_id: "imagegen" is not an absolute URI (e.g. https://imagegen.example.org)`, `imagegen.yaml: provenance.signing_key_file: stat /nonexistent/provenance.key: no such file or directory`},
+		},
+		{
 			name:    "quoted env stays a string",
 			src:     "github:\n  app_id: \"${APP_ID}\"\n",
 			env:     map[string]string{"APP_ID": "12345"},
@@ -164,7 +179,7 @@ api_tokens: ["${TOKEN}"]
 		{
 			name:    "unknown keys at every level",
 			src:     "listne: x\ngithub:\n  appid: 1\nbuild:\n  timeout: 1h\n  retries: 3\n",
-			wantErr: []string{`imagegen.yaml:1:1: unknown key "listne": did you mean "listen"? (known: api_tokens, base_url, build, clouds, encryption_key, github, listen, metrics_listen, pages, public_logs, read_access, redis, redis_cluster, redis_sentinel, trusted_proxies, webhook)`, `imagegen.yaml:3:3: unknown key "appid" in github: did you mean "app_id"? (known: api_url, app_id, private_key_file, token, token_file, webhook_secret, webhook_secret_file)`, `imagegen.yaml:6:3: unknown key "retries" in build (known: cleanup_timeout, concurrency, log_limit, max_generators_per_push, retention, shutdown_grace, ssh_timeout, sweep_interval, timeout)`},
+			wantErr: []string{`imagegen.yaml:1:1: unknown key "listne": did you mean "listen"? (known: allow, api_tokens, base_url, build, clouds, encryption_key, github, listen, metrics_listen, pages, provenance, public_logs, read_access, redis, redis_cluster, redis_durability, redis_sentinel, trusted_proxies, webhook)`, `imagegen.yaml:3:3: unknown key "appid" in github: did you mean "app_id"? (known: allow_repos, api_url, app_id, private_key_file, token, token_file, webhook_secret, webhook_secret_file)`, `imagegen.yaml:6:3: unknown key "retries" in build (known: cleanup_timeout, concurrency, log_limit, max_generators_per_push, retention, shutdown_grace, ssh_timeout, sweep_interval, timeout)`},
 		},
 		{
 			name: "secrets from files",
@@ -222,7 +237,7 @@ api_tokens: ["${TOKEN}"]
 		{
 			name:    "unknown driver key",
 			src:     "clouds:\n  hotel:\n    type: tiny\n    region: r\n    regoin: r\n",
-			wantErr: []string{`imagegen.yaml:5:5: cloud "hotel": unknown key "regoin" for type tiny: did you mean "region"? (known: type, password, delay, endpoint, region)`},
+			wantErr: []string{`imagegen.yaml:5:5: cloud "hotel": unknown key "regoin" for type tiny: did you mean "region"? (known: type, password, allow, delay, endpoint, region)`},
 			exact:   true,
 		},
 		{
@@ -479,6 +494,25 @@ func TestRedisSentinelAndCluster(t *testing.T) {
 		{name: "sentinel without addrs", src: "redis_sentinel: {master_name: m}\n", want: "redis_sentinel.addrs: is empty"},
 		{name: "cluster bad addr", src: "redis_cluster: {addrs: ['n1']}\n", want: `redis_cluster.addrs: "n1" is not host:port`},
 		{name: "unknown sentinel key", src: "redis_sentinel: {master: m, addrs: ['s:1']}\n", want: `1:18: unknown key "master" in redis_sentinel`},
+		{name: "durability ack by default", src: "redis: redis://x:1/0\n",
+			check: func(t *testing.T, c *Config) {
+				if c.RedisDurability != DurabilityAck {
+					t.Errorf("redis_durability = %q, want ack", c.RedisDurability)
+				}
+			}},
+		{name: "durability replica", src: "redis_sentinel: {master_name: m, addrs: ['s:1']}\nredis_durability: replica\n",
+			check: func(t *testing.T, c *Config) {
+				if c.RedisDurability != DurabilityReplica {
+					t.Errorf("redis_durability = %q, want replica", c.RedisDurability)
+				}
+			}},
+		{name: "durability fsync", src: "redis_durability: fsync\n",
+			check: func(t *testing.T, c *Config) {
+				if c.RedisDurability != DurabilityFsync {
+					t.Errorf("redis_durability = %q, want fsync", c.RedisDurability)
+				}
+			}},
+		{name: "durability unknown", src: "redis_durability: always\n", want: `redis_durability: "always" is not ack, fsync or replica`},
 	}
 	env := lookupFrom(map[string]string{"RP": "redis-pw-123", "SP": "sentinel-pw-456"})
 	for _, tt := range tests {

@@ -34,6 +34,7 @@ func (p *problems) bad(key, format string, args ...any) {
 func (c *Config) finish(reg *clouds.Registry) error {
 	p := &problems{file: c.File}
 	c.finishHTTP(p)
+	c.finishProvenance(p)
 	c.finishRedis(p)
 	c.GitHub.finish(p)
 	c.Build.fillDefaults()
@@ -44,6 +45,7 @@ func (c *Config) finish(reg *clouds.Registry) error {
 	c.checkLimits(p)
 	c.finishAccess(p) // reads token files: before checkSecrets
 	c.checkSecrets(p)
+	c.finishAllow(p)
 	c.loadClouds(reg, p)
 	return errors.Join(p.errs...)
 }
@@ -66,8 +68,34 @@ func (c *Config) finishHTTP(p *problems) {
 	}
 }
 
-// finishRedis: one of redis, redis_sentinel and redis_cluster; redis by default.
+// finishProvenance: the builder id (base_url by default), an absolute URI.
+// The key file is read by serve and worker at start (provenance.LoadSigner),
+// which say what is wrong with it; here it must only exist.
+func (c *Config) finishProvenance(p *problems) {
+	pv := &c.Provenance
+	if pv.BuilderID == "" {
+		pv.BuilderID = c.BaseURL
+	}
+	if u, err := url.Parse(pv.BuilderID); err != nil || !u.IsAbs() || u.Host == "" {
+		p.bad("provenance.builder_id", "%q is not an absolute URI (e.g. https://imagegen.example.org)", pv.BuilderID)
+	}
+	if pv.SigningKeyFile != "" {
+		if _, err := os.Stat(pv.SigningKeyFile); err != nil {
+			p.bad("provenance.signing_key_file", "%v", err)
+		}
+	}
+}
+
+// finishRedis: one of redis, redis_sentinel and redis_cluster; redis by
+// default; redis_durability ack by default.
 func (c *Config) finishRedis(p *problems) {
+	switch c.RedisDurability {
+	case "":
+		c.RedisDurability = DurabilityAck
+	case DurabilityAck, DurabilityFsync, DurabilityReplica:
+	default:
+		p.bad("redis_durability", "%q is not ack, fsync or replica", c.RedisDurability)
+	}
 	switch {
 	case c.RedisSentinel != nil && (c.RedisCluster != nil || c.Redis != ""),
 		c.RedisCluster != nil && c.Redis != "":
@@ -230,6 +258,7 @@ var validCloudName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]*$`)
 // loadClouds hands each entry of clouds to its driver.
 func (c *Config) loadClouds(reg *clouds.Registry, p *problems) {
 	c.Clouds = map[string]*clouds.Entry{}
+	c.cloudAllow = map[string]*Allow{}
 	n := &c.CloudsNode
 	if n.Kind != 0 && n.Kind != yaml.MappingNode {
 		p.bad("clouds", "must be a mapping of cloud name to its settings")
@@ -246,30 +275,44 @@ func (c *Config) loadClouds(reg *clouds.Registry, p *problems) {
 }
 
 // cloud checks one entry of clouds (k its name, body its settings): the keys
-// every cloud has (type, password), then its driver's.
+// every cloud has (type, password, allow), then its driver's.
 func (c *Config) cloud(reg *clouds.Registry, k, body *yaml.Node) (*clouds.Entry, error) {
+	e, allow, err := c.cloudEntry(reg, k, body)
+	if err == nil && allow != nil {
+		c.cloudAllow[k.Value] = allow
+	}
+	return e, err
+}
+
+// cloudEntry is cloud's work: the entry, its own allow rule (nil: none), and
+// what is wrong with either.
+func (c *Config) cloudEntry(reg *clouds.Registry, k, body *yaml.Node) (*clouds.Entry, *Allow, error) {
 	name := k.Value
 	at := fmt.Sprintf("%s:%d:%d", c.File, k.Line, k.Column)
 	if !validCloudName.MatchString(name) {
-		return nil, fmt.Errorf("%s: clouds.%s: a cloud name is letters, digits, '-' and '_', starting with a letter", at, name)
+		return nil, nil, fmt.Errorf("%s: clouds.%s: a cloud name is letters, digits, '-' and '_', starting with a letter", at, name)
 	}
 	if body.Kind != yaml.MappingNode {
-		return nil, fmt.Errorf("%s: clouds.%s: must be a mapping with at least a type", at, name)
+		return nil, nil, fmt.Errorf("%s: clouds.%s: must be a mapping with at least a type", at, name)
 	}
 	cc := clouds.Config{Name: name, Node: body, File: c.File}
+	var allow *Allow
+	var allowErr error
 	for _, f := range strictyaml.Pairs(body) {
 		switch f.Key.Value {
 		case "type":
 			cc.Type = f.Value.Value
 		case "password":
 			cc.Password = f.Value.Value
+		case "allow":
+			allow, allowErr = c.cloudAllowOf(name, f.Value)
 		}
 	}
 	if cc.Type == "" {
-		return nil, fmt.Errorf("%s: clouds.%s.type is missing (one of: %s)", at, name, strings.Join(reg.Types(), ", "))
+		return nil, nil, errors.Join(allowErr, fmt.Errorf("%s: clouds.%s.type is missing (one of: %s)", at, name, strings.Join(reg.Types(), ", ")))
 	}
 	if cc.Password != "" && cc.Password != clouds.PasswordAsk {
-		return nil, fmt.Errorf("%s: clouds.%s.password: the only value is %q (each build brings the password); put stored credentials where the driver reads them (clouds.yaml, the AWS credential chain)", at, name, clouds.PasswordAsk)
+		return nil, nil, errors.Join(allowErr, fmt.Errorf("%s: clouds.%s.password: the only value is %q (each build brings the password); put stored credentials where the driver reads them (clouds.yaml, the AWS credential chain)", at, name, clouds.PasswordAsk))
 	}
 	e, err := reg.Configure(cc)
 	if err != nil {
@@ -277,11 +320,14 @@ func (c *Config) cloud(reg *clouds.Registry, k, body *yaml.Node) (*clouds.Entry,
 		// unknown keys) goes out as is: the file:line:col an editor jumps
 		// to is then the key at fault, not the cloud's name.
 		if inner := errors.Unwrap(err); inner != nil && positioned(c.File, inner) {
-			return nil, inner
+			return nil, nil, errors.Join(allowErr, inner)
 		}
-		return nil, fmt.Errorf("%s: clouds.%s: %w", at, name, err)
+		return nil, nil, errors.Join(allowErr, fmt.Errorf("%s: clouds.%s: %w", at, name, err))
 	}
-	return e, nil
+	if allowErr != nil {
+		return nil, nil, allowErr
+	}
+	return e, allow, nil
 }
 
 // positioned reports whether err's message starts with file:line:col.

@@ -136,6 +136,16 @@ func TestConfigSchemaRejects(t *testing.T) {
 		"api_tokens: [{token: x, scopes: [write]}]",
 		"api_tokens: [{token: x, token_file: /t, scopes: [read]}]",
 		"api_tokens: [{token: x, scopes: [read], repos: [fg]}]",
+		"allow: {}",
+		"allow: {repos: []}",
+		"allow: {repos: [fg]}",
+		"allow: {branches: [refs/heads/main]}",
+		"allow: {repo: [fg/*]}",
+		"clouds: {a: {type: simulated, allow: {}}}",
+		"clouds: {a: {type: ec2, allow: {repos: [fg/a/b]}}}",
+		"clouds: {a: {type: ssh, host: h, host_key: k, allow: {branch: [main]}}}",
+		"github: {allow_repos: [fg]}",
+		"github: {allow_repos: []}",
 	} {
 		if err := sch.Validate(yamlToJSON(t, []byte(doc))); err == nil {
 			t.Errorf("the schema accepts %q, which imagegen refuses", doc)
@@ -155,6 +165,21 @@ func yamlKeys(t reflect.Type) map[string]reflect.Type {
 		keys[name] = f.Type
 	}
 	return keys
+}
+
+// deref follows node's "$ref" to a definition of the schema root raw
+// ("#/$defs/NAME"), if it has one.
+func deref(raw map[string]any, node any) any {
+	m, _ := node.(map[string]any)
+	ref, ok := m["$ref"].(string)
+	if !ok {
+		return node
+	}
+	name, ok := strings.CutPrefix(ref, "#/$defs/")
+	if !ok {
+		return node
+	}
+	return raw["$defs"].(map[string]any)[name]
 }
 
 func propNames(t *testing.T, node any, where string) []string {
@@ -197,7 +222,7 @@ func TestConfigSchemaKeys(t *testing.T) {
 		if typ.Kind() != reflect.Struct || typ.PkgPath() != reflect.TypeFor[config.Config]().PkgPath() {
 			continue
 		}
-		if got, want := propNames(t, props[key], key), sortedKeys(yamlKeys(typ)); !slices.Equal(got, want) {
+		if got, want := propNames(t, deref(raw, props[key]), key), sortedKeys(yamlKeys(typ)); !slices.Equal(got, want) {
 			t.Errorf("schema keys of %s: %v; the loader reads %v", key, got, want)
 		}
 	}
@@ -215,6 +240,34 @@ func TestAPITokenSchemaKeys(t *testing.T) {
 	}
 	if got, want := propNames(t, obj, "api_tokens[]"), sortedKeys(yamlKeys(reflect.TypeFor[config.APIToken]())); !slices.Equal(got, want) {
 		t.Errorf("schema keys of an api_tokens mapping: %v; the loader reads %v", got, want)
+	}
+}
+
+// TestCommonCloudKeysInSchema: every cloud type's schema has the keys the
+// loader reads for every cloud (type, password, allow), allow being the
+// same definition as the top-level one, whose keys are config.Allow's.
+func TestCommonCloudKeysInSchema(t *testing.T) {
+	_, raw := loadConfigSchema(t)
+	defs := raw["$defs"].(map[string]any)
+	if got, want := propNames(t, defs["allow"], "$defs/allow"), sortedKeys(yamlKeys(reflect.TypeFor[config.Allow]())); !slices.Equal(got, want) {
+		t.Errorf("schema keys of allow: %v; the loader reads %v", got, want)
+	}
+	if ref := raw["properties"].(map[string]any)["allow"].(map[string]any)["$ref"]; ref != "#/$defs/allow" {
+		t.Errorf("the top-level allow is %v, want #/$defs/allow", ref)
+	}
+	for name, def := range defs {
+		if !strings.HasPrefix(name, "cloud_") {
+			continue
+		}
+		props := def.(map[string]any)["properties"].(map[string]any)
+		for _, k := range []string{"type", "password", "allow"} {
+			if props[k] == nil {
+				t.Errorf("$defs/%s has no %s, a key of every cloud", name, k)
+			}
+		}
+		if a, _ := props["allow"].(map[string]any); a != nil && a["$ref"] != "#/$defs/allow" {
+			t.Errorf("$defs/%s.allow is %v, want #/$defs/allow", name, a["$ref"])
+		}
 	}
 }
 

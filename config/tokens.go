@@ -3,7 +3,6 @@ package config
 import (
 	"fmt"
 	"net"
-	"path"
 	"slices"
 	"strings"
 
@@ -130,25 +129,10 @@ func (t *APIToken) finish(p *problems, key string) {
 			p.bad(fmt.Sprintf("%s.scopes[%d]", key, j), "%q is not one of: %s", s, strings.Join(Scopes, ", "))
 		}
 	}
-	for j, r := range t.Repos {
-		owner, name, ok := strings.Cut(r, "/")
-		_, err := path.Match(r, "")
-		if !ok || owner == "" || name == "" || strings.Contains(name, "/") || err != nil {
-			p.bad(fmt.Sprintf("%s.repos[%d]", key, j), "%q is not an OWNER/NAME pattern (fg/images, fg/*, */*)", r)
-		}
-	}
+	p.checkRepoPatterns(key+".repos", t.Repos)
 }
 
 // SeesRepo reports whether the token may see repo (OWNER/NAME).
 func (t *APIToken) SeesRepo(repo string) bool {
-	if len(t.Repos) == 0 {
-		return true
-	}
-	repo = strings.ToLower(repo)
-	for _, pat := range t.Repos {
-		if ok, _ := path.Match(strings.ToLower(pat), repo); ok {
-			return true
-		}
-	}
-	return false
+	return len(t.Repos) == 0 || MatchRepo(t.Repos, repo)
 }

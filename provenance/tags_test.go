@@ -17,6 +17,7 @@ func TestTagsAreTheClouds(t *testing.T) {
 		{provenance.TagScriptSHA, clouds.TagScriptSHA},
 		{provenance.TagBaseImage, clouds.TagBaseImage},
 		{provenance.TagBuild, clouds.TagBuild},
+		{provenance.TagProvenance, clouds.TagProvenance},
 	} {
 		if p.ours != p.clouds {
 			t.Errorf("provenance has %q where clouds has %q", p.ours, p.clouds)

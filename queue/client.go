@@ -18,10 +18,12 @@ import (
 // Client queues imagegen's tasks and looks them up. It implements
 // builds.Enqueuer and builds.Tasks.
 type Client struct {
-	client    *asynq.Client
-	inspector *asynq.Inspector
-	sealer    *Sealer
-	timeout   time.Duration // a build task's
+	client     *asynq.Client
+	inspector  *asynq.Inspector
+	sealer     *Sealer
+	timeout    time.Duration // a build task's
+	rdb        redis.UniversalClient
+	durability config.Durability
 }
 
 var (
@@ -40,30 +42,37 @@ func NewClient(rdb redis.UniversalClient, cfg *config.Config, sealer *Sealer) (*
 		}
 	}
 	return &Client{
-		client:    asynq.NewClientFromRedisClient(rdb),
-		inspector: asynq.NewInspectorFromRedisClient(rdb),
-		sealer:    sealer,
-		timeout:   builds.TaskTimeout(cfg),
+		client:     asynq.NewClientFromRedisClient(rdb),
+		inspector:  asynq.NewInspectorFromRedisClient(rdb),
+		sealer:     sealer,
+		timeout:    builds.TaskTimeout(cfg),
+		rdb:        rdb,
+		durability: cfg.RedisDurability,
 	}, nil
 }
 
 // Close releases nothing: the Redis client is the caller's.
 func (c *Client) Close() error { return nil }
 
-// EnqueueDelivery makes a delivery durable. It returns false, with no error,
-// when the delivery id was enqueued before (GitHub redelivered it).
+// EnqueueDelivery makes a delivery durable, as redis_durability says. It
+// returns false, with no error, when the delivery id was enqueued before
+// (GitHub redelivered it).
 func (c *Client) EnqueueDelivery(ctx context.Context, d Delivery) (bool, error) {
 	t, err := NewDeliveryTask(d)
 	if err != nil {
 		return false, err
 	}
+	created := true
 	if _, err := c.client.EnqueueContext(ctx, t); err != nil {
-		if errors.Is(err, asynq.ErrTaskIDConflict) {
-			return false, nil
+		if !errors.Is(err, asynq.ErrTaskIDConflict) {
+			return false, fmt.Errorf("enqueue delivery %s: %w", d.ID, err)
 		}
+		created = false // and the first may not have been durable yet
+	}
+	if err := c.durable(ctx); err != nil {
 		return false, fmt.Errorf("enqueue delivery %s: %w", d.ID, err)
 	}
-	return true, nil
+	return created, nil
 }
 
 // sealContext binds a sealed password to its build and cloud.
@@ -113,6 +122,30 @@ func (c *Client) queueMissing(err error) bool {
 	}
 	queues, qerr := c.inspector.Queues()
 	return qerr == nil && !slices.Contains(queues, QueueName)
+}
+
+// PlanPending reports whether the delivery task of a push (repo's ref at
+// sha, delivery its id) is still queued, running or waiting for a retry;
+// tasks queued by versions that keyed them by the delivery are looked up too.
+func (c *Client) PlanPending(_ context.Context, repo, ref, sha, delivery string) (bool, error) {
+	ids := []string{
+		DeliveryTaskID(Delivery{ID: delivery, Parsed: builds.Push{Repo: repo, Ref: ref, After: sha}}),
+		"delivery:" + delivery,
+	}
+	for _, id := range ids {
+		info, err := c.inspector.GetTaskInfo(QueueName, id)
+		switch {
+		case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+			continue
+		case err != nil:
+			return false, err
+		}
+		switch info.State {
+		case asynq.TaskStatePending, asynq.TaskStateActive, asynq.TaskStateScheduled, asynq.TaskStateRetry, asynq.TaskStateAggregating:
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // BuildTask returns the state of build × cloud's task.

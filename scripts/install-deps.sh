@@ -8,7 +8,7 @@ set -euo pipefail
 what=${1:-test}
 
 run_pkgs=(redis-server)
-test_pkgs=(git redis-server openssh-server openssh-client qemu-system-x86 qemu-utils busybox-static linux-image-cloud-amd64 e2fsprogs cpio kmod cloud-init chromium
+test_pkgs=(git redis-server redis-sentinel openssh-server openssh-client qemu-system-x86 qemu-utils busybox-static linux-image-cloud-amd64 e2fsprogs cpio kmod cloud-init chromium
   keystone glance python3-openstackclient)
 
 case "$what" in

@@ -95,7 +95,7 @@ func (s *Server) getLog(c echo.Context) error {
 	return c.String(http.StatusOK, out.String())
 }
 
-func (s *Server) images(c echo.Context) error {
+func (s *Server) lineage(c echo.Context) error {
 	repo, gen := c.QueryParam("repo"), c.QueryParam("generator")
 	if repo == "" || gen == "" {
 		return echo.NewHTTPError(http.StatusBadRequest, "repo and generator are required: /api/v1/images?repo=OWNER/NAME&generator=NAME")
@@ -132,11 +132,16 @@ func (s *Server) rerun(c echo.Context) error {
 	}
 	id, err := s.reruns.Rerun(c.Request().Context(), c.Param("id"), builds.RerunRequest{Clouds: req.Clouds, Passwords: req.Passwords})
 	var rerr *builds.RequestError
+	var derr *builds.DeniedError
 	switch {
 	case errors.Is(err, builds.ErrNotFound):
 		return echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("no build %q", c.Param("id")))
 	case errors.As(err, &rerr):
 		return echo.NewHTTPError(http.StatusBadRequest, rerr.Msg)
+	case errors.As(err, &derr):
+		// The token may re-run, but the cloud does not take this repository.
+		logOf(c).Warn("re-run refused by an allow rule", "build", c.Param("id"), "token", tokenOf(c).Name, "reason", derr.Msg)
+		return echo.NewHTTPError(http.StatusForbidden, derr.Msg)
 	case err != nil:
 		return err
 	case id == "":

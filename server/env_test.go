@@ -55,6 +55,8 @@ type envOptions struct {
 	noWorker bool
 	token    bool   // GitHub token mode instead of the App
 	clouds   string // YAML of the clouds map; default: two simulated clouds
+	github   string // YAML lines added to the github section ("  allow_repos: [...]\n")
+	extra    string // YAML of top-level keys added to the config
 }
 
 const defaultClouds = `
@@ -83,12 +85,13 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 base_url: https://imagegen.example.org
 redis: %s
 github:
-%s  webhook_secret: %s
+%s%s  webhook_secret: %s
   api_url: %s
 api_tokens: [%s]
 encryption_key: %s
 build: {timeout: 1m, cleanup_timeout: 20s, concurrency: 4, log_limit: 4096}
-clouds:%s`, e.redis.URL, gh, webhookSecret, e.gh.URL(), apiToken, strings.Repeat("ab", 32), o.clouds)
+%s
+clouds:%s`, e.redis.URL, gh, o.github, webhookSecret, e.gh.URL(), apiToken, strings.Repeat("ab", 32), o.extra, o.clouds)
 	cfg := configtest.Config(t, yml)
 	e.cfg = cfg
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

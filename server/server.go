@@ -20,6 +20,7 @@ import (
 
 	"github.com/imagegen/imagegen/builds"
 	"github.com/imagegen/imagegen/config"
+	"github.com/imagegen/imagegen/provenance"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server/access"
 	"github.com/imagegen/imagegen/server/pages"
@@ -38,6 +39,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Registry receives the server's metrics and is served at /metrics; nil: a new one.
 	Registry *prometheus.Registry
+	// GitHub lists the commits between two images; nil: the changes give
+	// GitHub's compare link only.
+	GitHub builds.GitHub
+	// Signer is the provenance key whose public half is served; nil: none.
+	Signer *provenance.Signer
 }
 
 // Server is the HTTP server.
@@ -56,6 +62,9 @@ type Server struct {
 	reads      *readLimit
 	// access is who may read and re-run, shared with the pages (auth.go).
 	access *access.Policy
+	// images answers the image routes (images.go); signer's public key is served.
+	images *builds.Images
+	signer *provenance.Signer
 }
 
 type metrics struct {
@@ -78,7 +87,7 @@ func New(o Options) (*Server, error) {
 		o.Registry = prometheus.NewRegistry()
 	}
 	s := &Server{cfg: o.Config, store: o.Store, queue: o.Queue, reruns: o.Reruns, log: o.Logger, reg: o.Registry,
-		access: access.New(o.Config, o.Logger)}
+		access: access.New(o.Config, o.Logger), images: builds.NewImages(o.Config, o.Store, o.GitHub), signer: o.Signer}
 	s.signatures = newSignatures(func() []byte { return []byte(o.Config.GitHub.WebhookSecret.Reveal()) })
 	s.reads = newReadLimit(o.Config.Webhook)
 	s.metrics = &metrics{
@@ -124,7 +133,12 @@ func (s *Server) routes() *echo.Echo {
 	api.GET("/builds/:id", s.getBuild, s.guard(s.canRead))
 	api.GET("/builds/:id/log", s.getLog, s.guard(s.canReadLogs))
 	api.POST("/builds/:id/rerun", s.rerun, s.guard(s.canRerun))
-	api.GET("/images", s.images, s.guard(s.canRead))
+	api.GET("/images", s.lineage, s.guard(s.canRead))
+	api.GET("/images/:image_id", s.imageByID, s.guard(s.canRead))
+	api.GET("/images/:cloud/:image_id", s.imageStory, s.guard(s.canRead))
+	api.GET("/images/:cloud/:image_id/changes", s.imageChanges, s.guard(s.canRead))
+	api.GET("/images/:cloud/:image_id/provenance", s.imageProvenance, s.guard(s.canRead))
+	api.GET("/provenance/key", s.provenanceKey, s.guard(s.canRead))
 	s.driftRoutes(api)
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
 	e.GET("/readyz", s.ready)

@@ -49,6 +49,9 @@ func (s *Server) webhook(c echo.Context) error {
 		return s.answer(c, start, event, delivery, a)
 	}
 	p, a := s.read(c.Response(), req, mac, event, ct)
+	if a == nil {
+		a = s.acceptRepo(p.Event) // github.allow_repos (allow.go)
+	}
 	if a == nil && delivery == "" {
 		a = refuse(http.StatusBadRequest, "bad_request", "missing X-GitHub-Delivery")
 	}

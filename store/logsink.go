@@ -49,6 +49,7 @@ type LogSink struct {
 	wake     chan struct{} // lines are waiting (pending went from none to some)
 	kick     chan struct{} // a full batch is waiting
 	flushing sync.Mutex    // one flush at a time, so batches land in order
+	keys     *logKeys      // where the log goes, found at the first flush; under flushing
 	done     chan struct{}
 	stopped  chan struct{}
 }
@@ -138,7 +139,7 @@ func (l *LogSink) flush() {
 		if n == 0 && skipped == 0 {
 			return
 		}
-		if err := l.store.AppendLogs(l.ctx, l.build, l.cloud, batch, skipped); err != nil {
+		if err := l.append(batch, skipped); err != nil {
 			l.mu.Lock()
 			first := !l.failed
 			l.failed = true
@@ -148,6 +149,21 @@ func (l *LogSink) flush() {
 			}
 		}
 	}
+}
+
+// append stores a batch; the first finds out whether the build is kept
+// under the keys of an older version (legacy) and remembers it. l.flushing
+// is held.
+func (l *LogSink) append(batch []builds.LogEntry, skipped int) error {
+	if l.keys == nil {
+		legacy, err := l.store.legacy(l.ctx, l.build)
+		if err != nil {
+			return err
+		}
+		k := logKeysOf(l.build, l.cloud, legacy)
+		l.keys = &k
+	}
+	return l.store.appendLogs(l.ctx, *l.keys, batch, skipped)
 }
 
 // Line takes one line.

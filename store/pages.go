@@ -77,23 +77,11 @@ func (s *Store) LogSince(ctx context.Context, id, cloud string, from int) ([]bui
 	if from < 0 {
 		from = 0
 	}
-	// The dropped count and the list are read in one transaction, so a trim
-	// between the two reads cannot shift the numbering.
-	var dropped *redis.StringCmd
-	var lines *redis.StringSliceCmd
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		dropped = p.HGet(ctx, logMetaKey(id, cloud), "dropped")
-		lines = p.LRange(ctx, logKey(id, cloud), 0, -1)
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, from, fmt.Errorf("read log %s/%s: %w", id, cloud, err)
+	d, raw, err := s.readLog(ctx, logKeysOf(id, cloud, false))
+	if err == nil && d == 0 && len(raw) == 0 && !s.cluster {
+		// Nothing under the new keys: a log a version before the hash tags wrote?
+		d, raw, err = s.readLog(ctx, logKeysOf(id, cloud, true))
 	}
-	d, err := dropped.Int()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, from, fmt.Errorf("read log %s/%s: %w", id, cloud, err)
-	}
-	raw, err := lines.Result()
 	if err != nil {
 		return nil, from, fmt.Errorf("read log %s/%s: %w", id, cloud, err)
 	}
@@ -110,4 +98,25 @@ func (s *Store) LogSince(ctx context.Context, id, cloud string, from int) ([]bui
 		out = append(out, l)
 	}
 	return out, d + len(raw), nil
+}
+
+// readLog reads a log's dropped count and its lines in one transaction, so a
+// trim between the two reads cannot shift the numbering.
+func (s *Store) readLog(ctx context.Context, k logKeys) (int, []string, error) {
+	var dropped *redis.StringCmd
+	var lines *redis.StringSliceCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		dropped = p.HGet(ctx, k.meta, "dropped")
+		lines = p.LRange(ctx, k.list, 0, -1)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, nil, err
+	}
+	d, err := dropped.Int()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, nil, err
+	}
+	raw, err := lines.Result()
+	return d, raw, err
 }

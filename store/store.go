@@ -24,13 +24,16 @@ import (
 // Store keeps build records, logs and lineage in Redis. Every key expires
 // after the retention, refreshed when written.
 //
-// A build is one hash: "meta" and "spec" hold JSON, and each cloud has its own
-// field "cloud:<name>", so clouds finishing at once never overwrite each other.
+// A build is one hash: "meta" holds JSON and "specz" gzip'd JSON (older
+// records: "spec", plain), and each cloud has its own field "cloud:<name>",
+// so clouds finishing at once never overwrite each other.
 // A cloud's manifest (gzipped CycloneDX JSON) is the field "manifest:<name>"
 // of the same hash, so it lives exactly as long as the record; reading a
-// build leaves the manifests in Redis.
+// build leaves the manifests in Redis. images.go lists the other fields and
+// keys (provenance, the image index).
 type Store struct {
 	rdb       redis.UniversalClient
+	cluster   bool // rdb is a Redis Cluster's: no key there has an old name (legacy)
 	retention time.Duration
 	logLimit  int
 }
@@ -43,19 +46,49 @@ func New(rdb redis.UniversalClient, retention time.Duration, logLimit int) *Stor
 	if logLimit <= 0 {
 		logLimit = 4 << 20
 	}
-	return &Store{rdb: rdb, retention: retention, logLimit: logLimit}
+	_, cluster := rdb.(*redis.ClusterClient)
+	return &Store{rdb: rdb, cluster: cluster, retention: retention, logLimit: logLimit}
 }
 
 const prefix = "imagegen:"
 
-func buildKey(id string) string          { return prefix + "build:" + id }
-func logKey(id, cloud string) string     { return prefix + "log:" + id + ":" + cloud }
-func logMetaKey(id, cloud string) string { return prefix + "logmeta:" + id + ":" + cloud }
+// A build's keys (its hash, and each cloud's log and log meta) share the
+// hash tag {<build id>}: on a Redis Cluster they live in one hash slot, so
+// the scripts and transactions that touch several of them (appendLog,
+// LogSince) run there. Every other script or transaction touches one key:
+// createBuild the build's hash (the index is written after it, alone),
+// update a build's hash, AddImage a lineage, SetLastClouds a generator,
+// unlock a lock, FirstSeen the sweep's sightings. A lineage, a generator's
+// clouds and a lock are never touched together with a build, so they need no
+// tag (and keep their names).
+func buildKey(id string) string          { return prefix + "build:{" + id + "}" }
+func logKey(id, cloud string) string     { return prefix + "log:{" + id + "}:" + cloud }
+func logMetaKey(id, cloud string) string { return prefix + "logmeta:{" + id + "}:" + cloud }
 func lineageKey(repo, gen string) string { return prefix + "lineage:" + repo + ":" + gen }
 func generatorKey(repo, gen string) string {
 	return prefix + "generator:" + repo + ":" + gen
 }
 func lockKey(name string) string { return prefix + "lock:" + name }
+
+// Versions before the hash tags (up to issue 23) named a build's keys
+// without them. Their records are still read, and the builds they left
+// running are still updated, under those names until they expire (the
+// retention after their last write): see legacy. Such keys exist only on a
+// single Redis or behind Sentinel, as those versions could not create a
+// build on a cluster.
+func legacyBuildKey(id string) string          { return prefix + "build:" + id }
+func legacyLogKey(id, cloud string) string     { return prefix + "log:" + id + ":" + cloud }
+func legacyLogMetaKey(id, cloud string) string { return prefix + "logmeta:" + id + ":" + cloud }
+
+// logKeys are the list and meta hash of a build × cloud log.
+type logKeys struct{ list, meta string }
+
+func logKeysOf(id, cloud string, legacy bool) logKeys {
+	if legacy {
+		return logKeys{legacyLogKey(id, cloud), legacyLogMetaKey(id, cloud)}
+	}
+	return logKeys{logKey(id, cloud), logMetaKey(id, cloud)}
+}
 
 const buildsIndex = prefix + "builds"
 
@@ -68,21 +101,22 @@ var _ builds.Store = (*Store)(nil)
 // Ping checks that Redis answers.
 func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }
 
-// createBuild writes a new build's hash and indexes it, unless the build
-// exists, in one step: a plan retried after a crash never finds a build
-// whose meta was written but not its clouds (it would look done, and stay so).
+// createBuild writes a new build's hash unless the build exists, in one
+// step: a plan retried after a crash never finds a build whose meta was
+// written but not its clouds (it would look done, and stay so).
 var createBuild = redis.NewScript(`
 if redis.call('HEXISTS', KEYS[1], 'meta') == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return 1
 `)
 
 // Create stores a new build with its spec. It returns false, and changes
-// nothing, when a build with that id exists (a retried plan).
+// nothing, when a build with that id exists (a retried plan). The build is
+// indexed (List, BuildsSince) after its hash is written, on every call: the
+// index is one key for all builds, in another hash slot of a cluster than
+// the build, so a crash between the two leaves an unlisted build, which the
+// retried plan lists.
 func (s *Store) Create(ctx context.Context, b *builds.Build, sp *spec.Spec) (bool, error) {
 	b.Summarize()
 	meta, err := json.Marshal(metaOf(b))
@@ -90,11 +124,13 @@ func (s *Store) Create(ctx context.Context, b *builds.Build, sp *spec.Spec) (boo
 		return false, fmt.Errorf("encode build: %w", err)
 	}
 	sj, err := json.Marshal(sp)
+	if err == nil {
+		sj, err = gzipped(sj)
+	}
 	if err != nil {
 		return false, fmt.Errorf("encode spec: %w", err)
 	}
-	args := []any{s.retention.Milliseconds(), b.Created.UnixNano(), b.ID, time.Now().Add(-s.retention).UnixNano(),
-		"meta", meta, "spec", sj}
+	args := []any{s.retention.Milliseconds(), "meta", meta, specZField, sj}
 	for name, c := range b.Clouds {
 		cj, err := json.Marshal(c)
 		if err != nil {
@@ -102,11 +138,45 @@ func (s *Store) Create(ctx context.Context, b *builds.Build, sp *spec.Spec) (boo
 		}
 		args = append(args, "cloud:"+name, cj)
 	}
-	n, err := createBuild.Run(ctx, s.rdb, []string{buildKey(b.ID), buildsIndex}, args...).Int()
-	if err != nil {
-		return false, fmt.Errorf("create build %s: %w", b.ID, err)
+	var legacy int64
+	if !s.cluster {
+		if legacy, err = s.rdb.Exists(ctx, legacyBuildKey(b.ID)).Result(); err != nil {
+			return false, fmt.Errorf("create build %s: %w", b.ID, err)
+		}
 	}
-	return n == 1, nil
+	created := false
+	if legacy == 0 {
+		n, err := createBuild.Run(ctx, s.rdb, []string{buildKey(b.ID)}, args...).Int()
+		if err != nil {
+			return false, fmt.Errorf("create build %s: %w", b.ID, err)
+		}
+		created = n == 1
+	}
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, buildsIndex, redis.Z{Score: float64(b.Created.UnixNano()), Member: b.ID})
+		p.ZRemRangeByScore(ctx, buildsIndex, "-inf", strconv.FormatInt(time.Now().Add(-s.retention).UnixNano(), 10))
+		p.PExpire(ctx, buildsIndex, s.retention)
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("index build %s: %w", b.ID, err)
+	}
+	return created, nil
+}
+
+// legacy reports whether build id is kept under the keys of a version
+// before the hash tags: when it has no hash under the new name but has one
+// under the old.
+func (s *Store) legacy(ctx context.Context, id string) (bool, error) {
+	if s.cluster {
+		return false, nil
+	}
+	n, err := s.rdb.Exists(ctx, buildKey(id)).Result()
+	if err != nil || n == 1 {
+		return false, err
+	}
+	n, err = s.rdb.Exists(ctx, legacyBuildKey(id)).Result()
+	return n == 1, err
 }
 
 // metaOf is b without its clouds (they have their own fields).
@@ -118,10 +188,13 @@ func metaOf(b *builds.Build) *builds.Build {
 
 // Get returns the build and its spec.
 func (s *Store) Get(ctx context.Context, id string) (*builds.Build, *spec.Spec, error) {
-	if id == "" || strings.ContainsAny(id, ":* ") {
+	if id == "" || strings.ContainsAny(id, ":*{} ") {
 		return nil, nil, builds.ErrNotFound
 	}
 	raw, err := getBuild.Run(ctx, s.rdb, []string{buildKey(id)}).StringSlice()
+	if err == nil && len(raw) == 0 && !s.cluster {
+		raw, err = getBuild.Run(ctx, s.rdb, []string{legacyBuildKey(id)}).StringSlice()
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("read build %s: %w", id, err)
 	}
@@ -164,6 +237,11 @@ return 1
 // (builder/manifest's Compress), with the build's record.
 func (s *Store) SaveManifest(ctx context.Context, id, cloud string, gz []byte) error {
 	n, err := saveManifest.Run(ctx, s.rdb, []string{buildKey(id)}, manifestField(cloud), gz, s.retention.Milliseconds()).Int()
+	if err == nil && n == 0 {
+		if legacy, lerr := s.legacy(ctx, id); lerr == nil && legacy {
+			n, err = saveManifest.Run(ctx, s.rdb, []string{legacyBuildKey(id)}, manifestField(cloud), gz, s.retention.Milliseconds()).Int()
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("store manifest %s/%s: %w", id, cloud, err)
 	}
@@ -176,10 +254,13 @@ func (s *Store) SaveManifest(ctx context.Context, id, cloud string, gz []byte) e
 // Manifest returns a cloud's manifest as SaveManifest stored it;
 // builds.ErrNotFound when the build or the manifest does not exist.
 func (s *Store) Manifest(ctx context.Context, id, cloud string) ([]byte, error) {
-	if id == "" || strings.ContainsAny(id, ":* ") {
+	if id == "" || strings.ContainsAny(id, ":*{} ") {
 		return nil, builds.ErrNotFound
 	}
 	b, err := s.rdb.HGet(ctx, buildKey(id), manifestField(cloud)).Bytes()
+	if errors.Is(err, redis.Nil) && !s.cluster {
+		b, err = s.rdb.HGet(ctx, legacyBuildKey(id), manifestField(cloud)).Bytes()
+	}
 	if errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("manifest %s/%s: %w", id, cloud, builds.ErrNotFound)
 	}
@@ -211,9 +292,13 @@ func decodeBuild(id string, h map[string]string) (*builds.Build, *spec.Spec, err
 	}
 	b.Summarize()
 	var sp *spec.Spec
-	if h["spec"] != "" {
+	sj, err := specJSON(h)
+	if err != nil {
+		return nil, nil, fmt.Errorf("decode build %s spec: %w", id, err)
+	}
+	if len(sj) > 0 {
 		sp = new(spec.Spec)
-		if err := json.Unmarshal([]byte(h["spec"]), sp); err != nil {
+		if err := json.Unmarshal(sj, sp); err != nil {
 			return nil, nil, fmt.Errorf("decode build %s spec: %w", id, err)
 		}
 	}
@@ -249,9 +334,19 @@ func (s *Store) UpdateCloud(ctx context.Context, id, cloud string, fn func(*buil
 }
 
 // update is a WATCH/MULTI read-modify-write of one hash field, retried when
-// another writer got there first.
+// another writer got there first. A build kept under the old keys (legacy)
+// is updated there.
 func (s *Store) update(ctx context.Context, id, field string, fn func(raw string) (any, error)) error {
-	key := buildKey(id)
+	err := s.updateKey(ctx, buildKey(id), id, field, fn)
+	if errors.Is(err, builds.ErrNotFound) {
+		if legacy, lerr := s.legacy(ctx, id); lerr == nil && legacy {
+			err = s.updateKey(ctx, legacyBuildKey(id), id, field, fn)
+		}
+	}
+	return err
+}
+
+func (s *Store) updateKey(ctx context.Context, key, id, field string, fn func(raw string) (any, error)) error {
 	for try := 0; try < 50; try++ {
 		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
 			raw, err := tx.HGet(ctx, key, field).Result()
@@ -384,6 +479,14 @@ func (s *Store) AppendLogs(ctx context.Context, id, cloud string, ls []builds.Lo
 	if len(ls) == 0 && skipped == 0 {
 		return nil
 	}
+	legacy, err := s.legacy(ctx, id)
+	if err != nil {
+		return fmt.Errorf("append log %s/%s: %w", id, cloud, err)
+	}
+	return s.appendLogs(ctx, logKeysOf(id, cloud, legacy), ls, skipped)
+}
+
+func (s *Store) appendLogs(ctx context.Context, k logKeys, ls []builds.LogEntry, skipped int) error {
 	args := make([]any, 0, 3+len(ls))
 	args = append(args, s.logLimit, s.retention.Milliseconds(), skipped)
 	for _, l := range ls {
@@ -393,32 +496,19 @@ func (s *Store) AppendLogs(ctx context.Context, id, cloud string, ls []builds.Lo
 		}
 		args = append(args, j)
 	}
-	err := appendLog.Run(ctx, s.rdb, []string{logKey(id, cloud), logMetaKey(id, cloud)}, args...).Err()
-	if err != nil {
-		return fmt.Errorf("append log %s/%s: %w", id, cloud, err)
+	if err := appendLog.Run(ctx, s.rdb, []string{k.list, k.meta}, args...).Err(); err != nil {
+		return fmt.Errorf("append log %s: %w", k.list, err)
 	}
 	return nil
 }
 
 // Log returns a build × cloud log and how many lines were dropped from its start.
 func (s *Store) Log(ctx context.Context, id, cloud string) ([]builds.LogEntry, int, error) {
-	raw, err := s.rdb.LRange(ctx, logKey(id, cloud), 0, -1).Result()
+	lines, next, err := s.LogSince(ctx, id, cloud, 0)
 	if err != nil {
-		return nil, 0, fmt.Errorf("read log %s/%s: %w", id, cloud, err)
+		return nil, 0, err
 	}
-	out := make([]builds.LogEntry, 0, len(raw))
-	for _, r := range raw {
-		var l builds.LogEntry
-		if err := json.Unmarshal([]byte(r), &l); err != nil {
-			return nil, 0, fmt.Errorf("decode log line: %w", err)
-		}
-		out = append(out, l)
-	}
-	dropped, err := s.rdb.HGet(ctx, logMetaKey(id, cloud), "dropped").Int()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, 0, fmt.Errorf("read log %s/%s: %w", id, cloud, err)
-	}
-	return out, dropped, nil
+	return lines, next - len(lines), nil
 }
 
 // AddImage records a new image in its generator's lineage.
@@ -437,7 +527,7 @@ func (s *Store) AddImage(ctx context.Context, e builds.LineageEntry) error {
 	if err != nil {
 		return fmt.Errorf("record image: %w", err)
 	}
-	return nil
+	return s.indexImage(ctx, e, j)
 }
 
 // Images returns the lineage of a generator, newest first.

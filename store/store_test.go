@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -20,12 +21,172 @@ import (
 	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
-func newStore(t *testing.T, retention time.Duration, logLimit int) (*Store, *redis.Client) {
+// onCluster, while TestStoreOnCluster runs, makes newStore hand out a store
+// on its (flushed) Redis Cluster instead of a redis-server of its own.
+var onCluster *servicetest.RedisCluster
+
+func newStore(t *testing.T, retention time.Duration, logLimit int) (*Store, redis.UniversalClient) {
 	t.Helper()
+	if onCluster != nil {
+		cc := onCluster.Client(t)
+		err := cc.ForEachMaster(context.Background(), func(ctx context.Context, c *redis.Client) error { return c.FlushAll(ctx).Err() })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return New(cc, retention, logLimit), cc
+	}
 	r := servicetest.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
 	t.Cleanup(func() { rdb.Close() })
 	return New(rdb, retention, logLimit), rdb
+}
+
+// TestStoreOnCluster runs the store's tests on a real Redis Cluster of three
+// masters, where every script and transaction must keep to one hash slot
+// (before the hash tags, Create failed with "CROSSSLOT Keys in request don't
+// hash to the same slot"). The tests counting script calls on one server
+// are left out.
+func TestStoreOnCluster(t *testing.T) {
+	c := servicetest.StartRedisCluster(t, 3, 0)
+	onCluster = c
+	defer func() { onCluster = nil }()
+	for name, test := range map[string]func(*testing.T){
+		"CreateGetRetention":      TestStoreCreateGetRetention,
+		"ConcurrentCloudUpdates":  TestStoreConcurrentCloudUpdates,
+		"LogKeepsTail":            TestStoreLogKeepsTail,
+		"ListAndLineage":          TestStoreListAndLineage,
+		"LockSerializes":          TestLockSerializes,
+		"ObserverStoresQuiet":     TestObserverStoresAQuietLine,
+		"SweepSupport":            TestSweepSupport,
+		"StoredLogHoldsNoSecret":  TestStoredLogHoldsNoSecret,
+		"Manifests":               TestManifests,
+		"SpecStoredCompressed":    TestSpecStoredCompressed,
+		"ImageIndex":              TestImageIndex,
+		"ProvenanceStoredExactly": TestProvenanceStoredExactly,
+		"KeysSpreadOverSlots":     testKeysSpreadOverSlots,
+	} {
+		t.Run(name, test)
+	}
+}
+
+// testKeysSpreadOverSlots: on a cluster, builds land on different masters
+// (the hash tag is the build, not imagegen), each build's keys on one, and
+// the log of a build is read and trimmed there.
+func testKeysSpreadOverSlots(t *testing.T) {
+	s, rdb := newStore(t, time.Hour, 300)
+	ctx := context.Background()
+	slots := map[int64]bool{}
+	for i := range 20 {
+		id := fmt.Sprintf("spread%02d", i)
+		b, sp := twoCloudBuild(id)
+		if _, err := s.Create(ctx, b, sp); err != nil {
+			t.Fatal(err)
+		}
+		for j := range 20 {
+			if err := s.AppendLog(ctx, id, "a", builds.LogEntry{Cloud: "a", Text: fmt.Sprintf("line %d", j)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		slot, _ := rdb.ClusterKeySlot(ctx, buildKey(id)).Result()
+		for _, k := range []string{logKey(id, "a"), logMetaKey(id, "a")} {
+			if ks, _ := rdb.ClusterKeySlot(ctx, k).Result(); ks != slot {
+				t.Errorf("%s in slot %d, its build in %d", k, ks, slot)
+			}
+		}
+		slots[slot] = true
+		lines, next, err := s.LogSince(ctx, id, "a", 0)
+		if err != nil || len(lines) == 0 || next != 20 || lines[len(lines)-1].Text != "line 19" {
+			t.Errorf("LogSince(%s): %d lines, next %d, %v", id, len(lines), next, err)
+		}
+	}
+	if len(slots) < 10 {
+		t.Errorf("20 builds in %d slots", len(slots))
+	}
+	page, more, err := s.Page(ctx, PageOptions{Limit: 5})
+	if err != nil || len(page) != 5 || !more {
+		t.Errorf("Page: %d builds, more %v, %v", len(page), more, err)
+	}
+}
+
+// A build written by a version before the hash tags (keys imagegen:build:<id>,
+// imagegen:log:<id>:<cloud>, imagegen:logmeta:<id>:<cloud>) is still read,
+// listed, updated and logged to under those keys; Create does not make a
+// second record for it; new builds get the tagged keys.
+func TestStoreReadsLegacyKeys(t *testing.T) {
+	s, rdb := newStore(t, time.Hour, 0)
+	ctx := context.Background()
+	b, sp := twoCloudBuild("legacy1")
+	meta, _ := json.Marshal(metaOf(b))
+	sj, _ := json.Marshal(sp)
+	ca, _ := json.Marshal(b.Clouds["a"])
+	// As the old createBuild and appendLog scripts left them.
+	rdb.HSet(ctx, "imagegen:build:legacy1", "meta", meta, "spec", sj, "cloud:a", ca)
+	rdb.ZAdd(ctx, "imagegen:builds", redis.Z{Score: float64(b.Created.UnixNano()), Member: "legacy1"})
+	rdb.RPush(ctx, "imagegen:log:legacy1:a", `{"cloud":"a","stream":"stdout","text":"old line 1"}`, `{"cloud":"a","stream":"stdout","text":"old line 2"}`)
+	rdb.HSet(ctx, "imagegen:logmeta:legacy1:a", "bytes", 100, "dropped", 3)
+
+	got, gsp, err := s.Get(ctx, "legacy1")
+	if err != nil || got.Generator != "dstat" || gsp.Script != "echo hi" || got.Clouds["a"].State != builder.StateQueued {
+		t.Fatalf("Get of an old record: %+v %+v %v", got, gsp, err)
+	}
+	if bs, err := s.List(ctx, builds.ListOptions{}); err != nil || len(bs) != 1 || bs[0].ID != "legacy1" {
+		t.Errorf("List: %v %v", bs, err)
+	}
+	lines, next, err := s.LogSince(ctx, "legacy1", "a", 0)
+	if err != nil || len(lines) != 2 || next != 5 || lines[0].Text != "old line 1" {
+		t.Errorf("LogSince of an old log: %+v next %d %v", lines, next, err)
+	}
+	// The build an old version left running goes on under its keys.
+	if _, err := s.UpdateCloud(ctx, "legacy1", "a", func(c *builds.CloudRecord) { c.State = builder.StateSucceeded }); err != nil {
+		t.Fatalf("UpdateCloud of an old record: %v", err)
+	}
+	if err := s.UpdateMeta(ctx, "legacy1", func(m *builds.Build) { m.CheckRunID = 42 }); err != nil {
+		t.Fatalf("UpdateMeta of an old record: %v", err)
+	}
+	if _, err := s.UpdateCloud(ctx, "legacy1", "nope", func(*builds.CloudRecord) {}); !errors.Is(err, builds.ErrNotFound) {
+		t.Errorf("UpdateCloud of a cloud the old record lacks: %v", err)
+	}
+	if err := s.AppendLog(ctx, "legacy1", "a", builds.LogEntry{Cloud: "a", Text: "new line"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveManifest(ctx, "legacy1", "a", []byte("manifest of an old build")); err != nil {
+		t.Fatalf("SaveManifest of an old record: %v", err)
+	}
+	if m, err := s.Manifest(ctx, "legacy1", "a"); err != nil || string(m) != "manifest of an old build" {
+		t.Errorf("Manifest of an old record: %q %v", m, err)
+	}
+	o := s.newLogSink(ctx, "legacy1", "a", nil, secret.Redactor{})
+	o.Line(builder.LogLine{Stream: builder.StreamStdout, Text: "sink line"})
+	o.Close()
+	if ok, err := s.Create(ctx, b, sp); ok || err != nil {
+		t.Errorf("Create of a build kept under the old keys: %v %v; want false, nil", ok, err)
+	}
+	got, _, _ = s.Get(ctx, "legacy1")
+	lines, dropped, err := s.Log(ctx, "legacy1", "a")
+	if err != nil || got.Clouds["a"].State != builder.StateSucceeded || got.CheckRunID != 42 || len(lines) != 4 || dropped != 3 || lines[3].Text != "sink line" {
+		t.Errorf("after the updates: %+v, %d lines (%v) %d dropped, %v", got, len(lines), lines, dropped, err)
+	}
+	for _, k := range []string{buildKey("legacy1"), logKey("legacy1", "a"), logMetaKey("legacy1", "a")} {
+		if n, _ := rdb.Exists(ctx, k).Result(); n != 0 {
+			t.Errorf("%s was written: the old build has two records", k)
+		}
+	}
+
+	nb, _ := twoCloudBuild("fresh1")
+	if ok, err := s.Create(ctx, nb, sp); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if err := s.AppendLog(ctx, "fresh1", "a", builds.LogEntry{Cloud: "a", Text: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"imagegen:build:{fresh1}", "imagegen:log:{fresh1}:a", "imagegen:logmeta:{fresh1}:a"} {
+		if n, _ := rdb.Exists(ctx, k).Result(); n != 1 {
+			t.Errorf("%s missing: a new build's keys carry the hash tag", k)
+		}
+	}
+	if _, _, err := s.Get(ctx, "{fresh1}"); !errors.Is(err, builds.ErrNotFound) {
+		t.Errorf("id with braces: %v", err)
+	}
 }
 
 func twoCloudBuild(id string) (*builds.Build, *spec.Spec) {

@@ -77,6 +77,11 @@ func Run(t *testing.T, h Harness) {
 		if _, ok := c.(clouds.ImageLister); ok {
 			tests = append(tests, suiteTest{"BuildImages", testBuildImages})
 		}
+		_, describes := c.(clouds.ImageDescriber)
+		_, tags := c.(clouds.ImageTagger)
+		if describes || tags {
+			tests = append(tests, suiteTest{"DescribeAndTagImage", testDescribeAndTag})
+		}
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.run(t, h) })

@@ -28,6 +28,8 @@ var mutants = map[string]struct {
 	"image not deleted":  {func(c *simulated.Cloud) clouds.Cloud { return keepsImages{c} }, "DeleteImageIdempotent"},
 	"lists no images":    {func(c *simulated.Cloud) clouds.Cloud { return listsNothing{c} }, "BuildImages"},
 	"lists every build":  {func(c *simulated.Cloud) clouds.Cloud { return listsAll{c} }, "BuildImages"},
+	"tags nothing":       {func(c *simulated.Cloud) clouds.Cloud { return tagsNothing{c} }, "DescribeAndTagImage"},
+	"tags replace all":   {func(c *simulated.Cloud) clouds.Cloud { return tagsReplaceAll{c} }, "DescribeAndTagImage"},
 }
 
 const mutantEnv = "CLOUDTEST_MUTANT"
@@ -141,6 +143,22 @@ func (keepsImages) DeleteImage(context.Context, *clouds.Image) error { return ni
 type listsNothing struct{ *simulated.Cloud }
 
 func (listsNothing) BuildImages(context.Context, string) ([]clouds.Image, error) { return nil, nil }
+
+// tagsNothing implements clouds.ImageTagger and changes nothing.
+type tagsNothing struct{ *simulated.Cloud }
+
+func (tagsNothing) TagImage(context.Context, string, map[string]string) error { return nil }
+
+// tagsReplaceAll describes an image with only the tags last given to TagImage.
+type tagsReplaceAll struct{ *simulated.Cloud }
+
+func (c tagsReplaceAll) DescribeImage(ctx context.Context, id string) (clouds.Image, error) {
+	im, err := c.Cloud.DescribeImage(ctx, id)
+	if err == nil {
+		im.Tags = map[string]string{clouds.TagCommit: im.Tags[clouds.TagCommit]}
+	}
+	return im, err
+}
 
 // listsAll ignores the build it is asked for.
 type listsAll struct{ *simulated.Cloud }

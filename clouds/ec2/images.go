@@ -203,3 +203,55 @@ func (c *Cloud) BuildImages(ctx context.Context, build string) ([]clouds.Image, 
 	}
 	return out, nil
 }
+
+var (
+	_ clouds.ImageDescriber = (*Cloud)(nil)
+	_ clouds.ImageTagger    = (*Cloud)(nil)
+)
+
+// DescribeImage reads an AMI with its tags (the Name tag left out, as
+// BuildImages does): clouds.ImageDescriber. An AMI that does not exist, or
+// is deregistered, is KindNotFound; so is an id that is no AMI id.
+func (c *Cloud) DescribeImage(ctx context.Context, id string) (clouds.Image, error) {
+	op := "describe image " + id
+	notFound := func(err error) error {
+		return &clouds.Error{Kind: clouds.KindNotFound, Op: op, Err: fmt.Errorf("%w: %w", clouds.ErrNotFound, err)}
+	}
+	var out clouds.Image
+	err := c.retry(ctx, op, func(ctx context.Context) error {
+		res, err := c.api.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{id}})
+		if code := codeOf(err); code == "InvalidAMIID.NotFound" || code == "InvalidAMIID.Malformed" || code == "InvalidAMIID.Unavailable" {
+			return notFound(err)
+		}
+		if err != nil {
+			return err
+		}
+		if len(res.Images) == 0 || res.Images[0].State == types.ImageStateDeregistered {
+			return notFound(fmt.Errorf("image %s is not in the account's images", id))
+		}
+		im := res.Images[0]
+		tags := tagMap(im.Tags)
+		name := tags["Name"]
+		if name == "" {
+			name = aws.ToString(im.Name)
+		}
+		delete(tags, "Name")
+		out = clouds.Image{ID: aws.ToString(im.ImageId), Name: name, Tags: tags}
+		return nil
+	})
+	return out, err
+}
+
+// TagImage sets tags on an AMI with CreateTags, which replaces a tag's value
+// when the key is there (values cut to EC2's 256 characters):
+// clouds.ImageTagger. Its snapshots keep the tags Snapshot gave them.
+func (c *Cloud) TagImage(ctx context.Context, id string, tags map[string]string) error {
+	if len(tags) == 0 {
+		return nil
+	}
+	spec := tagSpec(tags, types.ResourceTypeImage)
+	return c.retry(ctx, "tag image "+id, func(ctx context.Context) error {
+		_, err := c.api.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id}, Tags: spec[0].Tags})
+		return err
+	})
+}

@@ -2,6 +2,7 @@ package ec2
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -57,7 +58,7 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 	if err != nil {
 		return err
 	}
-	in, err := c.runInput(req, runSpec{base: base, size: size, name: name, tags: tags, groups: groups})
+	in, err := c.runInput(req, runSpec{base: base, size: size, name: name, tags: tags, groups: groups, token: clientToken(req.Build, name)})
 	if err != nil {
 		return err
 	}
@@ -116,6 +117,7 @@ type runSpec struct {
 	name   string      // the key pair's name, and the instance's Name
 	tags   map[string]string
 	groups []string // security group ids
+	token  string   // RunInstances' idempotency token: one per Launch
 }
 
 // runInput is the RunInstances request: one instance of the base image with
@@ -136,7 +138,7 @@ func (c *Cloud) runInput(req clouds.LaunchRequest, s runSpec) (*ec2.RunInstances
 		TagSpecifications: tagSpec(s.tags, types.ResourceTypeInstance, types.ResourceTypeVolume),
 		// The token makes the SDK's retries and ours one launch, and finds
 		// the instance again when a cancellation cut the answer off.
-		ClientToken: aws.String(clientToken(req.Build, s.name)),
+		ClientToken: aws.String(s.token),
 	}
 	if c.cfg.AssociatePublicIP != nil {
 		in.NetworkInterfaces = []types.InstanceNetworkInterfaceSpecification{{
@@ -228,9 +230,16 @@ func optString(s string) *string {
 	return aws.String(s)
 }
 
-// clientToken is RunInstances' idempotency token for one build's instance (at most 64 ASCII characters).
+// clientToken is RunInstances' idempotency token for one Launch of a
+// build's instance (at most 64 ASCII characters). It is new on every Launch:
+// EC2 answers a token it has seen (for a day and more after the instance is
+// gone) with that instance, so a token derived from the build alone gave a
+// retried build the terminated instance of the attempt before it (found by
+// the chaos suite: "wait for instance … to be running: instance is terminated").
 func clientToken(build, name string) string {
-	h := sha256.Sum256([]byte(build + "\x00" + name))
+	nonce := make([]byte, 8)
+	_, _ = rand.Read(nonce)
+	h := sha256.Sum256(append([]byte(build+"\x00"+name+"\x00"), nonce...))
 	return "imagegen-" + hex.EncodeToString(h[:20])
 }
 
@@ -258,15 +267,21 @@ func (c *Cloud) lookupBaseImage(ctx context.Context, id string) (types.Image, er
 }
 
 func (c *Cloud) importKey(ctx context.Context, req clouds.LaunchRequest, name string, tags map[string]string, inst *clouds.Instance) error {
+	in := &ec2.ImportKeyPairInput{
+		KeyName:           aws.String(name),
+		PublicKeyMaterial: []byte(strings.TrimSpace(req.AuthorizedKey)),
+		TagSpecifications: tagSpec(tags, types.ResourceTypeKeyPair),
+	}
 	err := c.retry(ctx, "import key pair "+name, func(ctx context.Context) error {
-		_, err := c.api.ImportKeyPair(ctx, &ec2.ImportKeyPairInput{
-			KeyName:           aws.String(name),
-			PublicKeyMaterial: []byte(strings.TrimSpace(req.AuthorizedKey)),
-			TagSpecifications: tagSpec(tags, types.ResourceTypeKeyPair),
-		})
+		_, err := c.api.ImportKeyPair(ctx, in)
 		if codeOf(err) == "InvalidKeyPair.Duplicate" {
-			// The name carries the build: a retried import after a lost answer.
-			return nil
+			// The name carries the build: this import's, its answer lost, or
+			// an earlier attempt's, whose worker died before removing it and
+			// whose key is not this attempt's. Replace it either way.
+			if _, err := c.api.DeleteKeyPair(ctx, &ec2.DeleteKeyPairInput{KeyName: aws.String(name)}); err != nil {
+				return err
+			}
+			_, err = c.api.ImportKeyPair(ctx, in)
 		}
 		return err
 	})

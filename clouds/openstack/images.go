@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 
@@ -331,4 +333,45 @@ func imagegenTags(props map[string]any) map[string]string {
 		}
 	}
 	return tags
+}
+
+var (
+	_ clouds.ImageDescriber = (*Cloud)(nil)
+	_ clouds.ImageTagger    = (*Cloud)(nil)
+)
+
+// DescribeImage reads an image from Glance, with its imagegen:* properties
+// as tags: clouds.ImageDescriber. A deleted image is KindNotFound.
+func (c *Cloud) DescribeImage(ctx context.Context, id string) (clouds.Image, error) {
+	op := "describe image " + id
+	var out clouds.Image
+	err := c.retry(ctx, op, func(ctx context.Context) error {
+		im, err := images.Get(ctx, c.image, id).Extract()
+		if err != nil {
+			return err
+		}
+		if im.Status == images.ImageStatusDeleted || im.Status == "pending_delete" {
+			return &clouds.Error{Kind: clouds.KindNotFound, Op: op, Err: fmt.Errorf("image %s is %s: %w", id, im.Status, clouds.ErrNotFound)}
+		}
+		out = clouds.Image{ID: im.ID, Name: im.Name, Tags: imagegenTags(im.Properties)}
+		return nil
+	})
+	return out, err
+}
+
+// TagImage sets properties on an image with one JSON patch (Glance's v2.1
+// patch, whose "add" replaces a property that exists, as RFC 6902 says),
+// values cut to Glance's 255 characters: clouds.ImageTagger.
+func (c *Cloud) TagImage(ctx context.Context, id string, tags map[string]string) error {
+	if len(tags) == 0 {
+		return nil
+	}
+	var patch images.UpdateOpts
+	for _, k := range slices.Sorted(maps.Keys(tags)) {
+		patch = append(patch, images.UpdateImageProperty{Op: images.AddOp, Name: k, Value: truncate(tags[k], 255)})
+	}
+	return c.retry(ctx, "tag image "+id, func(ctx context.Context) error {
+		_, err := images.Update(ctx, c.image, id, patch).Extract()
+		return err
+	})
 }

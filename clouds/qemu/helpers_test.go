@@ -3,17 +3,9 @@ package qemu
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/pem"
-	"fmt"
 	"log/slog"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,87 +17,16 @@ import (
 	"github.com/imagegen/imagegen/internal/servicetest"
 )
 
-// repoRoot is the module's root, found from the package directory.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test's directory")
-		}
-		dir = parent
-	}
-}
-
-var (
-	testImageOnce sync.Once
-	testImagePath string
-	testImageErr  error
-)
-
 // needQEMU skips under -short and fails when QEMU is not installed.
 func needQEMU(t testing.TB) {
 	t.Helper()
-	servicetest.Need(t, "QEMU (Debian packages qemu-system-x86, qemu-utils)", "qemu-system-x86_64", "qemu-img")
+	servicetest.NeedQEMU(t)
 }
 
-// testImage returns the tiny base image's disk, built once by
-// scripts/make-test-image.sh and cached in .cache/testimage/<hash of the script
-// and its files and the host's kernels>, so a changed script rebuilds it.
+// testImage returns the tiny base image's disk (servicetest.QEMUImage).
 func testImage(t testing.TB) string {
 	t.Helper()
-	needQEMU(t)
-	testImageOnce.Do(func() { testImagePath, testImageErr = buildTestImage(repoRoot(t)) })
-	if testImageErr != nil {
-		t.Fatalf("make the test image: %v", testImageErr)
-	}
-	return testImagePath
-}
-
-func buildTestImage(root string) (string, error) {
-	h := sha256.New()
-	inputs := []string{filepath.Join(root, "scripts", "make-test-image.sh")}
-	more, _ := filepath.Glob(filepath.Join(root, "scripts", "testimage", "*"))
-	sort.Strings(more)
-	for _, p := range append(inputs, more...) {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return "", err
-		}
-		fmt.Fprintf(h, "%s\x00%d\x00", filepath.Base(p), len(b))
-		h.Write(b)
-	}
-	kernels, _ := filepath.Glob("/boot/vmlinuz-*")
-	fmt.Fprint(h, strings.Join(kernels, ","))
-	dir := filepath.Join(root, ".cache", "testimage", hex.EncodeToString(h.Sum(nil))[:16])
-	disk := filepath.Join(dir, "tiny.qcow2")
-	if _, err := os.Stat(disk); err == nil {
-		return disk, nil
-	}
-	tmp := dir + ".tmp"
-	_ = os.RemoveAll(tmp)
-	out, err := exec.Command("sh", filepath.Join(root, "scripts", "make-test-image.sh"), tmp).CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("scripts/make-test-image.sh: %w\n%s", err, out)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		return "", err
-	}
-	// Images made by older versions of the script are of no further use.
-	old, _ := filepath.Glob(filepath.Join(filepath.Dir(dir), "*"))
-	for _, o := range old {
-		if o != dir {
-			_ = os.RemoveAll(o)
-		}
-	}
-	return disk, nil
+	return servicetest.QEMUImage(t)
 }
 
 // keys is a build's SSH material, made as the pipeline makes it.

@@ -342,3 +342,74 @@ func (c *Cloud) DeleteImage(_ context.Context, img *clouds.Image) error {
 	}
 	return errors.Join(errs...)
 }
+
+var (
+	_ clouds.ImageDescriber = (*Cloud)(nil)
+	_ clouds.ImageTagger    = (*Cloud)(nil)
+)
+
+// readProvenance reads the sidecar of image id (its name) in dir; an id that
+// is not a file name, or names no built image, is KindNotFound.
+func (c *Cloud) readProvenance(op, id string) (string, Provenance, error) {
+	var pv Provenance
+	notFound := func(err error) error {
+		return &clouds.Error{Kind: clouds.KindNotFound, Op: op, Err: fmt.Errorf("no image %q in %s: %w", id, c.cfg.Dir, err)}
+	}
+	if !safeName.MatchString(id) {
+		return "", pv, notFound(clouds.ErrNotFound)
+	}
+	p := filepath.Join(c.cfg.Dir, id+".json")
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", pv, notFound(clouds.ErrNotFound)
+	}
+	if err != nil {
+		return "", pv, fmt.Errorf("%s: %w", op, err)
+	}
+	if err := json.Unmarshal(b, &pv); err != nil || pv.Name != id || pv.Disk == "" {
+		return "", pv, notFound(fmt.Errorf("%s is no image's provenance sidecar", p))
+	}
+	if _, err := os.Stat(filepath.Join(c.cfg.Dir, pv.Disk)); err != nil {
+		return "", pv, notFound(err)
+	}
+	return p, pv, nil
+}
+
+// DescribeImage reads an image's provenance sidecar: clouds.ImageDescriber.
+func (c *Cloud) DescribeImage(ctx context.Context, id string) (clouds.Image, error) {
+	if err := ctx.Err(); err != nil {
+		return clouds.Image{}, err
+	}
+	_, pv, err := c.readProvenance("describe image", id)
+	if err != nil {
+		return clouds.Image{}, err
+	}
+	return clouds.Image{ID: pv.Name, Name: pv.Name, Tags: pv.Tags, Location: filepath.Join(c.cfg.Dir, pv.Disk)}, nil
+}
+
+// TagImage sets tags in an image's provenance sidecar, rewritten whole
+// (atomically), its other tags kept: clouds.ImageTagger. Two builds never
+// tag one image, so read-modify-write needs no lock.
+func (c *Cloud) TagImage(ctx context.Context, id string, tags map[string]string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p, pv, err := c.readProvenance("tag image", id)
+	if err != nil {
+		return err
+	}
+	if pv.Tags == nil {
+		pv.Tags = map[string]string{}
+	}
+	for k, v := range tags {
+		pv.Tags[k] = v
+	}
+	b, err := json.MarshalIndent(pv, "", "  ")
+	if err != nil {
+		return fmt.Errorf("tag image: %w", err)
+	}
+	if err := writeFileAtomic(p, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("tag image: %w", err)
+	}
+	return nil
+}

@@ -27,9 +27,13 @@ type Cloud struct {
 	rng       *mrand.Rand
 	seq       int
 	resources map[string]*resource // by id
-	images    map[string]*image    // by id
-	faults    map[Op][]*faultState
-	calls     []string
+	images    map[string]*image    // by id; with a state file, read on first use (imgs)
+	// With a state file: whether images holds the file's images, whether
+	// they changed since, and why they could not be read.
+	imagesLoaded, imagesDirty bool
+	imagesErr                 error
+	faults                    map[Op][]*faultState
+	calls                     []string
 }
 
 var _ clouds.Cloud = (*Cloud)(nil)

@@ -25,9 +25,14 @@ const (
 	OpDeleteImage Op = "delete image"
 	OpLeftovers   Op = "list leftovers"
 	OpRemove      Op = "remove resource"
+
+	// The calls of the optional interfaces, which the pipeline makes only
+	// for provenance (not in Ops).
+	OpDescribeImage Op = "describe image" // clouds.ImageDescriber
+	OpTagImage      Op = "tag image"      // clouds.ImageTagger
 )
 
-// Ops lists every Op, in pipeline order.
+// Ops lists every Op the pipeline's Cloud calls make, in pipeline order.
 var Ops = []Op{OpImportKey, OpLaunch, OpWaitRunning, OpStop, OpSnapshot, OpWaitImage,
 	OpTerminate, OpDeleteKey, OpDeleteImage, OpLeftovers, OpRemove}
 

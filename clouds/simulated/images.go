@@ -52,7 +52,8 @@ func (c *Cloud) Snapshot(ctx context.Context, inst *clouds.Instance, req clouds.
 			readyAt: time.Now().Add(c.opts.SnapshotDelay),
 			seq:     c.seq,
 		}
-		c.images[im.ID] = im
+		c.imgs()[im.ID] = im
+		c.imagesChanged()
 		c.calls = append(c.calls, "create image "+im.ID)
 		return nil
 	})
@@ -66,7 +67,7 @@ func (c *Cloud) Snapshot(ctx context.Context, inst *clouds.Instance, req clouds.
 
 func (c *Cloud) waitImage(ctx context.Context, id string, readyAt time.Time) error {
 	check := func() (bool, error) {
-		im, ok := c.images[id]
+		im, ok := c.imgs()[id]
 		if !ok {
 			return false, &clouds.Error{Kind: clouds.KindFailed, Op: "wait image", Err: fmt.Errorf("image %s was deleted while saving", id)}
 		}
@@ -97,6 +98,7 @@ func (c *Cloud) waitImage(ctx context.Context, id string, readyAt time.Time) err
 func (c *Cloud) imageStateLocked(im *image) string {
 	if im.state == statePending && !time.Now().Before(im.readyAt) {
 		im.state = stateActive
+		c.imagesChanged()
 	}
 	return im.state
 }
@@ -107,8 +109,9 @@ func (c *Cloud) DeleteImage(ctx context.Context, img *clouds.Image) error {
 		return nil
 	}
 	return c.api(ctx, OpDeleteImage, func() error {
-		if _, ok := c.images[img.ID]; ok {
+		if _, ok := c.imgs()[img.ID]; ok {
 			delete(c.images, img.ID)
+			c.imagesChanged()
 			c.calls = append(c.calls, "delete image "+img.ID)
 		}
 		return nil
@@ -138,8 +141,9 @@ func (c *Cloud) Images() []clouds.Image {
 	if save, err := c.syncState(); err == nil {
 		defer func() { _ = save() }() // best effort: a read-only listing
 	}
-	is := make([]*image, 0, len(c.images))
-	for _, im := range c.images {
+	all := c.imgs()
+	is := make([]*image, 0, len(all))
+	for _, im := range all {
 		is = append(is, im)
 	}
 	slices.SortFunc(is, func(a, b *image) int { return a.seq - b.seq })
@@ -159,9 +163,48 @@ func (c *Cloud) ImageState(id string) (state string, ok bool) {
 	if save, err := c.syncState(); err == nil {
 		defer func() { _ = save() }() // best effort: a read-only listing
 	}
-	im, ok := c.images[id]
+	im, ok := c.imgs()[id]
 	if !ok {
 		return "", false
 	}
 	return c.imageStateLocked(im), true
+}
+
+var (
+	_ clouds.ImageDescriber = (*Cloud)(nil)
+	_ clouds.ImageTagger    = (*Cloud)(nil)
+)
+
+// DescribeImage returns the image with its tags as they are now:
+// clouds.ImageDescriber. An image that does not exist is KindNotFound.
+func (c *Cloud) DescribeImage(ctx context.Context, id string) (clouds.Image, error) {
+	var out clouds.Image
+	err := c.api(ctx, OpDescribeImage, func() error {
+		im, ok := c.imgs()[id]
+		if !ok {
+			return &clouds.Error{Kind: clouds.KindNotFound, Op: "describe image", Err: fmt.Errorf("image %s: %w", id, clouds.ErrNotFound)}
+		}
+		out = im.Image
+		out.Tags = maps.Clone(im.Tags)
+		return nil
+	})
+	return out, err
+}
+
+// TagImage sets tags on an existing image, leaving its other tags:
+// clouds.ImageTagger. An image that does not exist is KindNotFound.
+func (c *Cloud) TagImage(ctx context.Context, id string, tags map[string]string) error {
+	return c.api(ctx, OpTagImage, func() error {
+		im, ok := c.imgs()[id]
+		if !ok {
+			return &clouds.Error{Kind: clouds.KindNotFound, Op: "tag image", Err: fmt.Errorf("image %s: %w", id, clouds.ErrNotFound)}
+		}
+		if im.Tags == nil {
+			im.Tags = map[string]string{}
+		}
+		maps.Copy(im.Tags, tags)
+		c.imagesChanged()
+		c.calls = append(c.calls, "tag image "+id)
+		return nil
+	})
 }

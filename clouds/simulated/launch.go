@@ -86,7 +86,7 @@ func (c *Cloud) knowsImage(id string) bool {
 		return true
 	}
 	ok := false
-	_ = c.withState(func() error { _, ok = c.images[id]; return nil })
+	_ = c.withState(func() error { _, ok = c.imgs()[id]; return nil })
 	return ok
 }
 

@@ -36,8 +36,9 @@ func (c *Cloud) Remove(ctx context.Context, r clouds.Resource) error {
 func (c *Cloud) remove(ctx context.Context, op Op, r clouds.Resource) error {
 	return c.api(ctx, op, func() error {
 		if r.Kind == clouds.KindImage {
-			if _, ok := c.images[r.ID]; ok {
+			if _, ok := c.imgs()[r.ID]; ok {
 				delete(c.images, r.ID)
+				c.imagesChanged()
 				c.calls = append(c.calls, "delete image "+r.ID)
 			}
 			return nil
@@ -51,9 +52,10 @@ func (c *Cloud) remove(ctx context.Context, op Op, r clouds.Resource) error {
 		if r.Kind == clouds.KindServer {
 			// Deleting a server whose image is still saving spoils the image,
 			// as on real clouds: the contract says Snapshot's return comes first.
-			for _, im := range c.images {
+			for _, im := range c.imgs() {
 				if im.server == r.ID && c.imageStateLocked(im) == statePending {
 					im.state = stateError
+					c.imagesChanged()
 				}
 			}
 		}

@@ -62,6 +62,9 @@ func commands() []command {
 		{"rerun", "ask the server to re-run a build", runRerun},
 		{"diff", "what changed in the images from one build to another", runDiff},
 		{"images", "list the local (qemu) clouds' images and their provenance", runImages},
+		{"trace", "where an image came from: its commit, build, siblings, neighbours", runTrace},
+		{"changes", "what changed between an image and the one before it", runChanges},
+		{"verify", "check an image's signed provenance against its current tags", runVerify},
 		{"version", "print the version and commit", runVersion},
 	}
 }

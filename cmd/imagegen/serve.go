@@ -20,6 +20,7 @@ import (
 	"github.com/imagegen/imagegen/clouds"
 	"github.com/imagegen/imagegen/config"
 	"github.com/imagegen/imagegen/github"
+	"github.com/imagegen/imagegen/provenance"
 	"github.com/imagegen/imagegen/queue"
 	"github.com/imagegen/imagegen/server"
 	"github.com/imagegen/imagegen/server/pages"
@@ -56,7 +57,8 @@ func serveCmd(ctx context.Context, e *env, args []string, reg *clouds.Registry) 
 	}
 	defer svc.close()
 
-	srv, err := server.New(server.Options{Config: cfg, Store: svc.store, Queue: svc.queue, Reruns: svc.reruns, Logger: log, Registry: svc.reg})
+	srv, err := server.New(server.Options{Config: cfg, Store: svc.store, Queue: svc.queue, Reruns: svc.reruns, Logger: log, Registry: svc.reg,
+		GitHub: svc.github, Signer: svc.signer})
 	if err != nil {
 		return err
 	}
@@ -126,6 +128,8 @@ type service struct {
 	reruns *builds.Reruns
 	worker *queue.Worker // nil: this process only serves HTTP
 	reg    *prometheus.Registry
+	github *github.Factory    // the GitHub App or token (commit lists for the image routes)
+	signer *provenance.Signer // signs images' provenance; keyless: unsigned
 }
 
 func (s *service) close() {
@@ -152,15 +156,36 @@ func redisConnOpt(cfg *config.Config) (asynq.RedisConnOpt, error) {
 		}, nil
 	case cfg.RedisCluster != nil:
 		r := cfg.RedisCluster
-		return asynq.RedisClusterClientOpt{
+		return clusterConnOpt{redis.ClusterOptions{
 			Addrs: r.Addrs, Username: r.Username, Password: r.Password.Reveal(), TLSConfig: tlsFor(r.TLS, r.Addrs[0]),
-		}, nil
+			ClusterStateReloadInterval: clusterReload,
+		}}, nil
 	}
 	opt, err := asynq.ParseRedisURI(cfg.Redis)
 	if err != nil {
 		return nil, fmt.Errorf("redis %s: %w", cfg.RedisAddr(), err)
 	}
 	return opt, nil
+}
+
+// clusterReload is how often the cluster client reloads the slot map.
+// go-redis learns that a replica took over a master's slots from a MOVED
+// answer, which a dead master never gives, or from this reload: at
+// go-redis's default (60 s), the slots of a master that died went on being
+// sent to it, refused, for up to a minute after its replica took over
+// (servicetest's TestRedisCluster saw it), so webhooks would be answered 503
+// and workers sit idle as long. A reload is one CLUSTER SLOTS, made only
+// when a command finds the map older than this.
+const clusterReload = 2 * time.Second
+
+// clusterConnOpt is asynq.RedisClusterClientOpt with every go-redis option
+// (asynq's leaves ClusterStateReloadInterval out).
+type clusterConnOpt struct{ opt redis.ClusterOptions }
+
+// MakeRedisClient implements asynq.RedisConnOpt.
+func (o clusterConnOpt) MakeRedisClient() any {
+	opt := o.opt
+	return redis.NewClusterClient(&opt)
 }
 
 // openService connects to Redis (failing early when it does not answer) and
@@ -175,6 +200,10 @@ func openService(ctx context.Context, cfg *config.Config, log *slog.Logger, with
 	if err != nil {
 		rdb.Close()
 		return nil, err
+	}
+	if err := svc.queue.CheckDurability(ctx, log); err != nil {
+		svc.close()
+		return nil, fmt.Errorf("%s: %w", cfg.File, err)
 	}
 	return svc, nil
 }
@@ -212,17 +241,22 @@ func wire(cfg *config.Config, log *slog.Logger, rdb redis.UniversalClient, withW
 	if err != nil {
 		return nil, err
 	}
-	st := store.New(rdb, cfg.Build.Retention, cfg.Build.LogLimit)
-	d := builds.Deps{Config: cfg, Store: st, Queue: qc, Logger: log, Metrics: builds.NewMetrics(reg),
-		// Links on GitHub open the build's page without a login (signed, expiring).
-		BuildURL: func(id string) string { return pages.BuildLink(cfg, id) }}
-	svc := &service{rdb: rdb, store: st, queue: qc, reruns: builds.NewReruns(d), reg: reg}
-	if !withWorker {
-		return svc, nil
+	signer, err := loadSigner(cfg, log)
+	if err != nil {
+		return nil, err
 	}
 	gh, err := github.New(cfg.GitHub, github.Options{Logger: log.With("component", "github")})
 	if err != nil {
 		return nil, err
+	}
+	st := store.New(rdb, cfg.Build.Retention, cfg.Build.LogLimit)
+	d := builds.Deps{Config: cfg, Store: st, Queue: qc, Logger: log, Metrics: builds.NewMetrics(reg),
+		// Links on GitHub open the build's page without a login (signed, expiring).
+		BuildURL:   func(id string) string { return pages.BuildLink(cfg, id) },
+		Provenance: builds.Provenance{Signer: signer, Version: version}}
+	svc := &service{rdb: rdb, store: st, queue: qc, reruns: builds.NewReruns(d), reg: reg, github: gh, signer: signer}
+	if !withWorker {
+		return svc, nil
 	}
 	d.GitHub = gh
 	svc.worker, err = queue.NewWorker(queue.WorkerOptions{
@@ -235,6 +269,21 @@ func wire(cfg *config.Config, log *slog.Logger, rdb redis.UniversalClient, withW
 		return nil, err
 	}
 	return svc, nil
+}
+
+// loadSigner reads the provenance signing key (provenance.signing_key_file)
+// at start, and says in the log whether images' provenance will be signed.
+func loadSigner(cfg *config.Config, log *slog.Logger) (*provenance.Signer, error) {
+	signer, err := provenance.LoadSigner(cfg.Provenance.SigningKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s: provenance.signing_key_file: %w", cfg.File, err)
+	}
+	if w := signer.Warning(); w != "" {
+		log.Warn(w)
+	} else {
+		log.Info("provenance signing key loaded", "key", signer.KeyID(), "algorithm", signer.Algorithm(), "builder_id", cfg.Provenance.BuilderID)
+	}
+	return signer, nil
 }
 
 // redisStartWait is how long serve and worker wait for Redis at start: long

@@ -34,6 +34,9 @@ func workerCmd(ctx context.Context, e *env, args []string, reg *clouds.Registry)
 		return err
 	}
 	log := newLogger(e.stderr)
+	for _, w := range cfg.BuildWarnings() { // serve logs them among its Warnings
+		log.Warn(w)
+	}
 	if cfg.EncryptionKey.IsZero() {
 		log.Warn("encryption_key is not set: this worker cannot open passwords sealed by another process; set the same encryption_key on serve and every worker")
 	}
@@ -93,13 +96,31 @@ func metricsHTTP(svc *service) http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(svc.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := svc.store.Ping(ctx); err != nil {
-			http.Error(w, "redis unreachable", http.StatusServiceUnavailable)
+		if err := pingWithin(r.Context(), svc.store, readyzTimeout); err != nil {
+			http.Error(w, "redis unreachable: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
 	})
 	return mux
+}
+
+// readyzTimeout is how long /readyz waits for Redis: under a probe's usual
+// timeout, so a Redis that does not answer is reported, not a probe timeout.
+const readyzTimeout = 2 * time.Second
+
+// pingWithin pings Redis and gives up after d. go-redis bounds a command by
+// its read timeout (3 s), not by the context: on a black-holed connection
+// the ping would outlast the context's deadline, so the wait is cut here.
+func pingWithin(ctx context.Context, p interface{ Ping(context.Context) error }, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Ping(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("no answer within %s", d)
+	}
 }

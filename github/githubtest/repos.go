@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 func (s *Server) contents(w http.ResponseWriter, r *http.Request, repo, p string) {
@@ -148,10 +149,12 @@ func (s *Server) compare(w http.ResponseWriter, r *http.Request, repo, basehead 
 	s.mu.Lock()
 	c, ok := s.changed[repo+"|"+base+"|"+head]
 	var files []map[string]any
+	var given []Commit
 	commits := 0
 	if ok {
 		files = slices.Clone(c.files[:min(len(c.files), 300)])
 		commits = c.commits
+		given = slices.Clone(c.list)
 	}
 	s.mu.Unlock()
 	if !ok {
@@ -180,6 +183,12 @@ func (s *Server) compare(w http.ResponseWriter, r *http.Request, repo, basehead 
 	}
 	list := []map[string]any{}
 	for i := lo; i < hi; i++ {
+		if i < len(given) {
+			g := given[i]
+			list = append(list, map[string]any{"sha": g.SHA, "html_url": s.ts.URL + "/" + repo + "/commit/" + g.SHA,
+				"commit": map[string]any{"message": g.Message, "author": map[string]any{"name": g.Author, "date": g.Date.UTC().Format(time.RFC3339)}}})
+			continue
+		}
 		id := gitSHA([]byte(fmt.Sprintf("%s %d", head, i)))
 		list = append(list, map[string]any{"sha": id, "commit": map[string]any{"message": fmt.Sprintf("commit %d", i)}})
 	}

@@ -203,6 +203,13 @@ func (s *Server) set(repo, ref, p string, e entry) {
 type comparison struct {
 	files   []map[string]any
 	commits int
+	list    []Commit // SetCommits: the commits themselves
+}
+
+// Commit is a commit the compare API lists (SetCommits).
+type Commit struct {
+	SHA, Message, Author string
+	Date                 time.Time
 }
 
 func (s *Server) comparison(repo, base, head string) *comparison {
@@ -240,6 +247,15 @@ func (s *Server) SetCommitCount(repo, base, head string, n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.comparison(repo, base, head).commits = n
+}
+
+// SetCommits sets the commits between base and head, oldest first, as the
+// compare API lists them (with their messages and authors).
+func (s *Server) SetCommits(repo, base, head string, commits []Commit) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.comparison(repo, base, head)
+	c.list, c.commits = slices.Clone(commits), len(commits)
 }
 
 // Statuses returns every status posted for sha, in order.

@@ -1,5 +1,5 @@
-// Package servicetest starts real services for tests: a throwaway redis-server on
-// 127.0.0.1 with its own directory, killed when the test ends.
+// Package servicetest starts real services for tests on 127.0.0.1, killed when
+// the test ends: redis-server (alone, as a Cluster, behind Sentinel) and sshd.
 package servicetest
 
 import (
@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,6 +28,9 @@ type Redis struct {
 	bin  string
 	dir  string
 	port int
+	// args are the command line after the program for a port; nil: a
+	// stand-alone server (redisArgs). Cluster nodes and sentinels set it.
+	args func(port int) []string
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -45,40 +49,42 @@ func StartRedis(t testing.TB) *Redis {
 	return r
 }
 
-// start runs redis-server; port 0 picks a free one. Picking a port and binding
-// it are two steps, so a port taken in between is retried a few times.
+// start runs redis-server; port 0 picks a free one.
 func (r *Redis) start(t testing.TB, port int) {
+	t.Helper()
+	if port == 0 {
+		r.startWith(t, freeRedisPort)
+		return
+	}
+	if err := r.run(port); err != nil {
+		t.Fatalf("start redis-server: %v", err)
+	}
+}
+
+// startWith runs the server on a port pick chooses. Picking a port and
+// binding it are two steps, so a port taken in between is retried a few times.
+func (r *Redis) startWith(t testing.TB, pick func() (int, error)) {
 	t.Helper()
 	var lastErr error
 	for try := 0; try < 5; try++ {
-		p := port
-		if p == 0 {
-			var err error
-			if p, err = freeRedisPort(); err != nil {
-				t.Fatalf("find a free port: %v", err)
-			}
+		p, err := pick()
+		if err != nil {
+			t.Fatalf("find a free port: %v", err)
 		}
 		if lastErr = r.run(p); lastErr == nil {
 			return
 		}
-		if port != 0 {
-			break
-		}
 	}
-	t.Fatalf("start redis-server: %v", lastErr)
+	t.Fatalf("start %s: %v", filepath.Base(r.bin), lastErr)
 }
 
 func (r *Redis) run(port int) error {
 	logFile := filepath.Join(r.dir, "redis.log")
-	cmd := exec.Command(r.bin,
-		"--bind", "127.0.0.1",
-		"--port", strconv.Itoa(port),
-		"--dir", r.dir,
-		"--save", "",
-		"--appendonly", "yes",
-		"--logfile", logFile,
-		"--daemonize", "no",
-	)
+	args := r.redisArgs(port)
+	if r.args != nil {
+		args = r.args(port)
+	}
+	cmd := exec.Command(r.bin, args...)
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -108,6 +114,22 @@ func (r *Redis) run(port int) error {
 	return fmt.Errorf("redis-server on %s did not answer PING within 10s: %s", addr, tail(logFile))
 }
 
+// redisArgs are a stand-alone server's: AOF on, RDB snapshots off, the log in
+// its directory, and a replica that connects synced at once (not after the
+// default 5 s a primary waits for more replicas to share the transfer).
+func (r *Redis) redisArgs(port int) []string {
+	return []string{
+		"--bind", "127.0.0.1",
+		"--port", strconv.Itoa(port),
+		"--dir", r.dir,
+		"--save", "",
+		"--appendonly", "yes",
+		"--logfile", filepath.Join(r.dir, "redis.log"),
+		"--daemonize", "no",
+		"--repl-diskless-sync-delay", "0",
+	}
+}
+
 // Stop kills the server. Safe to call twice.
 func (r *Redis) Stop() {
 	r.mu.Lock()
@@ -121,6 +143,25 @@ func (r *Redis) Stop() {
 	// Wait for the port to close, so a Restart can bind it again.
 	for i := 0; i < 200 && ping(r.Addr) == nil; i++ {
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Pause stops the server's process (SIGSTOP) without closing its
+// connections, as a hung host would: clients and replicas wait on it.
+// Resume (SIGCONT) lets it go on.
+func (r *Redis) Pause(t testing.TB) { r.signal(t, syscall.SIGSTOP) }
+
+// Resume continues a server Pause stopped.
+func (r *Redis) Resume(t testing.TB) { r.signal(t, syscall.SIGCONT) }
+
+func (r *Redis) signal(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	cmd := r.running()
+	if cmd == nil {
+		t.Fatalf("redis-server on %s is not running", r.Addr)
+	}
+	if err := cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal redis-server on %s: %v", r.Addr, err)
 	}
 }
 

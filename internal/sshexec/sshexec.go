@@ -24,6 +24,13 @@ const (
 	DefaultTimeout     = 15 * time.Minute
 	DefaultRetryEvery  = 1 * time.Second
 	DefaultDialTimeout = 10 * time.Second
+	// DefaultKeepAlive is how often the client asks the server whether it is
+	// still there, and DefaultKeepAliveTimeout how long it waits for an answer
+	// before it calls the connection lost: without them a connection whose
+	// server vanished (powered off, a NAT that forgot it, a partition) hangs
+	// a build until its timeout, as TCP on its own can wait for hours.
+	DefaultKeepAlive        = 10 * time.Second
+	DefaultKeepAliveTimeout = 30 * time.Second
 	// MaxLine is the longest line passed on whole; longer lines are split, so
 	// a script printing megabytes without a newline cannot exhaust memory.
 	MaxLine = 64 << 10
@@ -49,6 +56,9 @@ type Config struct {
 	Timeout     time.Duration // how long to wait for SSH to answer; default 15 min
 	RetryEvery  time.Duration // wait between attempts; default (and at most) DefaultRetryEvery, 1 s
 	DialTimeout time.Duration // one attempt's TCP + handshake limit; default 10 s
+	// KeepAlive and KeepAliveTimeout: see DefaultKeepAlive (the defaults for
+	// zero); a negative KeepAlive sends none.
+	KeepAlive, KeepAliveTimeout time.Duration
 
 	Log *slog.Logger // may be nil
 	// Progress is called after each failed attempt with the time waited so far.
@@ -72,10 +82,120 @@ func (e *HostKeyError) Error() string {
 	return fmt.Sprintf("host key mismatch on %s: expected %s%s, the server offered %s", e.Addr, strings.Join(e.Expected, " or "), src, e.Offered)
 }
 
+// ErrConnectionLost is what an error wrapping a *LostError is (errors.Is):
+// the connection ended under a command, reset, dropped or silent.
+var ErrConnectionLost = errors.New("connection lost")
+
+// LostError is a connection to the server that ended while a command used
+// it: reset, closed, or silent for longer than the keepalive timeout.
+type LostError struct {
+	Addr   string
+	During string // what was going on: "the script", "the upload of the script"
+	Err    error  // why, as the transport saw it
+}
+
+func (e *LostError) Error() string {
+	return fmt.Sprintf("connection lost to %s during %s (the network dropped it or the VM went away): %v", e.Addr, e.During, e.Err)
+}
+
+func (e *LostError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrConnectionLost) true.
+func (e *LostError) Is(target error) bool { return target == ErrConnectionLost }
+
 // Client is a connection to a build's VM.
 type Client struct {
-	c   *ssh.Client
-	log *slog.Logger
+	c    *ssh.Client
+	addr string
+	log  *slog.Logger
+
+	dead chan struct{} // closed when the connection has ended
+	mu   sync.Mutex
+	lost error // why it ended, once dead
+}
+
+func newClient(c *ssh.Client, cfg Config, log *slog.Logger) *Client {
+	cl := &Client{c: c, addr: cfg.Addr, log: log, dead: make(chan struct{})}
+	go func() {
+		err := c.Wait()
+		cl.mu.Lock()
+		if cl.lost == nil {
+			if err == nil {
+				err = io.EOF
+			}
+			cl.lost = err
+		}
+		cl.mu.Unlock()
+		close(cl.dead)
+	}()
+	every, timeout := cfg.KeepAlive, cfg.KeepAliveTimeout
+	if every == 0 {
+		every = DefaultKeepAlive
+	}
+	if timeout <= 0 {
+		timeout = DefaultKeepAliveTimeout
+	}
+	if every > 0 {
+		go cl.keepAlive(every, timeout)
+	}
+	return cl
+}
+
+// keepAlive asks the server every interval whether it is there; when an
+// answer takes longer than timeout, the connection is called lost and
+// closed, which ends every command on it.
+func (c *Client) keepAlive(every, timeout time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.dead:
+			return
+		case <-t.C:
+		}
+		answered := make(chan error, 1)
+		go func() {
+			// Any answer will do: OpenSSH answers this request with a failure.
+			_, _, err := c.c.SendRequest("keepalive@openssh.com", true, nil)
+			answered <- err
+		}()
+		wait := time.NewTimer(timeout)
+		select {
+		case err := <-answered:
+			wait.Stop()
+			if err != nil {
+				return // the connection is over; Wait says why
+			}
+		case <-c.dead:
+			wait.Stop()
+			return
+		case <-wait.C:
+			c.mu.Lock()
+			if c.lost == nil {
+				c.lost = fmt.Errorf("the server answered no keepalive for %s", timeout)
+			}
+			c.mu.Unlock()
+			c.log.Warn("SSH connection lost: no answer to keepalives", "addr", c.addr, "timeout", timeout.String())
+			c.c.Close()
+			return
+		}
+	}
+}
+
+// lostDuring returns a *LostError when the connection has ended (or ends
+// within a moment: a session's channel closes just before the transport
+// reports why), else nil.
+func (c *Client) lostDuring(what string) error {
+	t := time.NewTimer(2 * time.Second)
+	defer t.Stop()
+	select {
+	case <-c.dead:
+	case <-t.C:
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return &LostError{Addr: c.addr, During: what, Err: c.lost}
 }
 
 // Connect dials cfg.Addr until the SSH server answers and lets cfg.User in,
@@ -116,7 +236,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		if err == nil {
 			log.Info("SSH is up", "addr", cfg.Addr, "user", cfg.User, "host_key", hk.presented(),
 				"waited", time.Since(start).Round(time.Second).String(), "attempts", attempt)
-			return &Client{c: c, log: log}, nil
+			return newClient(c, cfg, log), nil
 		}
 		var hke *HostKeyError
 		if errors.As(err, &hke) {
@@ -321,9 +441,14 @@ func (c *Client) RunScript(ctx context.Context, name, script string, out func(Li
 func (c *Client) RunScriptTo(ctx context.Context, name, script string, out Output) (int, error) {
 	path := "/tmp/imagegen-" + safeName(name) + ".sh"
 	if err := c.upload(ctx, path, script); err != nil {
+		if ctx.Err() == nil {
+			if lost := c.lostDuring("the upload of the script"); lost != nil {
+				return -1, lost
+			}
+		}
 		return -1, fmt.Errorf("upload the script: %w", err)
 	}
-	return c.run(ctx, scriptCommand(path), out)
+	return c.run(ctx, scriptCommand(path), "the script", out)
 }
 
 // scriptCommand runs the script in its own process group, with a watchdog
@@ -347,12 +472,12 @@ func scriptCommand(path string) string {
 
 // Run runs one command and reports its output like RunScript.
 func (c *Client) Run(ctx context.Context, cmd string, out func(Line)) (int, error) {
-	return c.run(ctx, cmd, lineByLine(out))
+	return c.run(ctx, cmd, "the command", lineByLine(out))
 }
 
 // RunTo runs one command and reports its output like RunScriptTo.
 func (c *Client) RunTo(ctx context.Context, cmd string, out Output) (int, error) {
-	return c.run(ctx, cmd, out)
+	return c.run(ctx, cmd, "the command", out)
 }
 
 // RunRaw runs cmd the way an SSH exec request does (the login shell's -c,
@@ -442,10 +567,14 @@ func (c *Client) upload(ctx context.Context, path, script string) error {
 }
 
 // run runs cmd in a new session, its output line by line into out, and
-// returns its exit status. A canceled ctx returns at once.
-func (c *Client) run(ctx context.Context, cmd string, out Output) (int, error) {
+// returns its exit status. A canceled ctx returns at once; a connection that
+// ends under it is a *LostError naming what (the script, the command).
+func (c *Client) run(ctx context.Context, cmd, what string, out Output) (int, error) {
 	s, err := c.start(cmd)
 	if err != nil {
+		if lost := c.lostDuring(what); lost != nil {
+			return -1, lost
+		}
 		return -1, err
 	}
 	col := &collector{out: out, tail: newTail(TailLines)}
@@ -472,6 +601,12 @@ func (c *Client) run(ctx context.Context, cmd string, out Output) (int, error) {
 		_ = s.sess.Signal(ssh.SIGKILL)
 		s.sess.Close()
 		return -1, ctx.Err()
+	}
+	var ee *ssh.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		if lost := c.lostDuring(what); lost != nil {
+			return -1, lost
+		}
 	}
 	return exitStatus(err, col)
 }

@@ -113,7 +113,7 @@ func TestBrowserLiveBuild(t *testing.T) {
 	page.viewport(t, 1100, 700, false)
 	page.navigate(t, e.http.URL+"/builds")
 	page.waitFor(t, "the sign-in form", `document.querySelector("input#token[type=password]") !== null`)
-	page.eval(t, `document.querySelector("#token").value = `+jsString(apiToken)+`; document.querySelector("form").submit(); true`)
+	page.eval(t, `document.querySelector("#token").value = `+jsString(apiToken)+`; document.querySelector("#token").form.submit(); true`)
 	page.waitFor(t, "the build list", `location.pathname === "/builds" && document.querySelectorAll("table.builds tbody tr").length === 1`)
 	page.screenshot(t, filepath.Join(dir, "list.png"))
 	page.navigate(t, e.http.URL+"/generators/octo-org/images/dstat")

@@ -64,7 +64,8 @@ type Pages struct {
 	now     func() time.Time
 	secure  bool // cookies only over https, when the base URL is https
 	tmpl    map[string]*template.Template
-	web     string // the GitHub web URL, for commit links
+	web     string         // the GitHub web URL, for commit links
+	images  *builds.Images // what changed between images (images.go)
 }
 
 // pageNames are the templates, each rendered inside layout.html.
@@ -95,6 +96,7 @@ func New(o Options) (*Pages, error) {
 		poll: o.Poll, refresh: o.Refresh, now: o.Now, tmpl: map[string]*template.Template{},
 		secure: strings.HasPrefix(o.Config.BaseURL, "https://"),
 		web:    githubWeb(o.Config.GitHub.APIURL),
+		images: builds.NewImages(o.Config, o.Store, nil),
 	}
 	for _, name := range pageNames {
 		t, err := template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
@@ -135,6 +137,7 @@ func (p *Pages) Routes(e *echo.Echo) {
 	e.GET("/builds/:id/log/:cloud/events", p.auth(readsLogs, p.logEvents))
 	e.POST("/builds/:id/rerun", p.rerun, small)
 	e.GET("/generators/:owner/:repo/:generator", p.auth(readsBuilds, p.generator))
+	e.GET("/images", p.auth(readsBuilds, p.searchImage))
 }
 
 // SignedURL is a link to path that opens without a login for ttl.
@@ -253,6 +256,7 @@ type errorData struct {
 	Page
 	Code    int
 	Message string
+	Links   []link // choices (an image id on several clouds)
 }
 
 type loginData struct {
@@ -545,6 +549,7 @@ type lineageRow struct {
 	Digest          string
 	Created         timeView
 	Images          []lineageCell // one per column of Clouds
+	Changes         *rowChanges   // since the build before (images.go); nil: not compared
 }
 
 type lineageCell struct {
@@ -592,6 +597,7 @@ func (p *Pages) generator(c echo.Context) error {
 		}
 		d.Rows[i].Images[col[e.Cloud]] = lineageCell{ImageID: e.ImageID, ImageName: e.ImageName, BaseImage: e.BaseImage}
 	}
+	p.lineageChanges(c.Request().Context(), &d)
 	return p.render(c, http.StatusOK, "generator", d)
 }
 
@@ -651,9 +657,12 @@ func (p *Pages) rerun(c echo.Context) error {
 	}
 	id, err := p.reruns.Rerun(c.Request().Context(), b.ID, req)
 	var rerr *builds.RequestError
+	var derr *builds.DeniedError
 	switch {
 	case errors.As(err, &rerr):
 		return fail(http.StatusBadRequest, rerr.Msg)
+	case errors.As(err, &derr):
+		return fail(http.StatusForbidden, derr.Msg)
 	case err != nil:
 		return err
 	case id == "":

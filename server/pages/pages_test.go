@@ -222,7 +222,7 @@ func TestGeneratorPage(t *testing.T) {
 		`href="/builds?generator=dstat&amp;repo=octo-org%2Fimages"`)
 	mustNotContain(t, "generator", r.body, "img-htop")
 	// Rows newest first; one row per build with each cloud's image in its column.
-	rows := regexp.MustCompile(`(?s)<tr>\n<td><time.*?</tr>`).FindAllString(r.body, -1)
+	rows := regexp.MustCompile(`(?s)<tr id="build-[^"]+">\n<td><time.*?</tr>`).FindAllString(r.body, -1)
 	if len(rows) != 2 {
 		t.Fatalf("want 2 rows, got %d:\n%s", len(rows), r.body)
 	}

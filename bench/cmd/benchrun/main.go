@@ -28,6 +28,7 @@ type benchmark struct{ Func, ID, Title string }
 // benchmarks are run in this order; each writes one Result.
 var benchmarks = []benchmark{
 	{"BenchmarkIngest", "1-ingest", "Webhook ingest"},
+	{"BenchmarkIngestDurability", "1b-durability", "Webhook ingest by redis_durability"},
 	{"BenchmarkOrchestration", "2-orchestration", "Orchestration overhead"},
 	{"BenchmarkNoticing", "3-noticing", "Noticing"},
 	{"BenchmarkLogStream", "4-logstream", "Log streaming"},

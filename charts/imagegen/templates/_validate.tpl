@@ -16,6 +16,9 @@
 {{- if and (eq .Values.redis.mode "cluster") (not .Values.redis.cluster.addrs) -}}
 {{- fail "redis.mode is cluster: list some cluster nodes (host:port) in redis.cluster.addrs" -}}
 {{- end -}}
+{{- if and (eq .Values.redis.mode "bundled") (eq .Values.redis.durability "replica") -}}
+{{- fail "redis.durability is replica, but the bundled Redis has no replica: every delivery would be refused; use ack or fsync, or a Redis with replicas (mode sentinel or cluster)" -}}
+{{- end -}}
 {{- if and $s.apiTokens.existingSecret (not $s.apiTokens.keys) -}}
 {{- fail "secrets.apiTokens.existingSecret is set: list its keys in secrets.apiTokens.keys" -}}
 {{- end -}}

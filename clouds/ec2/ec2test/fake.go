@@ -57,6 +57,15 @@ type Options struct {
 	// Throttle answers RequestLimitExceeded (HTTP 503) to the calls past a
 	// rate, as EC2's per-account token buckets do; each entry is a bucket.
 	Throttle []Throttle
+	// InstallKey, when set, is called with the public key of an instance's
+	// key pair when the instance is run: what cloud-init does on a real guest,
+	// for tests whose "guest" is a real sshd (point PublicIP at it). It is
+	// called with the fake's lock held: it must not call the fake.
+	InstallKey func(publicKey string)
+	// MaxRequests, when positive, keeps only the last calls (between
+	// MaxRequests and twice as many) for Requests and Calls: a long run's
+	// memory stays bounded.
+	MaxRequests int
 }
 
 // Throttle is one of EC2's request token buckets: Burst calls at once, then
@@ -151,7 +160,7 @@ type instance struct {
 
 type keyPair struct {
 	tagged
-	id, name, fingerprint string
+	id, name, fingerprint, material string
 }
 
 type group struct {
@@ -410,13 +419,13 @@ func (f *Fake) serve(w http.ResponseWriter, r *http.Request) {
 	for i := range f.opts.Throttle {
 		if !f.opts.Throttle[i].take(action, now) {
 			req.Throttled = true
-			f.requests = append(f.requests, req)
+			f.record(req)
 			f.mu.Unlock()
 			writeError(w, action, &apiError{status: http.StatusServiceUnavailable, code: "RequestLimitExceeded", message: "Request limit exceeded."})
 			return
 		}
 	}
-	f.requests = append(f.requests, req)
+	f.record(req)
 	e, delay := f.fault(action)
 	if e != nil {
 		f.mu.Unlock()
@@ -537,6 +546,8 @@ func (f *Fake) do(action string, form url.Values) ([]node, *apiError) {
 		return []node{tx("return", "true")}, nil
 	case "DescribeSnapshots":
 		return f.describeSnapshots(form)
+	case "CreateTags":
+		return f.createTags(form)
 	case "DeleteSnapshot":
 		id := form.Get("SnapshotId")
 		s, ok := f.snapshots[id]
@@ -550,6 +561,55 @@ func (f *Fake) do(action string, form url.Values) ([]node, *apiError) {
 		return []node{tx("return", "true")}, nil
 	}
 	return nil, errf("InvalidAction", "The action %s is not valid for this web service.", action)
+}
+
+// createTags sets tags on existing resources (ResourceId.N, Tag.N.Key,
+// Tag.N.Value), replacing a key's value when it is there; like EC2, an
+// unknown id fails the whole call with its type's NotFound code.
+func (f *Fake) createTags(form url.Values) ([]node, *apiError) {
+	ids := list(form, "ResourceId")
+	if len(ids) == 0 {
+		return nil, errf("MissingParameter", "The request must contain the parameter resourceIdSet")
+	}
+	tags := map[string]string{}
+	for j := 1; ; j++ {
+		k, ok := form["Tag."+strconv.Itoa(j)+".Key"]
+		if !ok {
+			break
+		}
+		if len(k[0]) > 128 || len(form.Get("Tag."+strconv.Itoa(j)+".Value")) > 256 {
+			return nil, errf("InvalidParameterValue", "Tag key or value exceeds the maximum length")
+		}
+		tags[k[0]] = form.Get("Tag." + strconv.Itoa(j) + ".Value")
+	}
+	var targets []*tagged
+	for _, id := range ids {
+		switch {
+		case f.images[id] != nil:
+			targets = append(targets, &f.images[id].tagged)
+		case f.snapshots[id] != nil:
+			targets = append(targets, &f.snapshots[id].tagged)
+		case f.instances[id] != nil:
+			targets = append(targets, &f.instances[id].tagged)
+		case f.groups[id] != nil:
+			targets = append(targets, &f.groups[id].tagged)
+		case f.volumes[id] != nil:
+			targets = append(targets, &f.volumes[id].tagged)
+		case strings.HasPrefix(id, "ami-"):
+			return nil, errf("InvalidAMIID.NotFound", "The image id '[%s]' does not exist", id)
+		default:
+			return nil, errf("InvalidID", "The ID '%s' is not valid", id)
+		}
+	}
+	for _, t := range targets {
+		if t.tags == nil {
+			t.tags = map[string]string{}
+		}
+		for k, v := range tags {
+			t.tags[k] = v
+		}
+	}
+	return []node{tx("return", "true")}, nil
 }
 
 // ---- form decoding (the EC2 query protocol's flattened lists)
@@ -812,16 +872,26 @@ func (f *Fake) describeImages(form url.Values, now time.Time) ([]node, *apiError
 		}
 	}
 	ownSelf := len(owners) == 0 || contains(owners, "self")
-	keys := make([]string, 0, len(f.images))
-	for id := range f.images {
-		keys = append(keys, id)
+	var keys []string
+	if len(ids) > 0 {
+		// Asked by id (the driver's polls): those only, not every image sorted.
+		for _, id := range ids {
+			if _, ok := f.images[id]; ok && !contains(keys, id) {
+				keys = append(keys, id)
+			}
+		}
+	} else {
+		keys = make([]string, 0, len(f.images))
+		for id := range f.images {
+			keys = append(keys, id)
+		}
 	}
 	sort.Strings(keys)
 	var next string
 	for _, id := range keys {
 		im := f.images[id]
 		f.advanceImage(im, now)
-		if len(ids) > 0 && !contains(ids, id) || !ownSelf || f.hidden(im.created, now) {
+		if !ownSelf || f.hidden(im.created, now) {
 			continue
 		}
 		// The base image comes first, on the first page only; a token after
@@ -970,7 +1040,7 @@ func (f *Fake) importKeyPair(form url.Values) ([]node, *apiError) {
 	}
 	h := sha256.Sum256(mat)
 	k := &keyPair{tagged: tagged{tags: tagSpecs(form)["key-pair"]}, id: f.newID("key"), name: name,
-		fingerprint: base64.RawStdEncoding.EncodeToString(h[:])}
+		fingerprint: base64.RawStdEncoding.EncodeToString(h[:]), material: string(mat)}
 	if k.tags == nil {
 		k.tags = map[string]string{}
 	}
@@ -1208,6 +1278,9 @@ func (f *Fake) runInstances(form url.Values, now time.Time) ([]node, *apiError) 
 		f.tokens[in.clientToken] = in.id
 	}
 	f.setState(in, now, "pending", "running", f.opts.BootDelay)
+	if k, ok := f.keys[keyName]; ok && f.opts.InstallKey != nil {
+		f.opts.InstallKey(k.material)
+	}
 	var gs []node
 	for _, g := range groups {
 		gs = append(gs, el("item", tx("groupId", g)))
@@ -1311,10 +1384,14 @@ func (f *Fake) describeInstances(form url.Values, now time.Time) ([]node, *apiEr
 	}
 	var res []node
 	next := ""
-	for _, id := range sortedKeys(f.instances) {
+	look := ids // asked by id: those only, in the order asked (MaxResults is refused with ids)
+	if len(look) == 0 {
+		look = sortedKeys(f.instances)
+	}
+	for _, id := range look {
 		in := f.instances[id]
 		f.advance(in, now)
-		if len(ids) > 0 && !contains(ids, id) || id <= after || f.hidden(in.created, now) {
+		if id <= after || f.hidden(in.created, now) {
 			continue
 		}
 		if match(fs, in.tags, map[string]string{"instance-id": in.id, "instance-state-name": in.state, "client-token": in.clientToken, "image-id": in.imageID}) {
@@ -1330,6 +1407,15 @@ func (f *Fake) describeInstances(form url.Values, now time.Time) ([]node, *apiEr
 		out = append(out, tx("nextToken", next))
 	}
 	return out, nil
+}
+
+// record keeps a call for Requests and Calls (the last MaxRequests to
+// twice as many, with Options.MaxRequests).
+func (f *Fake) record(req Request) {
+	f.requests = append(f.requests, req)
+	if n := f.opts.MaxRequests; n > 0 && len(f.requests) > 2*n {
+		f.requests = append(f.requests[:0:0], f.requests[len(f.requests)-n:]...)
+	}
 }
 
 // hidden says whether something created at created is still out of

@@ -224,3 +224,44 @@ func code(err error) string {
 	}
 	return ""
 }
+
+// TestInstallKeyAndMaxRequests: a run instance's key pair reaches InstallKey
+// (the "guest" learns it, as from cloud-init), DescribeInstances by id
+// answers those instances only, and MaxRequests bounds what is kept.
+func TestInstallKeyAndMaxRequests(t *testing.T) {
+	var installed []string
+	f := ec2test.New(ec2test.Options{InstallKey: func(k string) { installed = append(installed, k) }, MaxRequests: 5})
+	defer f.Close()
+	c := client(f)
+	ctx := context.Background()
+	const pub = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHc0dzCPhBLmvwSIZaYpLTmYs2lLVYlSQ8FmVQzBb2Sp test"
+	if _, err := c.ImportKeyPair(ctx, &ec2.ImportKeyPairInput{KeyName: aws.String("k"), PublicKeyMaterial: []byte(pub)}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for range 3 {
+		out, err := c.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String(ec2test.BaseImage), MinCount: aws.Int32(1), MaxCount: aws.Int32(1), KeyName: aws.String("k")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, aws.ToString(out.Instances[0].InstanceId))
+	}
+	if len(installed) != 3 || installed[0] != pub {
+		t.Errorf("InstallKey got %q, want the key pair's public key three times", installed)
+	}
+	out, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: ids[1:2]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Reservations) != 1 || aws.ToString(out.Reservations[0].Instances[0].InstanceId) != ids[1] {
+		t.Errorf("DescribeInstances of %s answered %+v", ids[1], out.Reservations)
+	}
+	for range 20 {
+		if _, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{ec2test.BaseImage}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(f.Requests()); n < 5 || n > 10 {
+		t.Errorf("%d requests kept, want between 5 and 10", n)
+	}
+}
