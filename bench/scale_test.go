@@ -159,7 +159,7 @@ func benchScale(b *testing.B) {
 		Fig("builds in flight", fmt.Sprintf("%d of %d", inFlight, builds)),
 		Fig("ramp: first POST → all launched / → GitHub calls done", fmt.Sprintf("%.1f s / %.1f s", ramp.Seconds(), settled.Seconds())),
 		Goal("peak RSS (whole process)", MiB(hwm), "≤ "+MiB(rssGoal), hwm <= rssGoal && inFlight >= builds),
-		Fig("Go heap in use / goroutines", fmt.Sprintf("%s / %d (%.1f per build)", MiB(int64(ms.HeapInuse)), goroutines, float64(goroutines)/float64(max(inFlight, 1)))),
+		Fig("Go heap in use / goroutine stacks / goroutines", fmt.Sprintf("%s / %s / %d (%.1f per build)", MiB(int64(ms.HeapInuse)), MiB(int64(ms.StackInuse)), goroutines, float64(goroutines)/float64(max(inFlight, 1)))),
 		Goal("CPU while waiting (this process)", fmt.Sprintf("%.2f %% of one core", cpuPct), "< 5 %", cpuPct < 5 && inFlight >= builds),
 		Fig("garbage collections during the wait (this process)", fmt.Sprintf("%d (%s of pauses)", gcs, gcPause.Round(10*time.Microsecond))),
 		Fig("CPU of the gap holding the worker's first sweep (this process)", fmt.Sprintf("%.2f s over %.1f s", sweepCPU.Seconds(), sweepGap.Seconds())),
