@@ -115,6 +115,18 @@ func benchScale(b *testing.B) {
 	cpu0, t0 := CPUTime(), time.Now()
 	time.Sleep(window / 2)
 	goroutines := runtime.NumGoroutine()
+	// IMAGEGEN_BENCH_SCALE_GOROUTINES writes what every goroutine waits on,
+	// grouped, at mid-window.
+	if p := os.Getenv("IMAGEGEN_BENCH_SCALE_GOROUTINES"); p != "" {
+		f, err := os.Create(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.Lookup("goroutine").WriteTo(f, 1); err != nil {
+			b.Fatal(err)
+		}
+		_ = f.Close()
+	}
 	time.Sleep(window / 2)
 	idle := time.Since(t0)
 	cpu := CPUTime() - cpu0
