@@ -18,7 +18,7 @@ import (
 // Its goroutine runs only while some build waits, looks every Every, and
 // slows down by itself when a look took several calls (pages) beyond its
 // Burst or the cloud throttled it, so its average stays at one call per
-// Every (1.25 with a Burst).
+// Every (1.125 with a Burst).
 type Poller[C, T any] struct {
 	cfg PollerConfig[C, T]
 
@@ -46,14 +46,14 @@ type PollerConfig[C, T any] struct {
 	// what a broad look missed, looked at by id: 1 000 images finishing at
 	// once) without holding the next look back, as long as such extra calls
 	// average at most one every burstRefill periods: over time the poller
-	// makes at most 1.25 calls per Every. With 0, each extra call holds the
+	// makes at most 1.125 calls per Every. With 0, each extra call holds the
 	// next look back one period (one call per Every).
 	Burst int
 }
 
 // burstRefill is how many periods a Poller takes to earn one spare call of
 // its Burst back.
-const burstRefill = 4
+const burstRefill = 8
 
 // PollerStats counts a Poller's work since it was made.
 type PollerStats struct {

@@ -236,7 +236,10 @@ func render(m machine, results []bench.Result, analysis, only string) string {
 			goals++
 			w("| %s | %s | %s | %s | %s | %s | %.2f |\n", n, r.Title, esc(f.Name), esc(f.Value), esc(f.Goal), met(f.Met), f.Load)
 		}
-		if goals == 0 {
+		switch {
+		case goals == 0 && len(r.Figures) > 0:
+			w("| %s | %s | (figures without a goal: see its section) | | | | |\n", n, r.Title)
+		case goals == 0:
 			w("| %s | %s | (no figures: the run failed) | | | **no** | |\n", n, r.Title)
 		}
 	}
