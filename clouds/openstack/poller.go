@@ -102,6 +102,7 @@ func listServers(ctx context.Context, compute *gophercloud.ServiceClient, ids []
 		return found, 1, nil
 	}
 	calls, last := 0, 0
+	w := newWaited(ids)
 	err := servers.List(compute, servers.ListOpts{Limit: listLimit}).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
 		calls++
 		all, err := servers.ExtractServers(page)
@@ -111,10 +112,13 @@ func listServers(ctx context.Context, compute *gophercloud.ServiceClient, ids []
 		last = len(all)
 		for _, s := range all {
 			found[s.ID] = s
+			w.saw(s.ID)
 		}
-		return true, nil
+		return !w.all(), nil
 	})
-	calls = requests(calls, last)
+	if !w.all() {
+		calls = requests(calls, last)
+	}
 	if err != nil {
 		return nil, calls, classify("list servers", err)
 	}
@@ -142,10 +146,17 @@ func (l *imageLooks) fetch(ctx context.Context, image *gophercloud.ServiceClient
 	found := map[string]images.Image{}
 	calls := 0
 	newest := l.since
+	w := newWaited(ids)
 	list := func(opts images.ListOpts) error {
 		pages := 0
 		last := 0
-		defer func() { calls += requests(pages, last) }()
+		defer func() {
+			if w.all() {
+				calls += pages
+			} else {
+				calls += requests(pages, last)
+			}
+		}()
 		return images.List(image, opts).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
 			pages++
 			all, err := images.ExtractImages(page)
@@ -155,11 +166,12 @@ func (l *imageLooks) fetch(ctx context.Context, image *gophercloud.ServiceClient
 			last = len(all)
 			for _, im := range all {
 				found[im.ID] = im
+				w.saw(im.ID)
 				if im.UpdatedAt.After(newest) {
 					newest = im.UpdatedAt
 				}
 			}
-			return true, nil
+			return !w.all(), nil
 		})
 	}
 	rest := ids
@@ -185,6 +197,25 @@ func (l *imageLooks) fetch(ctx context.Context, image *gophercloud.ServiceClient
 	l.since = newest
 	return found, calls, nil
 }
+
+// waited counts down the ids a look waits for, so a list stops paging once
+// it has seen them all (1 000 servers waited for are one full page: asking
+// for the next, empty, one doubled the calls of every look).
+type waited struct {
+	left map[string]bool
+}
+
+func newWaited(ids []string) *waited {
+	w := &waited{left: make(map[string]bool, len(ids))}
+	for _, id := range ids {
+		w.left[id] = true
+	}
+	return w
+}
+
+func (w *waited) saw(id string) { delete(w.left, id) }
+
+func (w *waited) all() bool { return len(w.left) == 0 }
 
 // requests is how many requests a list of pages non-empty pages made, the
 // last one of n results: EachPage does not show an empty page, which is

@@ -18,7 +18,10 @@ import (
 // what changed since (updated_at=gte:), not by id 100 at a time, and looks
 // by id only at the one neither list shows (deleted).
 func TestImageLooksWhenImagesFinish(t *testing.T) {
-	f := openstacktest.New(openstacktest.Options{Regions: []string{"RegionOne"}})
+	// Glance's pages hold 250 here: the 250 images being made are one full
+	// page, and a list that has seen every image it waits for asks for no
+	// next (empty) page.
+	f := openstacktest.New(openstacktest.Options{Regions: []string{"RegionOne"}, ImageListMax: 250})
 	defer f.Close()
 	file := filepath.Join(t.TempDir(), "clouds.yaml")
 	yml := "clouds:\n  t:\n    auth:\n      auth_url: " + f.AuthURL + "\n      username: demo\n      password: secret\n" +
@@ -45,6 +48,9 @@ func TestImageLooksWhenImagesFinish(t *testing.T) {
 	found, calls, err := l.fetch(ctx, c.image, ids)
 	if err != nil || calls != 1 || len(found) != len(ids) {
 		t.Fatalf("first look: %d found in %d calls, %v; want all 250 in one list of the images being made", len(found), calls, err)
+	}
+	if n := f.Count(`^GET /RegionOne/image/v2/images$`); n != 1 {
+		t.Errorf("first look: %d image lists; want one (no next page once every image waited for is seen)", n)
 	}
 	for _, id := range ids[:248] {
 		f.SetImageStatus("RegionOne", id, "active")
