@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -231,5 +232,45 @@ func TestPlanIsConcurrentAndEnqueuesFirst(t *testing.T) {
 	}
 	if runs := gh.Runs(); len(runs) != gens {
 		t.Errorf("%d check runs; want %d", len(runs), gens)
+	}
+}
+
+// TestProgressHoldsNoGoroutineWhileWaiting: a build waiting on its cloud
+// holds no progress goroutine once its news is reported (10 000 builds in
+// flight held 10 000 idle ones); the next phase still gets reported.
+func TestProgressHoldsNoGoroutineWhileWaiting(t *testing.T) {
+	gh := &githubtest.Mem{Files: fstest.MapFS{".imagegen/a.yaml": {Data: []byte("script: echo hi\nclouds:\n  c: {image: i, ssh_user: u}\n")}}}
+	s, _, _ := newServiceWith(t, gh, "github: {token: t, webhook_secret: s}\nbuild: {timeout: 30s, cleanup_timeout: 5s}\nclouds:\n  c: {type: simulated, launch_delay: 4s}\n")
+	ctx := context.Background()
+	if err := s.planner.Plan(ctx, builds.Push{Delivery: "d", Repo: "o/r", Ref: "refs/heads/main", DefaultBranch: "main", Before: builds.ZeroSHA, Created: true, After: "c0ffee"}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.runner.Run(ctx, builds.RunRequest{Build: builds.PlanID("d", "a"), Cloud: "c"}) }()
+	loops := func() int {
+		var buf strings.Builder
+		_ = pprof.Lookup("goroutine").WriteTo(&buf, 2)
+		return strings.Count(buf.String(), "builds.(*progress).loop")
+	}
+	reported := func(prefix string) bool {
+		for _, st := range gh.Sequence(builds.StatusContext("a", "c")) {
+			if strings.HasPrefix(st.Description, prefix) {
+				return true
+			}
+		}
+		return false
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for !reported("running") || loops() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("3 s into a 4 s launch: running reported %v, %d progress goroutines; want it reported and none left", reported("running"), loops())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !reported("running: ") {
+		t.Errorf("no phase reported after the wait: %v", gh.Sequence(builds.StatusContext("a", "c")))
 	}
 }

@@ -30,7 +30,9 @@
 // clouds/cloudtest in its conformance_test.go.
 //
 // This package's own files: cloud.go, the Cloud contract and what it passes; errors.go,
-// Kind and Error; retry.go, Backoff, Retry, Poll, Within and Sleep; registry.go, the
+// Kind and Error; retry.go, Backoff, Retry, Poll, Within and Sleep; poller.go, Poller: one
+// batched look at every resource an account's builds wait on; shared.go, SharedLookups:
+// one look-up (a base image) for the builds that want it at once; registry.go, the
 // registry and the strict decoding of a cloud's config entry; hostkey.go, the host_key
 // policies and the host-key step drivers that inject or read the console share;
 // describe.go, the optional ImageDescriber and ImageTagger (an existing image's tags,

@@ -1,4 +1,4 @@
-# imagegen benchmarks (issue 8): `make bench` runs the seven in bench/ and
+# imagegen benchmarks (issue 8): `make bench` runs the benchmarks in bench/ and
 # rewrites docs/BENCHMARKS.md with this machine's figures. Included by the root Makefile.
 BENCH_OUT ?= docs/BENCHMARKS.md
 BENCH_RUN ?=

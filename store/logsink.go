@@ -46,12 +46,15 @@ type LogSink struct {
 	pendingBytes int               // the size of pending[head:] as the store counts it, at least
 	skipped      int               // lines dropped since the last flush
 
+	running  bool          // the flusher runs (under mu)
+	closing  bool          // Close was called: no flusher starts any more (under mu)
 	wake     chan struct{} // lines are waiting (pending went from none to some)
 	kick     chan struct{} // a full batch is waiting
 	flushing sync.Mutex    // one flush at a time, so batches land in order
 	keys     *logKeys      // where the log goes, found at the first flush; under flushing
 	done     chan struct{}
-	stopped  chan struct{}
+	once     sync.Once
+	flushers sync.WaitGroup
 }
 
 var _ builder.LineBatcher = (*LogSink)(nil)
@@ -72,16 +75,17 @@ func (s *Store) newLogSink(ctx context.Context, build, cloud string, log *slog.L
 		log = slog.New(slog.DiscardHandler)
 	}
 	l := &LogSink{store: s, ctx: ctx, build: build, cloud: cloud, log: log, redact: redact,
-		wake: make(chan struct{}, 1), kick: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{})}
-	go l.run()
+		wake: make(chan struct{}, 1), kick: make(chan struct{}, 1), done: make(chan struct{})}
 	return l
 }
 
-// run is the flusher. It sleeps until a line comes (no ticking: a thousand
-// builds waiting on their clouds cost nothing), then gives the lines
-// logFlushEach to gather unless a whole batch is waiting sooner.
+// run is the flusher, started by the first lines since it last ran (a
+// build waiting on its cloud holds no goroutine for its log: 10 000 builds
+// in flight held 10 000). It gives the lines logFlushEach to gather unless
+// a whole batch is waiting sooner, stores them, and returns once none is
+// left.
 func (l *LogSink) run() {
-	defer close(l.stopped)
+	defer l.flushers.Done()
 	t := time.NewTimer(logFlushEach)
 	t.Stop()
 	for {
@@ -102,18 +106,27 @@ func (l *LogSink) run() {
 		case <-t.C:
 		}
 		l.flush()
+		l.mu.Lock()
+		if len(l.pending) == l.head && l.skipped == 0 {
+			l.running = false
+			l.mu.Unlock()
+			return
+		}
+		l.mu.Unlock()
 	}
 }
 
 // Close stores the lines still waiting and stops the flusher: the whole log
 // is stored when it returns.
 func (l *LogSink) Close() {
-	select {
-	case <-l.done:
-	default:
+	l.once.Do(func() {
+		l.mu.Lock()
+		l.closing = true
+		l.mu.Unlock()
 		close(l.done)
-	}
-	<-l.stopped
+	})
+	l.flushers.Wait()
+	l.flush()
 }
 
 // flush stores every waiting line, logFlushMax at a time: a small request
@@ -217,13 +230,25 @@ func (l *LogSink) trim() {
 	}
 }
 
-// signal tells the flusher that k lines were added, making n waiting.
+// signal tells the flusher that k lines were added, making n waiting,
+// starting it if it does not run.
 func (l *LogSink) signal(k, n int) {
 	send := func(c chan struct{}) {
 		select {
 		case c <- struct{}{}:
 		default:
 		}
+	}
+	l.mu.Lock()
+	start := !l.running && !l.closing
+	if start {
+		l.running = true
+		l.flushers.Add(1)
+	}
+	l.mu.Unlock()
+	if start {
+		go l.run()
+		send(l.wake)
 	}
 	switch {
 	case n >= logBatch:

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -425,8 +426,8 @@ func TestObserverBatchesLogInOrder(t *testing.T) {
 }
 
 // A line that comes alone, long after the previous one, is stored within
-// about logFlushEach, not only when the build ends: the flusher sleeps until
-// lines come, and must wake for them.
+// about logFlushEach, not only when the build ends: the flusher runs only
+// while lines wait, and must start for them.
 func TestObserverStoresAQuietLine(t *testing.T) {
 	s, _ := newStore(t, time.Hour, 1<<20)
 	o := s.newLogSink(context.Background(), "b", "c", nil, secret.Redactor{})
@@ -448,7 +449,21 @@ func TestObserverStoresAQuietLine(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
+		// Stored, the flusher returns: a build waiting on its cloud holds
+		// no goroutine for its log.
+		for deadline := time.Now().Add(2 * time.Second); flushers() > 0; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("line %d stored, and %d log flushers still run", i, flushers())
+			}
+		}
 	}
+}
+
+// flushers counts the goroutines in LogSink.run.
+func flushers() int {
+	var b strings.Builder
+	_ = pprof.Lookup("goroutine").WriteTo(&b, 2)
+	return strings.Count(b.String(), "store.(*LogSink).run")
 }
 
 // A script printing faster than Redis stores is not held back: the sink

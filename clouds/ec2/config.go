@@ -29,7 +29,7 @@ const (
 	DefaultDeleteTimeout  = 10 * time.Minute
 	DefaultConsoleTimeout = 3 * time.Minute
 	DefaultRequestTimeout = 60 * time.Second
-	DefaultPollInterval   = 1500 * time.Millisecond
+	DefaultPollInterval   = time.Second
 	DefaultMaxAttempts    = 10
 )
 

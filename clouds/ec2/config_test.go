@@ -21,7 +21,7 @@ func TestConfigure(t *testing.T) {
 			yaml: `{type: ec2, region: us-east-1}`,
 			check: func(t *testing.T, c ec2.Config) {
 				if c.InstanceType != ec2.DefaultInstanceType || c.SSHPort != 22 || !*c.StopInstance ||
-					c.ImageTimeout != 60*time.Minute || c.PollInterval != 1500*time.Millisecond || c.CheckIPURL != ec2.DefaultCheckIPURL ||
+					c.ImageTimeout != 60*time.Minute || c.PollInterval != time.Second || c.CheckIPURL != ec2.DefaultCheckIPURL ||
 					!*c.InjectHostKey || c.HostKey != clouds.HostKeyConsole {
 					t.Errorf("defaults not filled in: %+v", c)
 				}

@@ -14,24 +14,22 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"github.com/aws/smithy-go"
 
 	"github.com/imagegen/imagegen/clouds"
 )
 
 // Opener is a validated ec2 cloud config.
 type Opener struct {
-	name string
-	cfg  Config
-	ask  bool
-	opts Options
+	name  string
+	cfg   Config
+	ask   bool
+	opts  Options
+	accts accounts // what the builds of one set of credentials share
 }
 
 // Open builds the EC2 client: credentials from the default chain (or the
@@ -40,7 +38,6 @@ func (o *Opener) Open(ctx context.Context, cred clouds.Credentials) (clouds.Clou
 	op := "open " + o.name
 	lo := []func(*awsconfig.LoadOptions) error{
 		awsconfig.WithRegion(o.cfg.Region),
-		awsconfig.WithRetryer(o.retryer),
 	}
 	if o.cfg.Profile != "" {
 		lo = append(lo, awsconfig.WithSharedConfigProfile(o.cfg.Profile))
@@ -53,6 +50,7 @@ func (o *Opener) Open(ctx context.Context, cred clouds.Credentials) (clouds.Clou
 	if o.opts.Credentials != nil {
 		lo = append(lo, awsconfig.WithCredentialsProvider(o.opts.Credentials))
 	}
+	key := accountKey("", "")
 	if o.ask {
 		if cred.Password.IsZero() {
 			return nil, &clouds.Error{Kind: clouds.KindAuth, Op: op,
@@ -77,7 +75,10 @@ func (o *Opener) Open(ctx context.Context, cred clouds.Credentials) (clouds.Clou
 			}
 		}
 		lo = append(lo, awsconfig.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(akid, cred.Password.Reveal(), "")))
+		key = accountKey(akid, cred.Password.Reveal())
 	}
+	acct := o.accts.get(key, o.newAccount)
+	lo = append(lo, awsconfig.WithRetryer(func() aws.Retryer { return acct.retryer }))
 	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, lo...)
 	if err != nil {
 		return nil, &clouds.Error{Kind: clouds.KindAuth, Op: op, Err: fmt.Errorf("AWS config: %w", err),
@@ -88,29 +89,7 @@ func (o *Opener) Open(ctx context.Context, cred clouds.Credentials) (clouds.Clou
 			eo.BaseEndpoint = aws.String(o.cfg.Endpoint)
 		}
 	})
-	return newCloud(o.name, o.cfg, o.opts, client), nil
-}
-
-// retryer is the SDK's standard retryer, tuned: more attempts for throttling
-// storms, and no retry of the errors no retry fixes (EC2 answers
-// InsufficientInstanceCapacity with a 500, which the SDK would retry).
-func (o *Opener) retryer() aws.Retryer {
-	return retry.NewStandard(func(so *retry.StandardOptions) {
-		so.MaxAttempts = o.cfg.MaxAttempts
-		so.MaxBackoff = o.opts.MaxBackoff
-		if o.opts.NoRetryQuota {
-			so.RateLimiter = ratelimit.None
-		}
-		so.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
-			var ae smithy.APIError
-			if errors.As(err, &ae) {
-				if _, ok := permanent[ae.ErrorCode()]; ok {
-					return aws.FalseTernary
-				}
-			}
-			return aws.UnknownTernary
-		})}, so.Retryables...)
-	})
+	return &Cloud{name: o.name, cfg: o.cfg, opts: o.opts, api: client, acct: acct}, nil
 }
 
 // API lists the EC2 calls the driver makes, so the IAM policy in docs/ec2.md
@@ -145,16 +124,13 @@ type Cloud struct {
 	cfg  Config
 	opts Options
 	api  API
+	acct *account // the retryer and pollers of the cloud's credentials
 
 	mu       sync.Mutex
 	sshCIDRs []string // learned once from CheckIPURL
 }
 
 var _ clouds.Cloud = (*Cloud)(nil)
-
-func newCloud(name string, cfg Config, opts Options, api API) *Cloud {
-	return &Cloud{name: name, cfg: cfg, opts: opts, api: api}
-}
 
 // Features reports that EC2 makes images and stops instances through its API.
 func (c *Cloud) Features() clouds.Features { return clouds.Features{Images: true} }

@@ -46,10 +46,13 @@ func TestBuildEndToEnd(t *testing.T) {
 		wantImage bool
 		wantErr   string
 	}{
-		// Throttled all along: the SDK's and the driver's retries carry the build through.
+		// Throttled all along (the account allows 3 calls a second, and the
+		// first 3 are refused whatever the rate): the SDK's adaptive retries
+		// slow the calls down to what EC2 takes and carry the build through.
 		{name: "succeeds through a throttling storm", script: "echo building; test -d /tmp", wantState: builder.StateSucceeded, wantImage: true,
-			opts:   ec2test.Options{BootDelay: 50 * time.Millisecond, ImageDelay: 50 * time.Millisecond},
-			faults: []ec2test.Fault{{Code: "RequestLimitExceeded", Status: 503, Times: 30}}},
+			opts: ec2test.Options{BootDelay: 50 * time.Millisecond, ImageDelay: 50 * time.Millisecond,
+				Throttle: []ec2test.Throttle{{Rate: 3, Burst: 3}}},
+			faults: []ec2test.Fault{{Code: "RequestLimitExceeded", Status: 503, Times: 3}}},
 		{name: "script fails", script: "echo half; exit 3", wantState: builder.StateFailed, wantErr: "exited with code 3"},
 		{name: "image fails", script: "true", opts: ec2test.Options{FailImages: true}, wantState: builder.StateFailed, wantErr: "failed"},
 	}
@@ -83,6 +86,11 @@ func TestBuildEndToEnd(t *testing.T) {
 			}
 			if len(r.Leftovers) > 0 {
 				t.Errorf("the pipeline reports leftovers %v", r.Leftovers)
+			}
+			if len(opts.Throttle) > 0 {
+				if _, throttled := f.CallsSince(time.Time{}); throttled == 0 {
+					t.Error("the fake throttled no call: the storm did not happen")
+				}
 			}
 			if tc.wantImage {
 				if r.Image == nil || r.Image.ID == "" {

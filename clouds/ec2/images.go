@@ -60,42 +60,6 @@ func (c *Cloud) Snapshot(ctx context.Context, inst *clouds.Instance, req clouds.
 	return c.waitImage(ctx, img)
 }
 
-// waitImage polls until the image is available, recording its EBS snapshots
-// in img as they appear; a failed image fails at once with EC2's reason.
-func (c *Cloud) waitImage(ctx context.Context, img *clouds.Image) error {
-	what := "wait for image " + img.ID + " to be available"
-	return clouds.Within(ctx, what, c.cfg.ImageTimeout, func(ctx context.Context) error {
-		return clouds.Poll(ctx, c.opts.Poll, func(ctx context.Context) (bool, error) {
-			out, err := c.api.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{img.ID}})
-			if err != nil {
-				if codeOf(err) == "InvalidAMIID.NotFound" {
-					// Not visible yet (eventual consistency).
-					return false, nil
-				}
-				return false, classify(what, err)
-			}
-			if len(out.Images) == 0 {
-				return false, nil
-			}
-			im := out.Images[0]
-			recordSnapshots(img, im)
-			switch im.State {
-			case types.ImageStateAvailable:
-				return true, nil
-			case types.ImageStateFailed, types.ImageStateError, types.ImageStateInvalid, types.ImageStateDeregistered:
-				msg := "no reason given"
-				code := ""
-				if im.StateReason != nil {
-					msg, code = aws.ToString(im.StateReason.Message), aws.ToString(im.StateReason.Code)
-				}
-				return false, &clouds.Error{Kind: clouds.KindFailed, Op: what, Code: code,
-					Err: fmt.Errorf("image %s is %s: %s", img.ID, im.State, msg)}
-			}
-			return false, nil
-		})
-	})
-}
-
 func recordSnapshots(img *clouds.Image, im types.Image) {
 	for _, b := range im.BlockDeviceMappings {
 		if b.Ebs == nil || b.Ebs.SnapshotId == nil {

@@ -243,9 +243,9 @@ func clientToken(build, name string) string {
 	return "imagegen-" + hex.EncodeToString(h[:20])
 }
 
-// baseImage checks the spec's image before anything is created, so a typo
+// lookupBaseImage checks the spec's image before anything is created, so a typo
 // leaves nothing to clean up, and learns its root device for volume_size.
-func (c *Cloud) baseImage(ctx context.Context, id string) (types.Image, error) {
+func (c *Cloud) lookupBaseImage(ctx context.Context, id string) (types.Image, error) {
 	op := "find base image " + id
 	var out *ec2.DescribeImagesOutput
 	err := c.retry(ctx, op, func(ctx context.Context) (err error) {

@@ -68,7 +68,7 @@ type Config struct {
 
 // Options tune the driver for tests; the zero value means the defaults.
 type Options struct {
-	Poll  clouds.Backoff // polling for state changes; default clouds.DefaultPoll (capped at 1.5s)
+	Poll  clouds.Backoff // polling for state changes: the account's pollers look every Max (default 1s), the first time after Initial
 	Retry clouds.Backoff // retrying transient API errors; default clouds.DefaultRetry capped at 3s
 	// ImageNotFoundTries is how many 404s in a row Glance may answer for a new
 	// image before the snapshot fails; default 5.
@@ -143,7 +143,10 @@ func New(name string, c Config, ask bool, opts Options) (*Opener, error) {
 	// Builds outlive tokens (image uploads take an hour on slow clouds).
 	ao.AllowReauth = true
 	if opts.Poll == (clouds.Backoff{}) {
+		// One poller looks for every build of the account: it can look
+		// every second.
 		opts.Poll = clouds.DefaultPoll
+		opts.Poll.Max = time.Second
 	}
 	if opts.Retry == (clouds.Backoff{}) {
 		opts.Retry = clouds.DefaultRetry

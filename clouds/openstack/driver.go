@@ -28,6 +28,7 @@ type Opener struct {
 	endpoint gophercloud.EndpointOpts
 	tls      *tls.Config
 	opts     Options
+	accts    accounts // what the builds of one set of credentials share
 }
 
 // Open logs in to the cloud (with cred.Password for a password: ask cloud)
@@ -62,7 +63,11 @@ func (o *Opener) Open(ctx context.Context, cred clouds.Credentials) (clouds.Clou
 	if err != nil {
 		return nil, o.loginError(ao, err)
 	}
-	c := &Cloud{name: o.name, cfg: o.cfg, opts: o.opts}
+	key := accountKey("")
+	if o.ask || !cred.Password.IsZero() {
+		key = accountKey(ao.Password)
+	}
+	c := &Cloud{name: o.name, cfg: o.cfg, opts: o.opts, acct: o.accts.get(key, o.newAccount)}
 	eo := o.endpoint
 	for _, s := range []struct {
 		what string
@@ -148,6 +153,7 @@ type Cloud struct {
 	image   *gophercloud.ServiceClient
 	network *gophercloud.ServiceClient
 	volume  *gophercloud.ServiceClient // Cinder, only with volume_size
+	acct    *account                   // the pollers of the cloud's credentials
 }
 
 var _ clouds.Cloud = (*Cloud)(nil)

@@ -214,42 +214,6 @@ func (c *Cloud) findImageByName(ctx context.Context, name, build, server string)
 	return "", nil
 }
 
-// waitImage polls Glance until the image is active, tolerating a few 404s
-// (Nova registers the image before Glance lists it on some clouds) and transient errors.
-func (c *Cloud) waitImage(ctx context.Context, id string) (*images.Image, error) {
-	what := "wait for image " + id + " to be active"
-	notFound := 0
-	var active *images.Image
-	err := clouds.Within(ctx, what, c.cfg.ImageTimeout, func(ctx context.Context) error {
-		return clouds.Poll(ctx, c.opts.Poll, func(ctx context.Context) (bool, error) {
-			im, err := images.Get(ctx, c.image, id).Extract()
-			if err != nil {
-				err = classify(what, err)
-				if clouds.IsNotFound(err) {
-					notFound++
-					if notFound >= c.opts.ImageNotFoundTries {
-						return false, &clouds.Error{Kind: clouds.KindFailed, Op: what,
-							Err: fmt.Errorf("image %s not found after %d tries: %w", id, notFound, err)}
-					}
-					return false, nil
-				}
-				return false, err
-			}
-			notFound = 0
-			switch im.Status {
-			case images.ImageStatusActive:
-				active = im
-				return true, nil
-			case images.ImageStatusKilled, images.ImageStatusDeleted, "pending_delete":
-				return false, &clouds.Error{Kind: clouds.KindFailed, Op: what, Code: string(im.Status),
-					Err: fmt.Errorf("image %s is %s: the upload failed", id, im.Status)}
-			}
-			return false, nil
-		})
-	})
-	return active, err
-}
-
 // imageIDFromCreate reads the new image's id the way the cloud gives it:
 // in the body from microversion 2.45, else in the Location header; old clouds
 // send no microversion header at all.

@@ -294,7 +294,14 @@ func (c *Cloud) findBuildServer(ctx context.Context, build, name string) (*serve
 	return nil, nil
 }
 
+// findImage finds the spec's base image by id or name, shared by the
+// account's launches: builds launching at once from one image ask Glance
+// once, not once each, and for a minute after it was found.
 func (c *Cloud) findImage(ctx context.Context, ref string) (string, error) {
+	return c.acct.bases.Get(ctx, ref, func(ctx context.Context) (string, error) { return c.lookupImage(ctx, ref) })
+}
+
+func (c *Cloud) lookupImage(ctx context.Context, ref string) (string, error) {
 	var id string
 	err := c.retry(ctx, "find image "+ref, func(ctx context.Context) error {
 		img, err := images.Get(ctx, c.image, ref).Extract()

@@ -140,27 +140,7 @@ func (c *Cloud) Remove(ctx context.Context, r clouds.Resource) error {
 		if err != nil {
 			return err
 		}
-		what := "wait for server " + r.ID + " to be gone"
-		return clouds.Within(ctx, what, c.cfg.DeleteTimeout, func(ctx context.Context) error {
-			return clouds.Poll(ctx, c.opts.Poll, func(ctx context.Context) (bool, error) {
-				s, err := servers.Get(ctx, c.compute, r.ID).Extract()
-				if err != nil {
-					err = classify(what, err)
-					if clouds.IsNotFound(err) {
-						return true, nil
-					}
-					return false, err
-				}
-				if s.Status == "DELETED" || s.Status == "SOFT_DELETED" {
-					return true, nil
-				}
-				if s.Status == "ERROR" && s.Fault.Message != "" && strings.Contains(strings.ToLower(s.Fault.Message), "delet") {
-					// The delete failed in Nova: ask again; it often succeeds.
-					_ = servers.Delete(ctx, c.compute, r.ID).ExtractErr()
-				}
-				return false, nil
-			})
-		})
+		return c.waitGone(ctx, r.ID)
 	case clouds.KindImage:
 		return c.DeleteImage(ctx, &clouds.Image{ID: r.ID, Name: r.Name})
 	default:

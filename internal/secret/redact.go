@@ -1,8 +1,13 @@
 package secret
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"weak"
 )
 
 // MinLen is the shortest secret a Redactor replaces: redacting "a" would
@@ -50,7 +55,41 @@ func NewRedactor(secrets ...String) Redactor {
 	if len(vals) == 0 {
 		return Redactor{}
 	}
-	return Redactor{m: newMatcher(vals)}
+	return Redactor{m: sharedMatcher(vals)}
+}
+
+// matchers are the automata of the Redactors alive, by the digest of their
+// secrets: every build redacts the config's secrets, and an automaton of a
+// GitHub App's private key is some 180 KiB (two per build made 10 000
+// builds in flight hold 3.5 GiB). A matcher no Redactor holds is collected,
+// and its entry with it.
+var matchers sync.Map // [sha256.Size]byte → weak.Pointer[matcher]
+
+// matcherKey is the key in matchers of sorted secrets without duplicates.
+func matcherKey(sorted []string) [sha256.Size]byte {
+	h := sha256.New()
+	for _, v := range sorted {
+		fmt.Fprintf(h, "%d:%s", len(v), v)
+	}
+	var key [sha256.Size]byte
+	h.Sum(key[:0])
+	return key
+}
+
+// sharedMatcher returns the matcher of vals: one alive already, or a new one.
+func sharedMatcher(vals []string) *matcher {
+	sorted := slices.Compact(slices.Sorted(slices.Values(vals)))
+	key := matcherKey(sorted)
+	if v, ok := matchers.Load(key); ok {
+		if m := v.(weak.Pointer[matcher]).Value(); m != nil {
+			return m
+		}
+	}
+	m := newMatcher(sorted)
+	wp := weak.Make(m)
+	matchers.Store(key, wp)
+	runtime.AddCleanup(m, func(key [sha256.Size]byte) { matchers.CompareAndDelete(key, wp) }, key)
+	return m
 }
 
 // IsZero reports whether r redacts nothing.

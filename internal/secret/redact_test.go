@@ -2,6 +2,7 @@ package secret
 
 import (
 	"errors"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -166,4 +167,40 @@ func TestRedactorConcurrentUse(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestRedactorsShareTheirAutomaton: Redactors of the same secrets (in any
+// order, duplicates too) share one automaton while one is alive; other
+// secrets get their own; an automaton no Redactor holds is let go.
+func TestRedactorsShareTheirAutomaton(t *testing.T) {
+	a, b := New("shared-secret-one"), New("shared-secret-two")
+	r1 := NewRedactor(a, b)
+	r2 := NewRedactor(b, a, a)
+	if r1.m != r2.m {
+		t.Error("two Redactors of the same secrets have two automata")
+	}
+	if r3 := NewRedactor(a, New("another-secret")); r3.m == r1.m {
+		t.Error("Redactors of different secrets share an automaton")
+	}
+	if got := r2.Redact("x shared-secret-two y"); got != "x "+Redacted+" y" {
+		t.Errorf("the shared automaton redacts %q", got)
+	}
+	NewRedactor(New("short-lived-secret"))
+	key := matcherKey([]string{"short-lived-secret"})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		runtime.GC()
+		if _, ok := matchers.Load(key); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the automaton of a Redactor no one holds is still kept after 5 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, ok := matchers.Load(matcherKey([]string{"shared-secret-one", "shared-secret-two"})); !ok {
+		t.Error("the automaton of live Redactors was dropped")
+	}
+	runtime.KeepAlive(r1)
+	runtime.KeepAlive(r2)
 }

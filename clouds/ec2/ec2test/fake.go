@@ -50,6 +50,13 @@ type Options struct {
 	// DependencyLinger keeps a deleted instance's security groups "in use"
 	// for this long after it is terminated, as EC2 does for a while.
 	DependencyLinger time.Duration
+	// Hidden keeps a new instance or image out of every Describe answer for
+	// this long, as EC2's eventual consistency does: by id it is
+	// InvalidInstanceID.NotFound (InvalidAMIID.NotFound), by filter absent.
+	Hidden time.Duration
+	// Throttle answers RequestLimitExceeded (HTTP 503) to the calls past a
+	// rate, as EC2's per-account token buckets do; each entry is a bucket.
+	Throttle []Throttle
 	// InstallKey, when set, is called with the public key of an instance's
 	// key pair when the instance is run: what cloud-init does on a real guest,
 	// for tests whose "guest" is a real sshd (point PublicIP at it). It is
@@ -60,6 +67,37 @@ type Options struct {
 	// memory stays bounded.
 	MaxRequests int
 }
+
+// Throttle is one of EC2's request token buckets: Burst calls at once, then
+// Rate a second.
+type Throttle struct {
+	Actions []string // the calls drawing from the bucket; none: every call
+	Rate    float64
+	Burst   int
+
+	tokens float64
+	at     time.Time
+}
+
+// take draws a token for action, reporting false when the bucket is empty.
+func (t *Throttle) take(action string, now time.Time) bool {
+	if len(t.Actions) > 0 && !contains(t.Actions, action) {
+		return true
+	}
+	if t.at.IsZero() {
+		t.tokens, t.at = float64(t.Burst), now
+	}
+	t.tokens = min(float64(t.Burst), t.tokens+now.Sub(t.at).Seconds()*t.Rate)
+	t.at = now
+	if t.tokens < 1 {
+		return false
+	}
+	t.tokens--
+	return true
+}
+
+// maxFilterValues is the most filter values EC2 takes in one call.
+const maxFilterValues = 200
 
 // Fault is an error the fake answers instead of doing the call.
 type Fault struct {
@@ -78,6 +116,10 @@ type Request struct {
 	AccessKey string // from the SigV4 Authorization header
 	Region    string // the SigV4 credential scope's region
 	Form      url.Values
+	At        time.Time
+	// Throttled is set when the call was answered RequestLimitExceeded by
+	// Options.Throttle.
+	Throttled bool
 }
 
 // Fake is the fake EC2 endpoint. Its URL goes to the client's BaseEndpoint.
@@ -106,6 +148,7 @@ type instance struct {
 	tagged
 	id, imageID, typ, keyName, userData, subnet, clientToken string
 	publicIP                                                 bool
+	created                                                  time.Time
 	groups                                                   []string
 	state                                                    string
 	target                                                   string
@@ -193,13 +236,31 @@ func (f *Fake) Requests() []Request {
 
 // Calls counts the calls of one action.
 func (f *Fake) Calls(action string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	n := 0
-	for _, r := range f.Requests() {
+	for _, r := range f.requests {
 		if r.Action == action {
 			n++
 		}
 	}
 	return n
+}
+
+// CallsSince counts the calls of the actions made at or after t, and of
+// those how many Options.Throttle refused.
+func (f *Fake) CallsSince(t time.Time, actions ...string) (calls, throttled int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := len(f.requests) - 1; i >= 0 && !f.requests[i].At.Before(t); i-- {
+		if r := f.requests[i]; len(actions) == 0 || contains(actions, r.Action) {
+			calls++
+			if r.Throttled {
+				throttled++
+			}
+		}
+	}
+	return calls, throttled
 }
 
 // Violations lists things a careful driver never does (terminating an
@@ -356,10 +417,18 @@ func (f *Fake) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.mu.Lock()
-	f.requests = append(f.requests, Request{Action: action, AccessKey: m[1], Region: m[2], Form: r.PostForm})
-	if n := f.opts.MaxRequests; n > 0 && len(f.requests) > 2*n {
-		f.requests = append(f.requests[:0:0], f.requests[len(f.requests)-n:]...)
+	now := time.Now()
+	req := Request{Action: action, AccessKey: m[1], Region: m[2], Form: r.PostForm, At: now}
+	for i := range f.opts.Throttle {
+		if !f.opts.Throttle[i].take(action, now) {
+			req.Throttled = true
+			f.record(req)
+			f.mu.Unlock()
+			writeError(w, action, &apiError{status: http.StatusServiceUnavailable, code: "RequestLimitExceeded", message: "Request limit exceeded."})
+			return
+		}
 	}
+	f.record(req)
 	e, delay := f.fault(action)
 	if e != nil {
 		f.mu.Unlock()
@@ -601,15 +670,37 @@ func tagSpecs(form url.Values) map[string]map[string]string {
 type filter struct {
 	name   string
 	values []string
+	exact  map[string]bool // the values without wildcards
+	globs  []string        // the values with
 }
 
 func filters(form url.Values) []filter {
 	var out []filter
 	for i := 1; i <= count(form, "Filter"); i++ {
 		p := "Filter." + strconv.Itoa(i) + "."
-		out = append(out, filter{name: form.Get(p + "Name"), values: list(form, p+"Value")})
+		f := filter{name: form.Get(p + "Name"), values: list(form, p+"Value"), exact: map[string]bool{}}
+		for _, v := range f.values {
+			if strings.ContainsAny(v, "*?") {
+				f.globs = append(f.globs, v)
+			} else {
+				f.exact[v] = true
+			}
+		}
+		out = append(out, f)
 	}
 	return out
+}
+
+// filterLimit is EC2's answer to a call with more filter values than it takes.
+func filterLimit(fs []filter) *apiError {
+	n := 0
+	for _, f := range fs {
+		n += len(f.values)
+	}
+	if n > maxFilterValues {
+		return errf("FilterLimitExceeded", "The maximum number of filter values specified on a single call is %d", maxFilterValues)
+	}
+	return nil
 }
 
 // match applies EC2's tag filters and the named attribute filters.
@@ -636,9 +727,9 @@ func match(fs []filter, tags map[string]string, attrs map[string]string) bool {
 		if !ok {
 			return false
 		}
-		hit := false
-		for _, v := range f.values {
-			if m, _ := path.Match(v, have); m || v == have {
+		hit := f.exact[have]
+		for _, v := range f.globs {
+			if m, _ := path.Match(v, have); m {
 				hit = true
 			}
 		}
@@ -741,6 +832,9 @@ func (f *Fake) describeImages(form url.Values, now time.Time) ([]node, *apiError
 	ids := list(form, "ImageId")
 	owners := list(form, "Owner")
 	fs := filters(form)
+	if e := filterLimit(fs); e != nil {
+		return nil, e
+	}
 	page, paged := 0, form.Get("MaxResults") != "" || form.Get("NextToken") != ""
 	if v := form.Get("MaxResults"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -772,7 +866,7 @@ func (f *Fake) describeImages(form url.Values, now time.Time) ([]node, *apiError
 		if id == BaseImage {
 			continue
 		}
-		if _, ok := f.images[id]; !ok {
+		if im, ok := f.images[id]; !ok || f.hidden(im.created, now) {
 			return nil, errf("InvalidAMIID.NotFound", "The image id '[%s]' does not exist", id)
 		}
 	}
@@ -803,7 +897,7 @@ func (f *Fake) describeImages(form url.Values, now time.Time) ([]node, *apiError
 	for _, id := range keys {
 		im := f.images[id]
 		f.advanceImage(im, now)
-		if !ownedBy(im) {
+		if !ownedBy(im) || f.hidden(im.created, now) {
 			continue
 		}
 		// The base image comes first, on the first page only; a token after
@@ -1163,7 +1257,8 @@ func (f *Fake) runInstances(form url.Values, now time.Time) ([]node, *apiError) 
 	}
 	specs := tagSpecs(form)
 	in := &instance{tagged: tagged{tags: specs["instance"]}, id: f.newID("i"), imageID: img, typ: typ, keyName: keyName,
-		userData: userData, subnet: subnet, clientToken: form.Get("ClientToken"), publicIP: publicIP, groups: groups, rootDevice: "/dev/sda1"}
+		userData: userData, subnet: subnet, clientToken: form.Get("ClientToken"), publicIP: publicIP, groups: groups, rootDevice: "/dev/sda1",
+		created: now}
 	if in.tags == nil {
 		in.tags = map[string]string{}
 	}
@@ -1258,27 +1353,81 @@ func (f *Fake) runNetwork(form url.Values) (subnet string, groups []string, publ
 	return subnet, groups, publicIP, nil
 }
 
+// describeInstances answers as EC2 does: by id (an unknown one fails the
+// call) or filters (at most 200 values), sorted by id here, in pages of
+// MaxResults (5 to 1000, not with InstanceId) with a NextToken while more
+// remain.
 func (f *Fake) describeInstances(form url.Values, now time.Time) ([]node, *apiError) {
 	ids := list(form, "InstanceId")
 	for _, id := range ids {
-		if _, ok := f.instances[id]; !ok {
+		if in, ok := f.instances[id]; !ok || f.hidden(in.created, now) {
 			return nil, errf("InvalidInstanceID.NotFound", "The instance ID '%s' does not exist", id)
 		}
 	}
 	fs := filters(form)
+	if e := filterLimit(fs); e != nil {
+		return nil, e
+	}
+	page := 0
+	if v := form.Get("MaxResults"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 5 || n > 1000 {
+			return nil, errf("InvalidParameterValue", "Value ( %s ) for parameter maxResults is invalid. Expecting a value between 5 and 1000.", v)
+		}
+		if len(ids) > 0 {
+			return nil, errf("InvalidParameterCombination", "The parameter instancesSet cannot be used with the parameter maxResults")
+		}
+		page = n
+	}
+	after := ""
+	if tok := form.Get("NextToken"); tok != "" {
+		b, err := base64.RawURLEncoding.DecodeString(tok)
+		rest, ok := strings.CutPrefix(string(b), "instances-after:")
+		if err != nil || !ok {
+			return nil, errf("InvalidPaginationToken", "Invalid pagination token %s", tok)
+		}
+		after = rest
+	}
 	var res []node
-	look := ids // asked by id (the driver's polls): those only, in the order asked
+	next := ""
+	look := ids // asked by id: those only, in the order asked (MaxResults is refused with ids)
 	if len(look) == 0 {
 		look = sortedKeys(f.instances)
 	}
 	for _, id := range look {
 		in := f.instances[id]
 		f.advance(in, now)
+		if id <= after || f.hidden(in.created, now) {
+			continue
+		}
 		if match(fs, in.tags, map[string]string{"instance-id": in.id, "instance-state-name": in.state, "client-token": in.clientToken, "image-id": in.imageID}) {
+			if page > 0 && len(res) == page {
+				next = base64.RawURLEncoding.EncodeToString([]byte("instances-after:" + res[len(res)-1].kids[0].text[len("r-"):]))
+				break
+			}
 			res = append(res, el("item", tx("reservationId", "r-"+in.id), tx("ownerId", "123456789012"), el("instancesSet", f.instanceNode(in))))
 		}
 	}
-	return []node{el("reservationSet", res...)}, nil
+	out := []node{el("reservationSet", res...)}
+	if next != "" {
+		out = append(out, tx("nextToken", next))
+	}
+	return out, nil
+}
+
+// record keeps a call for Requests and Calls (the last MaxRequests to
+// twice as many, with Options.MaxRequests).
+func (f *Fake) record(req Request) {
+	f.requests = append(f.requests, req)
+	if n := f.opts.MaxRequests; n > 0 && len(f.requests) > 2*n {
+		f.requests = append(f.requests[:0:0], f.requests[len(f.requests)-n:]...)
+	}
+}
+
+// hidden says whether something created at created is still out of
+// Describe answers (Options.Hidden).
+func (f *Fake) hidden(created, now time.Time) bool {
+	return f.opts.Hidden > 0 && now.Sub(created) < f.opts.Hidden
 }
 
 func (f *Fake) changeInstances(form url.Values, now time.Time, op string) ([]node, *apiError) {

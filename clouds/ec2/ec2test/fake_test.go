@@ -132,6 +132,99 @@ func TestWithTheSDK(t *testing.T) {
 	}
 }
 
+// TestDescribeAtScale: what EC2 does that a batched poller must live with:
+// at most 200 filter values a call, pages of MaxResults, ids invisible for a
+// while after RunInstances, and token buckets answering RequestLimitExceeded.
+func TestDescribeAtScale(t *testing.T) {
+	f := ec2test.New(ec2test.Options{Hidden: 150 * time.Millisecond,
+		Throttle: []ec2test.Throttle{{Actions: []string{"DescribeImages"}, Rate: 1, Burst: 2}}})
+	defer f.Close()
+	c := client(f)
+	ctx := context.Background()
+	var ids []string
+	for range 12 {
+		out, err := c.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String(ec2test.BaseImage), MinCount: aws.Int32(1), MaxCount: aws.Int32(1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, aws.ToString(out.Instances[0].InstanceId))
+	}
+	byFilter := func(ids []string, max int32, token *string) (*ec2.DescribeInstancesOutput, error) {
+		in := &ec2.DescribeInstancesInput{Filters: []types.Filter{{Name: aws.String("instance-id"), Values: ids}}, NextToken: token}
+		if max > 0 {
+			in.MaxResults = aws.Int32(max)
+		}
+		return c.DescribeInstances(ctx, in)
+	}
+	count := func(out *ec2.DescribeInstancesOutput) int {
+		n := 0
+		for _, r := range out.Reservations {
+			n += len(r.Instances)
+		}
+		return n
+	}
+	// Hidden: by id the call fails, by filter the instance is absent.
+	if _, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: ids[:1]}); code(err) != "InvalidInstanceID.NotFound" {
+		t.Errorf("a hidden id by InstanceIds: %v", err)
+	}
+	if out, err := byFilter(ids, 0, nil); err != nil || count(out) != 0 {
+		t.Errorf("hidden ids by filter: %v, %d listed", err, count(out))
+	}
+	time.Sleep(200 * time.Millisecond)
+	// Pages of 5: 5, 5, 2.
+	var pages []int
+	var token *string
+	for {
+		out, err := byFilter(ids, 5, token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages = append(pages, count(out))
+		if token = out.NextToken; aws.ToString(token) == "" {
+			break
+		}
+	}
+	if len(pages) != 3 || pages[0] != 5 || pages[2] != 2 {
+		t.Errorf("pages %v; want 5, 5, 2", pages)
+	}
+	if _, err := byFilter(ids, 4, nil); code(err) != "InvalidParameterValue" {
+		t.Errorf("MaxResults 4: %v", err)
+	}
+	many := make([]string, 201)
+	for i := range many {
+		many[i] = ids[i%len(ids)]
+	}
+	if _, err := byFilter(many, 0, nil); code(err) != "FilterLimitExceeded" {
+		t.Errorf("201 filter values: %v", err)
+	}
+	if out, err := byFilter(many[:200], 0, nil); err != nil || count(out) != 12 {
+		t.Errorf("200 filter values: %v, %d listed", err, count(out))
+	}
+	// The bucket holds 2 DescribeImages; the third is throttled, other calls are not.
+	var errs []error
+	for range 3 {
+		_, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{ec2test.BaseImage}})
+		errs = append(errs, err)
+	}
+	if errs[0] != nil || errs[1] != nil || code(errs[2]) != "RequestLimitExceeded" {
+		t.Errorf("DescribeImages past the bucket: %v", errs)
+	}
+	if _, err := byFilter(ids[:1], 0, nil); err != nil {
+		t.Errorf("DescribeInstances is not in the bucket: %v", err)
+	}
+	if n, throttled := f.CallsSince(time.Time{}, "DescribeImages"); n != 3 || throttled != 1 {
+		t.Errorf("CallsSince: %d calls, %d throttled; want 3, 1", n, throttled)
+	}
+}
+
+func code(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	return ""
+}
+
 // TestInstallKeyAndMaxRequests: a run instance's key pair reaches InstallKey
 // (the "guest" learns it, as from cloud-init), DescribeInstances by id
 // answers those instances only, and MaxRequests bounds what is kept.

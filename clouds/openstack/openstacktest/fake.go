@@ -65,6 +65,45 @@ type Options struct {
 	// Real, when set, puts the fake's Nova, Neutron and Cinder beside a real
 	// Keystone and Glance (see Real).
 	Real *Real
+	// Throttle answers 429 (Retry-After: 1) to the requests past a rate,
+	// as an API rate limit in front of the cloud does; each entry is a
+	// token bucket.
+	Throttle []Throttle
+}
+
+// Throttle is a token bucket: Burst requests at once, then Rate a second,
+// for the requests whose "METHOD /path" matches Match (all when "").
+type Throttle struct {
+	Match string
+	Rate  float64
+	Burst int
+
+	re     *regexp.Regexp
+	tokens float64
+	at     time.Time
+}
+
+// take draws a token for the request line, reporting false when the bucket
+// is empty.
+func (t *Throttle) take(line string, now time.Time) bool {
+	if t.Match != "" {
+		if t.re == nil {
+			t.re = regexp.MustCompile(t.Match)
+		}
+		if !t.re.MatchString(line) {
+			return true
+		}
+	}
+	if t.at.IsZero() {
+		t.tokens, t.at = float64(t.Burst), now
+	}
+	t.tokens = min(float64(t.Burst), t.tokens+now.Sub(t.at).Seconds()*t.Rate)
+	t.at = now
+	if t.tokens < 1 {
+		return false
+	}
+	t.tokens--
+	return true
 }
 
 // Fault makes matching requests fail. Status 0 with Delay only delays.
@@ -96,9 +135,11 @@ type Fake struct {
 	reg  map[string]*region
 	tok  map[string]bool
 	flts []*Fault
-	log  []string // "METHOD path" of every request
-	bad  []string // request bodies the real API would refuse
-	viol []string // things done in an order the real cloud punishes
+	log  []string    // "METHOD path" of every request
+	at   []time.Time // when each came
+	thr  []bool      // whether Options.Throttle refused it
+	bad  []string    // request bodies the real API would refuse
+	viol []string    // things done in an order the real cloud punishes
 	seq  int
 	real *realLink // with Options.Real
 }
@@ -134,6 +175,7 @@ type image struct {
 	Props            map[string]string
 	Server           string
 	Created          time.Time
+	Updated          time.Time // the last change of status or properties: Glance's updated_at (zero: Created)
 	due              time.Time
 	next             string
 	Visibility       string // "": private
@@ -299,6 +341,23 @@ func (f *Fake) Count(pattern string) int {
 	return n
 }
 
+// CountSince counts the requests at or after t whose "METHOD /path"
+// matches the regexp, and of those how many Options.Throttle refused.
+func (f *Fake) CountSince(t time.Time, pattern string) (n, throttled int) {
+	re := regexp.MustCompile(pattern)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := len(f.log) - 1; i >= 0 && !f.at[i].Before(t); i-- {
+		if re.MatchString(f.log[i]) {
+			n++
+			if f.thr[i] {
+				throttled++
+			}
+		}
+	}
+	return n, throttled
+}
+
 // Rejected lists request bodies the real API would have refused (unknown
 // fields, wrong types, values too long), with the reason.
 func (f *Fake) Rejected() []string {
@@ -461,10 +520,10 @@ func (f *Fake) advance(r *region) {
 			continue
 		}
 		if im.Status == "queued" {
-			im.Status, im.due = "saving", now.Add(f.opts.SnapshotDelay/2)
+			im.Status, im.due, im.Updated = "saving", now.Add(f.opts.SnapshotDelay/2), now
 			continue
 		}
-		im.Status, im.next = im.next, ""
+		im.Status, im.next, im.Updated = im.next, "", now
 	}
 }
 
@@ -472,7 +531,18 @@ func (f *Fake) advance(r *region) {
 
 func (f *Fake) serve(w http.ResponseWriter, req *http.Request) {
 	f.mu.Lock()
-	f.log = append(f.log, req.Method+" "+req.URL.Path)
+	line, now := req.Method+" "+req.URL.Path, time.Now()
+	f.log, f.at = append(f.log, line), append(f.at, now)
+	for i := range f.opts.Throttle {
+		if !f.opts.Throttle[i].take(line, now) {
+			f.thr = append(f.thr, true)
+			f.mu.Unlock()
+			w.Header().Set("Retry-After", "1")
+			writeErr(w, req.URL.Path, http.StatusTooManyRequests, "Rate limit exceeded")
+			return
+		}
+	}
+	f.thr = append(f.thr, false)
 	var hit *Fault
 	for _, ft := range f.flts {
 		if (ft.Method == "" || ft.Method == req.Method) && (ft.re == nil || ft.re.MatchString(req.URL.Path)) && (ft.Times == 0 || ft.hits < ft.Times) {
@@ -762,13 +832,51 @@ func (f *Fake) compute(w http.ResponseWriter, req *http.Request, r *region, p, r
 				return
 			}
 		}
-		list := []any{}
-		for _, s := range sortedServers(r) {
-			if re == nil || re.MatchString(s.Name) {
-				list = append(list, f.serverJSON(req, r, s))
+		q := req.URL.Query()
+		limit := maxServerList
+		if v := q.Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				writeErr(w, req.URL.Path, 400, "limit must be a positive integer")
+				return
+			}
+			limit = min(n, maxServerList)
+		}
+		marker := q.Get("marker")
+		if marker != "" {
+			if _, ok := r.servers[marker]; !ok {
+				writeErr(w, req.URL.Path, 400, "marker ["+marker+"] not found")
+				return
 			}
 		}
-		writeJSON(w, 200, map[string]any{"servers": list})
+		list := []any{}
+		last := ""
+		for _, s := range sortedServers(r) {
+			if marker != "" {
+				if s.ID == marker {
+					marker = ""
+				}
+				continue
+			}
+			if len(list) == limit {
+				break
+			}
+			if re == nil || re.MatchString(s.Name) {
+				list = append(list, f.serverJSON(req, r, s))
+				last = s.ID
+			}
+		}
+		body := map[string]any{"servers": list}
+		if len(list) == limit && limit > 0 {
+			next := url.Values{}
+			for k, vs := range q {
+				next[k] = vs
+			}
+			next.Set("marker", last)
+			body["servers_links"] = []any{map[string]any{"rel": "next",
+				"href": "http://" + req.Host + "/" + rg + "/compute/v2.1" + p + "?" + next.Encode()}}
+		}
+		writeJSON(w, 200, body)
 	case serverPath.MatchString(p):
 		m := serverPath.FindStringSubmatch(p)
 		s, ok := r.servers[m[1]]
@@ -822,12 +930,20 @@ func (f *Fake) compute(w http.ResponseWriter, req *http.Request, r *region, p, r
 	}
 }
 
+// maxServerList is Nova's max_limit: the most servers one list answers.
+const maxServerList = 1000
+
 func sortedServers(r *region) []*server {
 	out := make([]*server, 0, len(r.servers))
 	for _, s := range r.servers {
 		out = append(out, s)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Created.Equal(out[j].Created) {
+			return out[i].Created.Before(out[j].Created)
+		}
+		return out[i].ID < out[j].ID
+	})
 	return out
 }
 
@@ -1180,7 +1296,7 @@ func (f *Fake) deleteServer(r *region, s *server) {
 	for _, im := range r.images {
 		if im.Server == s.ID && (im.Status == "queued" || im.Status == "saving") {
 			f.viol = append(f.viol, fmt.Sprintf("server %s deleted while its image %s was %s", s.ID, im.ID, im.Status))
-			im.Status, im.next = "killed", ""
+			im.Status, im.next, im.Updated = "killed", "", time.Now()
 		}
 	}
 	if f.real != nil {
@@ -1310,7 +1426,7 @@ func (f *Fake) imageJSON(req *http.Request, im *image) map[string]any {
 		"id": im.ID, "name": im.Name, "status": im.Status, "visibility": f.visibility(im), "protected": false, "os_hidden": false,
 		"container_format": "bare", "disk_format": "qcow2", "min_disk": 0, "min_ram": 0, "tags": []string{},
 		"owner": f.owner(im), "checksum": nil, "size": nil, "virtual_size": nil,
-		"created_at": im.Created.UTC().Format(time.RFC3339), "updated_at": time.Now().UTC().Format(time.RFC3339),
+		"created_at": im.Created.UTC().Format(time.RFC3339), "updated_at": im.updated().UTC().Format(time.RFC3339),
 		"self": "/v2/images/" + im.ID, "file": "/v2/images/" + im.ID + "/file", "schema": "/v2/schemas/image",
 	}
 	if im.Status == "active" {
@@ -1353,10 +1469,10 @@ func (f *Fake) image(w http.ResponseWriter, req *http.Request, r *region, p stri
 // filters on an image property of that name. The fake implements the first
 // group and refuses the rest, so a driver relying on one is noticed.
 var (
-	imageListParams = map[string]bool{"limit": true, "marker": true, "name": true, "status": true, "visibility": true, "owner": true}
-	imageListTodo   = map[string]bool{"id": true, "os_hidden": true, "member_status": true,
+	imageListParams = map[string]bool{"limit": true, "marker": true, "name": true, "status": true, "id": true, "updated_at": true, "visibility": true, "owner": true}
+	imageListTodo   = map[string]bool{"os_hidden": true, "member_status": true,
 		"size_min": true, "size_max": true, "sort": true, "sort_key": true, "sort_dir": true, "tag": true,
-		"created_at": true, "updated_at": true, "container_format": true, "disk_format": true, "protected": true}
+		"created_at": true, "container_format": true, "disk_format": true, "protected": true}
 )
 
 // defaultImagePage is Glance's limit_param_default.
@@ -1388,6 +1504,10 @@ func (f *Fake) listImages(w http.ResponseWriter, req *http.Request, r *region) {
 			props[k] = vs[0]
 		}
 	}
+	if _, err := dateFilter(q.Get("updated_at"), time.Time{}); err != nil {
+		writeErr(w, req.URL.Path, 400, "updated_at: "+err.Error())
+		return
+	}
 	all := make([]*image, 0, len(r.images))
 	for _, im := range r.images {
 		all = append(all, im)
@@ -1415,10 +1535,10 @@ func (f *Fake) listImages(w http.ResponseWriter, req *http.Request, r *region) {
 		if mark != nil && !after(im, mark) {
 			continue
 		}
-		if n := q.Get("name"); n != "" && im.Name != n {
+		if !inFilter(q.Get("name"), im.Name) || !inFilter(q.Get("status"), im.Status) || !inFilter(q.Get("id"), im.ID) {
 			continue
 		}
-		if st := q.Get("status"); st != "" && im.Status != st {
+		if ok, _ := dateFilter(q.Get("updated_at"), im.updated()); !ok {
 			continue
 		}
 		if v := q.Get("visibility"); v != "" && f.visibility(im) != v {
@@ -1448,6 +1568,33 @@ func (f *Fake) listImages(w http.ResponseWriter, req *http.Request, r *region) {
 		body["next"] = "/v2/images?" + next.Encode()
 	}
 	writeJSON(w, 200, body)
+}
+
+// inFilter applies one of Glance's list filters: a value, or "in:a,b,c"
+// (any of them); "" lets everything through.
+func inFilter(filter, v string) bool {
+	if filter == "" {
+		return true
+	}
+	if vs, ok := strings.CutPrefix(filter, "in:"); ok {
+		for _, x := range strings.Split(vs, ",") {
+			if x == v {
+				return true
+			}
+		}
+		return false
+	}
+	return filter == v
+}
+
+// SetImageStatus changes an image's status now, as Glance does when an
+// upload ends (its updated_at moves too).
+func (f *Fake) SetImageStatus(reg, id, status string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if im := f.region(reg).images[id]; im != nil {
+		im.Status, im.next, im.Updated = status, "", time.Now()
+	}
 }
 
 // AddImage adds an image made outside imagegen (an upload, another project's
@@ -1524,7 +1671,49 @@ func (f *Fake) patchImage(w http.ResponseWriter, req *http.Request, im *image) {
 			return
 		}
 	}
+	im.Updated = time.Now()
 	writeJSON(w, 200, f.imageJSON(req, im))
+}
+
+// updated is the image's updated_at.
+func (im *image) updated() time.Time {
+	if im.Updated.IsZero() {
+		return im.Created
+	}
+	return im.Updated
+}
+
+// dateFilter applies Glance's created_at / updated_at list filter,
+// "op:2026-12-07T18:22:14Z" with op one of gt, gte, eq, neq, lt, lte (Glance
+// keeps seconds); "" lets everything through.
+func dateFilter(filter string, t time.Time) (ok bool, err error) {
+	if filter == "" {
+		return true, nil
+	}
+	op, v, found := strings.Cut(filter, ":")
+	if !found {
+		op, v = "eq", filter
+	}
+	at, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return false, fmt.Errorf("invalid date %q: %w", v, err)
+	}
+	t = t.Truncate(time.Second)
+	switch op {
+	case "gt":
+		return t.After(at), nil
+	case "gte":
+		return !t.Before(at), nil
+	case "eq":
+		return t.Equal(at), nil
+	case "neq":
+		return !t.Equal(at), nil
+	case "lt":
+		return t.Before(at), nil
+	case "lte":
+		return !t.After(at), nil
+	}
+	return false, fmt.Errorf("invalid operator %q", op)
 }
 
 // ---- Cinder ----
