@@ -72,3 +72,37 @@ func (s *SharedLookups[T]) Get(ctx context.Context, key string, look func(contex
 	}
 	return l.val, nil
 }
+
+// Accounts holds what the builds of one account (one set of credentials in
+// one region) share — their pollers and look-ups — made on first use and
+// kept for the life of the Opener.
+type Accounts[V any] struct {
+	mu sync.Mutex
+	by map[string]V
+}
+
+// Get returns key's value, made with mk the first time key is asked.
+func (a *Accounts[V]) Get(key string, mk func() V) V {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.by == nil {
+		a.by = map[string]V{}
+	}
+	v, ok := a.by[key]
+	if !ok {
+		v = mk()
+		a.by[key] = v
+	}
+	return v
+}
+
+// Keys returns the keys of the accounts made so far, in no order.
+func (a *Accounts[V]) Keys() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	keys := make([]string, 0, len(a.by))
+	for k := range a.by {
+		keys = append(keys, k)
+	}
+	return keys
+}

@@ -84,3 +84,28 @@ func TestSharedLookups(t *testing.T) {
 		t.Errorf("a failure was kept: %v, %d look-ups", err, failed.Load()-before)
 	}
 }
+
+// TestAccounts: one value per key, made once however many ask at once.
+func TestAccounts(t *testing.T) {
+	var a Accounts[*int]
+	var made atomic.Int32
+	mk := func() *int { made.Add(1); n := 0; return &n }
+	var wg sync.WaitGroup
+	got := make([]*int, 20)
+	for i := range got {
+		wg.Add(1)
+		go func() { defer wg.Done(); got[i] = a.Get("k", mk) }()
+	}
+	wg.Wait()
+	for _, p := range got {
+		if p != got[0] {
+			t.Fatal("two builds of one account got different values")
+		}
+	}
+	if other := a.Get("other", mk); other == got[0] || made.Load() != 2 {
+		t.Errorf("made %d values for two keys (want 2); the other key's is the first's: %v", made.Load(), other == got[0])
+	}
+	if keys := a.Keys(); len(keys) != 2 {
+		t.Errorf("keys %v, want k and other", keys)
+	}
+}

@@ -77,7 +77,7 @@ func (o *Opener) Open(ctx context.Context, cred clouds.Credentials) (clouds.Clou
 		lo = append(lo, awsconfig.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(akid, cred.Password.Reveal(), "")))
 		key = accountKey(akid, cred.Password.Reveal())
 	}
-	acct := o.accts.get(key, o.newAccount)
+	acct := o.accts.Get(key, o.newAccount)
 	lo = append(lo, awsconfig.WithRetryer(func() aws.Retryer { return acct.retryer }))
 	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, lo...)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -58,25 +57,7 @@ const pageSize = 1000
 var liveStates = []string{"pending", "running", "stopping", "stopped", "shutting-down"}
 
 // accounts are an Opener's accounts, by credentials (accountKey).
-type accounts struct {
-	mu sync.Mutex
-	by map[string]*account
-}
-
-// get returns the account of key, made with mk the first time.
-func (a *accounts) get(key string, mk func() *account) *account {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.by == nil {
-		a.by = map[string]*account{}
-	}
-	acct := a.by[key]
-	if acct == nil {
-		acct = mk()
-		a.by[key] = acct
-	}
-	return acct
-}
+type accounts = clouds.Accounts[*account]
 
 // accountKey names the credentials of a build: the default chain's (one
 // account for every build), or the access key id and a digest of the secret

@@ -285,7 +285,7 @@ func TestAccountsAreShared(t *testing.T) {
 	if _, ok := a1.acct.describe.(*retry.AdaptiveMode); !ok || a1.acct.describe == a1.acct.retryer {
 		t.Errorf("the pollers' retryer %T: want an adaptive one of their own", a1.acct.describe)
 	}
-	for k := range o.accts.by {
+	for _, k := range o.accts.Keys() {
 		if strings.Contains(k, "secret-") {
 			t.Errorf("an account key holds the secret: %q", k)
 		}

@@ -67,7 +67,7 @@ func (o *Opener) Open(ctx context.Context, cred clouds.Credentials) (clouds.Clou
 	if o.ask || !cred.Password.IsZero() {
 		key = accountKey(ao.Password)
 	}
-	c := &Cloud{name: o.name, cfg: o.cfg, opts: o.opts, acct: o.accts.get(key, o.newAccount)}
+	c := &Cloud{name: o.name, cfg: o.cfg, opts: o.opts, acct: o.accts.Get(key, o.newAccount)}
 	eo := o.endpoint
 	for _, s := range []struct {
 		what string

@@ -29,24 +29,7 @@ type account struct {
 }
 
 // accounts are an Opener's accounts, by credentials (accountKey).
-type accounts struct {
-	mu sync.Mutex
-	by map[string]*account
-}
-
-func (a *accounts) get(key string, mk func() *account) *account {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.by == nil {
-		a.by = map[string]*account{}
-	}
-	acct := a.by[key]
-	if acct == nil {
-		acct = mk()
-		a.by[key] = acct
-	}
-	return acct
-}
+type accounts = clouds.Accounts[*account]
 
 // accountKey names the credentials of a build: clouds.yaml's (one account
 // for every build), or a digest of the password a build brought.
