@@ -30,7 +30,7 @@ func validateCycloneDX(t *testing.T, doc []byte) {
 	c := jsonschema.NewCompiler()
 	c.AssertFormat()
 	for _, name := range []string{"bom-1.6.schema.json", "spdx.schema.json", "jsf-0.82.schema.json"} {
-		f, err := os.Open(filepath.Join("manifest", "testdata", "schema", name))
+		f, err := os.Open(filepath.Join("..", "manifest", "testdata", "schema", name))
 		if err != nil {
 			t.Fatal(err)
 		}
