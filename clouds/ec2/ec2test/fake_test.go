@@ -136,8 +136,11 @@ func TestWithTheSDK(t *testing.T) {
 // at most 200 filter values a call, pages of MaxResults, ids invisible for a
 // while after RunInstances, and token buckets answering RequestLimitExceeded.
 func TestDescribeAtScale(t *testing.T) {
-	f := ec2test.New(ec2test.Options{Hidden: 150 * time.Millisecond,
-		Throttle: []ec2test.Throttle{{Actions: []string{"DescribeImages"}, Rate: 1, Burst: 2}}})
+	// Hidden for long enough that twelve launches on a loaded machine are
+	// all still hidden when the first describe calls come.
+	const hidden = time.Second
+	f := ec2test.New(ec2test.Options{Hidden: hidden,
+		Throttle: []ec2test.Throttle{{Actions: []string{"DescribeImages"}, Rate: 0.01, Burst: 2}}}) // refills in 100 s: none during the test
 	defer f.Close()
 	c := client(f)
 	ctx := context.Background()
@@ -157,6 +160,9 @@ func TestDescribeAtScale(t *testing.T) {
 		return c.DescribeInstances(ctx, in)
 	}
 	count := func(out *ec2.DescribeInstancesOutput) int {
+		if out == nil {
+			return -1
+		}
 		n := 0
 		for _, r := range out.Reservations {
 			n += len(r.Instances)
@@ -170,7 +176,7 @@ func TestDescribeAtScale(t *testing.T) {
 	if out, err := byFilter(ids, 0, nil); err != nil || count(out) != 0 {
 		t.Errorf("hidden ids by filter: %v, %d listed", err, count(out))
 	}
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(hidden + 50*time.Millisecond)
 	// Pages of 5: 5, 5, 2.
 	var pages []int
 	var token *string
