@@ -11,8 +11,11 @@ GOLANGCI := $(LINT_BIN)/golangci-lint
 
 .PHONY: unit lint golangci
 
+# -p 4: the slowest packages (the cloud drivers against their fakes) mostly
+# wait on timers, so four at a time on two cores keep the loop under a
+# minute (58 s with the default -p 2, 40 s with 4).
 unit:
-	$(GO) test -short -count=1 ./...
+	$(GO) test -short -count=1 -p 4 ./...
 
 # Checks the installed binary's module version each time (go version -m), so
 # a missing or other-version binary is rebuilt.

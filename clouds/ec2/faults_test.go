@@ -46,6 +46,9 @@ func TestFaults(t *testing.T) {
 		wantCode string
 		wantHint string
 		check    func(t *testing.T, f *ec2test.Fake)
+		// slow, when set, says why the case is left to the full run
+		// (make test), not make unit (go test -short).
+		slow string
 	}{
 		{
 			name: "security group in use for a while after termination",
@@ -60,6 +63,7 @@ func TestFaults(t *testing.T) {
 			name: "throttling storm on every call",
 			// More throttles in a row than the SDK's attempts: the driver's own retries carry on.
 			faults: []ec2test.Fault{{Code: "RequestLimitExceeded", Status: 503, Times: 25}},
+			slow:   "about 50 s: after 25 throttles the SDK's adaptive retryer sends the account's calls at its floor of 0.5 a second until they succeed again",
 			check: func(t *testing.T, f *ec2test.Fake) {
 				if n := len(f.Requests()); n < 40 {
 					t.Errorf("only %d requests: the storm did not happen", n)
@@ -134,6 +138,9 @@ func TestFaults(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.slow != "" && testing.Short() {
+				t.Skip("slow, runs in make test: " + tc.slow)
+			}
 			f := newFake(t, tc.opts)
 			for _, flt := range tc.faults {
 				f.Inject(flt)
