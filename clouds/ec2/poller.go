@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -76,13 +78,14 @@ func (o *Opener) newAccount() *account {
 	timeout := 4 * o.cfg.RequestTimeout
 	a := &account{retryer: o.newRetryer(), describe: o.newRetryer()}
 	opt := func(eo *ec2.Options) { eo.Retryer = a.describe }
+	var unlistedInstances, unlistedImages unlisted
 	a.instances = clouds.NewPoller(clouds.PollerConfig[API, types.Instance]{
 		Fetch: func(ctx context.Context, api API, ids []string) (map[string]types.Instance, int, error) {
-			return describeInstances(ctx, api, ids, opt)
+			return describeInstances(ctx, api, ids, &unlistedInstances, opt)
 		}, Every: every, First: first, Timeout: timeout, Burst: pollBurst})
 	a.images = clouds.NewPoller(clouds.PollerConfig[API, types.Image]{
 		Fetch: func(ctx context.Context, api API, ids []string) (map[string]types.Image, int, error) {
-			return describeImages(ctx, api, ids, opt)
+			return describeImages(ctx, api, ids, &unlistedImages, opt)
 		}, Every: every, First: first, Timeout: timeout, Burst: pollBurst})
 	return a
 }
@@ -118,8 +121,9 @@ func (o *Opener) newRetryer() aws.Retryer {
 // id EC2 does not know yet is absent, where InstanceIds would fail the
 // whole call with InvalidInstanceID.NotFound), in calls of 200 ids; more
 // than 200 waiting, every live imagegen instance of the region in pages of
-// 1 000, then by id those it did not list (not visible yet, or terminated).
-func describeInstances(ctx context.Context, api API, ids []string, opts ...func(*ec2.Options)) (map[string]types.Instance, int, error) {
+// 1 000, then by id those it listed before and misses now (terminated), and
+// those it has never listed every freshLooks looks (unlisted.pick).
+func describeInstances(ctx context.Context, api API, ids []string, u *unlisted, opts ...func(*ec2.Options)) (map[string]types.Instance, int, error) {
 	found := make(map[string]types.Instance, len(ids))
 	calls := 0
 	describe := func(in *ec2.DescribeInstancesInput) error {
@@ -147,7 +151,7 @@ func describeInstances(ctx context.Context, api API, ids []string, opts ...func(
 		if err != nil {
 			return nil, calls, err
 		}
-		rest = absent(ids, found)
+		rest = u.pick(ids, func(id string) (time.Time, bool) { _, ok := found[id]; return time.Time{}, ok })
 	}
 	for _, chunk := range clouds.Chunks(rest, maxFilterValues) {
 		err := describe(&ec2.DescribeInstancesInput{MaxResults: aws.Int32(pageSize), Filters: []types.Filter{
@@ -161,9 +165,13 @@ func describeInstances(ctx context.Context, api API, ids []string, opts ...func(
 
 // describeImages looks at images ids as describeInstances does instances:
 // by image-id filter, 200 a call; more than 200 waiting, first every
-// pending imagegen image of the account (what a waiting build waits on is
-// pending until it is not), then by id those it did not list.
-func describeImages(ctx context.Context, api API, ids []string, opts ...func(*ec2.Options)) (map[string]types.Image, int, error) {
+// imagegen image of the account created in the hours the waiting ones were
+// (the creation-date filter, an hour a value: the images a build waits on
+// are listed whatever their state, so one that turned available or failed
+// needs no second call), then by id those unlisted.pick chooses: listed
+// before and missed now (deregistered), or never listed in freshLooks looks
+// (EC2 does not show them yet, or they were made long ago).
+func describeImages(ctx context.Context, api API, ids []string, u *unlisted, opts ...func(*ec2.Options)) (map[string]types.Image, int, error) {
 	found := make(map[string]types.Image, len(ids))
 	calls := 0
 	describe := func(in *ec2.DescribeImagesInput) error {
@@ -184,12 +192,31 @@ func describeImages(ctx context.Context, api API, ids []string, opts ...func(*ec
 	}
 	rest := ids
 	if len(ids) > maxFilterValues {
-		err := describe(&ec2.DescribeImagesInput{Owners: []string{"self"}, MaxResults: aws.Int32(pageSize), Filters: []types.Filter{
-			buildFilter(""), {Name: aws.String("state"), Values: []string{string(types.ImageStatePending)}}}})
+		broad := func(f types.Filter) error {
+			return describe(&ec2.DescribeImagesInput{Owners: []string{"self"}, MaxResults: aws.Int32(pageSize), Filters: []types.Filter{buildFilter(""), f}})
+		}
+		pending := types.Filter{Name: aws.String("state"), Values: []string{string(types.ImageStatePending)}}
+		var err error
+		if u.byState() {
+			err = broad(pending)
+		} else if err = broad(types.Filter{Name: aws.String("creation-date"), Values: u.hours(ids, time.Now())}); codeOf(err) == "InvalidParameterValue" {
+			// An EC2-compatible cloud that does not know the filter: list
+			// the pending images instead (those that turned available or
+			// failed are then looked at by id).
+			u.noCreationDate()
+			err = broad(pending)
+		}
 		if err != nil {
 			return nil, calls, err
 		}
-		rest = absent(ids, found)
+		rest = u.pick(ids, func(id string) (time.Time, bool) {
+			im, ok := found[id]
+			if !ok {
+				return time.Time{}, false
+			}
+			created, _ := time.Parse(time.RFC3339, aws.ToString(im.CreationDate))
+			return created, true
+		})
 	}
 	for _, chunk := range clouds.Chunks(rest, maxFilterValues) {
 		err := describe(&ec2.DescribeImagesInput{Owners: []string{"self"}, MaxResults: aws.Int32(pageSize), Filters: []types.Filter{
@@ -197,20 +224,133 @@ func describeImages(ctx context.Context, api API, ids []string, opts ...func(*ec
 		if err != nil {
 			return nil, calls, err
 		}
+		for _, id := range chunk {
+			if im, ok := found[id]; ok {
+				created, _ := time.Parse(time.RFC3339, aws.ToString(im.CreationDate))
+				u.seen(id, created)
+			}
+		}
 	}
 	return found, calls, nil
 }
 
-// absent are the ids not in found.
-func absent[T any](ids []string, found map[string]T) []string {
+// unlisted decides which of the waiting ids a broad look (every live
+// imagegen instance; every imagegen image created in the waiting ones'
+// hours) did not list are worth a look by id. An id a broad look listed
+// before and misses now has changed (the instance terminated, the image was
+// deregistered): it is looked at at once. An id no broad look has listed
+// yet is most likely one EC2 does not show yet (eventual consistency, right
+// after it was made), which a look by id would miss too: while builds start
+// one after another, looking up the newest of them by id made every look
+// two calls. It is looked at by id once freshLooks broad looks in a row
+// missed it (a resource that changed before it was ever listed, or one an
+// earlier worker made long ago).
+type unlisted struct {
+	mu      sync.Mutex
+	pending bool                 // the cloud refused the creation-date filter: list pending images
+	listed  map[string]time.Time // listed: when it was created (images; zero for instances)
+	missed  map[string]int       // never listed: broad looks in a row that missed it
+	created map[string]time.Time // found by id, not listed yet: when it was created
+}
+
+// freshLooks is how many broad looks in a row may miss an id no broad look
+// has listed before it is looked at by id.
+const freshLooks = 3
+
+// maxHours is the most creation hours a broad look of images names; past
+// it (images waited on for days), the look names every hour it can, the
+// newest first, and the rest are looked at by id.
+const maxHours = 48
+
+// pick records what a broad look listed (listed reports whether it listed
+// an id, and when that was created) and returns the waiting ids to look at
+// by id. Ids no longer waiting are forgotten.
+func (u *unlisted) pick(ids []string, listed func(id string) (time.Time, bool)) []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	was, missed, created := u.listed, u.missed, u.created
+	u.listed, u.missed, u.created = make(map[string]time.Time, len(ids)), map[string]int{}, map[string]time.Time{}
 	var out []string
 	for _, id := range ids {
-		if _, ok := found[id]; !ok {
+		if at, ok := listed(id); ok {
+			u.listed[id] = at
+			continue
+		}
+		if at, ok := created[id]; ok {
+			u.created[id] = at // found by id: its hour is in the next look
+		}
+		if _, ok := was[id]; ok {
 			out = append(out, id)
+			continue
+		}
+		if n := missed[id] + 1; n >= freshLooks {
+			out = append(out, id)
+		} else {
+			u.missed[id] = n
 		}
 	}
 	return out
 }
+
+// noCreationDate records that the cloud refused the creation-date filter.
+func (u *unlisted) noCreationDate() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.pending = true
+}
+
+// byState reports whether a broad look of images lists the pending ones
+// (the cloud refused the creation-date filter).
+func (u *unlisted) byState() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.pending
+}
+
+// seen records when an image found by id was created, so the next broad
+// look names its hour.
+func (u *unlisted) seen(id string, created time.Time) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.created == nil {
+		u.created = map[string]time.Time{}
+	}
+	u.created[id] = created
+}
+
+// hours are the creation-date filter's values for a broad look of images
+// at time now: the hour of every waiting image a look has seen, and the
+// hours of the last and the next few minutes (an image made just now, by
+// EC2's clock) for those never seen.
+func (u *unlisted) hours(ids []string, now time.Time) []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	set := map[string]time.Time{}
+	add := func(t time.Time) {
+		h := t.UTC().Truncate(time.Hour)
+		set[h.Format("2006-01-02T15")+"*"] = h
+	}
+	for _, d := range []time.Duration{-clockSkew, 0, clockSkew} {
+		add(now.Add(d))
+	}
+	for _, id := range ids {
+		if at, ok := u.listed[id]; ok && !at.IsZero() {
+			add(at)
+		} else if at, ok := u.created[id]; ok && !at.IsZero() {
+			add(at)
+		}
+	}
+	out := make([]string, 0, len(set))
+	for v := range set {
+		out = append(out, v)
+	}
+	slices.SortFunc(out, func(a, b string) int { return set[b].Compare(set[a]) }) // newest first
+	return out[:min(len(out), maxHours)]
+}
+
+// clockSkew is how far EC2's clock and this machine's may be apart, for
+// the creation hour of an image made just now.
+const clockSkew = 5 * time.Minute
 
 // notFoundLooks is how many looks in a row may miss a new instance (EC2 is
 // eventually consistent: right after RunInstances, describing it may not

@@ -50,6 +50,10 @@ type Options struct {
 	// DependencyLinger keeps a deleted instance's security groups "in use"
 	// for this long after it is terminated, as EC2 does for a while.
 	DependencyLinger time.Duration
+	// NoFilters are filter names DescribeImages refuses with
+	// InvalidParameterValue, as an EC2-compatible cloud that does not know
+	// them does.
+	NoFilters []string
 	// Hidden keeps a new instance or image out of every Describe answer for
 	// this long, as EC2's eventual consistency does: by id it is
 	// InvalidInstanceID.NotFound (InvalidAMIID.NotFound), by filter absent.
@@ -809,7 +813,7 @@ func (f *Fake) imageNode(im *image) node {
 		bdm = append(bdm, el("item", tx("deviceName", dev), el("ebs", tx("snapshotId", s), tx("deleteOnTermination", "true"))))
 	}
 	kids := []node{tx("imageId", im.id), tx("imageState", im.state), tx("name", im.name), tx("imageOwnerId", im.ownerID()),
-		tx("creationDate", im.created.UTC().Format("2006-01-02T15:04:05.000Z")), tx("isPublic", strconv.FormatBool(im.public)),
+		tx("creationDate", im.created.UTC().Format(creationDate)), tx("isPublic", strconv.FormatBool(im.public)),
 		tx("sourceInstanceId", im.source), tx("rootDeviceName", "/dev/sda1"), tx("rootDeviceType", "ebs"),
 		el("blockDeviceMapping", bdm...), tagSet(im.tags)}
 	if im.reason != "" {
@@ -823,6 +827,10 @@ var (
 	instanceType = regexp.MustCompile(`^[a-z0-9-]+\.[a-z0-9]+$`)
 )
 
+// creationDate is how EC2 writes an image's creation time (and matches the
+// creation-date filter against it: "2021-09-29T*" is a day).
+const creationDate = "2006-01-02T15:04:05.000Z"
+
 func validAMI(id string) bool { return amiID.MatchString(id) }
 
 // describeImages answers as EC2 does: by id, owner and filters, sorted (by
@@ -834,6 +842,11 @@ func (f *Fake) describeImages(form url.Values, now time.Time) ([]node, *apiError
 	fs := filters(form)
 	if e := filterLimit(fs); e != nil {
 		return nil, e
+	}
+	for _, fl := range fs {
+		if contains(f.opts.NoFilters, fl.name) {
+			return nil, errf("InvalidParameterValue", "The filter '%s' is invalid", fl.name)
+		}
 	}
 	page, paged := 0, form.Get("MaxResults") != "" || form.Get("NextToken") != ""
 	if v := form.Get("MaxResults"); v != "" {
@@ -905,7 +918,8 @@ func (f *Fake) describeImages(form url.Values, now time.Time) ([]node, *apiError
 		if after != "" && after != BaseImage && id <= after {
 			continue
 		}
-		if !match(fs, im.tags, map[string]string{"image-id": im.id, "name": im.name, "state": im.state, "owner-id": im.ownerID(), "is-public": strconv.FormatBool(im.public)}) {
+		if !match(fs, im.tags, map[string]string{"image-id": im.id, "name": im.name, "state": im.state, "owner-id": im.ownerID(), "is-public": strconv.FormatBool(im.public),
+			"creation-date": im.created.UTC().Format(creationDate)}) {
 			continue
 		}
 		if paged && page > 0 && len(items) == page {
