@@ -35,6 +35,7 @@ type Cloud struct {
 	added                     []BaseImage // base images AddBaseImage added
 	faults                    map[Op][]*faultState
 	calls                     []string
+	onLaunch                  func(build string, at time.Time)
 }
 
 var _ clouds.Cloud = (*Cloud)(nil)
@@ -127,6 +128,16 @@ func (c *Cloud) Calls() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.calls)
+}
+
+// OnLaunch calls fn with the build and the time of every Launch request, as
+// it arrives (before any API call of it), for benchmarks that time the way
+// to a cloud's first call; nil stops it. fn must be quick and safe for
+// concurrent use.
+func (c *Cloud) OnLaunch(fn func(build string, at time.Time)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.onLaunch = fn
 }
 
 // retry is the fake's own retry policy for transient API errors: quick, so

@@ -333,3 +333,39 @@ func TestConcurrentBuilds(t *testing.T) {
 }
 
 func slogTo(w *strings.Builder) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
+
+// OnLaunch sees every Launch request as it arrives, before its first API
+// call: even one that a fault at that call fails.
+func TestOnLaunch(t *testing.T) {
+	ctx := context.Background()
+	c := simulated.New(fast)
+	var mu sync.Mutex
+	seen := map[string]time.Time{}
+	c.OnLaunch(func(build string, at time.Time) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[build] = at
+	})
+	before := time.Now()
+	c.Inject(simulated.OpImportKey, simulated.Fault{Err: errors.New("no"), Times: 1})
+	if err := c.Launch(ctx, launchReq("b-1"), &clouds.Instance{}); err == nil {
+		t.Fatal("the injected fault did not fail the launch")
+	}
+	if err := c.Launch(ctx, launchReq("b-2"), &clouds.Instance{}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	for _, b := range []string{"b-1", "b-2"} {
+		if at, ok := seen[b]; !ok || at.Before(before) {
+			t.Errorf("launch of %s: seen %v at %v", b, ok, at)
+		}
+	}
+	mu.Unlock()
+	c.OnLaunch(nil)
+	if err := c.Launch(ctx, launchReq("b-3"), &clouds.Instance{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := seen["b-3"]; ok {
+		t.Error("seen after OnLaunch(nil)")
+	}
+}

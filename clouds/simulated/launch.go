@@ -13,6 +13,13 @@ import (
 // Launch implements clouds.Cloud: a key pair, then a server, each recorded in
 // inst before the fake "boots" it for LaunchDelay+SSHDelay.
 func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clouds.Instance) error {
+	at := time.Now()
+	c.mu.Lock()
+	onLaunch := c.onLaunch
+	c.mu.Unlock()
+	if onLaunch != nil {
+		onLaunch(req.Build, at)
+	}
 	log := logger(req.Log)
 	if inst.Build == "" {
 		inst.Build = req.Build

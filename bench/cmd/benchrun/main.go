@@ -35,6 +35,7 @@ var benchmarks = []benchmark{
 	{"BenchmarkScale", "5-scale", "Scale in one process"},
 	{"BenchmarkManifest", "6-manifest", "Image manifests"},
 	{"BenchmarkAPICalls", "7-apicalls", "Cloud API calls at scale"},
+	{"BenchmarkFirstCall", "8-firstcall", "Delivery to first cloud call"},
 }
 
 func main() {
