@@ -13,9 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/imagegen/imagegen/builder/spec"
 	"github.com/imagegen/imagegen/builds"
@@ -160,15 +158,7 @@ func (q stampQueue) EnqueueBuild(ctx context.Context, build, cloud string, pw se
 func addWorker(tb testing.TB, s *service, st *stamps) *queue.Worker {
 	tb.Helper()
 	cfg := s.cfg
-	opt, err := asynq.ParseRedisURI(cfg.Redis)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
-	if !ok {
-		tb.Fatal("redis: not a UniversalClient")
-	}
-	tb.Cleanup(func() { rdb.Close() })
+	rdb := redisClient(tb, cfg.Redis)
 	log := slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	sealer, err := queue.NewSealer(cfg.EncryptionKey)
 	if err != nil {

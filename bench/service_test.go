@@ -87,17 +87,8 @@ clouds:%s`, s.redis.URL, ac.AppID, ac.PrivateKeyFile, webhookSecret, s.gh.URL(),
 	cfg := configtest.Config(tb, yml)
 	s.cfg = cfg
 
-	// The Redis client exactly as cmd/imagegen makes it.
-	opt, err := asynq.ParseRedisURI(cfg.Redis)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
-	if !ok {
-		tb.Fatal("redis: not a UniversalClient")
-	}
+	rdb := redisClient(tb, cfg.Redis)
 	s.rdb = rdb
-	tb.Cleanup(func() { rdb.Close() })
 	switch o.durability {
 	case config.DurabilityFsync:
 		if err := rdb.ConfigSet(context.Background(), "appendfsync", "always").Err(); err != nil {
@@ -291,4 +282,20 @@ func (l *leanSender) close() {
 			return
 		}
 	}
+}
+
+// redisClient is the Redis client exactly as cmd/imagegen makes it, closed
+// when the benchmark ends.
+func redisClient(tb testing.TB, uri string) redis.UniversalClient {
+	tb.Helper()
+	opt, err := asynq.ParseRedisURI(uri)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		tb.Fatal("redis: not a UniversalClient")
+	}
+	tb.Cleanup(func() { rdb.Close() })
+	return rdb
 }

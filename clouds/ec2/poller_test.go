@@ -67,6 +67,22 @@ func runInstances(t *testing.T, c *Cloud, n int) []string {
 	return ids
 }
 
+// createImages makes an image of each instance, tagged as a build's,
+// straight through the API.
+func createImages(t *testing.T, c *Cloud, instances []string) []string {
+	t.Helper()
+	images := make([]string, len(instances))
+	for i, id := range instances {
+		out, err := c.api.CreateImage(context.Background(), &ec2.CreateImageInput{InstanceId: aws.String(id), Name: aws.String(fmt.Sprintf("img-%d", i)),
+			TagSpecifications: tagSpec(map[string]string{clouds.TagBuild: fmt.Sprintf("poll-%04d", i)}, types.ResourceTypeImage)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		images[i] = aws.ToString(out.ImageId)
+	}
+	return images
+}
+
 // waitAll waits for every id with wait, at once, and returns the errors.
 func waitAll(ids []string, wait func(id string) error) []error {
 	errs := make([]error, len(ids))
@@ -222,15 +238,7 @@ func TestImagesShareBatchedCalls(t *testing.T) {
 	c := openPolled(t, f, false, "")
 	ctx := context.Background()
 	ids := runInstances(t, c, 250)
-	images := make([]string, len(ids))
-	for i, id := range ids {
-		out, err := c.api.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String(id), Name: aws.String(fmt.Sprintf("img-%d", i)),
-			TagSpecifications: tagSpec(map[string]string{clouds.TagBuild: fmt.Sprintf("poll-%04d", i)}, types.ResourceTypeImage)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		images[i] = aws.ToString(out.ImageId)
-	}
+	images := createImages(t, c, ids)
 	before := f.Calls("DescribeImages")
 	recorded := make([]*clouds.Image, len(images))
 	errs := waitAll(images, func(id string) error {
@@ -489,15 +497,7 @@ func TestImagesWithoutCreationDateFilter(t *testing.T) {
 	c := openPolled(t, f, false, "")
 	ctx := context.Background()
 	ids := runInstances(t, c, 210)
-	images := make([]string, len(ids))
-	for i, id := range ids {
-		out, err := c.api.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: aws.String(id), Name: aws.String(fmt.Sprintf("img-%d", i)),
-			TagSpecifications: tagSpec(map[string]string{clouds.TagBuild: fmt.Sprintf("poll-%04d", i)}, types.ResourceTypeImage)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		images[i] = aws.ToString(out.ImageId)
-	}
+	images := createImages(t, c, ids)
 	errs := waitAll(images, func(id string) error { return c.waitImage(ctx, &clouds.Image{ID: id}) })
 	if err := errors.Join(errs...); err != nil {
 		t.Fatalf("waits failed: %v", err)
