@@ -61,8 +61,11 @@ func polledBuild(c *openstack.Cloud, t *testing.T, id string) error {
 func TestWaitsShareBatchedCalls(t *testing.T) {
 	for _, n := range []int{1, 150} {
 		t.Run(fmt.Sprintf("%d builds", n), func(t *testing.T) {
+			// Snapshots take 1 s so that, on a loaded machine too, more than
+			// 100 builds wait on their images at once (with 300 ms, at most
+			// 83 of 150 did at load 6).
 			f := newFake(t, openstacktest.Options{ServerQuota: 1000, BootDelay: 300 * time.Millisecond,
-				StopDelay: 100 * time.Millisecond, SnapshotDelay: 300 * time.Millisecond})
+				StopDelay: 100 * time.Millisecond, SnapshotDelay: time.Second})
 			c := openPolled(t, f)
 			start := time.Now()
 			errs := make([]error, n)
