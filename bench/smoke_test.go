@@ -54,3 +54,39 @@ func TestStreamChildCountsEveryByte(t *testing.T) {
 		t.Errorf("child report %+v", out)
 	}
 }
+
+// TestStudyChildModes runs each of BenchmarkLogStreamStudy's child modes on
+// 1 MiB: each counts every byte, x/crypto/ssh alone negotiates the cipher it
+// was given, and the allocations are reported.
+func TestStudyChildModes(t *testing.T) {
+	d := servicetest.StartSSHD(t)
+	key := d.WriteClientKey(t)
+	const n = 1 << 20
+	for _, tc := range []struct {
+		env   []string
+		state string // "lines": sshexec alone; the builder's run otherwise
+	}{
+		{[]string{"IMAGEGEN_BENCH_MODE=lines"}, "lines"},
+		{[]string{"IMAGEGEN_BENCH_MODE=lines", "IMAGEGEN_BENCH_REDACT=1"}, "lines"},
+		{[]string{"IMAGEGEN_BENCH_MODE=per-line"}, "succeeded"},
+		{[]string{"IMAGEGEN_BENCH_MODE=count"}, "succeeded"},
+	} {
+		env := tc.env
+		out := runChild(t, d, key, n, "", false, env...)
+		if out.State != tc.state {
+			t.Errorf("%v: state %q, want %q", env, out.State, tc.state)
+		}
+		if out.Bytes != n && out.Bytes != n+1 {
+			t.Errorf("%v: %d bytes; the script printed %d", env, out.Bytes, n)
+		}
+		if out.Lines != (n+lineLen-1)/lineLen || out.AllocBytes == 0 || out.StartFile == 0 {
+			t.Errorf("%v: child report %+v", env, out)
+		}
+	}
+	for _, c := range []string{"chacha20-poly1305@openssh.com", "aes128-ctr"} {
+		out := runChild(t, d, key, n, "", true, "IMAGEGEN_BENCH_CIPHER="+c, "IMAGEGEN_BENCH_MAC=hmac-sha2-256-etm@openssh.com", "IMAGEGEN_BENCH_READ=4096")
+		if out.Bytes != n || out.State != c {
+			t.Errorf("x/crypto/ssh alone with %s: %d bytes, negotiated %q", c, out.Bytes, out.State)
+		}
+	}
+}

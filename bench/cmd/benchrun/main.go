@@ -32,6 +32,7 @@ var benchmarks = []benchmark{
 	{"BenchmarkOrchestration", "2-orchestration", "Orchestration overhead"},
 	{"BenchmarkNoticing", "3-noticing", "Noticing"},
 	{"BenchmarkLogStream", "4-logstream", "Log streaming"},
+	{"BenchmarkLogStreamStudy", "4b-logstream-study", "Log streaming: what each part costs"},
 	{"BenchmarkScale", "5-scale", "Scale in one process"},
 	{"BenchmarkManifest", "6-manifest", "Image manifests"},
 	{"BenchmarkAPICalls", "7-apicalls", "Cloud API calls at scale"},
