@@ -120,6 +120,24 @@ func (c *Cloud) Live() []clouds.Resource {
 	return out
 }
 
+// Count returns how many resources of kind (clouds.KindServer, …) exist
+// now: Live's length for one kind, without copying the resources, for load
+// runs that watch thousands of builds.
+func (c *Cloud) Count(kind string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if save, err := c.syncState(); err == nil {
+		defer func() { _ = save() }() // best effort: a read-only count
+	}
+	n := 0
+	for _, r := range c.resources {
+		if r.Kind == kind {
+			n++
+		}
+	}
+	return n
+}
+
 // Calls returns the ordered log of what happened: "create key-pair kp-1",
 // "create server srv-2", "stop server srv-2", "create image sim-…",
 // "delete server srv-2". Failed calls and status checks are not in it.
