@@ -38,6 +38,9 @@ func benchScale(b *testing.B) {
 			launch, rssGoal, finish = 10*time.Minute, 512<<20, true
 		}
 	}
+	if os.Getenv("IMAGEGEN_BENCH_SCALE_FINISH") == "0" { // the memory figures alone
+		finish = false
+	}
 	if v := os.Getenv("IMAGEGEN_BENCH_SCALE_LAUNCH"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {

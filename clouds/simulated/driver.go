@@ -27,6 +27,10 @@ type Cloud struct {
 	rng       *mrand.Rand
 	seq       int
 	resources map[string]*resource // by id
+	// byBuild indexes the resources tagged with a build by that build, so
+	// Leftovers of one build does not look at every resource (10 000
+	// builds starting at once made that quadratic).
+	byBuild map[string][]*resource
 	images    map[string]*image    // by id; with a state file, read on first use (imgs)
 	// With a state file: whether images holds the file's images, whether
 	// they changed since, and why they could not be read.
@@ -65,6 +69,7 @@ func New(opts Options) *Cloud {
 		prefix:    prefix,
 		rng:       rng,
 		resources: map[string]*resource{},
+		byBuild:   map[string][]*resource{},
 		images:    map[string]*image{},
 		faults:    map[Op][]*faultState{},
 	}
@@ -182,9 +187,32 @@ func (c *Cloud) createLocked(kind, idPrefix, name, build string, tags map[string
 		readyAt:  readyAt,
 		seq:      c.seq,
 	}
-	c.resources[r.ID] = r
+	c.addLocked(r)
 	c.calls = append(c.calls, "create "+kind+" "+r.ID)
 	return r
+}
+
+// addLocked adds r to the resources and their index; c.mu is held.
+func (c *Cloud) addLocked(r *resource) {
+	c.resources[r.ID] = r
+	if b := r.tags[clouds.TagBuild]; b != "" {
+		c.byBuild[b] = append(c.byBuild[b], r)
+	}
+}
+
+// deleteLocked removes r from the resources and their index; c.mu is held.
+func (c *Cloud) deleteLocked(r *resource) {
+	delete(c.resources, r.ID)
+	b := r.tags[clouds.TagBuild]
+	if b == "" {
+		return
+	}
+	rs := slices.DeleteFunc(c.byBuild[b], func(x *resource) bool { return x == r })
+	if len(rs) == 0 {
+		delete(c.byBuild, b)
+	} else {
+		c.byBuild[b] = rs
+	}
 }
 
 // Server and image states.
