@@ -31,7 +31,7 @@ type Cloud struct {
 	// Leftovers of one build does not look at every resource (10 000
 	// builds starting at once made that quadratic).
 	byBuild map[string][]*resource
-	images    map[string]*image    // by id; with a state file, read on first use (imgs)
+	images  map[string]*image // by id; with a state file, read on first use (imgs)
 	// With a state file: whether images holds the file's images, whether
 	// they changed since, and why they could not be read.
 	imagesLoaded, imagesDirty bool
