@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -62,7 +63,12 @@ type workerStats struct {
 	HWM        int64         `json:"hwm,omitempty"` // VmHWM
 	RSS        int64         `json:"rss,omitempty"` // VmRSS
 	CPU        time.Duration `json:"cpu,omitempty"`
-	Error      string        `json:"error,omitempty"`
+	// Sweeps is how many sweeps are over; the last took SweepWall, while
+	// the process used SweepCPU.
+	Sweeps    int           `json:"sweeps"`
+	SweepCPU  time.Duration `json:"sweep_cpu,omitempty"`
+	SweepWall time.Duration `json:"sweep_wall,omitempty"`
+	Error     string        `json:"error,omitempty"`
 }
 
 func scaleWorkerMain() int {
@@ -106,12 +112,31 @@ func scaleWorkerMain() int {
 	}
 	st := store.New(rdb, cfg.Build.Retention, cfg.Build.LogLimit)
 	d := builds.Deps{Config: cfg, Store: st, Queue: qc, Logger: log, Metrics: builds.NewMetrics(prometheus.NewRegistry()), GitHub: gh}
+	// The sweep runs as the worker's loop runs it (10 s after the start,
+	// then every build.sweep_interval), here, so the parent knows when the
+	// first is over: it lists every resource, and is kept out of the window.
 	w, err := queue.NewWorker(queue.WorkerOptions{Config: cfg, Redis: rdb, Logger: log, Sealer: sealer,
 		Deliveries: builds.NewDeliveries(github.ParseDelivery, builds.NewPlanner(d), builds.NewReruns(d)),
-		Runner:     builds.NewRunner(d), Sweeper: builds.NewSweeper(d, qc)})
+		Runner:     builds.NewRunner(d)})
 	if err != nil {
 		return fail(err)
 	}
+	sweeper := builds.NewSweeper(d, qc)
+	var sweepMu sync.Mutex
+	var sweeps int
+	var sweepCPU, sweepWall time.Duration
+	go func() {
+		wait := 10 * time.Second
+		for {
+			time.Sleep(wait)
+			wait = cfg.Build.SweepInterval
+			cpu0, t0 := CPUTime(), time.Now()
+			_, _ = sweeper.Sweep(context.Background())
+			sweepMu.Lock()
+			sweeps, sweepCPU, sweepWall = sweeps+1, CPUTime()-cpu0, time.Since(t0)
+			sweepMu.Unlock()
+		}
+	}()
 	var sims []*simulated.Cloud
 	for _, name := range slices.Sorted(func(yield func(string) bool) {
 		for n := range cfg.Clouds {
@@ -141,6 +166,9 @@ func scaleWorkerMain() int {
 	for sc.Scan() {
 		cmd, arg, _ := strings.Cut(sc.Text(), " ")
 		ans := workerStats{Servers: servers()}
+		sweepMu.Lock()
+		ans.Sweeps, ans.SweepCPU, ans.SweepWall = sweeps, sweepCPU, sweepWall
+		sweepMu.Unlock()
 		err := error(nil)
 		switch cmd {
 		case "servers":
