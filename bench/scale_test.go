@@ -50,7 +50,7 @@ func benchScale(b *testing.B) {
 	}
 	const snapshotDelay = time.Second
 	builds := pushes * gens * 2
-	res := &Result{ID: "5-scale", Title: "Scale in one process", Started: time.Now()}
+	res := &Result{ID: "5-scale", Title: "Scale in one worker", Started: time.Now()}
 	cl := fmt.Sprintf("\n  sim-a: {type: simulated, launch_delay: %s, snapshot_delay: %s}\n  sim-b: {type: simulated, launch_delay: %s, snapshot_delay: %s}\n", launch, snapshotDelay, launch, snapshotDelay)
 	// The server, the fake GitHub and the load generator in this process;
 	// the worker in a child of its own (scaleworker_test.go).

@@ -32,7 +32,7 @@ var benchmarks = []benchmark{
 	{"BenchmarkOrchestration", "2-orchestration", "Orchestration overhead"},
 	{"BenchmarkNoticing", "3-noticing", "Noticing"},
 	{"BenchmarkLogStream", "4-logstream", "Log streaming"},
-	{"BenchmarkScale", "5-scale", "Scale in one process"},
+	{"BenchmarkScale", "5-scale", "Scale in one worker"},
 	{"BenchmarkManifest", "6-manifest", "Image manifests"},
 	{"BenchmarkAPICalls", "7-apicalls", "Cloud API calls at scale"},
 }
