@@ -195,11 +195,11 @@ func (p *pipeline) begin() error {
 // many were started (each gets its cleanup).
 func (p *pipeline) runSteps(ctx context.Context, steps []step) (done int, err error) {
 	for i := range steps {
-		if err = ctx.Err(); err != nil {
+		if err := ctx.Err(); err != nil {
 			return done, err
 		}
 		done++
-		if err = p.runPhase(ctx, &steps[i]); err != nil {
+		if err := p.runPhase(ctx, &steps[i]); err != nil {
 			return done, stepError(steps[i].phase, err)
 		}
 	}
