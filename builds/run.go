@@ -84,6 +84,10 @@ func (r *Runner) begin(ctx context.Context, req RunRequest) (*run, error) {
 		// Done before: a retry whose report failed, or a duplicate. Report again.
 		return nil, r.rep.Report(ctx, gh, b.ID, req.Cloud)
 	}
+	// From here the run reads the build's meta only (reports read the
+	// record afresh): its clouds' parts are not held while the build waits
+	// on its cloud, for minutes, thousands at once.
+	b.Clouds = nil
 	return &run{Runner: r, req: req, b: b, sp: sp, gh: gh,
 		log: r.d.Logger.With("build", b.ID, "generator", b.Generator, "cloud", req.Cloud, "repo", b.Repo, "sha", b.Commit)}, nil
 }
