@@ -180,6 +180,10 @@ func keyFileName(cfg config.GitHub) string {
 	return "github.private_key"
 }
 
+// newTransport is http.DefaultTransport keeping more idle connections to
+// GitHub: a push's plan and a worker's builds call it in bursts (a status per
+// build and phase), and the default of 2 per host made most of a burst's
+// calls open a new TLS connection.
 // MaxConns is how many connections to GitHub the client opens at most; more
 // requests at once wait for one. GitHub allows no more than 100 concurrent
 // requests (its secondary rate limit), and a worker whose thousands of
@@ -188,10 +192,6 @@ func keyFileName(cfg config.GitHub) string {
 // 100 MiB while a slow GitHub answered.
 const MaxConns = 64
 
-// newTransport is http.DefaultTransport keeping more idle connections to
-// GitHub: a push's plan and a worker's builds call it in bursts (a status per
-// build and phase), and the default of 2 per host made most of a burst's
-// calls open a new TLS connection. It opens at most MaxConns.
 func newTransport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = 32
