@@ -184,18 +184,9 @@ func keyFileName(cfg config.GitHub) string {
 // GitHub: a push's plan and a worker's builds call it in bursts (a status per
 // build and phase), and the default of 2 per host made most of a burst's
 // calls open a new TLS connection.
-// MaxConns is how many connections to GitHub the client opens at most; more
-// requests at once wait for one. GitHub allows no more than 100 concurrent
-// requests (its secondary rate limit), and a worker whose thousands of
-// builds end together (10 000 in the scale benchmark) otherwise opened a
-// connection per waiting request: two goroutines and two buffers each, over
-// 100 MiB while a slow GitHub answered.
-const MaxConns = 64
-
 func newTransport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = 32
-	t.MaxConnsPerHost = MaxConns
 	return t
 }
 

@@ -12,12 +12,10 @@ import (
 	"io/fs"
 	stdlog "log"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -831,48 +829,5 @@ func TestBackoffDelay(t *testing.T) {
 	}
 	if got := (github.Backoff{}).Delay(3); got != 100*time.Millisecond {
 		t.Errorf("zero Backoff: Delay(3) = %s; want 100ms (no growth below factor 1)", got)
-	}
-}
-
-// However many statuses are set at once, the client opens at most MaxConns
-// connections to GitHub: the others wait for one.
-func TestClientCapsConnections(t *testing.T) {
-	var mu sync.Mutex
-	open, most := 0, 0
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(20 * time.Millisecond) // GitHub slow to answer
-		w.WriteHeader(http.StatusCreated)
-		_, _ = io.WriteString(w, `{"id":1,"state":"success"}`)
-	}))
-	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch st {
-		case http.StateNew:
-			open++
-			most = max(most, open)
-		case http.StateClosed, http.StateHijacked:
-			open--
-		}
-	}
-	srv.Start()
-	defer srv.Close()
-	c := newClient(t, config.GitHub{Token: secret.New("ghp_test"), APIURL: srv.URL + "/"}, 0, github.Options{})
-	var wg sync.WaitGroup
-	errs := make(chan error, 4*github.MaxConns)
-	for i := range 4 * github.MaxConns {
-		wg.Go(func() {
-			errs <- c.SetStatus(context.Background(), repo, sha, builds.Status{State: "success", Context: fmt.Sprintf("imagegen/g%d/c", i)})
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if most > github.MaxConns {
-		t.Errorf("%d connections open at once; want at most %d", most, github.MaxConns)
 	}
 }
