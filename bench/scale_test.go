@@ -169,7 +169,7 @@ func benchScale(b *testing.B) {
 	b.ReportMetric(workerPct, "idle-cpu-%")
 	b.ReportMetric(float64(mid.Goroutines), "goroutines")
 	if finish {
-		res.Figures = append(res.Figures, scaleFinish(b, s, w, plans, builds, start, launch+snapshotDelay)...)
+		res.Figures = append(res.Figures, scaleFinish(b, s, w, plans, builds, start, launch+snapshotDelay, rssGoal)...)
 	}
 	res.Elapsed = time.Since(res.Started).Seconds()
 	if err := res.Write(); err != nil {
@@ -182,7 +182,7 @@ func benchScale(b *testing.B) {
 // the simulated clouds' own delays, and the worker's peak RSS over the whole
 // run. A commit status whose latest is pending although a final one landed
 // before (a progress report overtaking the end) is counted apart.
-func scaleFinish(b *testing.B, s *service, w *scaleWorker, plans []pushPlan, builds int, start time.Time, ideal time.Duration) []Figure {
+func scaleFinish(b *testing.B, s *service, w *scaleWorker, plans []pushPlan, builds int, start time.Time, ideal time.Duration, rssGoal int64) []Figure {
 	var final, ok, stale int
 	var examples []string
 	count := func() {
@@ -227,7 +227,7 @@ func scaleFinish(b *testing.B, s *service, w *scaleWorker, plans []pushPlan, bui
 			"≤ 1.1 ×, every status final", ratio <= 1.1 && ok == builds && stale == 0),
 		Fig("builds succeeded", fmt.Sprintf("%d of %d", ok, builds)),
 		Fig("commit statuses pending after their final one (a progress report landed after the end)", fmt.Sprintf("%d of %d %v", stale, builds, examples)),
-		Fig("peak RSS of the worker's process over the whole run (the ends included)", MiB(end.HWM)),
+		Goal("peak RSS of the worker's process over the whole run (the ends included)", MiB(end.HWM), "≤ "+MiB(rssGoal), end.HWM <= rssGoal),
 	}
 	if bd, err := breakdown(context.Background(), s, plans, start, wall); err != nil {
 		figs = append(figs, Fig("breakdown", "none: "+err.Error()))
