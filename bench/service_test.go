@@ -42,6 +42,7 @@ type service struct {
 	rdb    redis.UniversalClient
 	gh     *githubtest.Server
 	cfg    *config.Config
+	yml    string // the config cfg was parsed from
 	store  *store.Store
 	queue  *queue.Client
 	url    string // http://127.0.0.1:port
@@ -85,7 +86,7 @@ clouds:%s`, s.redis.URL, ac.AppID, ac.PrivateKeyFile, webhookSecret, s.gh.URL(),
 		yml += "\nredis_durability: " + string(o.durability) + "\n"
 	}
 	cfg := configtest.Config(tb, yml)
-	s.cfg = cfg
+	s.cfg, s.yml = cfg, yml
 
 	rdb := redisClient(tb, cfg.Redis)
 	s.rdb = rdb

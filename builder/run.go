@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"runtime/debug"
 	"slices"
@@ -53,30 +54,50 @@ func RunAll(ctx context.Context, jobs []Job) []Result {
 // in reverse order, on a fresh context bounded by job.CleanupTimeout. It
 // never panics: a panic in a step or driver becomes a failed Result.
 func Run(ctx context.Context, job Job) Result {
-	if job.SSHTimeout <= 0 {
-		job.SSHTimeout = DefaultSSHTimeout
+	return *RunJob(ctx, &job)
+}
+
+// RunJob is Run for a job the caller holds by pointer; the result it
+// returns is the run's own. A build waits on its cloud for minutes at the
+// bottom of this call, so the frames above that wait are kept small (the
+// job, the result and the steps' temporaries live on the heap or in frames
+// that have returned): a goroutine's stack shrinks, at a collection, only
+// while it uses less than a quarter of it, and a worker holds thousands of
+// these stacks at once.
+func RunJob(ctx context.Context, job *Job) *Result {
+	p := newPipeline(job)
+	p.safeRun(ctx)
+	return &p.res
+}
+
+func newPipeline(job *Job) *pipeline {
+	p := &pipeline{job: *job, now: time.Now}
+	if p.job.SSHTimeout <= 0 {
+		p.job.SSHTimeout = DefaultSSHTimeout
 	}
-	if job.CleanupTimeout <= 0 {
-		job.CleanupTimeout = DefaultCleanupTimeout
+	if p.job.CleanupTimeout <= 0 {
+		p.job.CleanupTimeout = DefaultCleanupTimeout
 	}
-	p := &pipeline{job: job, now: time.Now}
-	p.log = &buildLog{cloud: job.CloudName, observer: job.Observer, redact: secret.NewRedactor(job.Secrets...), now: p.now}
+	p.log = &buildLog{cloud: p.job.CloudName, observer: p.job.Observer, redact: secret.NewRedactor(p.job.Secrets...), now: p.now}
 	p.slog = p.log.logger(StreamImagegen)
-	return p.safeRun(ctx)
+	return p
 }
 
 // safeRun is the last line of defence for "never panics": steps and cleanups
 // are guarded one by one; this catches a panic in the pipeline itself.
-func (p *pipeline) safeRun(ctx context.Context) (r Result) {
-	defer func() {
-		if v := recover(); v != nil {
-			r = p.res
-			r.State, r.Finished = StateFailed, p.now()
-			r.Err = fmt.Errorf("internal error: panic: %v", v)
-			r.Error = r.Err.Error()
-		}
-	}()
-	return p.run(ctx)
+func (p *pipeline) safeRun(ctx context.Context) {
+	defer p.recoverRun()
+	p.run(ctx)
+}
+
+// recoverRun turns a panic in the pipeline into a failed p.res.
+func (p *pipeline) recoverRun() {
+	if v := recover(); v != nil {
+		r := &p.res
+		r.State, r.Finished = StateFailed, p.now()
+		r.Err = fmt.Errorf("internal error: panic: %v", v)
+		r.Error = r.Err.Error()
+	}
 }
 
 // pipeline is one Run: the job, its log, and the typed state its steps share.
@@ -141,32 +162,56 @@ func (p *pipeline) steps() []step {
 	return steps
 }
 
-func (p *pipeline) run(ctx context.Context) Result {
-	job := p.job
+// run runs the steps and then the cleanups of those that ran, and leaves
+// the result in p.res. Its frame is on the stack of every waiting build:
+// the work before and after the steps is in functions of its own.
+func (p *pipeline) run(ctx context.Context) {
+	if err := p.begin(); err != nil {
+		p.finish(ctx, err)
+		return
+	}
+	steps := p.steps()
+	done, err := p.runSteps(ctx, steps)
+	p.cleanUp(ctx, steps, done, err)
+}
+
+// begin starts the result and checks the job.
+func (p *pipeline) begin() error {
+	job := &p.job
 	p.res = Result{Cloud: job.CloudName, State: StateRunning, ExitCode: -1, Started: p.now()}
 	if job.Spec != nil {
 		p.baseImage = job.Spec.Clouds[job.CloudName].Image
 		p.res.BaseImage = p.baseImage
 	}
 	if err := p.check(); err != nil {
-		return p.finish(ctx, err)
+		return err
 	}
 	p.imageName = ImageName(job.Spec.Name, p.res.Started, job.Commit)
 	p.slog.Info("building", "generator", job.Spec.Name, "cloud", job.CloudName, "build", job.Build, "image", p.imageName)
+	return nil
+}
 
-	var err error
-	done := 0 // steps whose run was called: each gets its cleanup
-	steps := p.steps()
-	for _, s := range steps {
-		if err = ctx.Err(); err != nil {
-			break
+// runSteps runs steps in order until one fails or ctx ends; done is how
+// many were started (each gets its cleanup).
+func (p *pipeline) runSteps(ctx context.Context, steps []step) (done int, err error) {
+	for i := range steps {
+		if err := ctx.Err(); err != nil {
+			return done, err
 		}
 		done++
-		if err = p.runPhase(ctx, s); err != nil {
-			err = fmt.Errorf("%s: %w", s.phase, err)
-			break
+		if err := p.runPhase(ctx, &steps[i]); err != nil {
+			return done, stepError(steps[i].phase, err)
 		}
 	}
+	return done, nil
+}
+
+func stepError(ph Phase, err error) error { return fmt.Errorf("%s: %w", ph, err) }
+
+// cleanUp runs the cleanups of the done steps, newest first, on a fresh
+// context, and finishes the result.
+func (p *pipeline) cleanUp(ctx context.Context, steps []step, done int, err error) {
+	job := &p.job
 	if err == nil {
 		p.succeeded = true
 	}
@@ -201,7 +246,7 @@ func (p *pipeline) run(ctx context.Context) Result {
 	case err != nil && len(cerrs) > 0:
 		err = errors.Join(append([]error{err}, cerrs...)...)
 	}
-	return p.finish(ctx, err)
+	p.finish(ctx, err)
 }
 
 // check refuses a job that cannot run, rather than panicking on it.
@@ -218,7 +263,7 @@ func (p *pipeline) check() error {
 	return nil
 }
 
-func (p *pipeline) runPhase(ctx context.Context, s step) error {
+func (p *pipeline) runPhase(ctx context.Context, s *step) error {
 	start := p.now()
 	p.log.phase(s.phase, start)
 	err := p.guard(ctx, s.run)
@@ -237,8 +282,9 @@ func (p *pipeline) guard(ctx context.Context, f func(context.Context) error) (er
 	return f(ctx)
 }
 
-func (p *pipeline) finish(ctx context.Context, err error) Result {
-	r := p.res
+// finish ends p.res: its state, image, and error, redacted.
+func (p *pipeline) finish(ctx context.Context, err error) {
+	r := &p.res
 	r.Finished = p.now()
 	switch {
 	case err == nil:
@@ -269,7 +315,6 @@ func (p *pipeline) finish(ctx context.Context, err error) Result {
 		p.slog.Info("build succeeded", "duration", r.Finished.Sub(r.Started).Round(time.Second).String())
 	}
 	p.log.phase(PhaseDone, r.Finished)
-	return r
 }
 
 func (p *pipeline) generateKeys(context.Context) error {
@@ -302,11 +347,21 @@ func (p *pipeline) generateKeys(context.Context) error {
 }
 
 func (p *pipeline) launch(ctx context.Context) error {
-	cs := p.job.Spec.Clouds[p.job.CloudName]
 	p.inst = clouds.Instance{Build: p.job.Build}
 	console := &lineWriter{log: p.log, stream: StreamConsole}
 	defer console.Flush()
-	req := clouds.LaunchRequest{
+	// The build waits in Launch: the request is made, and the instance
+	// logged, in functions of their own (see RunJob).
+	if err := p.job.Cloud.Launch(ctx, *p.launchRequest(console), &p.inst); err != nil {
+		return err
+	}
+	p.launched()
+	return nil
+}
+
+func (p *pipeline) launchRequest(console io.Writer) *clouds.LaunchRequest {
+	cs := p.job.Spec.Clouds[p.job.CloudName]
+	return &clouds.LaunchRequest{
 		Build:         p.job.Build,
 		Name:          resourceName(p.job.Spec.Name, p.job.Build),
 		Image:         p.baseImage,
@@ -325,13 +380,12 @@ func (p *pipeline) launch(ctx context.Context) error {
 		Log:     p.log.logger(StreamImagegen).With("driver", p.job.CloudName),
 		Console: console,
 	}
-	if err := p.job.Cloud.Launch(ctx, req, &p.inst); err != nil {
-		return err
-	}
+}
+
+func (p *pipeline) launched() {
 	if p.inst.ID != "" {
 		p.slog.Info("instance running", "id", p.inst.ID)
 	}
-	return nil
 }
 
 func (p *pipeline) terminate(ctx context.Context) error {

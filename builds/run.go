@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/imagegen/imagegen/builder"
@@ -18,12 +19,15 @@ import (
 type Runner struct {
 	d   Deps
 	rep *Reporter
+	// secrets are the config's (Config.Secrets), listed once: every build
+	// holds them while it runs.
+	secrets []secret.String
 }
 
 // NewRunner returns a Runner; it needs d.Config, d.Store and d.GitHub.
 func NewRunner(d Deps) *Runner {
 	d = d.withDefaults()
-	return &Runner{d: d, rep: NewReporter(d)}
+	return &Runner{d: d, rep: NewReporter(d), secrets: slices.Clip(d.Config.Secrets())}
 }
 
 // RunRequest is one run of a build task.
@@ -49,28 +53,43 @@ func (r RunRequest) carriesPassword() bool { return !r.Password.IsZero() || r.Pa
 // an error, and is retried. An error wrapping ErrNoRetry cannot be fixed by
 // a retry; one wrapping ErrDropTask ends a task that carried a password.
 func (r *Runner) Run(ctx context.Context, req RunRequest) error {
+	// The build waits on its cloud below ru.run for minutes: the frames
+	// above that wait are kept small (see builder.RunJob).
+	ru, err := r.begin(ctx, req)
+	if ru == nil {
+		return err
+	}
+	return ru.end(ru.run(ctx))
+}
+
+// begin loads the build and returns its run; nil, with what to return,
+// when there is nothing to run.
+func (r *Runner) begin(ctx context.Context, req RunRequest) (*run, error) {
 	b, sp, err := r.d.Store.Get(ctx, req.Build)
 	if errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("build %s: %w: %w", req.Build, err, ErrNoRetry)
+		return nil, fmt.Errorf("build %s: %w: %w", req.Build, err, ErrNoRetry)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	rec := b.Clouds[req.Cloud]
 	if rec == nil || sp == nil {
-		return fmt.Errorf("build %s has no cloud %q: %w", req.Build, req.Cloud, ErrNoRetry)
+		return nil, fmt.Errorf("build %s has no cloud %q: %w", req.Build, req.Cloud, ErrNoRetry)
 	}
 	gh, err := r.d.GitHub.Repo(ctx, b.Installation)
 	if err != nil {
-		return fmt.Errorf("github client: %w", err)
+		return nil, fmt.Errorf("github client: %w", err)
 	}
 	if rec.State.Final() {
 		// Done before: a retry whose report failed, or a duplicate. Report again.
-		return r.rep.Report(ctx, gh, b.ID, req.Cloud)
+		return nil, r.rep.Report(ctx, gh, b.ID, req.Cloud)
 	}
-	ru := &run{Runner: r, req: req, b: b, sp: sp, gh: gh,
-		log: r.d.Logger.With("build", b.ID, "generator", b.Generator, "cloud", req.Cloud, "repo", b.Repo, "sha", b.Commit)}
-	return ru.end(ru.run(ctx))
+	// From here the run reads the build's meta only (reports read the
+	// record afresh): its clouds' parts are not held while the build waits
+	// on its cloud, for minutes, thousands at once.
+	b.Clouds = nil
+	return &run{Runner: r, req: req, b: b, sp: sp, gh: gh,
+		log: r.d.Logger.With("build", b.ID, "generator", b.Generator, "cloud", req.Cloud, "repo", b.Repo, "sha", b.Commit)}, nil
 }
 
 // GaveUp records the cloud's part of build failed, its task having given up
@@ -106,25 +125,46 @@ func (ru *run) end(err error) error {
 	return err
 }
 
+// started is what a run holds while its pipeline runs.
+type started struct {
+	cl     clouds.Cloud
+	cred   clouds.Credentials
+	redact secret.Redactor
+	pr     *progress
+}
+
 func (ru *run) run(ctx context.Context) error {
+	st, err := ru.start(ctx)
+	if st == nil {
+		return err
+	}
+	// Every path below stops the reporter before recording the end, so the
+	// end lands last.
+	defer st.pr.stop()
+	res, timedOut := ru.build(ctx, st)
+	return ru.finish(ctx, st, res, timedOut)
+}
+
+// start marks the run running, starts its progress reports, opens the
+// cloud and removes what an earlier attempt left; nil, with what to
+// return, when the run cannot go on.
+func (ru *run) start(ctx context.Context) (*started, error) {
 	entry := ru.d.Config.Clouds[ru.req.Cloud]
 	// Asked again here: the config may have changed since the plan.
 	if why := denied(ru.d.Config, ru.req.Cloud, ru.b.Repo, ru.b.Ref); entry != nil && why != "" {
 		ru.log.Warn("cloud refused by its allow rule: nothing launched", "ref", ru.b.Ref, "reason", why)
-		return ru.fail(ctx, "", &DeniedError{why})
+		return nil, ru.fail(ctx, "", &DeniedError{why})
 	}
 	cred, msg, err := ru.credentials(entry)
 	if err != nil {
-		return ru.fail(ctx, msg, err)
+		return nil, ru.fail(ctx, msg, err)
 	}
 	ru.log = ru.log.With("attempt", max(ru.req.Attempt, 1))
 	if err := ru.markRunning(ctx); err != nil {
-		return err
+		return nil, err
 	}
-	// The start and the phases are reported from the side; every path below
-	// stops the reporter before recording the end, so the end lands last.
+	// The start and the phases are reported from the side.
 	pr := ru.rep.startProgress(context.WithoutCancel(ctx), ru.gh, ru.b, ru.req.Cloud, ru.log)
-	defer pr.stop()
 	pr.reportStart()
 	ru.log.Info("build started")
 
@@ -133,9 +173,9 @@ func (ru *run) run(ctx context.Context) error {
 		pr.stop()
 		if clouds.IsTransient(err) && ru.req.WillRetry {
 			ru.requeued(ctx)
-			return fmt.Errorf("open cloud: %w", err)
+			return nil, fmt.Errorf("open cloud: %w", err)
 		}
-		return ru.fail(ctx, "open cloud", err)
+		return nil, ru.fail(ctx, "open cloud", err)
 	}
 	// A previous attempt that died (a worker killed mid-build) may have left
 	// resources tagged with this build: remove them before starting again.
@@ -145,8 +185,11 @@ func (ru *run) run(ctx context.Context) error {
 	// The builder redacts the script's output as it streams; the sink's
 	// redactor guards the lines imagegen writes itself. Both know every
 	// secret of the config and this build's password.
-	redact := secret.NewRedactor(ru.secrets(cred)...)
-	res, timedOut := ru.build(ctx, cl, cred, redact, pr)
+	return &started{cl: cl, cred: cred, redact: secret.NewRedactor(ru.secrets(cred)...), pr: pr}, nil
+}
+
+// finish records and reports how the pipeline ended.
+func (ru *run) finish(ctx context.Context, st *started, res *builder.Result, timedOut bool) error {
 	if cause := context.Cause(ctx); errors.Is(cause, ErrShutdown) && res.State != builder.StateSucceeded {
 		// The worker is shutting down: the task is retried later.
 		ru.log.Warn("build interrupted by shutdown; it will be retried", "err", res.Error)
@@ -157,13 +200,13 @@ func (ru *run) run(ctx context.Context) error {
 		res.State = builder.StateFailed
 		res.Error = fmt.Sprintf("timed out after %s (build.timeout): %s", ru.d.Config.Build.Timeout, res.Error)
 	}
-	res.Error = redact.Redact(res.Error)
+	res.Error = st.redact.Redact(res.Error)
 	fctx := context.WithoutCancel(ctx)
-	if err := recordResult(fctx, ru.d, ru.b, ru.req.Cloud, res); err != nil {
+	if err := recordResult(fctx, ru.d, ru.b, ru.req.Cloud, *res); err != nil {
 		// Not recorded, not reported: the task runs again.
 		return err
 	}
-	ru.retain(fctx, cl, res) // keep: N, once the image is published
+	ru.retain(fctx, st.cl, *res) // keep: N, once the image is published
 	ru.log.Info("build finished", "state", res.State, "err", res.Error)
 	return ru.rep.Report(fctx, ru.gh, ru.b.ID, ru.req.Cloud)
 }
@@ -195,17 +238,26 @@ func (ru *run) markRunning(ctx context.Context) error {
 	return err
 }
 
-// build runs the builder's pipeline on cl, within build.timeout, and
-// returns its result, and whether the timeout ended it. The whole log is
-// stored, and the progress reporter stopped, when it returns.
-func (ru *run) build(ctx context.Context, cl clouds.Cloud, cred clouds.Credentials, redact secret.Redactor, pr *progress) (builder.Result, bool) {
-	obs := &observer{LogSink: ru.d.Store.NewLogSink(context.WithoutCancel(ctx), ru.b.ID, ru.req.Cloud, ru.log, redact), progress: pr}
+// build runs the builder's pipeline on the run's cloud, within
+// build.timeout, and returns its result, and whether the timeout ended it.
+// The whole log is stored, and the progress reporter stopped, when it
+// returns.
+func (ru *run) build(ctx context.Context, st *started) (*builder.Result, bool) {
+	obs := &observer{LogSink: ru.d.Store.NewLogSink(context.WithoutCancel(ctx), ru.b.ID, ru.req.Cloud, ru.log, st.redact), progress: st.pr}
 	bctx, cancel := context.WithTimeout(ctx, ru.d.Config.Build.Timeout)
 	defer cancel()
-	res := builder.Run(bctx, builder.Job{
+	res := builder.RunJob(bctx, ru.job(st, obs))
+	obs.Close()  // the whole log is stored before the result is
+	st.pr.stop() // and no progress report is made after it
+	return res, errors.Is(bctx.Err(), context.DeadlineExceeded)
+}
+
+// job is the builder's job for the run.
+func (ru *run) job(st *started, obs builder.Observer) *builder.Job {
+	return &builder.Job{
 		Build:          ru.b.ID,
 		CloudName:      ru.req.Cloud,
-		Cloud:          cl,
+		Cloud:          st.cl,
 		Spec:           ru.sp,
 		Repo:           ru.b.Repo,
 		Commit:         ru.b.Commit,
@@ -213,18 +265,18 @@ func (ru *run) build(ctx context.Context, cl clouds.Cloud, cred clouds.Credentia
 		Provenance:     ru.provenance(),
 		SSHTimeout:     ru.d.Config.Build.SSHTimeout,
 		CleanupTimeout: ru.d.Config.Build.CleanupTimeout,
-		Secrets:        ru.secrets(cred),
+		Secrets:        ru.secrets(st.cred),
 		Observer:       obs,
-	})
-	obs.Close() // the whole log is stored before the result is
-	pr.stop()   // and no progress report is made after it
-	return res, errors.Is(bctx.Err(), context.DeadlineExceeded)
+	}
 }
 
 // secrets are what the build's log must never show: every secret of the
 // config and the build's own password.
 func (ru *run) secrets(cred clouds.Credentials) []secret.String {
-	return append(ru.d.Config.Secrets(), cred.Password)
+	if cred.Password.IsZero() {
+		return ru.Runner.secrets // shared by every build: never appended to in place (clipped)
+	}
+	return append(ru.Runner.secrets, cred.Password)
 }
 
 // fail records the run failed (msg: what failed; "": err says it all) and

@@ -112,17 +112,31 @@ func (w *Worker) Handler() asynq.Handler {
 		}
 		return asynqError(w.deliveries.HandleEvent(ctx, d.ID, d.Parsed))
 	})
-	mux.HandleFunc(TypeBuild, func(ctx context.Context, t *asynq.Task) error {
-		var bt BuildTask
-		if err := json.Unmarshal(t.Payload(), &bt); err != nil {
-			return fmt.Errorf("decode build task: %w: %w", err, asynq.SkipRetry)
-		}
-		w.running.Add(1)
-		defer w.running.Done()
-		return asynqError(w.runner.Run(ctx, w.runRequest(ctx, bt)))
-	})
+	mux.HandleFunc(TypeBuild, w.handleBuild)
 	mux.HandleFunc(TypeBaseCheck, w.handleBaseCheck)
 	return mux
+}
+
+// handleBuild runs a build task. The build waits on its cloud below this
+// frame for minutes, so the task is decoded in a function of its own (see
+// builder.RunJob).
+func (w *Worker) handleBuild(ctx context.Context, t *asynq.Task) error {
+	req, err := w.buildRequest(ctx, t.Payload())
+	if err != nil {
+		return err
+	}
+	w.running.Add(1)
+	defer w.running.Done()
+	return asynqError(w.runner.Run(ctx, *req))
+}
+
+func (w *Worker) buildRequest(ctx context.Context, payload []byte) (*builds.RunRequest, error) {
+	var bt BuildTask
+	if err := json.Unmarshal(payload, &bt); err != nil {
+		return nil, fmt.Errorf("decode build task: %w: %w", err, asynq.SkipRetry)
+	}
+	req := w.runRequest(ctx, bt)
+	return &req, nil
 }
 
 // runRequest is what the Runner needs of a build task: its password

@@ -108,7 +108,9 @@ func (l *LogSink) run() {
 		l.flush()
 		l.mu.Lock()
 		if len(l.pending) == l.head && l.skipped == 0 {
-			l.running = false
+			// Idle: the lines' array goes too (a build waiting on its cloud
+			// for minutes keeps nothing for its log).
+			l.running, l.pending, l.head = false, nil, 0
 			l.mu.Unlock()
 			return
 		}

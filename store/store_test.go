@@ -456,6 +456,13 @@ func TestObserverStoresAQuietLine(t *testing.T) {
 				t.Fatalf("line %d stored, and %d log flushers still run", i, flushers())
 			}
 		}
+		// Nor an array for its lines.
+		o.mu.Lock()
+		held := cap(o.pending)
+		o.mu.Unlock()
+		if held != 0 {
+			t.Errorf("line %d stored, the flusher gone, and the sink holds room for %d lines", i, held)
+		}
 	}
 }
 

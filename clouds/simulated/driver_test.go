@@ -369,3 +369,64 @@ func TestOnLaunch(t *testing.T) {
 		t.Error("seen after OnLaunch(nil)")
 	}
 }
+
+// Leftovers of one build finds that build's resources among many, in
+// creation order, after others were removed, and as another process sees
+// them through a state file; Count counts each kind.
+func TestLeftoversOfOneBuildAmongMany(t *testing.T) {
+	ctx := context.Background()
+	for _, file := range []string{"", t.TempDir() + "/state.json"} {
+		c := simulated.New(simulated.Options{StateFile: file})
+		insts := map[string]*clouds.Instance{}
+		for i := range 50 {
+			b := fmt.Sprintf("b%02d", i)
+			insts[b] = &clouds.Instance{Build: b}
+			if err := c.Launch(ctx, launchReq(b), insts[b]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := 0; i < 50; i += 2 {
+			if err := c.Terminate(ctx, insts[fmt.Sprintf("b%02d", i)]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := c.Count(clouds.KindServer); got != 25 {
+			t.Errorf("state file %q: %d servers, want 25", file, got)
+		}
+		if got := c.Count(clouds.KindKeyPair); got != 25 {
+			t.Errorf("state file %q: %d key pairs, want 25", file, got)
+		}
+		readers := []*simulated.Cloud{c}
+		if file != "" {
+			readers = append(readers, simulated.New(simulated.Options{StateFile: file}))
+		}
+		for _, r := range readers {
+			for _, b := range []string{"b07", "b08"} {
+				got, err := r.Leftovers(ctx, b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var want []clouds.Resource
+				if b == "b07" {
+					want = insts[b].Resources
+				}
+				if !slices.Equal(got, want) {
+					t.Errorf("state file %q: Leftovers(%s) = %v, want %v", file, b, got, want)
+				}
+			}
+			all, err := r.Leftovers(ctx, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(all) != 50 || !slices.IsSortedFunc(all, func(a, b clouds.Resource) int { return strings.Compare(a.Build, b.Build) }) {
+				t.Errorf("state file %q: Leftovers of every build: %d resources, want 50 in creation order: %v", file, len(all), all)
+			}
+		}
+		if err := c.Remove(ctx, insts["b07"].Resources[1]); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := c.Leftovers(ctx, "b07"); !slices.Equal(got, insts["b07"].Resources[:1]) {
+			t.Errorf("state file %q: Leftovers after Remove = %v, want %v", file, got, insts["b07"].Resources[:1])
+		}
+	}
+}

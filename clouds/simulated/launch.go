@@ -3,6 +3,7 @@ package simulated
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"time"
@@ -11,7 +12,9 @@ import (
 )
 
 // Launch implements clouds.Cloud: a key pair, then a server, each recorded in
-// inst before the fake "boots" it for LaunchDelay+SSHDelay.
+// inst before the fake "boots" it for LaunchDelay+SSHDelay. A build waits
+// here for minutes: the work before and after the waits is in functions of
+// their own, so the waiting goroutine's stack stays small.
 func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clouds.Instance) error {
 	at := time.Now()
 	c.mu.Lock()
@@ -21,20 +24,36 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 		onLaunch(req.Build, at)
 	}
 	log := logger(req.Log)
+	id, err := c.create(ctx, &req, inst, log)
+	if err != nil {
+		return err
+	}
+	if err := c.waitRunning(ctx, id); err != nil {
+		return err
+	}
+	if err := clouds.Sleep(ctx, c.opts.SSHDelay); err != nil {
+		return err
+	}
+	c.running(id, inst, log)
+	return nil
+}
+
+// create makes the key pair and the server, and returns the server's id.
+func (c *Cloud) create(ctx context.Context, req *clouds.LaunchRequest, inst *clouds.Instance, log *slog.Logger) (string, error) {
 	if inst.Build == "" {
 		inst.Build = req.Build
 	}
 	switch {
 	case req.Build == "":
-		return clouds.Errorf(clouds.KindInvalid, "launch server", "no build id")
+		return "", clouds.Errorf(clouds.KindInvalid, "launch server", "no build id")
 	case req.Image == "":
-		return clouds.Errorf(clouds.KindInvalid, "launch server", "no base image")
+		return "", clouds.Errorf(clouds.KindInvalid, "launch server", "no base image")
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return "", err
 	}
 	if !c.knowsImage(req.Image) {
-		return &clouds.Error{Kind: clouds.KindNotFound, Op: "launch server", Code: "ImageNotFound",
+		return "", &clouds.Error{Kind: clouds.KindNotFound, Op: "launch server", Code: "ImageNotFound",
 			Err: fmt.Errorf("base image %q does not exist", req.Image), Hint: "check the image id in the generator spec"}
 	}
 	name := req.Name
@@ -49,7 +68,7 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 		return nil
 	})
 	if err != nil {
-		return err
+		return "", err
 	}
 	inst.Add(kp.Resource)
 	log.Info("simulated cloud: key pair created", "key_pair", kp.ID)
@@ -65,27 +84,24 @@ func (c *Cloud) Launch(ctx context.Context, req clouds.LaunchRequest, inst *clou
 		return nil
 	})
 	if err != nil {
-		return err
+		return "", err
 	}
 	inst.ID = srv.ID
 	inst.Add(srv.Resource)
 	log.Info("simulated cloud: server created; booting", "server", srv.ID, "image", req.Image, "size", req.Size)
+	return srv.ID, nil
+}
 
-	if err := c.waitRunning(ctx, srv.ID); err != nil {
-		return err
-	}
-	if err := clouds.Sleep(ctx, c.opts.SSHDelay); err != nil {
-		return err
-	}
+// running gives the booted server inst its SSH endpoint, if the cloud has one.
+func (c *Cloud) running(id string, inst *clouds.Instance, log *slog.Logger) {
 	if c.opts.SSH == nil {
 		log.Info("simulated cloud: the instance has no SSH endpoint, so the script will not run (configure ssh: to run it on a local sshd)")
-		return nil
+		return
 	}
 	ep := *c.opts.SSH
 	ep.HostKeys = slices.Clone(ep.HostKeys)
 	inst.SSH = &ep
-	log.Info("simulated cloud: server running", "server", srv.ID, "ssh", ep.Addr)
-	return nil
+	log.Info("simulated cloud: server running", "server", id, "ssh", ep.Addr)
 }
 
 func (c *Cloud) knowsImage(id string) bool {

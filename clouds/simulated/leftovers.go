@@ -12,10 +12,12 @@ func (c *Cloud) Leftovers(ctx context.Context, build string) ([]clouds.Resource,
 	var out []clouds.Resource
 	err := c.api(ctx, OpLeftovers, func() error {
 		out = out[:0]
-		rs := make([]*resource, 0, len(c.resources))
-		for _, r := range c.resources {
-			if b := r.tags[clouds.TagBuild]; b != "" && (build == "" || b == build) {
-				rs = append(rs, r)
+		var rs []*resource
+		if build != "" {
+			rs = slices.Clone(c.byBuild[build])
+		} else {
+			for _, b := range c.byBuild {
+				rs = append(rs, b...)
 			}
 		}
 		slices.SortFunc(rs, func(a, b *resource) int { return a.seq - b.seq })
@@ -47,7 +49,7 @@ func (c *Cloud) remove(ctx context.Context, op Op, r clouds.Resource) error {
 		if !ok || res.Kind != r.Kind {
 			return nil
 		}
-		delete(c.resources, r.ID)
+		c.deleteLocked(res)
 		c.calls = append(c.calls, "delete "+r.Kind+" "+r.ID)
 		if r.Kind == clouds.KindServer {
 			// Deleting a server whose image is still saving spoils the image,

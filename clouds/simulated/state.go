@@ -87,8 +87,9 @@ func (c *Cloud) syncState() (func() error, error) {
 	}
 	c.seq = doc.Seq
 	c.resources = make(map[string]*resource, len(doc.Resources))
+	c.byBuild = map[string][]*resource{}
 	for _, r := range doc.Resources {
-		c.resources[r.ID] = &resource{Resource: r.Resource, tags: r.Tags, state: r.State, created: r.Created, readyAt: r.ReadyAt, seq: r.Seq}
+		c.addLocked(&resource{Resource: r.Resource, tags: r.Tags, state: r.State, created: r.Created, readyAt: r.ReadyAt, seq: r.Seq})
 	}
 	c.images, c.imagesLoaded, c.imagesDirty, c.imagesErr = nil, false, false, nil
 	c.added = doc.BaseImages

@@ -313,6 +313,13 @@ func (s *Server) Calls() []Call {
 	return slices.Clone(s.calls)
 }
 
+// CallCount returns len(Calls()) without copying them.
+func (s *Server) CallCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.calls)
+}
+
 // FailNext makes the next n requests whose method matches (empty: any) and
 // whose path (without the Enterprise prefix) starts with pathPrefix fail with
 // status and headers, with the body GitHub sends for it: a secondary rate

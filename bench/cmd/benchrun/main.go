@@ -33,7 +33,7 @@ var benchmarks = []benchmark{
 	{"BenchmarkNoticing", "3-noticing", "Noticing"},
 	{"BenchmarkLogStream", "4-logstream", "Log streaming"},
 	{"BenchmarkLogStreamStudy", "4b-logstream-study", "Log streaming: what each part costs"},
-	{"BenchmarkScale", "5-scale", "Scale in one process"},
+	{"BenchmarkScale", "5-scale", "Scale in one worker"},
 	{"BenchmarkManifest", "6-manifest", "Image manifests"},
 	{"BenchmarkAPICalls", "7-apicalls", "Cloud API calls at scale"},
 	{"BenchmarkFirstCall", "8-firstcall", "Delivery to first cloud call"},
