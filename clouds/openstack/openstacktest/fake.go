@@ -519,11 +519,17 @@ func (f *Fake) advance(r *region) {
 		if im.next == "" || now.Before(im.due) {
 			continue
 		}
+		// Each change happens when it was due, not when a request came
+		// to see it: saving lasts SnapshotDelay/2 from the end of queued,
+		// whenever the next request after that came (with one look a
+		// second, a snapshot took up to a second longer than asked).
 		if im.Status == "queued" {
-			im.Status, im.due, im.Updated = "saving", now.Add(f.opts.SnapshotDelay/2), now
-			continue
+			im.Status, im.due, im.Updated = "saving", im.due.Add(f.opts.SnapshotDelay/2), im.due
+			if now.Before(im.due) {
+				continue
+			}
 		}
-		im.Status, im.next, im.Updated = im.next, "", now
+		im.Status, im.next, im.Updated = im.next, "", im.due
 	}
 }
 
