@@ -352,19 +352,22 @@ func (p *pipeline) launch(ctx context.Context) error {
 	defer console.Flush()
 	// The build waits in Launch: the request is made, and the instance
 	// logged, in functions of their own (see RunJob).
-	if err := p.job.Cloud.Launch(ctx, *p.launchRequest(console), &p.inst); err != nil {
+	if err := p.job.Cloud.Launch(ctx, *p.launchRequest(console, p.baseImage, ""), &p.inst); err != nil {
 		return err
 	}
 	p.launched()
 	return nil
 }
 
-func (p *pipeline) launchRequest(console io.Writer) *clouds.LaunchRequest {
+// launchRequest is the request for one of the build's VMs: the build's own
+// (role "", from the base image) or the image test's (role "test", from the
+// new image: its name, a role tag and its log lines say so).
+func (p *pipeline) launchRequest(console io.Writer, image, role string) *clouds.LaunchRequest {
 	cs := p.job.Spec.Clouds[p.job.CloudName]
-	return &clouds.LaunchRequest{
+	req := &clouds.LaunchRequest{
 		Build:         p.job.Build,
 		Name:          resourceName(p.job.Spec.Name, p.job.Build),
-		Image:         p.baseImage,
+		Image:         image,
 		Size:          cs.Size,
 		User:          cs.SSHUser,
 		AuthorizedKey: p.authorizedKey,
@@ -380,6 +383,12 @@ func (p *pipeline) launchRequest(console io.Writer) *clouds.LaunchRequest {
 		Log:     p.log.logger(StreamImagegen).With("driver", p.job.CloudName),
 		Console: console,
 	}
+	if role != "" {
+		req.Name += "-" + role
+		req.Tags[clouds.TagRole] = role
+		req.Log = req.Log.With("vm", role)
+	}
+	return req
 }
 
 func (p *pipeline) launched() {

@@ -31,32 +31,12 @@ func (p *pipeline) testSteps() []step {
 
 // launchTest boots a VM from the new image, with the build's keys.
 func (p *pipeline) launchTest(ctx context.Context) error {
-	cs := p.job.Spec.Clouds[p.job.CloudName]
 	p.testInst = clouds.Instance{Build: p.job.Build}
 	console := &lineWriter{log: p.log, stream: StreamConsole}
 	defer console.Flush()
-	req := clouds.LaunchRequest{
-		Build:         p.job.Build,
-		Name:          resourceName(p.job.Spec.Name, p.job.Build) + "-test",
-		Image:         p.img.ID,
-		Size:          cs.Size,
-		User:          cs.SSHUser,
-		AuthorizedKey: p.authorizedKey,
-		HostKey:       p.hostKey,
-		SSHTimeout:    p.job.SSHTimeout,
-		Tags: map[string]string{
-			clouds.TagBuild:      p.job.Build,
-			clouds.TagGenerator:  p.job.Spec.Name,
-			clouds.TagImageName:  p.imageName,
-			clouds.TagCloud:      p.job.CloudName,
-			clouds.TagManagedKey: "true",
-			clouds.TagRole:       "test",
-		},
-		Log:     p.log.logger(StreamImagegen).With("driver", p.job.CloudName, "vm", "test"),
-		Console: console,
-	}
+	req := p.launchRequest(console, p.img.ID, "test")
 	p.slog.Info("testing the new image on a fresh VM booted from it", "image", p.img.ID)
-	if err := p.job.Cloud.Launch(ctx, req, &p.testInst); err != nil {
+	if err := p.job.Cloud.Launch(ctx, *req, &p.testInst); err != nil {
 		return err
 	}
 	if p.testInst.ID != "" {
