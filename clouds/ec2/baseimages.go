@@ -29,9 +29,8 @@ func (c *Cloud) FindImages(ctx context.Context, f clouds.ImageFilter) ([]clouds.
 	var out []clouds.Image
 	err := c.retry(ctx, "find base images "+f.String(), func(ctx context.Context) error {
 		out = out[:0]
-		in.NextToken = nil
-		for {
-			res, err := c.api.DescribeImages(ctx, in)
+		for pages := ec2.NewDescribeImagesPaginator(c.api, in); pages.HasMorePages(); {
+			res, err := pages.NextPage(ctx)
 			if err != nil {
 				return err
 			}
@@ -44,11 +43,8 @@ func (c *Cloud) FindImages(ctx context.Context, f clouds.ImageFilter) ([]clouds.
 				}
 				out = append(out, clouds.Image{ID: aws.ToString(im.ImageId), Name: aws.ToString(im.Name), Tags: tags, Created: creationDate(im)})
 			}
-			if aws.ToString(res.NextToken) == "" {
-				return nil
-			}
-			in.NextToken = res.NextToken
 		}
+		return nil
 	})
 	if err != nil {
 		return nil, err

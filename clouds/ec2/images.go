@@ -170,8 +170,8 @@ func (c *Cloud) BuildImages(ctx context.Context, build string) ([]clouds.Image, 
 	err := c.retry(ctx, "list images", func(ctx context.Context) error {
 		out = out[:0]
 		in := &ec2.DescribeImagesInput{Owners: []string{"self"}, Filters: []types.Filter{buildFilter(build)}, MaxResults: aws.Int32(imagePage)}
-		for {
-			res, err := c.api.DescribeImages(ctx, in)
+		for pages := ec2.NewDescribeImagesPaginator(c.api, in); pages.HasMorePages(); {
+			res, err := pages.NextPage(ctx)
 			if err != nil {
 				return err
 			}
@@ -192,11 +192,8 @@ func (c *Cloud) BuildImages(ctx context.Context, build string) ([]clouds.Image, 
 				recordSnapshots(&img, im)
 				out = append(out, img)
 			}
-			if aws.ToString(res.NextToken) == "" {
-				return nil
-			}
-			in.NextToken = res.NextToken
 		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
