@@ -16,10 +16,9 @@ import (
 func (c *Cloud) Leftovers(ctx context.Context, build string) ([]clouds.Resource, error) {
 	var out []clouds.Resource
 	f := buildFilter(build)
-	var token *string
-	for {
-		res, err := c.api.DescribeInstances(ctx, &ec2.DescribeInstancesInput{NextToken: token, Filters: []types.Filter{f,
-			{Name: aws.String("instance-state-name"), Values: []string{"pending", "running", "stopping", "stopped", "shutting-down"}}}})
+	in := &ec2.DescribeInstancesInput{Filters: []types.Filter{f, {Name: aws.String("instance-state-name"), Values: liveStates}}}
+	for pages := ec2.NewDescribeInstancesPaginator(c.api, in); pages.HasMorePages(); {
+		res, err := pages.NextPage(ctx)
 		if err != nil {
 			return nil, classify("list instances", err)
 		}
@@ -28,9 +27,6 @@ func (c *Cloud) Leftovers(ctx context.Context, build string) ([]clouds.Resource,
 				t := tagMap(i.Tags)
 				out = append(out, clouds.Resource{Kind: clouds.KindServer, ID: aws.ToString(i.InstanceId), Name: t["Name"], Build: t[clouds.TagBuild]})
 			}
-		}
-		if token = res.NextToken; aws.ToString(token) == "" {
-			break
 		}
 	}
 	sgs, err := c.api.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: []types.Filter{f}})

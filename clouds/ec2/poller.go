@@ -127,9 +127,9 @@ func describeInstances(ctx context.Context, api API, ids []string, u *unlisted, 
 	found := make(map[string]types.Instance, len(ids))
 	calls := 0
 	describe := func(in *ec2.DescribeInstancesInput) error {
-		for {
+		for pages := ec2.NewDescribeInstancesPaginator(api, in); pages.HasMorePages(); {
 			calls++
-			out, err := api.DescribeInstances(ctx, in, opts...)
+			out, err := pages.NextPage(ctx, opts...)
 			if err != nil {
 				return classify("describe instances", err)
 			}
@@ -138,11 +138,8 @@ func describeInstances(ctx context.Context, api API, ids []string, u *unlisted, 
 					found[aws.ToString(i.InstanceId)] = i
 				}
 			}
-			if aws.ToString(out.NextToken) == "" {
-				return nil
-			}
-			in.NextToken = out.NextToken
 		}
+		return nil
 	}
 	rest := ids
 	if len(ids) > maxFilterValues {
@@ -175,20 +172,17 @@ func describeImages(ctx context.Context, api API, ids []string, u *unlisted, opt
 	found := make(map[string]types.Image, len(ids))
 	calls := 0
 	describe := func(in *ec2.DescribeImagesInput) error {
-		for {
+		for pages := ec2.NewDescribeImagesPaginator(api, in); pages.HasMorePages(); {
 			calls++
-			out, err := api.DescribeImages(ctx, in, opts...)
+			out, err := pages.NextPage(ctx, opts...)
 			if err != nil {
 				return classify("describe images", err)
 			}
 			for _, im := range out.Images {
 				found[aws.ToString(im.ImageId)] = im
 			}
-			if aws.ToString(out.NextToken) == "" {
-				return nil
-			}
-			in.NextToken = out.NextToken
 		}
+		return nil
 	}
 	rest := ids
 	if len(ids) > maxFilterValues {
