@@ -2,6 +2,7 @@ package spec
 
 import (
 	"encoding/json"
+	"maps"
 	"path"
 	"regexp"
 	"slices"
@@ -75,7 +76,7 @@ func (f *ImageFilter) String() string {
 	}
 	if len(f.Tags) > 0 {
 		var tags []string
-		for _, k := range slices.Sorted(mapKeys(f.Tags)) {
+		for _, k := range slices.Sorted(maps.Keys(f.Tags)) {
 			tags = append(tags, k+": "+strconv.Quote(f.Tags[k]))
 		}
 		parts = append(parts, "tags: {"+strings.Join(tags, ", ")+"}")
@@ -87,16 +88,6 @@ func (f *ImageFilter) String() string {
 		parts = append(parts, "most_recent: true")
 	}
 	return "{" + strings.Join(parts, ", ") + "}"
-}
-
-func mapKeys(m map[string]string) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // Describe is the cloud's base image as the spec gives it: the id, or the filter.
